@@ -1,0 +1,1 @@
+//! Blueprint language: YAML parsing with source spans, validation with located diagnostics, JSON Schema.

@@ -1,0 +1,89 @@
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+
+use super::{Described, TimestampMs};
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepSpec {
+    pub name: String,
+    pub depends_on: Vec<String>,
+    /// Retries after the first attempt, for retryable failures.
+    pub retries: u32,
+    /// Reuse the previous output when the step's inputs hash is unchanged.
+    pub cache: bool,
+    /// The container image for platforms that run steps remotely; `None` runs in-process.
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Schedule,
+    NewData,
+    Drift,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PipelineSpec {
+    pub name: String,
+    pub steps: Vec<StepSpec>,
+    /// Cron expression (5 fields), when scheduled.
+    pub schedule: Option<String>,
+    pub triggers: Vec<Trigger>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    /// Not run because a dependency failed.
+    Skipped,
+}
+
+impl RunState {
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, RunState::Pending | RunState::Running)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepRun {
+    pub name: String,
+    pub state: RunState,
+    pub attempts: u32,
+    /// True when the output came from the cache.
+    pub cached: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PipelineRun {
+    pub id: String,
+    pub pipeline: String,
+    pub state: RunState,
+    pub trigger: Option<Trigger>,
+    pub started_ms: TimestampMs,
+    pub ended_ms: Option<TimestampMs>,
+    pub steps: Vec<StepRun>,
+    pub params: BTreeMap<String, String>,
+}
+
+#[async_trait]
+pub trait Orchestrator: Described + Send + Sync {
+    /// Creates or updates the pipeline definition.
+    async fn upsert_pipeline(&self, spec: &PipelineSpec) -> Result<()>;
+    async fn describe_pipeline(&self, name: &str) -> Result<Option<PipelineSpec>>;
+    async fn delete_pipeline(&self, name: &str) -> Result<()>;
+    /// Starts a run; returns its id at once (the run goes on in the background).
+    async fn start(&self, pipeline: &str, trigger: Option<Trigger>, params: &BTreeMap<String, String>) -> Result<String>;
+    async fn status(&self, run: &str) -> Result<PipelineRun>;
+    async fn list_runs(&self, pipeline: &str) -> Result<Vec<PipelineRun>>;
+    async fn logs(&self, run: &str, step: Option<&str>) -> Result<String>;
+    async fn cancel(&self, run: &str) -> Result<()>;
+}

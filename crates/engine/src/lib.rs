@@ -1,0 +1,1 @@
+//! Plan, apply, destroy and drift over a locked state; the lifecycle runner.

@@ -1,0 +1,1 @@
+//! Platform-neutral ML: datasets, data validation, training, evaluation, prediction, drift statistics.

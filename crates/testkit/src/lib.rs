@@ -1,0 +1,1 @@
+//! One behaviour suite per stage trait that every platform must pass.

@@ -1,0 +1,1 @@
+//! The embedded local platform: files, SQLite, an in-process model server.
