@@ -1,1 +1,5 @@
-//! Blueprint language: YAML parsing with source spans, validation with located diagnostics, JSON Schema.
+//! The blueprint language: YAML with source spans → validated, typed [`Blueprint`].
+
+pub mod model;
+
+pub use model::*;

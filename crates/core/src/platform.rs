@@ -5,10 +5,11 @@ use std::str::FromStr;
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-    schemars::JsonSchema,
+    schemars::JsonSchema, Default,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum PlatformKind {
+    #[default]
     Local,
     Onprem,
     Aws,
