@@ -1,1 +1,25 @@
 //! Platform-neutral ML: datasets, data validation, training, evaluation, prediction, drift statistics.
+//!
+//! The lifecycle runner calls, in order: [`load_source`] → [`validate`] → [`prepare`] →
+//! [`train`] → [`evaluate`] → [`decide`]. The model server calls [`TrainedModel::from_bytes`]
+//! once and [`TrainedModel::predict`] (or `predict_row`) per request; the monitor calls
+//! [`psi`] / [`ks`].
+
+pub mod dataset;
+pub mod drift;
+pub mod gate;
+pub mod metrics;
+pub mod model;
+pub mod params;
+pub mod prepare;
+pub mod validate;
+
+pub use dataset::{Dataset, builtin_columns, builtin_names, load_source};
+pub use drift::{ks, ks_pvalue, psi};
+pub use galley_blueprint::{Algorithm, Task};
+pub use gate::{GateDecision, decide};
+pub use metrics::{evaluate, higher_is_better};
+pub use model::{MODEL_FORMAT, MODEL_FORMAT_VERSION, TrainedModel, train};
+pub use params::accepted_params;
+pub use prepare::{Frame, Prepared, prepare};
+pub use validate::{Problem, ProblemKind, ValidationReport, validate};

@@ -1,1 +1,543 @@
-//! (in progress)
+//! The local feature store, on one SQLite file.
+//!
+//! Each group has an offline table `fgo_<group>` (every ingested row, append-only, indexed by
+//! entity and event time) and, when the group is online, an online table `fgn_<group>` (one row
+//! per entity: the latest materialized values). Feature columns are stored as `f_<feature>` so a
+//! feature can never collide with the store's own columns. Group and feature names are checked
+//! against a strict identifier rule before they reach any SQL text; values are always bound.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use galley_core::error::ResultExt;
+use galley_core::stages::{Described, FeatureGroupSpec, FeatureStore, TimestampMs, now_ms};
+use galley_core::table::{Column, DType, Table, Value};
+use galley_core::{Error, PlatformKind, Result, Stage};
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
+
+use crate::db::{Db, DbError, DbResult, check_identifier};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS feature_groups (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+";
+
+/// Keys per online lookup query. Batches are padded to a power of two so only a handful of
+/// statement shapes exist per group and all of them stay in the statement cache.
+const ONLINE_BATCH: usize = 256;
+
+pub struct LocalFeatures {
+    db: Db,
+}
+
+impl LocalFeatures {
+    /// Opens (creating if needed) the feature store database at `db_path`.
+    pub fn open(db_path: std::path::PathBuf) -> Result<Self> {
+        let db = Db::open(&db_path, SCHEMA)
+            .map_err(|e| e.stage(Stage::Features).operation("open").resource(db_path.display().to_string()))?;
+        Ok(LocalFeatures { db })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.db.path()
+    }
+}
+
+fn offline_table(group: &str) -> String {
+    format!("\"fgo_{group}\"")
+}
+fn online_table(group: &str) -> String {
+    format!("\"fgn_{group}\"")
+}
+fn feature_column(feature: &str) -> String {
+    format!("\"f_{feature}\"")
+}
+
+fn sql_type(dtype: DType) -> &'static str {
+    match dtype {
+        DType::Bool | DType::Int => "INTEGER",
+        DType::Float => "REAL",
+        DType::String => "TEXT",
+    }
+}
+
+fn validate_spec(spec: &FeatureGroupSpec) -> Result<()> {
+    check_identifier("feature group", &spec.name)?;
+    check_identifier("entity column", &spec.entity.name)?;
+    check_identifier("event-time column", &spec.event_time)?;
+    if !matches!(spec.entity.dtype, DType::Int | DType::String) {
+        return Err(Error::invalid(format!(
+            "feature group `{}`: the entity column `{}` is {}, but an entity key must be int or string",
+            spec.name, spec.entity.name, spec.entity.dtype
+        )));
+    }
+    let mut seen = vec![spec.entity.name.as_str(), spec.event_time.as_str()];
+    if spec.entity.name == spec.event_time {
+        return Err(Error::invalid(format!(
+            "feature group `{}`: the entity and event-time columns must differ",
+            spec.name
+        )));
+    }
+    for f in &spec.features {
+        check_identifier("feature", &f.name)?;
+        if seen.contains(&f.name.as_str()) {
+            return Err(Error::invalid(format!(
+                "feature group `{}`: column `{}` is declared twice",
+                spec.name, f.name
+            )));
+        }
+        seen.push(&f.name);
+    }
+    Ok(())
+}
+
+fn load_spec(conn: &Connection, group: &str) -> DbResult<Option<FeatureGroupSpec>> {
+    let json: Option<String> = conn
+        .prepare_cached("SELECT spec FROM feature_groups WHERE name = ?1")?
+        .query_row([group], |r| r.get(0))
+        .optional()?;
+    Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+}
+
+fn require_spec(conn: &Connection, group: &str) -> DbResult<FeatureGroupSpec> {
+    load_spec(conn, group)?.ok_or_else(|| {
+        Error::not_found(format!(
+            "feature group `{group}` does not exist; declare it in the blueprint's features section \
+             and run `galley apply`"
+        ))
+        .into()
+    })
+}
+
+fn require_online(spec: &FeatureGroupSpec) -> DbResult<()> {
+    if spec.online {
+        Ok(())
+    } else {
+        Err(Error::invalid(format!(
+            "feature group `{}` has no online store; set `online: true` on it and run `galley apply`",
+            spec.name
+        ))
+        .into())
+    }
+}
+
+/// The spec's columns for `names`, in that order; every feature when `names` is empty.
+fn pick_features<'a>(spec: &'a FeatureGroupSpec, names: &[String]) -> DbResult<Vec<&'a Column>> {
+    if names.is_empty() {
+        return Ok(spec.features.iter().collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            spec.features.iter().find(|f| &f.name == n).ok_or_else(|| unknown_feature(spec, n).into())
+        })
+        .collect()
+}
+
+fn unknown_feature(spec: &FeatureGroupSpec, name: &str) -> Error {
+    let known: Vec<&str> = spec.features.iter().map(|f| f.name.as_str()).collect();
+    Error::invalid(format!(
+        "`{name}` is not a feature of group `{}` (its features are: {})",
+        spec.name,
+        known.join(", ")
+    ))
+}
+
+/// Whether a value of `actual` may be stored in a column of `declared` (ints widen to floats).
+fn compatible(actual: DType, declared: DType) -> bool {
+    actual == declared || (actual == DType::Int && declared == DType::Float)
+}
+
+fn to_sql(v: &Value, declared: DType) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Int(i) if declared == DType::Float => SqlValue::Real(*i as f64),
+        Value::Int(i) => SqlValue::Integer(*i),
+        Value::Float(f) => SqlValue::Real(*f),
+        Value::String(s) => SqlValue::Text(s.clone()),
+    }
+}
+
+fn from_sql(v: ValueRef<'_>, declared: DType) -> Value {
+    match (v, declared) {
+        (ValueRef::Null, _) => Value::Null,
+        (ValueRef::Integer(i), DType::Bool) => Value::Bool(i != 0),
+        (ValueRef::Integer(i), DType::Float) => Value::Float(i as f64),
+        (ValueRef::Integer(i), _) => Value::Int(i),
+        (ValueRef::Real(f), _) => Value::Float(f),
+        (ValueRef::Text(t), _) | (ValueRef::Blob(t), _) => Value::String(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+/// An entity key as a map key (floats never are entity keys).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum EntityKey {
+    Int(i64),
+    Str(String),
+}
+
+fn entity_key(spec: &FeatureGroupSpec, v: &Value) -> DbResult<EntityKey> {
+    match (v, spec.entity.dtype) {
+        (Value::Int(i), DType::Int) => Ok(EntityKey::Int(*i)),
+        (Value::String(s), DType::String) => Ok(EntityKey::Str(s.clone())),
+        _ => Err(Error::invalid(format!(
+            "entity key {v:?} does not match the entity column `{}` of group `{}`, which is {}",
+            spec.entity.name, spec.name, spec.entity.dtype
+        ))
+        .into()),
+    }
+}
+
+fn create_tables(conn: &Connection, spec: &FeatureGroupSpec) -> rusqlite::Result<()> {
+    let g = &spec.name;
+    let entity_type = sql_type(spec.entity.dtype);
+    let features: String =
+        spec.features.iter().map(|f| format!(", {} {}", feature_column(&f.name), sql_type(f.dtype))).collect();
+    conn.execute_batch(&format!(
+        "CREATE TABLE {off} (
+             seq INTEGER PRIMARY KEY,
+             entity {entity_type} NOT NULL,
+             event_time INTEGER NOT NULL,
+             ingested_at INTEGER NOT NULL{features}
+         );
+         CREATE INDEX \"fgo_{g}_by_entity_time\" ON {off} (entity, event_time);",
+        off = offline_table(g)
+    ))?;
+    if spec.online {
+        conn.execute_batch(&format!(
+            "CREATE TABLE {on} (
+                 entity {entity_type} PRIMARY KEY,
+                 event_time INTEGER NOT NULL,
+                 source_seq INTEGER NOT NULL{features}
+             );",
+            on = online_table(g)
+        ))?;
+    }
+    Ok(())
+}
+
+impl Described for LocalFeatures {
+    fn platform(&self) -> PlatformKind {
+        PlatformKind::Local
+    }
+}
+
+#[async_trait]
+impl FeatureStore for LocalFeatures {
+    async fn create_group(&self, spec: &FeatureGroupSpec) -> Result<()> {
+        validate_spec(spec).ctx(Stage::Features, "create_group", &spec.name)?;
+        let spec = spec.clone();
+        let name = spec.name.clone();
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                match load_spec(&tx, &spec.name)? {
+                    Some(existing) if existing == spec => return Ok(()),
+                    Some(_) => {
+                        return Err(Error::conflict(format!(
+                            "feature group `{}` already exists with a different definition; delete \
+                             the group first (its data is lost) or give the new definition another name",
+                            spec.name
+                        ))
+                        .into());
+                    }
+                    None => {}
+                }
+                create_tables(&tx, &spec)?;
+                tx.prepare_cached("INSERT INTO feature_groups (name, spec, created_ms) VALUES (?1, ?2, ?3)")?
+                    .execute(rusqlite::params![spec.name, serde_json::to_string(&spec)?, now_ms()])?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+            .ctx(Stage::Features, "create_group", &name)
+    }
+
+    async fn describe_group(&self, name: &str) -> Result<Option<FeatureGroupSpec>> {
+        let g = name.to_owned();
+        self.db.call(move |conn| load_spec(conn, &g)).await.ctx(Stage::Features, "describe_group", name)
+    }
+
+    async fn delete_group(&self, name: &str) -> Result<()> {
+        check_identifier("feature group", name).ctx(Stage::Features, "delete_group", name)?;
+        let g = name.to_owned();
+        self.db
+            .call(move |conn| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                tx.execute_batch(&format!(
+                    "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
+                    offline_table(&g),
+                    online_table(&g)
+                ))?;
+                tx.prepare_cached("DELETE FROM feature_groups WHERE name = ?1")?.execute([&g])?;
+                tx.commit()?;
+                Ok(())
+            })
+            .await
+            .ctx(Stage::Features, "delete_group", name)
+    }
+
+    async fn ingest(&self, group: &str, rows: &Table) -> Result<u64> {
+        let g = group.to_owned();
+        let rows = rows.clone();
+        self.db
+            .call(move |conn| {
+                let spec = require_spec(conn, &g)?;
+                // For each input column: its SQL column and declared type.
+                let mut targets: Vec<(String, DType)> = Vec::with_capacity(rows.columns.len());
+                for c in &rows.columns {
+                    let (column, declared) = if c.name == spec.entity.name {
+                        ("entity".to_owned(), spec.entity.dtype)
+                    } else if c.name == spec.event_time {
+                        ("event_time".to_owned(), DType::Int)
+                    } else {
+                        let f = spec.features.iter().find(|f| f.name == c.name).ok_or_else(|| {
+                            Error::invalid(format!(
+                                "column `{}` is not a feature of group `{g}`; add it to the group's \
+                                 features or drop it from the rows (features: {})",
+                                c.name,
+                                spec.features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
+                            ))
+                        })?;
+                        (feature_column(&f.name), f.dtype)
+                    };
+                    if !compatible(c.dtype, declared) {
+                        return Err(Error::invalid(format!(
+                            "column `{}` is {} in the rows but {declared} in feature group `{g}`",
+                            c.name, c.dtype
+                        ))
+                        .into());
+                    }
+                    if targets.iter().any(|(t, _)| *t == column) {
+                        return Err(Error::invalid(format!("column `{}` appears twice in the rows", c.name)).into());
+                    }
+                    targets.push((column, declared));
+                }
+                for required in [&spec.entity.name, &spec.event_time] {
+                    if rows.column_index(required).is_none() {
+                        return Err(Error::invalid(format!(
+                            "the rows for feature group `{g}` lack the `{required}` column"
+                        ))
+                        .into());
+                    }
+                }
+                let columns: Vec<&str> = targets.iter().map(|(c, _)| c.as_str()).collect();
+                let placeholders = vec!["?"; columns.len() + 1].join(", ");
+                let sql = format!(
+                    "INSERT INTO {} ({}, ingested_at) VALUES ({placeholders})",
+                    offline_table(&g),
+                    columns.join(", ")
+                );
+                let ingested_at = now_ms();
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                {
+                    let mut insert = tx.prepare_cached(&sql)?;
+                    let mut bound: Vec<SqlValue> = Vec::with_capacity(targets.len() + 1);
+                    for (i, row) in rows.rows.iter().enumerate() {
+                        if row.len() != targets.len() {
+                            return Err(Error::invalid(format!(
+                                "row {i} has {} values but the rows have {} columns",
+                                row.len(),
+                                targets.len()
+                            ))
+                            .into());
+                        }
+                        bound.clear();
+                        for ((value, (column, declared)), c) in row.iter().zip(&targets).zip(&rows.columns) {
+                            match value.dtype() {
+                                None if column == "entity" || column == "event_time" => {
+                                    return Err(Error::invalid(format!(
+                                        "row {i}: column `{}` must not be null",
+                                        c.name
+                                    ))
+                                    .into());
+                                }
+                                Some(actual) if !compatible(actual, *declared) => {
+                                    return Err(Error::invalid(format!(
+                                        "row {i}: column `{}` is {declared} but the value is {actual}",
+                                        c.name
+                                    ))
+                                    .into());
+                                }
+                                _ => bound.push(to_sql(value, *declared)),
+                            }
+                        }
+                        bound.push(SqlValue::Integer(ingested_at));
+                        insert.execute(params_from_iter(bound.iter()))?;
+                    }
+                }
+                tx.commit()?;
+                Ok(rows.rows.len() as u64)
+            })
+            .await
+            .ctx(Stage::Features, "ingest", group)
+    }
+
+    async fn materialize(&self, group: &str, up_to: TimestampMs) -> Result<u64> {
+        let g = group.to_owned();
+        self.db
+            .call(move |conn| {
+                let spec = require_spec(conn, &g)?;
+                require_online(&spec)?;
+                let features: Vec<String> = spec.features.iter().map(|f| feature_column(&f.name)).collect();
+                let list: String = features.iter().map(|f| format!(", {f}")).collect();
+                let updates: String = features.iter().map(|f| format!(", {f} = excluded.{f}")).collect();
+                let online = online_table(&g);
+                // Latest row per entity at or before `up_to` (ties: the last ingested), written
+                // only where it is newer than what the online table holds.
+                let sql = format!(
+                    "INSERT INTO {online} (entity, event_time, source_seq{list})
+                     SELECT entity, event_time, seq{list} FROM (
+                         SELECT *, row_number() OVER (
+                             PARTITION BY entity ORDER BY event_time DESC, seq DESC) AS rank
+                         FROM {offline} WHERE event_time <= ?1)
+                     WHERE rank = 1
+                     ON CONFLICT (entity) DO UPDATE SET event_time = excluded.event_time,
+                         source_seq = excluded.source_seq{updates}
+                     WHERE excluded.event_time > {online}.event_time
+                        OR (excluded.event_time = {online}.event_time
+                            AND excluded.source_seq > {online}.source_seq)",
+                    offline = offline_table(&g)
+                );
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let written = tx.prepare_cached(&sql)?.execute([up_to])?;
+                tx.commit()?;
+                Ok(written as u64)
+            })
+            .await
+            .ctx(Stage::Features, "materialize", group)
+    }
+
+    async fn get_online(&self, group: &str, keys: &[Value], features: &[String]) -> Result<Vec<Option<Vec<Value>>>> {
+        let g = group.to_owned();
+        let keys = keys.to_vec();
+        let features = features.to_vec();
+        self.db
+            .call(move |conn| {
+                let spec = require_spec(conn, &g)?;
+                require_online(&spec)?;
+                let wanted = pick_features(&spec, &features)?;
+                let keys: Vec<EntityKey> = keys.iter().map(|k| entity_key(&spec, k)).collect::<DbResult<_>>()?;
+                let select: Vec<String> = wanted.iter().map(|f| feature_column(&f.name)).collect();
+                let select = if select.is_empty() { String::new() } else { format!(", {}", select.join(", ")) };
+                let mut found: HashMap<EntityKey, Vec<Value>> = HashMap::with_capacity(keys.len());
+                for batch in keys.chunks(ONLINE_BATCH) {
+                    let slots = batch.len().next_power_of_two();
+                    let sql = format!(
+                        "SELECT entity{select} FROM {} WHERE entity IN ({})",
+                        online_table(&g),
+                        vec!["?"; slots].join(", ")
+                    );
+                    let mut stmt = conn.prepare_cached(&sql)?;
+                    // Padding repeats the first key: a duplicate in IN (…) changes nothing.
+                    let bound = batch.iter().chain(std::iter::repeat_n(&batch[0], slots - batch.len())).map(|k| match k {
+                        EntityKey::Int(i) => SqlValue::Integer(*i),
+                        EntityKey::Str(s) => SqlValue::Text(s.clone()),
+                    });
+                    let mut rows = stmt.query(params_from_iter(bound))?;
+                    while let Some(row) = rows.next()? {
+                        let key = match row.get_ref(0)? {
+                            ValueRef::Integer(i) => EntityKey::Int(i),
+                            ValueRef::Text(t) | ValueRef::Blob(t) => {
+                                EntityKey::Str(String::from_utf8_lossy(t).into_owned())
+                            }
+                            // The entity column is declared NOT NULL, int or text.
+                            ValueRef::Null | ValueRef::Real(_) => continue,
+                        };
+                        let values =
+                            wanted.iter().enumerate().map(|(i, f)| Ok(from_sql(row.get_ref(i + 1)?, f.dtype)));
+                        found.insert(key, values.collect::<rusqlite::Result<_>>()?);
+                    }
+                }
+                Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
+            })
+            .await
+            .ctx(Stage::Features, "get_online", group)
+    }
+
+    async fn get_historical(&self, group: &str, entities: &Table, features: &[String]) -> Result<Table> {
+        let g = group.to_owned();
+        let entities = entities.clone();
+        let features = features.to_vec();
+        self.db
+            .call(move |conn| {
+                let spec = require_spec(conn, &g)?;
+                let wanted: Vec<Column> = pick_features(&spec, &features)?.into_iter().cloned().collect();
+                let missing = |what: &str, name: &str| -> DbError {
+                    Error::invalid(format!(
+                        "the entity rows for feature group `{g}` lack the {what} column `{name}`"
+                    ))
+                    .into()
+                };
+                let entity_at =
+                    entities.column_index(&spec.entity.name).ok_or_else(|| missing("entity", &spec.entity.name))?;
+                let time_at =
+                    entities.column_index(&spec.event_time).ok_or_else(|| missing("event-time", &spec.event_time))?;
+                if let Some(clash) = wanted.iter().find(|f| entities.column_index(&f.name).is_some()) {
+                    return Err(Error::invalid(format!(
+                        "the entity rows already have a column `{}`, which is also a requested \
+                         feature; rename or drop that column",
+                        clash.name
+                    ))
+                    .into());
+                }
+                let select = if wanted.is_empty() {
+                    "1".to_owned()
+                } else {
+                    wanted.iter().map(|f| feature_column(&f.name)).collect::<Vec<_>>().join(", ")
+                };
+                // As of each row's time: the latest value at or before it, never after, so a
+                // training set never sees the future of its labels.
+                let sql = format!(
+                    "SELECT {select} FROM {} WHERE entity = ?1 AND event_time <= ?2
+                     ORDER BY event_time DESC, seq DESC LIMIT 1",
+                    offline_table(&g)
+                );
+                let mut out = Table::new(entities.columns.iter().cloned().chain(wanted.iter().cloned()).collect());
+                out.rows.reserve(entities.rows.len());
+                // One read transaction: every row is answered from the same snapshot.
+                let tx = conn.transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached(&sql)?;
+                    for (i, row) in entities.rows.iter().enumerate() {
+                        let key = row.get(entity_at).ok_or_else(|| {
+                            Error::invalid(format!("entity row {i} has fewer values than columns"))
+                        })?;
+                        let key = entity_key(&spec, key)?;
+                        let at = match row.get(time_at) {
+                            Some(Value::Int(t)) => *t,
+                            other => {
+                                return Err(Error::invalid(format!(
+                                    "entity row {i}: `{}` must be an int timestamp (ms), not {other:?}",
+                                    spec.event_time
+                                ))
+                                .into());
+                            }
+                        };
+                        let key = match key {
+                            EntityKey::Int(v) => SqlValue::Integer(v),
+                            EntityKey::Str(s) => SqlValue::Text(s),
+                        };
+                        let values: Option<Vec<Value>> = stmt
+                            .query_row(rusqlite::params![key, at], |r| {
+                                wanted.iter().enumerate().map(|(j, f)| Ok(from_sql(r.get_ref(j)?, f.dtype))).collect()
+                            })
+                            .optional()?;
+                        let mut joined = row.clone();
+                        joined.extend(values.unwrap_or_else(|| vec![Value::Null; wanted.len()]));
+                        out.rows.push(joined);
+                    }
+                }
+                tx.commit()?;
+                Ok(out)
+            })
+            .await
+            .ctx(Stage::Features, "get_historical", group)
+    }
+}
+

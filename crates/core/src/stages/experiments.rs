@@ -85,6 +85,8 @@ pub struct RunQuery {
 pub trait ExperimentTracker: Described + Send + Sync {
     /// Get-or-create by name; returns the experiment's id.
     async fn create_experiment(&self, name: &str) -> Result<String>;
+    /// The experiment's id, or `None` when no experiment has that name. Never creates.
+    async fn get_experiment(&self, name: &str) -> Result<Option<String>>;
     async fn delete_experiment(&self, name: &str) -> Result<()>;
     async fn start_run(&self, experiment: &str, name: Option<&str>, tags: &BTreeMap<String, String>) -> Result<String>;
     async fn log_params(&self, run: &str, params: &BTreeMap<String, String>) -> Result<()>;

@@ -60,6 +60,10 @@ pub struct StepRun {
     /// True when the output came from the cache.
     pub cached: bool,
     pub error: Option<String>,
+    /// What the step handed on (fresh or from the cache), so callers can report on a run
+    /// whose every step was cached.
+    #[serde(default)]
+    pub output: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -86,4 +90,33 @@ pub trait Orchestrator: Described + Send + Sync {
     async fn list_runs(&self, pipeline: &str) -> Result<Vec<PipelineRun>>;
     async fn logs(&self, run: &str, step: Option<&str>) -> Result<String>;
     async fn cancel(&self, run: &str) -> Result<()>;
+    /// Gives a pipeline in-process step bodies. Platforms that run steps remotely (as
+    /// containers) answer `Unsupported`.
+    fn attach_executor(&self, pipeline: &str, executor: std::sync::Arc<dyn StepExecutor>) -> Result<()> {
+        let _ = executor;
+        Err(crate::Error::unsupported(format!(
+            "pipeline `{pipeline}`: this platform's orchestrator does not run in-process steps"
+        )))
+    }
+}
+
+/// The small JSON a step hands to the steps after it (keys of artifacts, metrics, versions).
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StepOutput {
+    pub values: serde_json::Value,
+}
+
+/// Where a step writes its log lines (kept with the run, shown by `galley logs`).
+pub trait StepLogger: Send + Sync {
+    fn line(&self, message: &str);
+}
+
+/// In-process bodies of a pipeline's steps, for platforms whose orchestrator runs steps in
+/// Galley's own process (the local DAG runner, and `compute: local` on every cloud).
+#[async_trait]
+pub trait StepExecutor: Send + Sync {
+    /// A fingerprint of everything the step reads. With caching on, a step whose fingerprint
+    /// equals that of its last successful run is not run again; its output is reused.
+    async fn fingerprint(&self, step: &str, upstream: &BTreeMap<String, StepOutput>) -> Result<String>;
+    async fn run(&self, step: &str, upstream: &BTreeMap<String, StepOutput>, log: &dyn StepLogger) -> Result<StepOutput>;
 }

@@ -1,0 +1,431 @@
+//! Checks the schema cannot express: naming rules of the target services, cross-stage
+//! requirements, and portability (does the platform a stage runs on support what it asks for).
+
+use std::net::IpAddr;
+
+use galley_core::capability::{Capabilities, Feature};
+use galley_core::stages::DriftMethod;
+use galley_core::{PlatformKind, Stage};
+
+use crate::diag::Diagnostic;
+use crate::model::*;
+use crate::span::{Node, dotted, keys};
+
+struct Checker<'a> {
+    root: &'a Node,
+    out: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn err(&mut self, path: &[&str], message: impl Into<String>, hint: Option<String>) {
+        let p = keys(path);
+        self.out.push(Diagnostic::error(self.root.locate(&p), dotted(&p), message).with_hint_opt(hint));
+    }
+}
+
+/// The promotion a registry uses: the blueprint's, else the registry platform's native one
+/// (alias where aliases exist, else approval status, else stages).
+pub fn effective_promotion(bp: &Blueprint) -> Promotion {
+    if let Some(p) = bp.stages.registry.as_ref().and_then(|r| r.promotion) {
+        return p;
+    }
+    native_promotion(bp.stage_platform(Stage::Registry))
+}
+
+fn native_promotion(platform: PlatformKind) -> Promotion {
+    let caps = Capabilities::of(platform);
+    if caps.supports(Feature::ModelAliases) {
+        Promotion::Alias
+    } else if caps.supports(Feature::ApprovalStatus) {
+        Promotion::Approval
+    } else {
+        Promotion::Stage
+    }
+}
+
+fn is_reference(s: &str) -> bool {
+    s.contains("${")
+}
+
+pub fn check(bp: &Blueprint, root: &Node) -> Vec<Diagnostic> {
+    let mut c = Checker { root, out: Vec::new() };
+    identity(bp, &mut c);
+    data(bp, &mut c);
+    stages(bp, &mut c);
+    dependencies(bp, &mut c);
+    portability(bp, &mut c);
+    platform_settings(bp, &mut c);
+    c.out
+}
+
+fn identity(bp: &Blueprint, c: &mut Checker) {
+    if bp.api_version != API_VERSION {
+        c.err(&["apiVersion"], format!("unsupported apiVersion `{}`; this Galley reads `{API_VERSION}`", bp.api_version), Some(format!("set `apiVersion: {API_VERSION}`")));
+    }
+    if !valid_name(&bp.name) {
+        c.err(&["name"], format!("invalid name `{}`: use 1 to 40 lower-case letters, digits and `-`, starting and ending with a letter or digit", bp.name), None);
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=40).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+fn data(bp: &Blueprint, c: &mut Checker) {
+    let d = &bp.data;
+    if !(d.split.test_size > 0.0 && d.split.test_size < 1.0) {
+        c.err(&["data", "split", "test_size"], format!("test_size must be between 0 and 1 (exclusive), found {}", d.split.test_size), Some("0.2 holds out a fifth of the rows".into()));
+    }
+    if d.positive_when.is_some() && d.task != Task::Classification {
+        c.err(&["data", "positive_when"], "`positive_when` turns the target into a class label; it only applies to `task: classification`", None);
+    }
+    if let Some(f) = &bp.stages.features
+        && let Some(i) = f.features.iter().position(|x| *x == d.target)
+    {
+        let path = format!("stages.features.features[{i}]");
+        let p = vec![
+            crate::span::PathSeg::Key("stages".into()),
+            crate::span::PathSeg::Key("features".into()),
+            crate::span::PathSeg::Key("features".into()),
+            crate::span::PathSeg::Index(i),
+        ];
+        c.out.push(
+            Diagnostic::error(c.root.locate(&p), path, format!("the target `{}` is listed as a feature; a model must not see what it predicts", d.target))
+                .with_hint(format!("remove `{}` from stages.features.features", d.target)),
+        );
+    }
+}
+
+fn stages(bp: &Blueprint, c: &mut Checker) {
+    let s = &bp.stages;
+    if let Some(a) = &s.artifacts
+        && !is_reference(&a.bucket)
+        && let Err(why) = check_bucket(&a.bucket)
+    {
+        c.err(&["stages", "artifacts", "bucket"], format!("invalid bucket name `{}`: {why}", a.bucket), Some("bucket names are 3-63 characters of lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit".into()));
+    }
+    if let Some(f) = &s.features
+        && let Some(ttl) = &f.ttl
+        && !valid_duration(ttl)
+    {
+        c.err(&["stages", "features", "ttl"], format!("invalid ttl `{ttl}`: expected a number and a unit, such as `30d`, `12h`, `45m` or `90s`"), None);
+    }
+    if let Some(p) = &s.pipeline
+        && let Some(cron) = &p.schedule
+        && let Err(why) = check_cron(cron)
+    {
+        c.err(&["stages", "pipeline", "schedule"], format!("invalid schedule `{cron}`: {why}"), Some("use five fields: minute hour day-of-month month day-of-week, e.g. `0 3 * * *` for 03:00 daily".into()));
+    }
+    if let Some(t) = &s.training {
+        let fits = match (t.algorithm, bp.data.task) {
+            (Algorithm::LogisticRegression, Task::Regression) => Some("logistic_regression is a classifier; use linear_regression or decision_tree for regression"),
+            (Algorithm::LinearRegression, Task::Classification) => Some("linear_regression predicts numbers; use logistic_regression or decision_tree for classification"),
+            _ => None,
+        };
+        if let Some(why) = fits {
+            c.err(&["stages", "training", "algorithm"], format!("algorithm `{}` does not fit task `{}`", algorithm_name(t.algorithm), task_name(bp.data.task)), Some(why.into()));
+        }
+    }
+    if let Some(r) = &s.registry {
+        let g = &r.gate;
+        if g.at_least.is_none() && g.at_most.is_none() && g.beat_champion_by.is_none() {
+            c.err(&["stages", "registry", "gate"], "the gate has no condition, so every model would pass", Some("set at least one of `at_least`, `at_most`, `beat_champion_by`".into()));
+        }
+        let metrics: &[&str] = match bp.data.task {
+            Task::Classification => &["accuracy", "f1", "roc_auc"],
+            Task::Regression => &["rmse", "r2", "mae"],
+        };
+        if !metrics.contains(&g.metric.as_str()) {
+            let hint = crate::span::did_you_mean(&g.metric, metrics.iter().copied());
+            c.err(&["stages", "registry", "gate", "metric"], format!("metric `{}` does not apply to {} ; use one of {}", g.metric, task_name(bp.data.task), metrics.join(", ")).replace(" ;", ";"), hint);
+        }
+    }
+    if let Some(sv) = &s.serving {
+        if !is_reference(&sv.endpoint) && !valid_endpoint(&sv.endpoint) {
+            c.err(&["stages", "serving", "endpoint"], format!("invalid endpoint name `{}`: use 1-63 letters, digits and `-`, starting and ending with a letter or digit", sv.endpoint), None);
+        }
+        if let Some(t) = &sv.traffic {
+            match (t.strategy, t.percent) {
+                (Strategy::Canary, None) => c.err(&["stages", "serving", "traffic"], "a canary needs `percent`: the new version's share of traffic, 1-99", None),
+                (Strategy::Canary, Some(p)) if !(1..=99).contains(&p) => c.err(&["stages", "serving", "traffic", "percent"], format!("canary percent must be between 1 and 99, found {p}"), Some("use `strategy: all_at_once` to send all traffic to the new version".into())),
+                (Strategy::AllAtOnce, Some(_)) => c.err(&["stages", "serving", "traffic", "percent"], "`percent` only applies to `strategy: canary`", None),
+                _ => {}
+            }
+        }
+        if let Some(bind) = &sv.bind {
+            let loopback = bind == "localhost" || bind.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback && sv.auth.is_none() {
+                c.err(&["stages", "serving", "bind"], format!("serving binds `{bind}`, which other machines can reach, without authentication"), Some("add `auth: {token_env: GALLEY_SERVING_TOKEN}`, or bind 127.0.0.1".into()));
+            }
+        }
+        if let Some(a) = &sv.autoscaling
+            && (a.min < 1 || a.min > a.max)
+        {
+            c.err(&["stages", "serving", "autoscaling"], format!("autoscaling needs 1 <= min <= max, found min {} and max {}", a.min, a.max), None);
+        }
+    }
+    if let Some(m) = &s.monitoring
+        && !(m.drift.threshold > 0.0)
+    {
+        c.err(&["stages", "monitoring", "drift", "threshold"], format!("drift threshold must be positive, found {}", m.drift.threshold), None);
+    }
+}
+
+fn dependencies(bp: &Blueprint, c: &mut Checker) {
+    let s = &bp.stages;
+    if s.registry.is_some() && s.training.is_none() {
+        c.err(&["stages", "registry"], "the registry stage needs a training stage: nothing would produce models to register", Some("add `stages.training`".into()));
+    }
+    if s.serving.is_some() && s.registry.is_none() {
+        c.err(&["stages", "serving"], "the serving stage needs a registry stage: it serves the registry's champion", Some("add `stages.registry`".into()));
+    }
+    if s.monitoring.is_some() && s.serving.is_none() {
+        c.err(&["stages", "monitoring"], "the monitoring stage needs a serving stage: it watches the endpoint's traffic", Some("add `stages.serving`, or remove `stages.monitoring`".into()));
+    }
+    if let Some(p) = &s.pipeline {
+        if p.retrain_on.contains(&RetrainTrigger::Schedule) && p.schedule.is_none() {
+            c.err(&["stages", "pipeline", "retrain_on"], "`retrain_on: schedule` needs `stages.pipeline.schedule`", Some("add e.g. `schedule: \"0 3 * * *\"`".into()));
+        }
+        if p.retrain_on.contains(&RetrainTrigger::Drift) && s.monitoring.is_none() {
+            c.err(&["stages", "pipeline", "retrain_on"], "`retrain_on: drift` needs a monitoring stage to detect drift", Some("add `stages.monitoring`".into()));
+        }
+    }
+}
+
+/// Each requirement: the stage, the feature, the field that asks for it, and a concrete
+/// alternative on the same platform when there is one.
+fn portability(bp: &Blueprint, c: &mut Checker) {
+    let s = &bp.stages;
+    let mut asks: Vec<(Stage, Feature, Vec<&str>, String, Option<String>)> = Vec::new();
+    if let Some(a) = &s.artifacts {
+        if a.versioning == Some(true) {
+            asks.push((Stage::Artifacts, Feature::ArtifactVersioning, vec!["stages", "artifacts", "versioning"], "versioning: true".into(), Some("remove `versioning: true`".into())));
+        }
+        if a.encryption == Some(true) {
+            asks.push((Stage::Artifacts, Feature::ArtifactEncryption, vec!["stages", "artifacts", "encryption"], "encryption: true".into(), Some("remove `encryption: true`".into())));
+        }
+    }
+    if let Some(f) = &s.features {
+        if f.online {
+            asks.push((Stage::Features, Feature::OnlineStore, vec!["stages", "features", "online"], "online: true".into(), Some("set `online: false`".into())));
+        }
+        if f.ttl.is_some() {
+            asks.push((Stage::Features, Feature::FeatureTtl, vec!["stages", "features", "ttl"], "ttl".into(), Some("remove `ttl`".into())));
+        }
+    }
+    if let Some(p) = &s.pipeline {
+        if p.schedule.is_some() {
+            asks.push((Stage::Pipeline, Feature::Schedules, vec!["stages", "pipeline", "schedule"], "schedule".into(), None));
+        }
+        if p.retrain_on.contains(&RetrainTrigger::NewData) {
+            asks.push((Stage::Pipeline, Feature::NewDataTrigger, vec!["stages", "pipeline", "retrain_on"], "retrain_on: new_data".into(), Some("retrain on `schedule` instead".into())));
+        }
+        if p.retrain_on.contains(&RetrainTrigger::Drift) {
+            asks.push((Stage::Pipeline, Feature::DriftTrigger, vec!["stages", "pipeline", "retrain_on"], "retrain_on: drift".into(), None));
+        }
+        if p.cache == Some(true) {
+            asks.push((Stage::Pipeline, Feature::StepCaching, vec!["stages", "pipeline", "cache"], "cache: true".into(), Some("remove `cache: true`".into())));
+        }
+        if p.retries.is_some_and(|r| r > 0) {
+            asks.push((Stage::Pipeline, Feature::StepRetries, vec!["stages", "pipeline", "retries"], "retries".into(), None));
+        }
+    }
+    if let Some(t) = &s.training {
+        if t.compute == Compute::Managed {
+            asks.push((Stage::Training, Feature::ManagedCompute, vec!["stages", "training", "compute"], "compute: managed".into(), Some("use `compute: local`".into())));
+        }
+        if t.gpu {
+            asks.push((Stage::Training, Feature::GpuTraining, vec!["stages", "training", "gpu"], "gpu: true".into(), None));
+        }
+    }
+    if let Some(r) = &s.registry {
+        let platform = bp.stage_platform(Stage::Registry);
+        if let Some(p) = r.promotion {
+            let (feature, name) = match p {
+                Promotion::Alias => (Feature::ModelAliases, "alias"),
+                Promotion::Approval => (Feature::ApprovalStatus, "approval"),
+                Promotion::Stage => (Feature::ModelStages, "stage"),
+            };
+            let native = native_promotion(platform);
+            let alt = (native != p).then(|| {
+                let what = match (platform, native) {
+                    (PlatformKind::Aws, Promotion::Approval) => " (SageMaker's ModelApprovalStatus)",
+                    (PlatformKind::Azure, Promotion::Stage) => " (Azure ML model stages)",
+                    _ => "",
+                };
+                format!("use `promotion: {}`{what}", promotion_name(native))
+            });
+            asks.push((Stage::Registry, feature, vec!["stages", "registry", "promotion"], format!("promotion: {name}"), alt));
+        }
+    }
+    if let Some(sv) = &s.serving {
+        if sv.traffic.as_ref().is_some_and(|t| t.strategy == Strategy::Canary) {
+            asks.push((Stage::Serving, Feature::TrafficSplit, vec!["stages", "serving", "traffic", "strategy"], "traffic.strategy: canary".into(), Some("use `strategy: all_at_once`".into())));
+        }
+        if sv.auth.is_some() {
+            asks.push((Stage::Serving, Feature::BearerAuth, vec!["stages", "serving", "auth"], "auth".into(), None));
+        }
+        if sv.autoscaling.is_some() {
+            asks.push((Stage::Serving, Feature::Autoscaling, vec!["stages", "serving", "autoscaling"], "autoscaling".into(), Some("remove `autoscaling`".into())));
+        }
+    }
+    if let Some(m) = &s.monitoring {
+        if m.drift.method == DriftMethod::Ks {
+            asks.push((Stage::Monitoring, Feature::DriftKs, vec!["stages", "monitoring", "drift", "method"], "drift.method: ks".into(), Some("use `method: psi`".into())));
+        }
+        if !m.alarms.is_empty() {
+            asks.push((Stage::Monitoring, Feature::Alarms, vec!["stages", "monitoring", "alarms"], "alarms".into(), None));
+        }
+    }
+
+    for (stage, feature, path, field, alternative) in asks {
+        let platform = bp.stage_platform(stage);
+        if Capabilities::of(platform).supports(feature) {
+            continue;
+        }
+        let others: Vec<String> = Capabilities::platforms_supporting(feature).iter().map(|p| p.to_string()).collect();
+        let elsewhere = if others.is_empty() {
+            "no platform supports it yet".to_string()
+        } else {
+            format!("run the {stage} stage on a platform that supports it (`stages.{stage}.platform`): {}", others.join(", "))
+        };
+        let hint = match alternative {
+            Some(alt) => format!("{alt}, or {elsewhere}"),
+            None => elsewhere,
+        };
+        c.err(&path, format!("platform `{platform}` cannot honour {} ({}.{field})", feature.describe(), dotted(&keys(&path[..2]))), Some(hint));
+    }
+}
+
+fn platform_settings(bp: &Blueprint, c: &mut Checker) {
+    let mut used: Vec<PlatformKind> = bp.declared_stages().into_iter().map(|s| bp.stage_platform(s)).collect();
+    used.push(bp.platform);
+    used.sort();
+    used.dedup();
+    let p = &bp.platforms;
+    for platform in used {
+        let missing = match platform {
+            PlatformKind::Aws if p.aws.is_none() => Some("platforms.aws.region"),
+            PlatformKind::Gcp if p.gcp.is_none() => Some("platforms.gcp.project and platforms.gcp.location"),
+            PlatformKind::Azure if p.azure.is_none() => Some("platforms.azure.subscription, resource_group and workspace"),
+            _ => None,
+        };
+        if let Some(what) = missing {
+            let at: &[&str] = if c.root.get("platforms").is_some() { &["platforms"] } else { &["platform"] };
+            c.err(at, format!("platform `{platform}` is used but {what} is not set"), Some(format!("add a `platforms.{platform}` section")));
+        }
+    }
+}
+
+fn promotion_name(p: Promotion) -> &'static str {
+    match p {
+        Promotion::Alias => "alias",
+        Promotion::Approval => "approval",
+        Promotion::Stage => "stage",
+    }
+}
+
+fn algorithm_name(a: Algorithm) -> &'static str {
+    match a {
+        Algorithm::LogisticRegression => "logistic_regression",
+        Algorithm::DecisionTree => "decision_tree",
+        Algorithm::LinearRegression => "linear_regression",
+    }
+}
+
+fn task_name(t: Task) -> &'static str {
+    match t {
+        Task::Classification => "classification",
+        Task::Regression => "regression",
+    }
+}
+
+/// S3's bucket naming rules (the strictest of the three clouds).
+pub fn check_bucket(name: &str) -> Result<(), String> {
+    let b = name.as_bytes();
+    if !(3..=63).contains(&b.len()) {
+        return Err(format!("must be 3-63 characters long, is {}", b.len()));
+    }
+    if let Some(ch) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
+        return Err(format!("`{ch}` is not allowed; use lower-case letters, digits, `-` and `.`"));
+    }
+    if !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
+        return Err("must start and end with a letter or digit".into());
+    }
+    if name.contains("..") {
+        return Err("must not contain `..`".into());
+    }
+    if name.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err("must not look like an IP address".into());
+    }
+    if name.starts_with("xn--") || name.ends_with("-s3alias") {
+        return Err("the prefix `xn--` and suffix `-s3alias` are reserved".into());
+    }
+    Ok(())
+}
+
+/// SageMaker's endpoint name pattern `^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`.
+pub fn valid_endpoint(name: &str) -> bool {
+    let b = name.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+fn valid_duration(s: &str) -> bool {
+    let Some(unit) = s.chars().last() else { return false };
+    let digits = &s[..s.len() - unit.len_utf8()];
+    matches!(unit, 's' | 'm' | 'h' | 'd') && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Five-field cron: each field a list of `*`, `n`, `n-m`, each optionally `/step`, in range.
+pub fn check_cron(expr: &str) -> Result<(), String> {
+    const FIELDS: [(&str, u32, u32); 5] = [("minute", 0, 59), ("hour", 0, 23), ("day-of-month", 1, 31), ("month", 1, 12), ("day-of-week", 0, 7)];
+    let parts: Vec<&str> = expr.split_whitespace().collect();
+    if parts.len() != 5 {
+        return Err(format!("expected 5 fields, found {}", parts.len()));
+    }
+    for (part, (name, lo, hi)) in parts.iter().zip(FIELDS) {
+        for item in part.split(',') {
+            let (range, step) = match item.split_once('/') {
+                Some((r, s)) => (r, Some(s)),
+                None => (item, None),
+            };
+            if let Some(step) = step
+                && step.parse::<u32>().map_or(true, |s| s == 0)
+            {
+                return Err(format!("bad step `{step}` in the {name} field"));
+            }
+            if range == "*" {
+                continue;
+            }
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            for v in [a, b] {
+                let n = cron_value(v, name).ok_or_else(|| format!("`{v}` is not a valid {name}"))?;
+                if n < lo || n > hi {
+                    return Err(format!("{name} `{v}` is out of range {lo}-{hi}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cron_value(v: &str, field: &str) -> Option<u32> {
+    if let Ok(n) = v.parse::<u32>() {
+        return Some(n);
+    }
+    let upper = v.to_ascii_uppercase();
+    let names: &[&str] = match field {
+        "month" => &["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"],
+        "day-of-week" => &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"],
+        _ => return None,
+    };
+    let base = if field == "month" { 1 } else { 0 };
+    names.iter().position(|n| *n == upper).map(|i| i as u32 + base)
+}

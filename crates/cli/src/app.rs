@@ -1,0 +1,98 @@
+//! What every command needs: the loaded blueprint, the providers built into this binary, the
+//! engine over the state, the opened stages.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use galley_blueprint::{LoadOptions, Loaded};
+use galley_core::StageSet;
+use galley_engine::{Engine, EngineOptions, LocalBackend, ProviderContext, Providers};
+
+use crate::cli::BlueprintArgs;
+use crate::error::CliError;
+
+pub struct App {
+    pub loaded: Loaded,
+    pub ctx: ProviderContext,
+    pub providers: Providers,
+    pub state_path: PathBuf,
+}
+
+impl App {
+    pub fn load(args: &BlueprintArgs) -> Result<App, CliError> {
+        let opts = LoadOptions {
+            platform: args.platform,
+            env: args.env.clone(),
+            vars: args.vars.iter().cloned().collect(),
+        };
+        let loaded = galley_blueprint::load_file(&args.file, &opts).map_err(CliError::Diagnostics)?;
+        let project_dir = project_dir(&args.file);
+        let ctx = ProviderContext { work_dir: project_dir.join(".galley"), project_dir };
+        let state_path = match (&args.state, &loaded.blueprint.backend) {
+            (Some(p), _) => p.clone(),
+            (None, Some(galley_blueprint::Backend::Local { path: Some(p) })) => ctx.project_dir.join(p),
+            (None, Some(galley_blueprint::Backend::Local { path: None }) | None) => ctx.work_dir.join("state.json"),
+            (None, Some(other)) => {
+                return Err(CliError::message(format!(
+                    "the `{}` state backend arrives with its platform and is not built into this galley; \
+                     pass `--state PATH` to keep state in a local file",
+                    backend_name(other)
+                )));
+            }
+        };
+        Ok(App { providers: crate::platforms::providers(&ctx), loaded, ctx, state_path })
+    }
+
+    pub fn engine(&self, opts: EngineOptions) -> Result<Engine, CliError> {
+        let backend = Box::new(LocalBackend::new(self.state_path.clone()));
+        Ok(Engine::for_blueprint(&self.loaded.blueprint, &self.providers, backend, opts)?)
+    }
+
+    /// The runtime stage objects, each from the platform its stage runs on.
+    pub async fn stages(&self, engine: &Engine) -> Result<StageSet, CliError> {
+        let bp = &self.loaded.blueprint;
+        let outputs = engine.outputs()?;
+        let mut opened: std::collections::BTreeMap<galley_core::PlatformKind, StageSet> = Default::default();
+        for platform in galley_core::Stage::ALL.iter().map(|s| bp.stage_platform(*s)) {
+            if !opened.contains_key(&platform) {
+                let set = self.providers.get(platform)?.open(bp, &outputs).await?;
+                opened.insert(platform, set);
+            }
+        }
+        let pick = |stage| opened[&bp.stage_platform(stage)].clone();
+        use galley_core::Stage as S;
+        Ok(StageSet {
+            artifacts: pick(S::Artifacts).artifacts,
+            features: pick(S::Features).features,
+            experiments: pick(S::Experiments).experiments,
+            orchestrator: pick(S::Pipeline).orchestrator,
+            registry: pick(S::Registry).registry,
+            serving: pick(S::Serving).serving,
+            monitor: pick(S::Monitoring).monitor,
+        })
+    }
+
+    pub fn lifecycle(&self, stages: StageSet) -> Result<Arc<galley_lifecycle::Lifecycle>, CliError> {
+        Ok(Arc::new(galley_lifecycle::Lifecycle::new(
+            Arc::new(self.loaded.blueprint.clone()),
+            stages,
+            self.ctx.project_dir.clone(),
+            &self.loaded.hash,
+        )?))
+    }
+}
+
+fn backend_name(b: &galley_blueprint::Backend) -> &'static str {
+    match b {
+        galley_blueprint::Backend::Local { .. } => "local",
+        galley_blueprint::Backend::S3 { .. } => "s3",
+        galley_blueprint::Backend::Gcs { .. } => "gcs",
+        galley_blueprint::Backend::Azblob { .. } => "azblob",
+    }
+}
+
+/// Relative paths in a blueprint resolve from its directory.
+fn project_dir(file: &Path) -> PathBuf {
+    let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
+}

@@ -1,0 +1,219 @@
+//! The command line, declared with clap's derive API.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use galley_core::PlatformKind;
+
+#[derive(Parser, Debug)]
+#[command(name = "galley", version, about = "One blueprint, the whole MLOps lifecycle, any platform.")]
+pub struct Cli {
+    /// Output format: human-readable text, or JSON for scripts and CI.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Human, env = "GALLEY_OUTPUT")]
+    pub output: Output,
+    /// Disable colours and progress bars.
+    #[arg(long, global = true, env = "NO_COLOR", value_parser = clap::builder::FalseyValueParser::new())]
+    pub no_color: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Human,
+    Json,
+}
+
+/// Options every command that reads a blueprint shares.
+#[derive(Args, Debug, Clone)]
+pub struct BlueprintArgs {
+    /// The blueprint file.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Run every stage on this platform instead of the blueprint's `platform`.
+    #[arg(long, value_parser = parse_platform, env = "GALLEY_PLATFORM")]
+    pub platform: Option<PlatformKind>,
+    /// Apply the named overlay from the blueprint's `environments`.
+    #[arg(long, env = "GALLEY_ENV")]
+    pub env: Option<String>,
+    /// Set a blueprint variable (repeatable): `--var bucket=ml-prod`.
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// State file (default: `.galley/state.json` next to the blueprint).
+    #[arg(long, value_name = "PATH", env = "GALLEY_STATE")]
+    pub state: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ApplyArgs {
+    /// Walk at most this many resources at once.
+    #[arg(long, default_value_t = 10)]
+    pub parallelism: usize,
+    /// Wait this long for another run's lock before giving up (e.g. `30s`, `2m`); 0 fails at once.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    pub lock_timeout: std::time::Duration,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Check a blueprint without touching any platform.
+    Validate(BlueprintArgs),
+    /// Print the blueprint JSON Schema (for editor autocompletion).
+    Schema,
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Show what apply would change, resource by resource, and the lifecycle actions a run takes.
+    Plan {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// Save the plan; `galley apply PLANFILE` then does exactly this plan.
+        #[arg(long, value_name = "PLANFILE")]
+        out: Option<PathBuf>,
+        /// Exit 0 with no changes, 2 with changes, 1 on error.
+        #[arg(long)]
+        detailed_exitcode: bool,
+        /// Compare with reality, not only with the state file.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        refresh: bool,
+    },
+    /// Provision the blueprint's stages (or carry out a saved plan).
+    Apply {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// A plan saved with `galley plan --out`: applied exactly, refused if state moved since.
+        #[arg(long, value_name = "PLANFILE")]
+        plan: Option<PathBuf>,
+        /// Don't ask for confirmation.
+        #[arg(long)]
+        auto_approve: bool,
+        #[command(flatten)]
+        apply: ApplyArgs,
+    },
+    /// Run the lifecycle: extract, validate, prepare, train, evaluate, gate, register, deploy, monitor.
+    Run {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// Retrain even if data and code are unchanged.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Apply, then run, then print the model's metrics, the endpoint and a real prediction.
+    Up {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        #[command(flatten)]
+        apply: ApplyArgs,
+    },
+    /// Watch the triggers (schedule, new data, drift) and run the lifecycle when they fire.
+    Watch {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// How often to check the triggers.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        interval: std::time::Duration,
+        /// Stop after this many runs (for scripts and tests).
+        #[arg(long)]
+        max_runs: Option<usize>,
+        /// Stop after this long.
+        #[arg(long, value_parser = parse_duration)]
+        timeout: Option<std::time::Duration>,
+    },
+    /// Destroy everything the state records, in reverse dependency order.
+    Destroy {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        #[arg(long)]
+        auto_approve: bool,
+        /// Destroy protected resources too.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        apply: ApplyArgs,
+    },
+    /// Report what changed or vanished outside Galley (exit 2 when there is drift).
+    Drift(BlueprintArgs),
+    /// Like drift, and record the observed reality in state.
+    Refresh(BlueprintArgs),
+    /// What exists, per resource, with the serving and monitoring status.
+    Status(BlueprintArgs),
+    /// The outputs of every resource (endpoint URL and input signature, …).
+    Outputs(BlueprintArgs),
+    /// Adopt an existing resource into state.
+    Import {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// The resource's address in the plan, e.g. `artifacts.store`.
+        address: String,
+        /// The platform's id for it (path, ARN, resource name).
+        id: String,
+    },
+    /// Remove a stale state lock (after checking no other galley runs).
+    ForceUnlock {
+        /// The lock id printed by the command that found the lock.
+        id: String,
+        #[arg(long, value_name = "PATH", default_value = ".galley/state.json")]
+        state: PathBuf,
+    },
+    /// Ask a deployed endpoint for predictions (JSON rows on stdin or --data).
+    Predict {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// A JSON scoring body (any MLflow format); `-` reads stdin.
+        #[arg(long, default_value = "-")]
+        data: String,
+    },
+    /// Run a local endpoint server (started by `apply`; not for direct use).
+    #[command(name = "__endpoint", hide = true)]
+    Endpoint { config: PathBuf },
+}
+
+fn parse_platform(s: &str) -> Result<PlatformKind, String> {
+    s.parse()
+}
+
+fn parse_var(s: &str) -> Result<(String, String), String> {
+    let (k, v) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NAME=VALUE"))?;
+    if k.is_empty() {
+        return Err(format!("`{s}` has an empty variable name"));
+    }
+    Ok((k.to_owned(), v.to_owned()))
+}
+
+/// `90s`, `5m`, `1h`, `250ms`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 30s, 5m, 1h"))?;
+    let d = match unit {
+        "" | "s" => std::time::Duration::from_secs(n),
+        "ms" => std::time::Duration::from_millis(n),
+        "m" => std::time::Duration::from_secs(n * 60),
+        "h" => std::time::Duration::from_secs(n * 3600),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}`; use ms, s, m or h")),
+    };
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
+        assert_eq!(parse_duration("250ms").unwrap().as_millis(), 250);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+    }
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

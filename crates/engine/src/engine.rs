@@ -1,0 +1,647 @@
+//! The engine: plan, apply, destroy, drift, refresh and import over a locked state.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use galley_blueprint::Blueprint;
+use galley_core::resource::{Address, ChangeKind, Observed, ResourceHandler, ResourceSpec};
+use galley_core::{Error, ErrorKind, PlatformKind, Result, RetryPolicy};
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+use crate::diff;
+use crate::graph::{Graph, resolve_refs};
+use crate::plan::{AttrDiff, Plan, ResourceChange};
+use crate::provider::Providers;
+use crate::state::{LockInfo, PendingOp, State, StateBackend, spec_hash};
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Operations in flight at once, across all platforms.
+    pub parallelism: usize,
+    /// Operations in flight at once on any one platform, so one cloud's rate limit does not
+    /// stall another's work.
+    pub per_platform: usize,
+    /// `None`: fail at once when another process holds the state; `Some(t)`: wait up to `t`.
+    pub lock_timeout: Option<Duration>,
+    pub retry: RetryPolicy,
+    /// Destroy or replace protected resources anyway.
+    pub force: bool,
+    /// Read reality before planning (drift becomes part of the plan).
+    pub refresh: bool,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            parallelism: 10,
+            per_platform: 10,
+            lock_timeout: None,
+            retry: RetryPolicy::default(),
+            force: false,
+            refresh: false,
+        }
+    }
+}
+
+/// Progress of an apply or destroy, for the CLI to render as lines, bars or JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum ApplyEvent {
+    Started { address: Address, action: ChangeKind },
+    Retrying { address: Address, attempt: u32, error: String },
+    Finished { address: Address, action: ChangeKind, duration: Duration },
+    Failed { address: Address, error: String },
+    /// Not attempted because `because` (a dependency) failed.
+    Skipped { address: Address, because: Address },
+}
+
+pub type EventSink = Arc<dyn Fn(ApplyEvent) + Send + Sync>;
+
+/// A sink that drops every event.
+pub fn no_events() -> EventSink {
+    Arc::new(|_| {})
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApplyReport {
+    pub created: Vec<Address>,
+    pub updated: Vec<Address>,
+    pub replaced: Vec<Address>,
+    pub deleted: Vec<Address>,
+    /// Permanent failures (or retries exhausted), with the error.
+    pub failed: Vec<(Address, String)>,
+    /// Not attempted because a dependency failed.
+    pub skipped: Vec<Address>,
+}
+
+impl ApplyReport {
+    pub fn is_success(&self) -> bool {
+        self.failed.is_empty() && self.skipped.is_empty()
+    }
+}
+
+/// Reality differs from state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub address: Address,
+    pub kind: DriftKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "drift", rename_all = "snake_case")]
+pub enum DriftKind {
+    /// Exists, with different attributes (`old`: recorded, `new`: observed).
+    Changed { diffs: Vec<AttrDiff> },
+    /// Recorded in state, gone from the platform.
+    Vanished,
+}
+
+pub struct Engine {
+    pub(crate) graph: Graph,
+    handlers: HashMap<String, Arc<dyn ResourceHandler>>,
+    providers: Option<Providers>,
+    pub(crate) backend: Box<dyn StateBackend>,
+    pub(crate) opts: EngineOptions,
+}
+
+/// Holds the state lock; releases it when dropped, on every path out.
+pub(crate) struct LockGuard<'a> {
+    backend: &'a dyn StateBackend,
+    id: String,
+}
+
+impl Drop for LockGuard<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.backend.unlock(&self.id) {
+            tracing::warn!("could not release the state lock {}: {e}", self.id);
+        }
+    }
+}
+
+/// The state being changed, shared by the operations in flight; every change is saved at once
+/// with serial + 1 (the journal).
+pub(crate) struct Journal<'a> {
+    state: Mutex<State>,
+    backend: &'a dyn StateBackend,
+}
+
+impl<'a> Journal<'a> {
+    pub(crate) fn new(state: State, backend: &'a dyn StateBackend) -> Self {
+        Journal { state: Mutex::new(state), backend }
+    }
+    pub(crate) fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut st);
+        st.serial += 1;
+        st.refresh_outputs();
+        self.backend.save(&st).map_err(|e| {
+            Error::new(e.kind(), format!("could not save state {}: {}", self.backend.describe(), e))
+        })?;
+        Ok(r)
+    }
+}
+
+impl Engine {
+    pub fn new(
+        graph: Graph,
+        handlers: HashMap<String, Arc<dyn ResourceHandler>>,
+        state: Box<dyn StateBackend>,
+        opts: EngineOptions,
+    ) -> Self {
+        Engine { graph, handlers, providers: None, backend: state, opts }
+    }
+
+    /// The engine for `bp` over `providers`: expands every declared stage and collects the
+    /// handlers of every kind used.
+    pub fn for_blueprint(
+        bp: &Blueprint,
+        providers: &Providers,
+        state: Box<dyn StateBackend>,
+        opts: EngineOptions,
+    ) -> Result<Self> {
+        let graph = Graph::from_blueprint(bp, providers)?;
+        let mut handlers = HashMap::new();
+        for spec in graph.ordered() {
+            if handlers.contains_key(&spec.kind) {
+                continue;
+            }
+            let h = providers.get(spec.platform)?.handler(&spec.kind).ok_or_else(|| {
+                Error::internal(format!(
+                    "platform `{}` expanded `{}` to kind `{}` but has no handler for it",
+                    spec.platform, spec.address, spec.kind
+                ))
+            })?;
+            handlers.insert(spec.kind.clone(), h);
+        }
+        Ok(Engine { graph, handlers, providers: Some(providers.clone()), backend: state, opts })
+    }
+
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    pub(crate) fn handler(&self, kind: &str, platform: PlatformKind) -> Result<Arc<dyn ResourceHandler>> {
+        if let Some(h) = self.handlers.get(kind) {
+            return Ok(h.clone());
+        }
+        if let Some(h) = self.providers.as_ref().and_then(|p| p.get(platform).ok()).and_then(|p| p.handler(kind)) {
+            return Ok(h);
+        }
+        Err(Error::unsupported(format!(
+            "no handler for resource kind `{kind}` on platform `{platform}`; is that platform built into this galley?"
+        )))
+    }
+
+    /// The current state (an empty one when none exists yet).
+    pub fn state(&self) -> Result<State> {
+        Ok(self.backend.load()?.unwrap_or_default())
+    }
+
+    /// Outputs of every resource in state, by address.
+    pub fn outputs(&self) -> Result<BTreeMap<Address, BTreeMap<String, Json>>> {
+        Ok(self.state()?.resource_outputs())
+    }
+
+    pub(crate) async fn lock(&self, operation: &str) -> Result<LockGuard<'_>> {
+        let info = LockInfo::new(operation);
+        let started = Instant::now();
+        loop {
+            match self.backend.lock(&info) {
+                Ok(()) => return Ok(LockGuard { backend: self.backend.as_ref(), id: info.id }),
+                Err(e) if e.kind() == ErrorKind::Conflict => match self.opts.lock_timeout {
+                    Some(t) if started.elapsed() < t => {
+                        let left = t.saturating_sub(started.elapsed());
+                        tokio::time::sleep(left.min(Duration::from_millis(200))).await;
+                    }
+                    Some(t) => {
+                        return Err(Error::conflict(format!("{} (gave up after waiting {:?})", e.message(), t)));
+                    }
+                    None => {
+                        return Err(Error::conflict(format!(
+                            "{}. Wait for it to finish, or pass a lock timeout to wait",
+                            e.message()
+                        )));
+                    }
+                },
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The spec for a resource in state: the blueprint's (references resolved) when it still
+    /// declares it, else what state recorded.
+    fn spec_for(&self, address: &str, state: &State) -> Option<ResourceSpec> {
+        if let Some(spec) = self.graph.get(address) {
+            let mut spec = spec.clone();
+            let _ = resolve_refs(&mut spec.desired, &state.stage_outputs());
+            return Some(spec);
+        }
+        state.resources.get(address).map(|r| r.to_spec(address))
+    }
+
+    /// Settles the journal: each operation a crash interrupted is resolved by reading what
+    /// exists under its deterministic name. Returns whether anything changed.
+    pub(crate) async fn settle_pending(&self, state: &mut State) -> Result<bool> {
+        let pending: Vec<_> = std::mem::take(&mut state.pending).into_iter().collect();
+        let changed = !pending.is_empty();
+        for (address, entry) in pending {
+            let handler = self.handler(&entry.spec.kind, entry.spec.platform)?;
+            let found = handler.read(&entry.spec).await.map_err(|e| {
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot settle the interrupted {:?} of `{address}` (reading `{}` failed): {e}. Fix access and run again; state is unchanged",
+                        entry.operation, entry.spec.name
+                    ),
+                )
+                .resource(address.clone())
+            });
+            let found = match found {
+                Ok(f) => f,
+                Err(e) => {
+                    state.pending.insert(address, entry);
+                    return Err(e);
+                }
+            };
+            match (entry.operation, found) {
+                (PendingOp::Create, Some(obs)) => {
+                    tracing::info!(resource = %address, "adopting `{}`, created by an interrupted apply", entry.spec.name);
+                    let hash = spec_hash(&entry.spec);
+                    state.record(&entry.spec, obs, hash);
+                }
+                (PendingOp::Create, None) => {}
+                (PendingOp::Update, Some(obs)) => {
+                    let hash = state.resources.get(&address).map(|r| r.spec_hash.clone()).unwrap_or_default();
+                    state.record(&entry.spec, obs, hash);
+                }
+                (PendingOp::Update | PendingOp::Delete, None) => {
+                    state.resources.remove(&address);
+                }
+                (PendingOp::Delete, Some(obs)) => {
+                    if let Some(r) = state.resources.get_mut(&address) {
+                        r.attributes = obs.attributes;
+                        r.outputs = obs.outputs;
+                        r.id = obs.id;
+                        r.spec_hash.clear();
+                    }
+                }
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Reads every resource in state, `parallelism` at a time.
+    async fn observe_all(&self, state: &State) -> Result<HashMap<Address, Option<Observed>>> {
+        let jobs: Vec<(Address, ResourceSpec)> =
+            state.resources.keys().filter_map(|a| self.spec_for(a, state).map(|s| (a.clone(), s))).collect();
+        let results: Vec<Result<(Address, Option<Observed>)>> = futures::stream::iter(jobs)
+            .map(|(address, spec)| async move {
+                let handler = self.handler(&spec.kind, spec.platform)?;
+                let obs = self
+                    .opts
+                    .retry
+                    .run(|| handler.read(&spec), |_, _| {})
+                    .await
+                    .map_err(|e| e.resource(address.clone()).operation("read"))?;
+                Ok((address, obs))
+            })
+            .buffer_unordered(self.opts.parallelism.max(1))
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// What apply would do now. Does not lock or write state.
+    pub async fn plan(&self) -> Result<Plan> {
+        let loaded = self.backend.load()?;
+        let lineage = loaded.as_ref().map(|s| s.lineage.clone());
+        let mut state = loaded.unwrap_or_default();
+        let serial = state.serial;
+        self.settle_pending(&mut state).await?;
+        self.compute_plan(&state, lineage, serial).await
+    }
+
+    pub(crate) async fn compute_plan(&self, state: &State, lineage: Option<String>, serial: u64) -> Result<Plan> {
+        let observed = if self.opts.refresh { Some(self.observe_all(state).await?) } else { None };
+        let outputs = state.stage_outputs();
+        let mut changes = Vec::new();
+        let mut unchanged = 0;
+        let mut protected = Vec::new();
+        for spec in self.graph.ordered() {
+            let deps = self.graph.dependencies(&spec.address);
+            let mut resolved = spec.clone();
+            let resolvable = resolve_refs(&mut resolved.desired, &outputs).is_ok();
+            let change = |action, diffs, reason: Option<String>| ResourceChange {
+                address: spec.address.clone(),
+                action,
+                kind: spec.kind.clone(),
+                platform: spec.platform,
+                stage: spec.stage,
+                name: spec.name.clone(),
+                protect: spec.protect,
+                depends_on: deps.clone(),
+                dependents: Vec::new(),
+                diffs,
+                reason,
+                spec: Some(spec.clone()),
+            };
+            let desired = if resolvable { &resolved.desired } else { &spec.desired };
+            let Some(prior) = state.resources.get(&spec.address) else {
+                changes.push(change(ChangeKind::Create, diff::top_level(desired, true), None));
+                continue;
+            };
+            let actual = match observed.as_ref().map(|o| o.get(&spec.address)) {
+                Some(Some(None)) => {
+                    let diffs = diff::top_level(desired, true);
+                    changes.push(change(ChangeKind::Create, diffs, Some("vanished outside galley; will be created again".into())));
+                    continue;
+                }
+                Some(Some(Some(obs))) => &obs.attributes,
+                _ => &prior.attributes,
+            };
+            let protect_changed = prior.protect != spec.protect;
+            if observed.is_none() && resolvable && !protect_changed && spec_hash(&resolved) == prior.spec_hash {
+                unchanged += 1;
+                continue;
+            }
+            if prior.name != spec.name || prior.kind != spec.kind {
+                if (prior.protect || spec.protect) && !self.opts.force {
+                    protected.push(spec.address.clone());
+                }
+                let diffs = diff::desired_vs_actual(desired, actual);
+                let reason = format!("replace because its name changed: `{}` → `{}`", prior.name, spec.name);
+                changes.push(change(ChangeKind::Replace, diffs, Some(reason)));
+                continue;
+            }
+            let diffs = diff::desired_vs_actual(desired, actual);
+            if diffs.is_empty() {
+                if protect_changed {
+                    changes.push(change(ChangeKind::Update, diffs, Some("protection changed".into())));
+                } else {
+                    unchanged += 1;
+                }
+                continue;
+            }
+            let handler = self.handler(&spec.kind, spec.platform)?;
+            let forcing: Vec<&str> = diffs
+                .iter()
+                .filter(|d| {
+                    let top = d.path.split(['.', '[']).next().unwrap_or("");
+                    handler.replace_on().iter().any(|r| *r == d.path || *r == top)
+                })
+                .map(|d| d.path.as_str())
+                .collect();
+            if forcing.is_empty() {
+                changes.push(change(ChangeKind::Update, diffs, None));
+            } else {
+                if (prior.protect || spec.protect) && !self.opts.force {
+                    protected.push(spec.address.clone());
+                }
+                let reason = format!("replace because `{}` cannot change in place", forcing.join("`, `"));
+                changes.push(change(ChangeKind::Replace, diffs, Some(reason)));
+            }
+        }
+        let gone: Vec<&Address> = state.resources.keys().filter(|a| !self.graph.contains(a)).collect();
+        let gone_set: HashSet<&Address> = gone.iter().copied().collect();
+        let mut deletes = Vec::new();
+        for address in gone.iter().rev() {
+            let r = &state.resources[*address];
+            if r.protect && !self.opts.force {
+                protected.push((*address).clone());
+            }
+            let dependents = state
+                .resources
+                .iter()
+                .filter(|(a, other)| gone_set.contains(a) && other.depends_on.contains(address))
+                .map(|(a, _)| a.clone())
+                .collect();
+            deletes.push(delete_change(address, r, dependents));
+        }
+        if !protected.is_empty() {
+            protected.sort();
+            return Err(Error::conflict(format!(
+                "refusing to destroy or replace protected resources: {}. Protection is recorded in state, so removing a protected block from the blueprint does not lift it; pass --force if you really mean it",
+                protected.join(", ")
+            )));
+        }
+        changes.extend(deletes);
+        Ok(Plan::new(self.graph.blueprint(), lineage, serial, changes, unchanged))
+    }
+
+    /// Applies `plan` (exactly it, if it still matches the state) or, with `None`, a fresh plan.
+    pub async fn apply(&self, plan: Option<&Plan>, events: EventSink) -> Result<ApplyReport> {
+        let _lock = self.lock("apply").await?;
+        let loaded = self.backend.load()?;
+        if let Some(plan) = plan {
+            plan.verify()?;
+            check_plan_matches(plan, loaded.as_ref(), &self.backend.describe())?;
+            if plan.blueprint != self.graph.blueprint() {
+                return Err(Error::invalid(format!(
+                    "plan was made for blueprint `{}`, not `{}`",
+                    plan.blueprint,
+                    self.graph.blueprint()
+                )));
+            }
+        }
+        let lineage = loaded.as_ref().map(|s| s.lineage.clone());
+        let mut state = loaded.unwrap_or_default();
+        let serial = state.serial;
+        let journal = {
+            let settled = self.settle_pending(&mut state).await?;
+            let j = Journal::new(state, self.backend.as_ref());
+            if settled {
+                j.update(|_| ())?;
+            }
+            j
+        };
+        let computed;
+        let plan: &Plan = match plan {
+            Some(p) => p,
+            None => {
+                let snapshot = journal.read(|s| s.clone());
+                computed = self.compute_plan(&snapshot, lineage, serial).await?;
+                &computed
+            }
+        };
+        let report = crate::exec::execute(self, &journal, &plan.changes, events).await;
+        Ok(report)
+    }
+
+    /// Destroys every resource in state, dependents first.
+    pub async fn destroy(&self, events: EventSink) -> Result<ApplyReport> {
+        let _lock = self.lock("destroy").await?;
+        let Some(mut state) = self.backend.load()? else {
+            return Ok(ApplyReport::default());
+        };
+        let settled = self.settle_pending(&mut state).await?;
+        let mut protected: Vec<&Address> = state.resources.iter().filter(|(_, r)| r.protect).map(|(a, _)| a).collect();
+        if !protected.is_empty() && !self.opts.force {
+            protected.sort();
+            let list: Vec<&str> = protected.iter().map(|a| a.as_str()).collect();
+            return Err(Error::conflict(format!(
+                "refusing to destroy protected resources: {}; pass --force to destroy them too",
+                list.join(", ")
+            )));
+        }
+        let changes: Vec<ResourceChange> = state
+            .resources
+            .iter()
+            .map(|(address, r)| {
+                let dependents = state
+                    .resources
+                    .iter()
+                    .filter(|(_, other)| other.depends_on.contains(address))
+                    .map(|(a, _)| a.clone())
+                    .collect();
+                delete_change(address, r, dependents)
+            })
+            .collect();
+        let journal = Journal::new(state, self.backend.as_ref());
+        if settled {
+            journal.update(|_| ())?;
+        }
+        Ok(crate::exec::execute(self, &journal, &changes, events).await)
+    }
+
+    fn drift_of(&self, state: &State, observed: &HashMap<Address, Option<Observed>>) -> Vec<Drift> {
+        let mut out = Vec::new();
+        for (address, r) in &state.resources {
+            match observed.get(address) {
+                Some(None) => out.push(Drift { address: address.clone(), kind: DriftKind::Vanished }),
+                Some(Some(obs)) => {
+                    let diffs = diff::full(&r.attributes, &obs.attributes);
+                    if !diffs.is_empty() {
+                        out.push(Drift { address: address.clone(), kind: DriftKind::Changed { diffs } });
+                    }
+                }
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// Compares every resource in state with reality. Reports only; state is not written.
+    pub async fn drift(&self) -> Result<Vec<Drift>> {
+        let state = self.state()?;
+        let observed = self.observe_all(&state).await?;
+        Ok(self.drift_of(&state, &observed))
+    }
+
+    /// Like [`Engine::drift`], then records reality in state (vanished resources are forgotten).
+    pub async fn refresh(&self) -> Result<Vec<Drift>> {
+        let _lock = self.lock("refresh").await?;
+        let Some(mut state) = self.backend.load()? else {
+            return Ok(Vec::new());
+        };
+        let settled = self.settle_pending(&mut state).await?;
+        let observed = self.observe_all(&state).await?;
+        let drift = self.drift_of(&state, &observed);
+        if drift.is_empty() && !settled {
+            return Ok(drift);
+        }
+        let journal = Journal::new(state, self.backend.as_ref());
+        journal.update(|s| {
+            for d in &drift {
+                match (&d.kind, observed.get(&d.address)) {
+                    (DriftKind::Vanished, _) => {
+                        s.resources.remove(&d.address);
+                    }
+                    (DriftKind::Changed { .. }, Some(Some(obs))) => {
+                        if let Some(r) = s.resources.get_mut(&d.address) {
+                            let mut attributes = obs.attributes.clone();
+                            crate::secrets::strip_secrets(&mut attributes);
+                            r.attributes = attributes;
+                            r.id = obs.id.clone();
+                            r.outputs = obs.outputs.clone();
+                            r.outputs.retain(|k, _| !crate::secrets::looks_secret(k));
+                            // Reality moved away from what was applied: the next plan must diff.
+                            r.spec_hash.clear();
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        })?;
+        Ok(drift)
+    }
+
+    /// Adopts an existing resource: `address` must be in the blueprint's graph, and what
+    /// exists under its deterministic name must have platform id `id`.
+    pub async fn import(&self, address: &str, id: &str) -> Result<()> {
+        let spec = self.graph.get(address).ok_or_else(|| {
+            Error::invalid(format!("`{address}` is not a resource of blueprint `{}`; see `galley plan` for the addresses", self.graph.blueprint()))
+        })?;
+        let _lock = self.lock("import").await?;
+        let mut state = self.backend.load()?.unwrap_or_default();
+        self.settle_pending(&mut state).await?;
+        if let Some(r) = state.resources.get(address) {
+            return Err(Error::conflict(format!("`{address}` is already managed by galley (id `{}`); nothing to import", r.id)));
+        }
+        let mut spec = spec.clone();
+        resolve_refs(&mut spec.desired, &state.stage_outputs())?;
+        let handler = self.handler(&spec.kind, spec.platform)?;
+        let found = self.opts.retry.run(|| handler.read(&spec), |_, _| {}).await.map_err(|e| e.resource(address))?;
+        let obs = found.ok_or_else(|| {
+            Error::not_found(format!("nothing named `{}` exists for `{address}`; there is nothing to import", spec.name))
+        })?;
+        if obs.id != id {
+            return Err(Error::invalid(format!(
+                "`{address}` (name `{}`) exists with id `{}`, not `{id}`; import the id that exists",
+                spec.name, obs.id
+            )));
+        }
+        // The hash of an empty document: the next plan diffs the real attributes against the
+        // blueprint instead of assuming they match.
+        let journal = Journal::new(state, self.backend.as_ref());
+        journal.update(|s| s.record(&spec, obs, String::new()))?;
+        Ok(())
+    }
+}
+
+fn delete_change(address: &Address, r: &crate::state::ResourceState, dependents: Vec<Address>) -> ResourceChange {
+    ResourceChange {
+        address: address.clone(),
+        action: ChangeKind::Delete,
+        kind: r.kind.clone(),
+        platform: r.platform,
+        stage: r.stage,
+        name: r.name.clone(),
+        protect: r.protect,
+        depends_on: Vec::new(),
+        dependents,
+        diffs: diff::top_level(&r.attributes, false),
+        reason: None,
+        spec: None,
+    }
+}
+
+fn check_plan_matches(plan: &Plan, state: Option<&State>, where_: &str) -> Result<()> {
+    let now = state.map(|s| (s.lineage.as_str(), s.serial));
+    let then = plan.lineage.as_deref().map(|l| (l, plan.serial));
+    let moved = match (then, now) {
+        (None, None) => false,
+        (Some((l1, s1)), Some((l2, s2))) => l1 != l2 || s1 != s2,
+        _ => true,
+    };
+    if moved {
+        let show = |x: Option<(&str, u64)>| match x {
+            Some((l, s)) => format!("serial {s} of lineage {l}"),
+            None => "no state".to_string(),
+        };
+        return Err(Error::conflict(format!(
+            "the saved plan was made against {} but state {where_} is now at {}: something changed it since. Run `galley plan` again",
+            show(then),
+            show(now)
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! The ML lifecycle, written once against the stage traits so it runs on every platform:
+//!
+//! extract → validate_data → prepare → train → evaluate → validate_model → register → deploy → monitor
+//!
+//! [`Lifecycle`] is a [`StepExecutor`]: the platform's orchestrator walks the steps (with
+//! retries, logs, history and caching of unchanged steps), and each step talks only to the
+//! [`StageSet`] and to `galley-ml`. Intermediate results live in the artifact store under
+//! content-derived keys, which is what makes a cached step's output valid in a later process.
+
+mod steps;
+mod store;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use galley_blueprint::{Blueprint, Promotion};
+use galley_core::stages::{
+    PipelineRun, PipelineSpec, RunState, StepExecutor, StepLogger, StepOutput, StepSpec, Trigger,
+};
+use galley_core::{Error, Result, StageSet};
+
+pub use steps::{StepName, feature_group_spec};
+
+/// The model alias the gate moves on platforms with aliases.
+pub const CHAMPION: &str = "champion";
+
+/// One blueprint's lifecycle over one set of opened stages.
+pub struct Lifecycle {
+    bp: Arc<Blueprint>,
+    stages: StageSet,
+    project_dir: PathBuf,
+    /// Galley's version and the blueprint's hash: recorded as lineage, folded into fingerprints.
+    code_version: String,
+    promotion: Option<Promotion>,
+    /// The experiment run of the pipeline run in progress (runs of one pipeline never overlap).
+    experiment_run: Mutex<Option<String>>,
+    /// Set for drift-triggered runs: retrain even though the data and code are unchanged.
+    force_retrain: std::sync::atomic::AtomicBool,
+}
+
+impl Lifecycle {
+    pub fn new(bp: Arc<Blueprint>, stages: StageSet, project_dir: PathBuf, blueprint_hash: &str) -> Result<Self> {
+        if bp.stages.training.is_none() {
+            return Err(Error::invalid(
+                "the blueprint has no `stages.training`, so there is nothing to run; add e.g. `training: { algorithm: logistic_regression }`",
+            ));
+        }
+        let promotion = bp.stages.registry.as_ref().map(|_| galley_blueprint::effective_promotion(&bp));
+        Ok(Lifecycle {
+            code_version: format!("galley-{}+{}", env!("CARGO_PKG_VERSION"), &blueprint_hash[..blueprint_hash.len().min(12)]),
+            bp,
+            stages,
+            project_dir,
+            promotion,
+            experiment_run: Mutex::new(None),
+            force_retrain: Default::default(),
+        })
+    }
+
+    pub fn pipeline_name(&self) -> String {
+        pipeline_name(&self.bp)
+    }
+
+    pub fn pipeline_spec(&self) -> PipelineSpec {
+        pipeline_spec(&self.bp)
+    }
+
+    /// Registers this lifecycle as the pipeline's step bodies and runs it to the end.
+    /// `retrain` (implied by a drift trigger) trains anew even when data and code are unchanged.
+    pub async fn run(self: &Arc<Self>, trigger: Option<Trigger>, retrain: bool) -> Result<RunSummary> {
+        let orchestrator = self.stages.orchestrator.clone();
+        let spec = self.pipeline_spec();
+        orchestrator.upsert_pipeline(&spec).await?;
+        orchestrator.attach_executor(&spec.name, self.clone() as Arc<dyn StepExecutor>)?;
+        self.force_retrain.store(retrain || trigger == Some(Trigger::Drift), std::sync::atomic::Ordering::SeqCst);
+
+        let run_id = self.begin_experiment_run(trigger).await?;
+        let mut params = BTreeMap::new();
+        if let Some(r) = &run_id {
+            params.insert("experiment_run".to_owned(), r.clone());
+        }
+        let id = orchestrator.start(&spec.name, trigger, &params).await?;
+        let run = wait_for(&*orchestrator, &id).await?;
+        self.end_experiment_run(&run).await?;
+        Ok(RunSummary::from_run(run, run_id))
+    }
+
+    /// A fingerprint of the source data as it is now: the `new_data` trigger compares it with
+    /// the last run's.
+    pub async fn source_hash(&self) -> Result<String> {
+        let ds = galley_ml::load_source(&self.bp.data.source, &self.project_dir)?;
+        Ok(ds.sha256)
+    }
+
+    async fn begin_experiment_run(&self, trigger: Option<Trigger>) -> Result<Option<String>> {
+        let Some(exp) = &self.bp.stages.experiments else { return Ok(None) };
+        let tracker = &self.stages.experiments;
+        tracker.create_experiment(&exp.name).await?;
+        let mut tags = BTreeMap::new();
+        tags.insert("galley.blueprint".to_owned(), self.bp.name.clone());
+        tags.insert("galley.code_version".to_owned(), self.code_version.clone());
+        tags.insert(
+            "galley.trigger".to_owned(),
+            trigger.map(|t| format!("{t:?}").to_lowercase()).unwrap_or_else(|| "manual".into()),
+        );
+        let run = tracker.start_run(&exp.name, Some(&self.pipeline_name()), &tags).await?;
+        *self.experiment_run.lock().expect("experiment run lock") = Some(run.clone());
+        Ok(Some(run))
+    }
+
+    async fn end_experiment_run(&self, run: &PipelineRun) -> Result<()> {
+        let Some(id) = self.experiment_run.lock().expect("experiment run lock").take() else { return Ok(()) };
+        let mut tags = BTreeMap::new();
+        tags.insert("galley.pipeline_run".to_owned(), run.id.clone());
+        let cached: Vec<&str> = run.steps.iter().filter(|s| s.cached).map(|s| s.name.as_str()).collect();
+        tags.insert("galley.cached_steps".to_owned(), cached.join(","));
+        self.stages.experiments.set_tags(&id, &tags).await?;
+        let status = if run.state == RunState::Succeeded {
+            galley_core::stages::RunStatus::Finished
+        } else {
+            galley_core::stages::RunStatus::Failed
+        };
+        self.stages.experiments.end_run(&id, status).await
+    }
+
+    fn current_run(&self) -> Option<String> {
+        self.experiment_run.lock().expect("experiment run lock").clone()
+    }
+}
+
+#[async_trait]
+impl StepExecutor for Lifecycle {
+    async fn fingerprint(&self, step: &str, upstream: &BTreeMap<String, StepOutput>) -> Result<String> {
+        let name = StepName::parse(step)?;
+        let mut fp = self.step_fingerprint(name, upstream).await?;
+        if self.force_retrain.load(std::sync::atomic::Ordering::SeqCst) && name >= StepName::Train {
+            // A drift-triggered run retrains on purpose: never reuse an old model for it.
+            fp.push_str(&format!(":forced@{}", galley_core::stages::now_ms()));
+        }
+        Ok(fp)
+    }
+
+    async fn run(&self, step: &str, upstream: &BTreeMap<String, StepOutput>, log: &dyn StepLogger) -> Result<StepOutput> {
+        let name = StepName::parse(step)?;
+        let started = std::time::Instant::now();
+        let out = self.run_step(name, upstream, log).await?;
+        if let Some(run) = self.current_run() {
+            let m = galley_core::stages::Metric::new(format!("step.{}.seconds", name.as_str()), started.elapsed().as_secs_f64());
+            self.stages.experiments.log_metrics(&run, &[m]).await?;
+        }
+        Ok(StepOutput { values: out })
+    }
+}
+
+pub fn pipeline_name(bp: &Blueprint) -> String {
+    bp.stages.pipeline.as_ref().map(|p| p.name.clone()).unwrap_or_else(|| format!("{}-lifecycle", bp.name))
+}
+
+/// The pipeline definition: the lifecycle's steps, in a chain, with the blueprint's retry,
+/// cache, schedule and trigger settings. Provisioned by `apply`, run by `run`.
+pub fn pipeline_spec(bp: &Blueprint) -> PipelineSpec {
+    let p = bp.stages.pipeline.as_ref();
+    let retries = p.and_then(|p| p.retries).unwrap_or(2);
+    let cache = p.and_then(|p| p.cache).unwrap_or(true);
+    let names = StepName::for_blueprint(bp);
+    let steps = names
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StepSpec {
+            name: s.as_str().to_owned(),
+            depends_on: if i == 0 { vec![] } else { vec![names[i - 1].as_str().to_owned()] },
+            retries,
+            cache,
+            image: bp.stages.training.as_ref().and_then(|t| t.image.clone()),
+        })
+        .collect();
+    let triggers = p
+        .map(|p| {
+            p.retrain_on
+                .iter()
+                .map(|t| match t {
+                    galley_blueprint::RetrainTrigger::Schedule => Trigger::Schedule,
+                    galley_blueprint::RetrainTrigger::NewData => Trigger::NewData,
+                    galley_blueprint::RetrainTrigger::Drift => Trigger::Drift,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    PipelineSpec { name: pipeline_name(bp), steps, schedule: p.and_then(|p| p.schedule.clone()), triggers }
+}
+
+/// The features the model trains on: the features stage's list, or every column of the source
+/// but the target when the list is empty.
+pub fn resolved_features(bp: &Blueprint, project_dir: &std::path::Path) -> Result<Vec<String>> {
+    if let Some(f) = bp.stages.features.as_ref().filter(|f| !f.features.is_empty()) {
+        return Ok(f.features.clone());
+    }
+    let ds = galley_ml::load_source(&bp.data.source, project_dir)?;
+    Ok(ds.table.columns.iter().map(|c| c.name.clone()).filter(|c| *c != bp.data.target).collect())
+}
+
+/// Polls a run until it ends; the orchestrator drives it in the background.
+async fn wait_for(orchestrator: &dyn galley_core::Orchestrator, id: &str) -> Result<PipelineRun> {
+    let mut delay = std::time::Duration::from_millis(5);
+    loop {
+        let run = orchestrator.status(id).await?;
+        if run.state.is_terminal() {
+            return Ok(run);
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(std::time::Duration::from_millis(250));
+    }
+}
+
+/// What a lifecycle run did, for the CLI and for library callers.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunSummary {
+    pub pipeline_run: String,
+    pub state: RunState,
+    pub experiment_run: Option<String>,
+    pub steps: Vec<StepSummary>,
+    pub data_hash: Option<String>,
+    /// The stored train/test split, for sampling held-out rows.
+    pub prepared_key: Option<String>,
+    pub metrics: BTreeMap<String, f64>,
+    pub gate: Option<GateSummary>,
+    pub registered_version: Option<u64>,
+    /// True when this run registered a new version (false when every step was cached).
+    pub registered_new: bool,
+    pub endpoint: Option<String>,
+    pub endpoint_url: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepSummary {
+    pub name: String,
+    pub state: RunState,
+    pub cached: bool,
+    pub attempts: u32,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct GateSummary {
+    pub passed: bool,
+    pub reasons: Vec<String>,
+}
+
+impl RunSummary {
+    fn from_run(run: PipelineRun, experiment_run: Option<String>) -> Self {
+        let output = |name: StepName| {
+            run.steps.iter().find(|s| s.name == name.as_str()).and_then(|s| s.output.clone())
+        };
+        let fresh = |name: StepName| run.steps.iter().any(|s| s.name == name.as_str() && !s.cached && s.state == RunState::Succeeded);
+        let extract = output(StepName::Extract);
+        let evaluate = output(StepName::Evaluate);
+        let gate = output(StepName::ValidateModel);
+        let register = output(StepName::Register);
+        let deploy = output(StepName::Deploy);
+        let registered_version = register.as_ref().and_then(|r| r.get("version")).and_then(|v| v.as_u64());
+        RunSummary {
+            pipeline_run: run.id.clone(),
+            state: run.state,
+            experiment_run,
+            data_hash: extract.as_ref().and_then(|e| e.get("data_hash")).and_then(|v| v.as_str()).map(str::to_owned),
+            prepared_key: output(StepName::Prepare)
+                .as_ref()
+                .and_then(|p| p.get("prepared_key"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            metrics: evaluate
+                .as_ref()
+                .and_then(|e| e.get("metrics"))
+                .and_then(|m| serde_json::from_value(m.clone()).ok())
+                .unwrap_or_default(),
+            gate: gate.and_then(|g| serde_json::from_value(g).ok()),
+            registered_new: registered_version.is_some()
+                && fresh(StepName::Register)
+                && register.as_ref().and_then(|r| r.get("new")).and_then(|v| v.as_bool()).unwrap_or(false),
+            registered_version,
+            endpoint: deploy.as_ref().and_then(|d| d.get("endpoint")).and_then(|v| v.as_str()).map(str::to_owned),
+            endpoint_url: deploy.as_ref().and_then(|d| d.get("url")).and_then(|v| v.as_str()).map(str::to_owned),
+            error: run.steps.iter().find_map(|s| s.error.clone()),
+            steps: run
+                .steps
+                .into_iter()
+                .map(|s| StepSummary { name: s.name, state: s.state, cached: s.cached, attempts: s.attempts, error: s.error })
+                .collect(),
+        }
+    }
+}

@@ -1,0 +1,485 @@
+//! The step bodies and their fingerprints.
+
+use std::collections::BTreeMap;
+
+use galley_blueprint::{Blueprint, Promotion, Strategy};
+use galley_core::stages::{
+    ApprovalStatus, ArtifactKey, ArtifactStoreExt, EndpointSpec, FeatureGroupSpec, Lineage, ModelVersion,
+    NewModelVersion, Signature, StepLogger, StepOutput, Variant,
+};
+use galley_core::table::Column;
+use galley_core::{DType, Error, Result, Table, Value};
+use galley_ml::{Frame, TrainedModel};
+use serde_json::{Value as Json, json};
+
+use crate::store::{digest, get_json, put_json};
+use crate::{CHAMPION, Lifecycle};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StepName {
+    Extract,
+    ValidateData,
+    Prepare,
+    Train,
+    Evaluate,
+    ValidateModel,
+    Register,
+    Deploy,
+    Monitor,
+}
+
+impl StepName {
+    const ALL: [StepName; 9] = [
+        StepName::Extract,
+        StepName::ValidateData,
+        StepName::Prepare,
+        StepName::Train,
+        StepName::Evaluate,
+        StepName::ValidateModel,
+        StepName::Register,
+        StepName::Deploy,
+        StepName::Monitor,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepName::Extract => "extract",
+            StepName::ValidateData => "validate_data",
+            StepName::Prepare => "prepare",
+            StepName::Train => "train",
+            StepName::Evaluate => "evaluate",
+            StepName::ValidateModel => "validate_model",
+            StepName::Register => "register",
+            StepName::Deploy => "deploy",
+            StepName::Monitor => "monitor",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|n| n.as_str() == s)
+            .ok_or_else(|| Error::invalid(format!("`{s}` is not a lifecycle step")))
+    }
+
+    /// The steps this blueprint's stages call for: the gate and registration need a registry,
+    /// deployment a serving stage, the baseline a monitoring stage.
+    pub fn for_blueprint(bp: &Blueprint) -> Vec<StepName> {
+        let s = &bp.stages;
+        Self::ALL
+            .into_iter()
+            .filter(|n| match n {
+                StepName::ValidateModel | StepName::Register => s.registry.is_some(),
+                StepName::Deploy => s.registry.is_some() && s.serving.is_some(),
+                StepName::Monitor => s.registry.is_some() && s.serving.is_some() && s.monitoring.is_some(),
+                _ => true,
+            })
+            .collect()
+    }
+}
+
+/// The prepared split as stored between steps.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PreparedDoc {
+    features: Vec<String>,
+    train_x: Vec<Vec<f64>>,
+    train_y: Vec<f64>,
+    test_x: Vec<Vec<f64>>,
+    test_y: Vec<f64>,
+    signature: Signature,
+}
+
+impl PreparedDoc {
+    fn frame(&self, test: bool) -> Frame {
+        let (x, y) = if test { (&self.test_x, &self.test_y) } else { (&self.train_x, &self.train_y) };
+        Frame { features: self.features.clone(), x: x.clone(), y: y.clone() }
+    }
+
+    fn table(&self, x: &[Vec<f64>]) -> Table {
+        Table {
+            columns: self.signature.inputs.clone(),
+            rows: x.iter().map(|r| r.iter().map(|v| Value::Float(*v)).collect()).collect(),
+        }
+    }
+}
+
+fn field<'a>(upstream: &'a BTreeMap<String, StepOutput>, step: StepName, key: &str) -> Result<&'a Json> {
+    upstream
+        .get(step.as_str())
+        .and_then(|o| o.values.get(key))
+        .ok_or_else(|| Error::internal(format!("step `{}` did not hand on `{key}`", step.as_str())))
+}
+
+fn field_str<'a>(upstream: &'a BTreeMap<String, StepOutput>, step: StepName, key: &str) -> Result<&'a str> {
+    field(upstream, step, key)?
+        .as_str()
+        .ok_or_else(|| Error::internal(format!("step `{}` handed on a non-string `{key}`", step.as_str())))
+}
+
+impl Lifecycle {
+    fn features(&self) -> Vec<String> {
+        self.bp.stages.features.as_ref().map(|f| f.features.clone()).unwrap_or_default()
+    }
+
+    fn model_name(&self) -> Option<&str> {
+        self.bp.stages.registry.as_ref().map(|r| r.model.as_str())
+    }
+
+    pub(crate) fn monitor_name(&self) -> String {
+        self.bp.stages.serving.as_ref().map(|s| s.endpoint.clone()).unwrap_or_else(|| self.bp.name.clone())
+    }
+
+    /// The version the gate must beat: the `champion` alias, or the newest approved version
+    /// where promotion is by approval status.
+    async fn champion(&self) -> Result<Option<ModelVersion>> {
+        let Some(model) = self.model_name() else { return Ok(None) };
+        let registry = &self.stages.registry;
+        if !registry.model_exists(model).await? {
+            return Err(Error::not_found(format!(
+                "registered model `{model}` does not exist; run `galley apply` before `galley run`"
+            )));
+        }
+        match self.promotion {
+            Some(Promotion::Alias) => registry.get_by_alias(model, CHAMPION).await,
+            _ => Ok(registry
+                .list_versions(model)
+                .await?
+                .into_iter()
+                .filter(|v| v.approval == ApprovalStatus::Approved)
+                .max_by_key(|v| v.version)),
+        }
+    }
+
+    pub(crate) async fn step_fingerprint(&self, step: StepName, up: &BTreeMap<String, StepOutput>) -> Result<String> {
+        let bp = &self.bp;
+        Ok(match step {
+            StepName::Extract => {
+                let ds = galley_ml::load_source(&bp.data.source, &self.project_dir)?;
+                digest(&["extract", &bp.data.source, &ds.sha256])
+            }
+            StepName::ValidateData => digest(&[
+                "validate_data",
+                field_str(up, StepName::Extract, "data_hash")?,
+                &js(&bp.data),
+                &self.features().join(","),
+            ]),
+            StepName::Prepare => digest(&[
+                "prepare",
+                field_str(up, StepName::Extract, "data_hash")?,
+                &js(&bp.data),
+                &js(&bp.stages.features),
+            ]),
+            StepName::Train => digest(&[
+                "train",
+                field_str(up, StepName::Prepare, "prepared_key")?,
+                &js(&bp.stages.training),
+                &self.code_version,
+            ]),
+            StepName::Evaluate => digest(&[
+                "evaluate",
+                field_str(up, StepName::Train, "model_sha")?,
+                field_str(up, StepName::Prepare, "prepared_key")?,
+            ]),
+            StepName::ValidateModel => {
+                let champion = self.champion().await?;
+                digest(&[
+                    "validate_model",
+                    &field(up, StepName::Evaluate, "metrics")?.to_string(),
+                    &js(&bp.stages.registry),
+                    &js(&champion.map(|c| (c.version, c.metrics))),
+                ])
+            }
+            StepName::Register => {
+                // Include what the registry holds now, so a registry rebuilt since the last
+                // run (destroy + apply) is filled again instead of being trusted from cache.
+                let versions = match self.model_name() {
+                    Some(m) => self.stages.registry.list_versions(m).await?.len(),
+                    None => 0,
+                };
+                digest(&[
+                    "register",
+                    field_str(up, StepName::Train, "model_sha")?,
+                    &up.get(StepName::ValidateModel.as_str()).map(|o| o.values.to_string()).unwrap_or_default(),
+                    &versions.to_string(),
+                ])
+            }
+            StepName::Deploy => {
+                let endpoint = self.monitor_name();
+                let current = self.stages.serving.describe(&endpoint).await?;
+                digest(&[
+                    "deploy",
+                    &field(up, StepName::Register, "version")?.to_string(),
+                    &js(&bp.stages.serving),
+                    &js(&current.map(|c| c.variants)),
+                ])
+            }
+            StepName::Monitor => digest(&[
+                "monitor",
+                field_str(up, StepName::Train, "model_sha")?,
+                field_str(up, StepName::Prepare, "prepared_key")?,
+                &js(&bp.stages.monitoring),
+                &field(up, StepName::Deploy, "variants")?.to_string(),
+            ]),
+        })
+    }
+
+    pub(crate) async fn run_step(&self, step: StepName, up: &BTreeMap<String, StepOutput>, log: &dyn StepLogger) -> Result<Json> {
+        let artifacts = &*self.stages.artifacts;
+        let bp = &self.bp;
+        match step {
+            StepName::Extract => {
+                let ds = galley_ml::load_source(&bp.data.source, &self.project_dir)?;
+                let key = format!("datasets/{}.json", ds.sha256);
+                put_json(artifacts, &key, &ds.table).await?;
+                log.line(&format!("extracted {} rows × {} columns from {} (sha256 {})", ds.table.len(), ds.table.columns.len(), bp.data.source, ds.sha256));
+                Ok(json!({ "data_key": key, "data_hash": ds.sha256, "rows": ds.table.len(), "source": bp.data.source }))
+            }
+            StepName::ValidateData => {
+                let table: Table = get_json(artifacts, field_str(up, StepName::Extract, "data_key")?).await?;
+                let report = galley_ml::validate(&table, &bp.data, &self.features());
+                log.line(&report.render());
+                if !report.is_ok() {
+                    return Err(Error::invalid(format!("data validation failed for {}:\n{}", bp.data.source, report.render())));
+                }
+                Ok(json!({ "rows": report.rows, "columns": report.columns, "problems": 0 }))
+            }
+            StepName::Prepare => self.prepare(up, log).await,
+            StepName::Train => {
+                let key = field_str(up, StepName::Prepare, "prepared_key")?;
+                let doc: PreparedDoc = get_json(artifacts, key).await?;
+                let training = bp.stages.training.as_ref().expect("checked in Lifecycle::new");
+                let model = galley_ml::train(training, bp.data.task, &doc.frame(false), &doc.signature)?;
+                let bytes = model.to_bytes();
+                let sha = crate::store::digest(&[&String::from_utf8_lossy(&bytes)]);
+                let model_key = format!("models/{sha}/model.json");
+                let meta = artifacts.put_bytes(&ArtifactKey::new(&model_key)?, bytes.into()).await?;
+                if let Some(run) = self.current_run() {
+                    let mut params = galley_blueprint::params_as_strings(&training.params);
+                    params.insert("algorithm".into(), format!("{:?}", training.algorithm));
+                    params.insert("data_hash".into(), field_str(up, StepName::Extract, "data_hash")?.to_owned());
+                    params.insert("train_rows".into(), doc.train_y.len().to_string());
+                    self.stages.experiments.log_params(&run, &params).await?;
+                    self.stages.experiments.log_artifact(&run, "model", &meta.uri).await?;
+                }
+                log.line(&format!("trained {:?} on {} rows; model {} ({} bytes)", training.algorithm, doc.train_y.len(), meta.uri, meta.size));
+                Ok(json!({ "model_key": model_key, "model_uri": meta.uri, "model_sha": meta.sha256 }))
+            }
+            StepName::Evaluate => {
+                let model = self.load_model(field_str(up, StepName::Train, "model_key")?).await?;
+                let doc: PreparedDoc = get_json(artifacts, field_str(up, StepName::Prepare, "prepared_key")?).await?;
+                let metrics = galley_ml::evaluate(&model, &doc.frame(true));
+                if let Some(run) = self.current_run() {
+                    let points: Vec<_> = metrics.iter().map(|(k, v)| galley_core::stages::Metric::new(k.clone(), *v)).collect();
+                    self.stages.experiments.log_metrics(&run, &points).await?;
+                }
+                log.line(&format!("held-out metrics on {} rows: {}", doc.test_y.len(), fmt_metrics(&metrics)));
+                Ok(json!({ "metrics": metrics }))
+            }
+            StepName::ValidateModel => {
+                let registry = bp.stages.registry.as_ref().expect("step only exists with a registry");
+                let metrics: BTreeMap<String, f64> = serde_json::from_value(field(up, StepName::Evaluate, "metrics")?.clone())?;
+                let champion = self.champion().await?;
+                let decision = galley_ml::decide(&registry.gate, &metrics, champion.as_ref().map(|c| (c.version, &c.metrics)));
+                for r in &decision.reasons {
+                    log.line(r);
+                }
+                if let Some(run) = self.current_run() {
+                    let tags = BTreeMap::from([("galley.gate".to_owned(), if decision.passed { "passed" } else { "rejected" }.to_owned())]);
+                    self.stages.experiments.set_tags(&run, &tags).await?;
+                }
+                Ok(json!({ "passed": decision.passed, "reasons": decision.reasons, "champion": champion.map(|c| c.version) }))
+            }
+            StepName::Register => self.register(up, log).await,
+            StepName::Deploy => self.deploy(up, log).await,
+            StepName::Monitor => {
+                let model = self.load_model(field_str(up, StepName::Train, "model_key")?).await?;
+                let doc: PreparedDoc = get_json(artifacts, field_str(up, StepName::Prepare, "prepared_key")?).await?;
+                let predictions = model.predict_matrix(&doc.train_x);
+                let name = self.monitor_name();
+                self.stages.monitor.set_baseline(&name, &doc.table(&doc.train_x), &predictions).await?;
+                log.line(&format!("baseline for monitor `{name}`: {} rows", predictions.len()));
+                Ok(json!({ "monitor": name, "baseline_rows": predictions.len() }))
+            }
+        }
+    }
+
+    async fn load_model(&self, key: &str) -> Result<TrainedModel> {
+        let bytes = self.stages.artifacts.get_bytes(&ArtifactKey::new(key)?).await?;
+        TrainedModel::from_bytes(&bytes)
+    }
+
+    async fn prepare(&self, up: &BTreeMap<String, StepOutput>, log: &dyn StepLogger) -> Result<Json> {
+        let bp = &self.bp;
+        let artifacts = &*self.stages.artifacts;
+        let table: Table = get_json(artifacts, field_str(up, StepName::Extract, "data_key")?).await?;
+        let prepared = galley_ml::prepare(&table, &bp.data, &self.features())?;
+        let doc = PreparedDoc {
+            features: prepared.train.features.clone(),
+            train_x: prepared.train.x,
+            train_y: prepared.train.y,
+            test_x: prepared.test.x,
+            test_y: prepared.test.y,
+            signature: prepared.signature,
+        };
+        let key = format!(
+            "prepared/{}.json",
+            digest(&[field_str(up, StepName::Extract, "data_hash")?, &serde_json::to_string(&bp.data)?, &doc.features.join(",")])
+        );
+        put_json(artifacts, &key, &doc).await?;
+        log.line(&format!("split {} train / {} test rows (seed {})", doc.train_y.len(), doc.test_y.len(), bp.data.split.seed));
+
+        let mut ingested = 0;
+        if let Some(fs) = &bp.stages.features {
+            let spec = feature_group_spec(bp, &doc.features);
+            let now = galley_core::stages::now_ms();
+            let mut rows = Table::new(
+                std::iter::once(spec.entity.clone())
+                    .chain(std::iter::once(Column::new(&spec.event_time, DType::Int)))
+                    .chain(spec.features.iter().cloned())
+                    .collect(),
+            );
+            let idx: Vec<Option<usize>> = doc.features.iter().map(|f| table.column_index(f)).collect();
+            for (i, row) in table.rows.iter().enumerate() {
+                let mut r = vec![Value::Int(i as i64), Value::Int(now)];
+                r.extend(idx.iter().map(|c| c.and_then(|c| row[c].as_f64()).map(Value::Float).unwrap_or(Value::Null)));
+                rows.rows.push(r);
+            }
+            ingested = self.stages.features.ingest(&fs.group, &rows).await?;
+            let online = if fs.online { self.stages.features.materialize(&fs.group, now).await? } else { 0 };
+            log.line(&format!("ingested {ingested} rows into feature group `{}`; {online} entities online", fs.group));
+        }
+        Ok(json!({ "prepared_key": key, "train_rows": doc.train_y.len(), "test_rows": doc.test_y.len(), "ingested": ingested }))
+    }
+
+    async fn register(&self, up: &BTreeMap<String, StepOutput>, log: &dyn StepLogger) -> Result<Json> {
+        let model = self.model_name().expect("step only exists with a registry");
+        let passed = field(up, StepName::ValidateModel, "passed")?.as_bool().unwrap_or(false);
+        if !passed {
+            log.line("the gate rejected the candidate: nothing registered");
+            return Ok(json!({ "model": model, "version": null, "new": false }));
+        }
+        let registry = &self.stages.registry;
+        let sha = field_str(up, StepName::Train, "model_sha")?;
+        let existing = registry
+            .list_versions(model)
+            .await?
+            .into_iter()
+            .find(|v| v.lineage.params.get("model_sha256").map(String::as_str) == Some(sha));
+        let (version, new) = match existing {
+            Some(v) => {
+                log.line(&format!("version {} of `{model}` already holds this model; not registering it twice", v.version));
+                (v, false)
+            }
+            None => {
+                let doc: PreparedDoc =
+                    get_json(&*self.stages.artifacts, field_str(up, StepName::Prepare, "prepared_key")?).await?;
+                let training = self.bp.stages.training.as_ref().expect("checked in Lifecycle::new");
+                let mut params = galley_blueprint::params_as_strings(&training.params);
+                params.insert("algorithm".into(), format!("{:?}", training.algorithm));
+                params.insert("model_sha256".into(), sha.to_owned());
+                let new = NewModelVersion {
+                    artifact_uri: field_str(up, StepName::Train, "model_uri")?.to_owned(),
+                    metrics: serde_json::from_value(field(up, StepName::Evaluate, "metrics")?.clone())?,
+                    lineage: Lineage {
+                        run_id: self.current_run(),
+                        data_hash: Some(field_str(up, StepName::Extract, "data_hash")?.to_owned()),
+                        code_version: Some(self.code_version.clone()),
+                        params,
+                    },
+                    signature: doc.signature,
+                    description: Some(format!("trained by galley from {}", self.bp.data.source)),
+                };
+                let v = registry.register_version(model, &new).await?;
+                log.line(&format!("registered `{model}` version {}", v.version));
+                (v, true)
+            }
+        };
+        match self.promotion {
+            Some(Promotion::Alias) => registry.set_alias(model, CHAMPION, version.version).await?,
+            Some(Promotion::Approval) => registry.set_approval(model, version.version, ApprovalStatus::Approved).await?,
+            Some(Promotion::Stage) => {
+                return Err(Error::unsupported(
+                    "promotion by stage is not implemented on this platform yet; use `promotion: alias` or `approval`",
+                ));
+            }
+            None => {}
+        }
+        Ok(json!({ "model": model, "version": version.version, "new": new, "artifact_uri": version.artifact_uri }))
+    }
+
+    async fn deploy(&self, up: &BTreeMap<String, StepOutput>, log: &dyn StepLogger) -> Result<Json> {
+        let serving = self.bp.stages.serving.as_ref().expect("step only exists with serving");
+        let model = self.model_name().expect("step only exists with a registry");
+        let current = self.stages.serving.describe(&serving.endpoint).await?;
+        let Some(version) = field(up, StepName::Register, "version")?.as_u64() else {
+            log.line("no new version passed the gate: the endpoint keeps what it serves");
+            return Ok(json!({
+                "endpoint": serving.endpoint,
+                "url": current.as_ref().map(|c| c.url.clone()),
+                "variants": current.map(|c| c.variants).unwrap_or_default(),
+            }));
+        };
+        let mv = self.stages.registry.get_version(model, version).await?;
+        let new_variant = |weight| Variant {
+            name: format!("v{version}"),
+            model: model.to_owned(),
+            version,
+            artifact_uri: mv.artifact_uri.clone(),
+            weight,
+        };
+        let stable = current
+            .as_ref()
+            .and_then(|c| c.variants.iter().filter(|v| v.version != version && v.weight > 0).max_by_key(|v| v.weight).cloned());
+        let variants = match (&serving.traffic, stable) {
+            (Some(t), Some(mut stable)) if t.strategy == Strategy::Canary => {
+                let p = t.percent.unwrap_or(10);
+                stable.weight = 100 - p;
+                log.line(&format!("canary: v{version} takes {p}% of traffic, {} keeps {}%", stable.name, 100 - p));
+                vec![stable, new_variant(p)]
+            }
+            _ => {
+                log.line(&format!("v{version} takes all traffic"));
+                vec![new_variant(100)]
+            }
+        };
+        let info = self
+            .stages
+            .serving
+            .deploy(&EndpointSpec { name: serving.endpoint.clone(), variants, signature: mv.signature.clone() })
+            .await?;
+        log.line(&format!("endpoint `{}` serving at {}", info.name, info.url));
+        Ok(json!({ "endpoint": info.name, "url": info.url, "variants": info.variants }))
+    }
+
+    /// One held-out row, as a scoring request, for showing a real prediction after a run.
+    pub async fn sample_rows(&self, summary: &crate::RunSummary, n: usize) -> Result<Table> {
+        let key = summary
+            .prepared_key
+            .as_deref()
+            .ok_or_else(|| Error::not_found("this run prepared no data to sample from"))?;
+        let doc: PreparedDoc = get_json(&*self.stages.artifacts, key).await?;
+        Ok(doc.table(&doc.test_x[..n.min(doc.test_x.len())]))
+    }
+}
+
+/// The feature group the blueprint's features stage describes: an integer row key, an
+/// event-time column, and the model's numeric features.
+pub fn feature_group_spec(bp: &Blueprint, features: &[String]) -> FeatureGroupSpec {
+    let fs = bp.stages.features.as_ref();
+    FeatureGroupSpec {
+        name: fs.map(|f| f.group.clone()).unwrap_or_else(|| bp.name.clone()),
+        entity: Column::new(fs.map(|f| f.entity.clone()).unwrap_or_else(|| "row_id".into()), DType::Int),
+        event_time: "event_time".into(),
+        features: features.iter().map(|f| Column::new(f, DType::Float)).collect(),
+        online: fs.map(|f| f.online).unwrap_or(true),
+    }
+}
+
+pub(crate) fn fmt_metrics(m: &BTreeMap<String, f64>) -> String {
+    m.iter().map(|(k, v)| format!("{k}={v:.4}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Canonical JSON of a blueprint part, folded into fingerprints.
+fn js<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}

@@ -1,0 +1,289 @@
+//! The [`Serving`] contract: an endpoint comes into service with the variants asked, answers
+//! with the predictions its model makes, splits traffic by weights that add up to 100, and is
+//! removed idempotently.
+//!
+//! Serving needs a real model, which only the platform can put where its server reads it, so
+//! the platform supplies a [`ServingFixture`]: an endpoint spec whose artifacts are uploaded,
+//! sample rows, and the predictions computed independently (e.g. by `galley_ml` on the same
+//! model file). The suite checks the endpoint returns those.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use galley_core::capability::Feature;
+use galley_core::stages::{EndpointInfo, EndpointSpec, EndpointState, Serving, Variant};
+use galley_core::{ErrorKind, Table};
+
+use crate::runner::{Case, Report, TestResult, run_cases};
+use crate::support::{expect_kind, expect_kind_in, unique, wait_for};
+use crate::{case, ensure_eq};
+
+/// Managed endpoints take minutes to come into service.
+const DEPLOY_LIMIT: Duration = Duration::from_secs(840);
+
+/// What the platform supplies so the suite can deploy and check a real model.
+#[derive(Debug, Clone)]
+pub struct ServingFixture {
+    /// An endpoint spec whose variants' `artifact_uri`s are already uploaded. Its name is used
+    /// as a prefix: each case deploys under a fresh unique name.
+    pub spec: EndpointSpec,
+    /// Sample inputs, with the columns of the spec's signature.
+    pub rows: Table,
+    /// The model's predictions for `rows`, computed without the platform's server.
+    pub expected: Vec<f64>,
+    /// Largest absolute difference accepted per prediction (floats cross text formats).
+    pub tolerance: f64,
+}
+
+/// The context every serving case gets.
+#[derive(Clone)]
+pub struct ServingCtx {
+    pub serving: Arc<dyn Serving>,
+    pub fixture: Arc<ServingFixture>,
+}
+
+pub fn cases() -> Vec<Case<ServingCtx>> {
+    vec![
+        case!(declares_platform_capabilities),
+        case!(fixture_is_well_formed),
+        case!(deploy_comes_into_service_with_the_variants_asked),
+        case!(invoke_returns_the_models_predictions),
+        case!(invoke_with_missing_columns_is_invalid),
+        case!(invoke_of_unknown_endpoint_is_not_found),
+        case!(shift_traffic_routes_by_weight, needs = [Feature::TrafficSplit]),
+        case!(shift_traffic_refuses_weights_not_summing_to_100, needs = [Feature::TrafficSplit]),
+        case!(undeploy_is_idempotent),
+    ]
+}
+
+pub async fn run_serving(serving: Arc<dyn Serving>, fixture: ServingFixture) -> Report {
+    let caps = serving.capabilities();
+    run_cases("serving", ServingCtx { serving, fixture: Arc::new(fixture) }, &caps, cases()).await
+}
+
+/// The fixture's spec under a fresh name.
+fn fresh_spec(fx: &ServingFixture) -> EndpointSpec {
+    EndpointSpec { name: unique(&format!("{}-", fx.spec.name)), ..fx.spec.clone() }
+}
+
+/// The fixture's spec with two variants (the second a copy of the first under another name
+/// when the fixture has one): enough to observe routing.
+fn two_variant_spec(fx: &ServingFixture) -> EndpointSpec {
+    let mut spec = fresh_spec(fx);
+    if spec.variants.len() < 2 {
+        let first = spec.variants[0].clone();
+        spec.variants = vec![
+            Variant { name: "blue".into(), weight: 50, ..first.clone() },
+            Variant { name: "green".into(), weight: 50, ..first },
+        ];
+    }
+    spec
+}
+
+/// Deploys `spec`, waits for InService, runs `body`, then undeploys whatever the outcome.
+async fn with_endpoint<F: Future<Output = TestResult>>(
+    ctx: ServingCtx,
+    spec: EndpointSpec,
+    body: impl FnOnce(ServingCtx, EndpointInfo) -> F,
+) -> TestResult {
+    let out = async {
+        ctx.serving.deploy(&spec).await?;
+        let info = in_service(&ctx, &spec.name).await?;
+        body(ctx.clone(), info).await
+    }
+    .await;
+    let _ = ctx.serving.undeploy(&spec.name).await;
+    out
+}
+
+async fn in_service(ctx: &ServingCtx, name: &str) -> anyhow::Result<EndpointInfo> {
+    wait_for(&format!("endpoint `{name}` coming into service"), DEPLOY_LIMIT, || async {
+        match ctx.serving.describe(name).await? {
+            None => anyhow::bail!("describe({name}) is None right after deploy"),
+            Some(info) if info.state == EndpointState::Failed => anyhow::bail!("endpoint `{name}` went to Failed"),
+            Some(info) => Ok((info.state == EndpointState::InService).then_some(info)),
+        }
+    })
+    .await
+}
+
+fn check_predictions(got: &[f64], fx: &ServingFixture, what: &str) -> TestResult {
+    ensure_eq!(got.len(), fx.expected.len(), "{what}: number of predictions");
+    for (i, (g, w)) in got.iter().zip(&fx.expected).enumerate() {
+        anyhow::ensure!(
+            (g - w).abs() <= fx.tolerance,
+            "{what}: prediction for row {i} is {g}, the model says {w} (tolerance {})",
+            fx.tolerance
+        );
+    }
+    Ok(())
+}
+
+/// Variants compared on what the caller asked for, in name order.
+fn variants_key(vs: &[Variant]) -> Vec<(String, String, u64, String, u32)> {
+    let mut out: Vec<_> =
+        vs.iter().map(|v| (v.name.clone(), v.model.clone(), v.version, v.artifact_uri.clone(), v.weight)).collect();
+    out.sort();
+    out
+}
+
+fn weights_of(info: &EndpointInfo) -> Vec<(String, u32)> {
+    let mut w: Vec<_> = info.variants.iter().map(|v| (v.name.clone(), v.weight)).collect();
+    w.sort();
+    w
+}
+
+pub async fn declares_platform_capabilities(ctx: ServingCtx) -> TestResult {
+    crate::capabilities::check_described(&*ctx.serving)
+}
+
+/// A broken fixture would make every other failure here misleading.
+pub async fn fixture_is_well_formed(ctx: ServingCtx) -> TestResult {
+    let fx = &ctx.fixture;
+    anyhow::ensure!(!fx.spec.variants.is_empty(), "the fixture's spec has no variants");
+    ensure_eq!(fx.spec.variants.iter().map(|v| v.weight).sum::<u32>(), 100, "the fixture's variant weights summed");
+    anyhow::ensure!(!fx.rows.is_empty(), "the fixture has no sample rows");
+    ensure_eq!(fx.expected.len(), fx.rows.len(), "expected predictions per sample row");
+    anyhow::ensure!(fx.tolerance >= 0.0 && fx.tolerance.is_finite(), "tolerance is {}", fx.tolerance);
+    for c in &fx.spec.signature.inputs {
+        anyhow::ensure!(fx.rows.column_index(&c.name).is_some(), "sample rows lack signature input `{}`", c.name);
+    }
+    Ok(())
+}
+
+pub async fn deploy_comes_into_service_with_the_variants_asked(ctx: ServingCtx) -> TestResult {
+    let spec = fresh_spec(&ctx.fixture);
+    with_endpoint(ctx, spec.clone(), |ctx, info| async move {
+        ensure_eq!(info.name, spec.name, "endpoint name");
+        ensure_eq!(variants_key(&info.variants), variants_key(&spec.variants), "variants (name, model, version, uri, weight)");
+        ensure_eq!(info.signature, spec.signature, "signature");
+        anyhow::ensure!(!info.url.is_empty(), "an in-service endpoint has no url");
+        // Deploying the same spec again is a no-op that leaves it serving.
+        ctx.serving.deploy(&spec).await.map_err(|e| anyhow::anyhow!("re-deploying the same spec: {e}"))?;
+        let again = in_service(&ctx, &spec.name).await?;
+        ensure_eq!(variants_key(&again.variants), variants_key(&spec.variants), "variants after a repeated deploy");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn invoke_returns_the_models_predictions(ctx: ServingCtx) -> TestResult {
+    let spec = fresh_spec(&ctx.fixture);
+    with_endpoint(ctx, spec.clone(), |ctx, _| async move {
+        let p = ctx.serving.invoke(&spec.name, &ctx.fixture.rows).await?;
+        check_predictions(&p.predictions, &ctx.fixture, "invoke")?;
+        anyhow::ensure!(
+            spec.variants.iter().any(|v| v.name == p.variant),
+            "answered by variant `{}`, which the endpoint does not have",
+            p.variant
+        );
+        // One row at a time gives the same answers as the batch.
+        let first = Table { columns: ctx.fixture.rows.columns.clone(), rows: vec![ctx.fixture.rows.rows[0].clone()] };
+        let one = ctx.serving.invoke(&spec.name, &first).await?;
+        ensure_eq!(one.predictions.len(), 1, "predictions for one row");
+        anyhow::ensure!(
+            (one.predictions[0] - ctx.fixture.expected[0]).abs() <= ctx.fixture.tolerance,
+            "single-row prediction {} vs the model's {}",
+            one.predictions[0],
+            ctx.fixture.expected[0]
+        );
+        Ok(())
+    })
+    .await
+}
+
+pub async fn invoke_with_missing_columns_is_invalid(ctx: ServingCtx) -> TestResult {
+    let spec = fresh_spec(&ctx.fixture);
+    with_endpoint(ctx, spec.clone(), |ctx, _| async move {
+        let Some(dropped) = spec.signature.inputs.first() else {
+            anyhow::bail!("the fixture's signature has no inputs to leave out");
+        };
+        let keep: Vec<&str> =
+            ctx.fixture.rows.columns.iter().map(|c| c.name.as_str()).filter(|n| *n != dropped.name).collect();
+        let rows = ctx.fixture.rows.select(&keep)?;
+        expect_kind(
+            ctx.serving.invoke(&spec.name, &rows).await,
+            ErrorKind::InvalidInput,
+            &format!("invoke without signature input `{}`", dropped.name),
+        )
+    })
+    .await
+}
+
+pub async fn invoke_of_unknown_endpoint_is_not_found(ctx: ServingCtx) -> TestResult {
+    let name = unique("gtk-nothing-");
+    expect_kind(ctx.serving.invoke(&name, &ctx.fixture.rows).await, ErrorKind::NotFound, "invoke of an endpoint never deployed")
+}
+
+pub async fn shift_traffic_routes_by_weight(ctx: ServingCtx) -> TestResult {
+    let spec = two_variant_spec(&ctx.fixture);
+    with_endpoint(ctx, spec.clone(), |ctx, _| async move {
+        let (a, b) = (spec.variants[0].name.clone(), spec.variants[1].name.clone());
+        let mut weights: Vec<(String, u32)> = spec.variants.iter().map(|v| (v.name.clone(), 0)).collect();
+        weights[1].1 = 100;
+        let info = ctx.serving.shift_traffic(&spec.name, &weights).await?;
+        let mut want = weights.clone();
+        want.sort();
+        ensure_eq!(weights_of(&info), want, "weights returned by shift_traffic");
+        let info = in_service(&ctx, &spec.name).await?;
+        ensure_eq!(weights_of(&info), want, "weights described after shift_traffic");
+        // A variant with weight 0 gets no traffic, so every answer now comes from `b`.
+        for _ in 0..5 {
+            let p = ctx.serving.invoke(&spec.name, &ctx.fixture.rows).await?;
+            ensure_eq!(p.variant, b, "variant answering with all traffic on `{b}`");
+            check_predictions(&p.predictions, &ctx.fixture, "invoke after the shift")?;
+        }
+        weights[0].1 = 100;
+        weights[1].1 = 0;
+        ctx.serving.shift_traffic(&spec.name, &weights).await?;
+        in_service(&ctx, &spec.name).await?;
+        for _ in 0..5 {
+            ensure_eq!(ctx.serving.invoke(&spec.name, &ctx.fixture.rows).await?.variant, a, "variant answering with all traffic on `{a}`");
+        }
+        Ok(())
+    })
+    .await
+}
+
+pub async fn shift_traffic_refuses_weights_not_summing_to_100(ctx: ServingCtx) -> TestResult {
+    let spec = two_variant_spec(&ctx.fixture);
+    with_endpoint(ctx, spec.clone(), |ctx, before| async move {
+        let names: Vec<String> = spec.variants.iter().map(|v| v.name.clone()).collect();
+        let mut bad: Vec<(String, u32)> = names.iter().map(|n| (n.clone(), 0)).collect();
+        bad[0].1 = 50;
+        bad[1].1 = 40;
+        expect_kind(ctx.serving.shift_traffic(&spec.name, &bad).await, ErrorKind::InvalidInput, "weights summing to 90")?;
+        bad[1].1 = 60;
+        bad[0].1 = 60;
+        expect_kind(ctx.serving.shift_traffic(&spec.name, &bad).await, ErrorKind::InvalidInput, "weights summing to 120")?;
+        let unknown = vec![(names[0].clone(), 50), ("no-such-variant".to_owned(), 50)];
+        expect_kind_in(
+            ctx.serving.shift_traffic(&spec.name, &unknown).await,
+            &[ErrorKind::InvalidInput, ErrorKind::NotFound],
+            "weights naming a variant the endpoint does not have",
+        )?;
+        let after = ctx.serving.describe(&spec.name).await?.ok_or_else(|| anyhow::anyhow!("the endpoint vanished"))?;
+        ensure_eq!(weights_of(&after), weights_of(&before), "weights after refused shifts");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn undeploy_is_idempotent(ctx: ServingCtx) -> TestResult {
+    let spec = fresh_spec(&ctx.fixture);
+    let out = async {
+        ctx.serving.deploy(&spec).await?;
+        in_service(&ctx, &spec.name).await?;
+        ctx.serving.undeploy(&spec.name).await?;
+        ensure_eq!(ctx.serving.describe(&spec.name).await?, None, "describe after undeploy");
+        ctx.serving.undeploy(&spec.name).await.map_err(|e| anyhow::anyhow!("second undeploy: {e}"))?;
+        ctx.serving
+            .undeploy(&unique("gtk-nothing-"))
+            .await
+            .map_err(|e| anyhow::anyhow!("undeploy of an endpoint never deployed: {e}"))?;
+        expect_kind(ctx.serving.invoke(&spec.name, &ctx.fixture.rows).await, ErrorKind::NotFound, "invoke after undeploy")
+    }
+    .await;
+    let _ = ctx.serving.undeploy(&spec.name).await;
+    out
+}

@@ -1,0 +1,362 @@
+//! Triggers for `galley watch` (MLOps level 2: retraining without a human).
+//!
+//! Three sources start a pipeline: a five-field cron **schedule** (evaluated in UTC), **new
+//! data** (a probe returns the source's content hash; a run starts when it differs from the
+//! hash the last watcher-started run saw), and **drift** (a probe asks the monitor; a run
+//! starts when drift is reported, at most once per cooldown so one drift episode causes one
+//! retrain). A pipeline never runs twice at once: triggers that come due while a run is active
+//! are coalesced into it (schedule and drift count as served; new data is kept pending and
+//! fires after the run if the data changed meanwhile).
+//!
+//! The decision is the pure [`Watcher::decide`] over an explicit clock, persisted
+//! [`WatchState`] and probe [`Observation`]s, so it is tested without waiting real time;
+//! [`Watcher::tick`] and [`Watcher::watch`] are the thin I/O around it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds, Year};
+use galley_core::stages::{Orchestrator, PipelineSpec, Trigger};
+use galley_core::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+use super::LocalOrchestrator;
+use super::store::{read_json, write_json_atomic};
+
+/// Parses a standard five-field cron expression (minute hour day-of-month month day-of-week);
+/// day-of-month and day-of-week combine with OR, as in Vixie cron.
+pub(crate) fn parse_schedule(expr: &str) -> Result<Cron> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        return Err(Error::invalid(format!(
+            "schedule `{expr}` has {fields} fields; use five (minute hour day-of-month month day-of-week), e.g. `0 3 * * *`"
+        )));
+    }
+    CronParser::builder()
+        .seconds(Seconds::Disallowed)
+        .year(Year::Disallowed)
+        .build()
+        .parse(expr)
+        .map_err(|e| Error::invalid(format!("schedule `{expr}` is not a valid cron expression: {e}")))
+}
+
+/// Returns the content hash of the training data source (e.g. an artifact digest or the
+/// newest partition's ETag). Any string works; only equality matters.
+#[async_trait]
+pub trait DataProbe: Send + Sync {
+    async fn content_hash(&self) -> Result<String>;
+}
+
+/// Returns whether the monitor currently reports drift for the deployed model.
+#[async_trait]
+pub trait DriftProbe: Send + Sync {
+    async fn drifted(&self) -> Result<bool>;
+}
+
+#[async_trait]
+impl<F, Fut> DataProbe for F
+where
+    F: Fn() -> Fut + Send + Sync,
+    Fut: Future<Output = Result<String>> + Send,
+{
+    async fn content_hash(&self) -> Result<String> {
+        self().await
+    }
+}
+
+#[async_trait]
+impl<F, Fut> DriftProbe for F
+where
+    F: Fn() -> Fut + Send + Sync,
+    Fut: Future<Output = Result<bool>> + Send,
+{
+    async fn drifted(&self) -> Result<bool> {
+        self().await
+    }
+}
+
+/// The probes a pipeline's triggers need: `data` for `new_data`, `drift` for `drift`.
+#[derive(Clone, Default)]
+pub struct Probes {
+    pub data: Option<Arc<dyn DataProbe>>,
+    pub drift: Option<Arc<dyn DriftProbe>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// How often the probes are asked. The schedule wakes the loop on time regardless.
+    pub poll_interval: Duration,
+    /// After a drift-triggered run, further drift reports are ignored for this long.
+    pub drift_cooldown: Duration,
+    /// Parameters of every run the watcher starts.
+    pub params: BTreeMap<String, String>,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        WatchOptions {
+            poll_interval: Duration::from_secs(30),
+            drift_cooldown: Duration::from_secs(6 * 3600),
+            params: BTreeMap::new(),
+        }
+    }
+}
+
+/// What the watcher remembers between ticks and across restarts (`watch.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchState {
+    /// When the schedule last fired, or when watching began; the next fire is the first cron
+    /// time after it, so a restart neither double-fires nor forgets a missed time.
+    pub schedule_anchor_ms: Option<i64>,
+    /// Content hash of the data when the last watcher-started run began (or when watching
+    /// began: data present at that point is not "new").
+    pub data_hash: Option<String>,
+    /// When drift last started (or was coalesced into) a run.
+    pub last_drift_fire_ms: Option<i64>,
+}
+
+/// What the probes reported this tick. `None` means not configured or the probe failed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Observation {
+    pub data_hash: Option<String>,
+    pub drift: Option<bool>,
+    /// A pending or running run of the pipeline, if any.
+    pub active_run: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Every trigger that is due now, most urgent first (drift, new data, schedule).
+    pub due: Vec<Trigger>,
+    /// The trigger to record on the run to start, if one starts.
+    pub fire: Option<Trigger>,
+    /// The active run the due triggers were coalesced into.
+    pub coalesced_into: Option<String>,
+    pub next_state: WatchState,
+}
+
+/// The outcome of one [`Watcher::tick`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    pub due: Vec<Trigger>,
+    /// The trigger and id of the run started.
+    pub started: Option<(Trigger, String)>,
+    pub coalesced_into: Option<String>,
+    /// Probes that failed this tick (their source is skipped until the next tick).
+    pub probe_errors: Vec<String>,
+}
+
+/// Watches one pipeline's triggers and starts its runs.
+pub struct Watcher {
+    orch: LocalOrchestrator,
+    spec: PipelineSpec,
+    cron: Option<Cron>,
+    probes: Probes,
+    opts: WatchOptions,
+}
+
+impl Watcher {
+    /// Watches `pipeline` as currently defined. Fails when the pipeline does not exist or
+    /// retrains on `new_data`/`drift` without the matching probe.
+    pub async fn new(orch: LocalOrchestrator, pipeline: &str, probes: Probes, opts: WatchOptions) -> Result<Self> {
+        let spec = orch.describe_pipeline(pipeline).await?.ok_or_else(|| {
+            Error::not_found(format!("pipeline `{pipeline}` does not exist; `galley apply` creates it")).resource(pipeline)
+        })?;
+        let cron = spec.schedule.as_deref().map(parse_schedule).transpose()?;
+        if spec.triggers.contains(&Trigger::NewData) && probes.data.is_none() {
+            return Err(Error::invalid(format!(
+                "pipeline `{pipeline}` retrains on new data but no data probe was given to the watcher"
+            )));
+        }
+        if spec.triggers.contains(&Trigger::Drift) && probes.drift.is_none() {
+            return Err(Error::invalid(format!(
+                "pipeline `{pipeline}` retrains on drift but no drift probe was given to the watcher"
+            )));
+        }
+        if opts.poll_interval.is_zero() {
+            return Err(Error::invalid("the watch poll interval must be greater than zero"));
+        }
+        Ok(Watcher { orch, spec, cron, probes, opts })
+    }
+
+    pub fn pipeline(&self) -> &str {
+        &self.spec.name
+    }
+
+    /// The triggers due at `now` (pure; see [`Watcher::decide`]).
+    pub fn due_triggers(&self, now: DateTime<Utc>, state: &WatchState, obs: &Observation) -> Vec<Trigger> {
+        self.decide(now, state, obs).due
+    }
+
+    /// Decides what to do at `now` and the state to remember afterwards. Pure: no clock, no
+    /// I/O, so the rules are tested directly.
+    pub fn decide(&self, now: DateTime<Utc>, state: &WatchState, obs: &Observation) -> Decision {
+        let now_ms = now.timestamp_millis();
+        let mut next = state.clone();
+        let mut due = Vec::new();
+
+        let drift_due = self.spec.triggers.contains(&Trigger::Drift)
+            && obs.drift == Some(true)
+            && state.last_drift_fire_ms.is_none_or(|t| {
+                now_ms.saturating_sub(t) >= i64::try_from(self.opts.drift_cooldown.as_millis()).unwrap_or(i64::MAX)
+            });
+        if drift_due {
+            due.push(Trigger::Drift);
+        }
+
+        let data_due = self.spec.triggers.contains(&Trigger::NewData)
+            && match (&state.data_hash, &obs.data_hash) {
+                (Some(old), Some(new)) => old != new,
+                _ => false,
+            };
+        if data_due {
+            due.push(Trigger::NewData);
+        }
+        if state.data_hash.is_none() && self.spec.triggers.contains(&Trigger::NewData) {
+            next.data_hash = obs.data_hash.clone(); // first sight: a baseline, not new data
+        }
+
+        let schedule_due = match (&self.cron, state.schedule_anchor_ms) {
+            (Some(cron), Some(anchor)) => next_fire(cron, anchor).is_some_and(|t| t <= now),
+            _ => false,
+        };
+        if schedule_due {
+            due.push(Trigger::Schedule);
+        }
+        if self.cron.is_some() && (schedule_due || state.schedule_anchor_ms.is_none()) {
+            // Anchoring at `now` (not at the missed time) means downtime that spanned several
+            // scheduled times catches up with one run, not a burst.
+            next.schedule_anchor_ms = Some(now_ms);
+        }
+        if drift_due {
+            next.last_drift_fire_ms = Some(now_ms);
+        }
+
+        let mut fire = None;
+        let mut coalesced_into = None;
+        if !due.is_empty() {
+            if let Some(active) = &obs.active_run {
+                coalesced_into = Some(active.clone());
+            } else {
+                fire = due.first().copied();
+                // The run reads the data as it is now, whatever triggered it.
+                if obs.data_hash.is_some() {
+                    next.data_hash = obs.data_hash.clone();
+                }
+            }
+        }
+        Decision { due, fire, coalesced_into, next_state: next }
+    }
+
+    /// When the loop should look again: the next scheduled time or the poll interval,
+    /// whichever is sooner.
+    pub fn next_wake(&self, now: DateTime<Utc>, state: &WatchState) -> DateTime<Utc> {
+        let poll = now + chrono::Duration::from_std(self.opts.poll_interval).unwrap_or(chrono::Duration::seconds(30));
+        let scheduled = match (&self.cron, state.schedule_anchor_ms) {
+            (Some(cron), Some(anchor)) => next_fire(cron, anchor),
+            _ => None,
+        };
+        scheduled.map_or(poll, |t| t.clamp(now, poll))
+    }
+
+    pub fn load_state(&self) -> Result<WatchState> {
+        Ok(read_json(&self.orch.store().watch_path(&self.spec.name))?.unwrap_or_default())
+    }
+
+    fn save_state(&self, state: &WatchState) -> Result<()> {
+        write_json_atomic(&self.orch.store().watch_path(&self.spec.name), state)
+    }
+
+    /// Asks the probes and the orchestrator; probe failures are returned, not fatal.
+    pub async fn observe(&self) -> Result<(Observation, Vec<String>)> {
+        let mut errors = Vec::new();
+        let mut obs = Observation::default();
+        if self.spec.triggers.contains(&Trigger::NewData) {
+            if let Some(p) = &self.probes.data {
+                match p.content_hash().await {
+                    Ok(h) => obs.data_hash = Some(h),
+                    Err(e) => errors.push(format!("data probe failed: {e}")),
+                }
+            }
+        }
+        if self.spec.triggers.contains(&Trigger::Drift) {
+            if let Some(p) = &self.probes.drift {
+                match p.drifted().await {
+                    Ok(d) => obs.drift = Some(d),
+                    Err(e) => errors.push(format!("drift probe failed: {e}")),
+                }
+            }
+        }
+        obs.active_run = self.orch.active_run(&self.spec.name).await?;
+        Ok((obs, errors))
+    }
+
+    /// One round at `now`: observe, decide, remember, start a run if one is due.
+    pub async fn tick(&self, now: DateTime<Utc>) -> Result<TickReport> {
+        let state = self.load_state()?;
+        let (obs, probe_errors) = self.observe().await?;
+        let decision = self.decide(now, &state, &obs);
+        if decision.next_state != state {
+            self.save_state(&decision.next_state)?;
+        }
+        let mut report = TickReport {
+            due: decision.due.clone(),
+            started: None,
+            coalesced_into: decision.coalesced_into.clone(),
+            probe_errors,
+        };
+        if let Some(trigger) = decision.fire {
+            // State is saved before the start so a crash cannot fire twice; if the start
+            // fails, the old state comes back so the trigger is tried again next tick.
+            match self.orch.start(&self.spec.name, Some(trigger), &self.opts.params).await {
+                Ok(id) => report.started = Some((trigger, id)),
+                Err(e) => {
+                    let _ = self.save_state(&state);
+                    return Err(e.operation("watch"));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Ticks until `shutdown` completes. Errors of a tick are logged and the loop goes on, as
+    /// a daemon should; only a shutdown ends it.
+    pub async fn watch(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let now = Utc::now();
+            match self.tick(now).await {
+                Ok(r) => {
+                    if let Some((trigger, run)) = &r.started {
+                        tracing::info!(pipeline = %self.spec.name, ?trigger, %run, "started a pipeline run");
+                    }
+                    if let Some(run) = &r.coalesced_into {
+                        tracing::info!(pipeline = %self.spec.name, due = ?r.due, %run, "coalesced into the active run");
+                    }
+                    for e in &r.probe_errors {
+                        tracing::warn!(pipeline = %self.spec.name, "{e}");
+                    }
+                }
+                Err(e) => tracing::warn!(pipeline = %self.spec.name, error = %e, "watch tick failed"),
+            }
+            let state = self.load_state().unwrap_or_default();
+            let wake = self.next_wake(Utc::now(), &state);
+            let pause = (wake - Utc::now()).to_std().unwrap_or(Duration::ZERO).max(Duration::from_millis(200));
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+}
+
+/// The first scheduled time strictly after `anchor_ms`.
+fn next_fire(cron: &Cron, anchor_ms: i64) -> Option<DateTime<Utc>> {
+    let anchor = Utc.timestamp_millis_opt(anchor_ms).single()?;
+    cron.find_next_occurrence(&anchor, false).ok()
+}

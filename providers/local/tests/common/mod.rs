@@ -1,0 +1,73 @@
+//! Helpers shared by the serving and monitor tests: hand-built model artifacts loaded through
+//! galley-ml's real `TrainedModel::from_bytes`, and endpoint specs pointing at them.
+
+#![allow(dead_code)]
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use galley_core::stages::{EndpointSpec, Signature, Variant};
+use galley_core::table::{Column, DType};
+use galley_local::serving::LocalServing;
+
+pub fn signature() -> Signature {
+    Signature {
+        inputs: vec![Column::new("x1", DType::Float), Column::new("x2", DType::Float), Column::new("n", DType::Int)],
+        output: Some(Column::new("y", DType::Float)),
+    }
+}
+
+/// A linear regression artifact: `intercept + c · x` over [`signature`].
+pub fn write_model(dir: &Path, name: &str, intercept: f64, coefficients: [f64; 3]) -> PathBuf {
+    let json = serde_json::json!({
+        "format": "galley-ml/model",
+        "format_version": 1,
+        "algorithm": "linear_regression",
+        "task": "regression",
+        "signature": signature(),
+        "classes": [],
+        "params": {},
+        "fitted": {"kind": "linear", "intercept": intercept, "coefficients": coefficients},
+    });
+    let bytes = serde_json::to_vec(&json).unwrap();
+    // Proves the artifact is one galley-ml accepts.
+    galley_ml::model::TrainedModel::from_bytes(&bytes).expect("a valid model artifact");
+    let path = dir.join(format!("{name}.model.json"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+pub fn variant(name: &str, path: &Path, weight: u32) -> Variant {
+    Variant {
+        name: name.to_owned(),
+        model: "wine".to_owned(),
+        version: name.trim_start_matches('v').parse().unwrap_or(1),
+        artifact_uri: format!("file://{}", path.display()),
+        weight,
+    }
+}
+
+pub fn spec(name: &str, variants: Vec<Variant>) -> EndpointSpec {
+    EndpointSpec { name: name.to_owned(), variants, signature: signature() }
+}
+
+pub fn server_command() -> Vec<OsString> {
+    vec![OsString::from(env!("CARGO_BIN_EXE_galley-local-endpoint"))]
+}
+
+pub fn serving(root: &Path) -> LocalServing {
+    LocalServing::new(root.join("endpoints"), root.join("monitors"), server_command())
+}
+
+pub fn pid_alive(pid: u32) -> bool {
+    // Zombies count as gone: only a live process can still serve.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn state_pid(root: &Path, endpoint: &str) -> u32 {
+    let text = std::fs::read_to_string(root.join("endpoints").join(endpoint).join("state.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"].as_u64().unwrap() as u32
+}
