@@ -104,6 +104,10 @@ impl Diagnostics {
         let len = self.source.len();
         d.span.offset = d.span.offset.min(len);
         d.span.len = d.span.len.min(len - d.span.offset);
+        if d.line > self.source.split('\n').count() {
+            let fixed = crate::parse::span_at(&self.source, d.span.offset, d.span.len);
+            (d.line, d.column, d.span) = (fixed.line, fixed.column, fixed);
+        }
         self.items.push(d);
     }
 

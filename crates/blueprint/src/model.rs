@@ -188,6 +188,7 @@ pub struct Stages {
     pub monitoring: Option<MonitoringStage>,
 }
 
+/// Artifact storage: an S3 bucket, a GCS bucket, an Azure container or a local directory.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArtifactsStage {
@@ -201,6 +202,7 @@ pub struct ArtifactsStage {
     pub encryption: Option<bool>,
 }
 
+/// A feature group with an offline and (optionally) an online store.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FeaturesStage {
@@ -229,6 +231,7 @@ fn yes() -> bool {
     true
 }
 
+/// Experiment tracking: every training run logs its params, metrics and lineage here.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExperimentsStage {
@@ -245,6 +248,7 @@ pub enum RetrainTrigger {
     Drift,
 }
 
+/// The retraining pipeline: schedule, triggers, caching and retries.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineStage {
@@ -282,6 +286,7 @@ pub enum Compute {
     Managed,
 }
 
+/// How and where the model is trained.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrainingStage {
@@ -329,6 +334,7 @@ pub struct Gate {
     pub beat_champion_by: Option<f64>,
 }
 
+/// The model registry: the quality gate and how a passing version is promoted.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryStage {
@@ -366,6 +372,7 @@ pub struct Auth {
     pub token_env: String,
 }
 
+/// The prediction endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServingStage {
@@ -443,6 +450,7 @@ pub struct Alarm {
     pub above: f64,
 }
 
+/// Drift detection and service metrics for the endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MonitoringStage {

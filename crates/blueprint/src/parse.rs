@@ -25,6 +25,7 @@ pub struct LineIndex<'a> {
     /// Byte offset of every 256th character, so a lookup walks at most 255 characters.
     checkpoints: Vec<usize>,
     ascii: bool,
+    lines: usize,
 }
 
 const STRIDE: usize = 256;
@@ -37,7 +38,7 @@ impl<'a> LineIndex<'a> {
         } else {
             source.char_indices().step_by(STRIDE).map(|(b, _)| b).collect()
         };
-        LineIndex { source, checkpoints, ascii }
+        LineIndex { source, checkpoints, ascii, lines: source.split('\n').count() }
     }
 
     fn byte_of_char(&self, char_index: usize) -> usize {
@@ -55,7 +56,12 @@ impl<'a> LineIndex<'a> {
     pub fn span(&self, mark: &Marker, len: usize) -> Span {
         let offset = self.byte_of_char(mark.index());
         let line_end = self.source[offset..].find('\n').map(|i| offset + i).unwrap_or(self.source.len());
-        Span { line: mark.line().max(1), column: mark.col() + 1, offset, len: len.min(line_end - offset) }
+        let len = len.min(line_end - offset);
+        if mark.line() == 0 || mark.line() > self.lines {
+            // yaml-rust2 reports "unexpected end" on a line after the last one.
+            return span_at(self.source, offset, len);
+        }
+        Span { line: mark.line(), column: mark.col() + 1, offset, len }
     }
 
     /// The 1-based line and column of a byte offset.

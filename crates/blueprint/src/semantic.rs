@@ -429,3 +429,38 @@ fn cron_value(v: &str, field: &str) -> Option<u32> {
     let base = if field == "month" { 1 } else { 0 };
     names.iter().position(|n| *n == upper).map(|i| i as u32 + base)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cron_shapes() {
+        for ok in ["0 3 * * *", "*/15 * * * *", "30 2 * * MON-FRI", "0 0 1,15 jan-jun 0", "0 0 * * 7"] {
+            assert_eq!(check_cron(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(check_cron("0 3 * *"), Err("expected 5 fields, found 4".into()));
+        assert_eq!(check_cron("60 * * * *"), Err("minute `60` is out of range 0-59".into()));
+        assert_eq!(check_cron("0 0 0 * *"), Err("day-of-month `0` is out of range 1-31".into()));
+        assert_eq!(check_cron("*/0 * * * *"), Err("bad step `0` in the minute field".into()));
+        assert_eq!(check_cron("@daily"), Err("expected 5 fields, found 1".into()));
+    }
+
+    #[test]
+    fn s3_bucket_rules() {
+        assert!(check_bucket("acme-ml-artifacts").is_ok());
+        assert!(check_bucket("a.b-c1").is_ok());
+        for bad in ["ab", "-abc", "abc-", "a..b", "192.168.1.1", "ABC", "a_b", "xn--abc", &"a".repeat(64)] {
+            assert!(check_bucket(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sagemaker_endpoint_rules() {
+        assert!(valid_endpoint("wine-quality-2"));
+        assert!(valid_endpoint("W1"));
+        for bad in ["", "-a", "a-", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!valid_endpoint(bad), "{bad}");
+        }
+    }
+}

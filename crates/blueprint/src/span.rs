@@ -173,10 +173,16 @@ pub fn keys(parts: &[&str]) -> Vec<PathSeg> {
 
 /// `did you mean `x`?` against candidates, when one is close enough to be a likely typo.
 pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<String> {
+    // Jaro-Winkler catches transpositions in long words; Levenshtein catches one-letter slips
+    // in short ones (`s4` for `s3`), where Jaro-Winkler scores low.
+    let close = |c: &str| strsim::jaro_winkler(word, c) >= 0.8 || strsim::levenshtein(word, c) <= (word.chars().count() / 3).max(1);
     let best = candidates
         .into_iter()
-        .map(|c| (strsim::jaro_winkler(word, c), c))
-        .filter(|(score, _)| *score >= 0.8)
-        .max_by(|a, b| a.0.total_cmp(&b.0))?;
-    Some(format!("did you mean `{}`?", best.1))
+        .filter(|c| close(c))
+        .min_by(|a, b| {
+            strsim::levenshtein(word, a)
+                .cmp(&strsim::levenshtein(word, b))
+                .then(strsim::jaro_winkler(word, b).total_cmp(&strsim::jaro_winkler(word, a)))
+        })?;
+    Some(format!("did you mean `{best}`?"))
 }

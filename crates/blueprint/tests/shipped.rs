@@ -76,3 +76,11 @@ fn native_promotion_per_platform() {
         assert_eq!(effective_promotion(&bp), expected, "{file}");
     }
 }
+
+#[test]
+fn schema_describes_each_stage_by_its_own_docs() {
+    let schema = json_schema();
+    assert_eq!(schema["$defs"]["ServingStage"]["description"], "The prediction endpoint.");
+    assert_eq!(schema["required"], serde_json::json!(["apiVersion", "name", "data", "stages"]));
+    assert_eq!(schema["$defs"]["ServingStage"]["additionalProperties"], false);
+}

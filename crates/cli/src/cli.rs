@@ -167,7 +167,10 @@ pub enum Command {
     },
     /// Run a local endpoint server (started by `apply`; not for direct use).
     #[command(name = "__endpoint", hide = true)]
-    Endpoint { config: PathBuf },
+    Endpoint {
+        #[arg(long)]
+        config: PathBuf,
+    },
 }
 
 fn parse_platform(s: &str) -> Result<PlatformKind, String> {

@@ -121,29 +121,69 @@ impl Drop for LockGuard<'_> {
     }
 }
 
-/// The state being changed, shared by the operations in flight; every change is saved at once
-/// with serial + 1 (the journal).
+/// The state being changed, shared by the operations in flight. Every change is durable before
+/// `update` returns (serial + 1 per save). Saves are group-committed: changes made while a save
+/// is being prepared ride along with it, so N operations starting together cost one save, not
+/// N — the state file, not the platforms, would otherwise bound a parallel apply.
 pub(crate) struct Journal<'a> {
-    state: Mutex<State>,
+    state: Mutex<Changes>,
     backend: &'a dyn StateBackend,
+    /// One save at a time; waiters whose change was already saved return at once.
+    flusher: tokio::sync::Mutex<()>,
+    saved: std::sync::atomic::AtomicU64,
+}
+
+struct Changes {
+    state: State,
+    /// Bumped by every change; `saved` says up to which change the backend has.
+    generation: u64,
 }
 
 impl<'a> Journal<'a> {
     pub(crate) fn new(state: State, backend: &'a dyn StateBackend) -> Self {
-        Journal { state: Mutex::new(state), backend }
+        Journal {
+            state: Mutex::new(Changes { state, generation: 0 }),
+            backend,
+            flusher: tokio::sync::Mutex::new(()),
+            saved: std::sync::atomic::AtomicU64::new(0),
+        }
     }
     pub(crate) fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        f(&self.state.lock().unwrap_or_else(|p| p.into_inner()))
+        f(&self.state.lock().unwrap_or_else(|p| p.into_inner()).state)
     }
-    pub(crate) fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let r = f(&mut st);
-        st.serial += 1;
-        st.refresh_outputs();
-        self.backend.save(&st).map_err(|e| {
-            Error::new(e.kind(), format!("could not save state {}: {}", self.backend.describe(), e))
-        })?;
+    /// Applies `f` and returns once the change is saved.
+    pub(crate) async fn update<R>(&self, f: impl FnOnce(&mut State) -> R) -> Result<R> {
+        let (r, generation) = {
+            let mut c = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let r = f(&mut c.state);
+            c.generation += 1;
+            (r, c.generation)
+        };
+        self.flush(generation).await?;
         Ok(r)
+    }
+
+    async fn flush(&self, generation: u64) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        let _one_at_a_time = self.flusher.lock().await;
+        if self.saved.load(Ordering::SeqCst) >= generation {
+            return Ok(());
+        }
+        // Let operations that are ready right now add their changes to this save.
+        tokio::task::yield_now().await;
+        let mut c = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        c.state.serial += 1;
+        c.state.refresh_outputs();
+        match self.backend.save(&c.state) {
+            Ok(()) => {
+                self.saved.store(c.generation, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                c.state.serial -= 1;
+                Err(Error::new(e.kind(), format!("could not save state {}: {}", self.backend.describe(), e)))
+            }
+        }
     }
 }
 
@@ -227,7 +267,7 @@ impl Engine {
                     }
                     None => {
                         return Err(Error::conflict(format!(
-                            "{}. Wait for it to finish, or pass a lock timeout to wait",
+                            "{}. If it is still running, wait for it to finish or set a lock timeout to wait for it",
                             e.message()
                         )));
                     }
@@ -459,7 +499,7 @@ impl Engine {
             let settled = self.settle_pending(&mut state).await?;
             let j = Journal::new(state, self.backend.as_ref());
             if settled {
-                j.update(|_| ())?;
+                j.update(|_| ()).await?;
             }
             j
         };
@@ -507,7 +547,7 @@ impl Engine {
             .collect();
         let journal = Journal::new(state, self.backend.as_ref());
         if settled {
-            journal.update(|_| ())?;
+            journal.update(|_| ()).await?;
         }
         Ok(crate::exec::execute(self, &journal, &changes, events).await)
     }
@@ -570,7 +610,8 @@ impl Engine {
                     _ => {}
                 }
             }
-        })?;
+        })
+        .await?;
         Ok(drift)
     }
 
@@ -602,7 +643,7 @@ impl Engine {
         // The hash of an empty document: the next plan diffs the real attributes against the
         // blueprint instead of assuming they match.
         let journal = Journal::new(state, self.backend.as_ref());
-        journal.update(|s| s.record(&spec, obs, String::new()))?;
+        journal.update(|s| s.record(&spec, obs, String::new())).await?;
         Ok(())
     }
 }
@@ -644,4 +685,50 @@ fn check_plan_matches(plan: &Plan, state: Option<&State>, where_: &str) -> Resul
         )));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::MemoryBackend;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    /// The CLI spawns these futures on a multi-threaded runtime.
+    #[test]
+    fn engine_futures_are_send() {
+        let graph = Graph::new("bp", Vec::new()).unwrap();
+        let engine = Engine::new(graph, HashMap::new(), Box::new(MemoryBackend::new()), EngineOptions::default());
+        assert_send(&engine.apply(None, no_events()));
+        assert_send(&engine.destroy(no_events()));
+        assert_send(&engine.plan());
+        assert_send(&engine.refresh());
+        assert_send(&engine.import("a", "b"));
+    }
+
+    #[tokio::test]
+    async fn group_commit_saves_once_for_concurrent_changes() {
+        let backend = MemoryBackend::new();
+        let journal = Journal::new(State::new(), &backend);
+        let changes = (0..20).map(|i| {
+            let j = &journal;
+            let spec = ResourceSpec {
+                address: format!("a.r{i}"),
+                kind: "test".into(),
+                platform: PlatformKind::Local,
+                stage: galley_core::Stage::Artifacts,
+                name: format!("r{i}"),
+                desired: Json::Null,
+                depends_on: Vec::new(),
+                protect: false,
+            };
+            let observed = Observed { id: format!("id{i}"), attributes: Json::Null, outputs: BTreeMap::new() };
+            async move { j.update(|s| s.record(&spec, observed, String::new())).await }
+        });
+        futures::future::try_join_all(changes).await.unwrap();
+        let saved = backend.load().unwrap().unwrap();
+        assert_eq!(saved.resources.len(), 20, "every change is saved");
+        assert!(saved.serial < 20, "20 concurrent changes took {} saves", saved.serial);
+        assert!(saved.serial >= 1);
+    }
 }

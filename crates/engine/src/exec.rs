@@ -141,10 +141,10 @@ async fn run_change(
         ChangeKind::Create => create(engine, journal, &*handler, desired()?, lineage, events).await.map_err(ctx),
         ChangeKind::Update => update(engine, journal, &*handler, desired()?, events).await.map_err(ctx),
         ChangeKind::Replace => {
-            delete(engine, journal, &*handler, &c.address, events).await.map_err(ctx)?;
+            delete(engine, journal, &c.address, events).await.map_err(ctx)?;
             create(engine, journal, &*handler, desired()?, lineage, events).await.map_err(ctx)
         }
-        ChangeKind::Delete => delete(engine, journal, &*handler, &c.address, events).await.map_err(ctx),
+        ChangeKind::Delete => delete(engine, journal, &c.address, events).await.map_err(ctx),
     }
 }
 
@@ -155,6 +155,9 @@ fn on_retry<'a>(events: &'a EventSink, address: &'a str) -> impl FnMut(u32, &Err
 }
 
 fn resolve(journal: &Journal<'_>, mut spec: ResourceSpec) -> Result<ResourceSpec> {
+    if crate::graph::find_refs(&spec.desired)?.is_empty() {
+        return Ok(spec);
+    }
     let outputs = journal.read(|s| s.stage_outputs());
     resolve_refs(&mut spec.desired, &outputs)?;
     Ok(spec)
@@ -177,24 +180,29 @@ async fn create(
     let address = spec.address.clone();
     // The intent goes to disk before the call: if we die during it, the next run reads what
     // exists under the deterministic name and adopts it instead of creating a twin.
-    journal.update(|s| s.pending.insert(address.clone(), pending(PendingOp::Create, &spec)))?;
+    journal.update(|s| s.pending.insert(address.clone(), pending(PendingOp::Create, &spec))).await?;
     let owner = OwnerTag { blueprint: engine.graph.blueprint().to_string(), address: address.clone(), lineage: lineage.to_string() };
     let result = engine.opts.retry.run(|| handler.create(&spec, &owner), on_retry(events, &address)).await;
     match result {
-        Ok(observed) => journal.update(|s| {
-            s.pending.remove(&address);
-            s.record(&spec, observed, hash);
-        }),
+        Ok(observed) => {
+            journal
+                .update(|s| {
+                    s.pending.remove(&address);
+                    s.record(&spec, observed, hash);
+                })
+                .await
+        }
         Err(e) => {
             // A failed create may still have left something behind; state records exactly
             // what exists. If even the read fails, the pending entry stays for the next run.
-            let left = handler.read(&spec).await?;
+            let Ok(left) = handler.read(&spec).await else { return Err(e) };
             journal.update(|s| {
                 s.pending.remove(&address);
                 if let Some(observed) = left {
                     s.record(&spec, observed, String::new());
                 }
-            })?;
+            })
+            .await?;
             Err(e)
         }
     }
@@ -215,41 +223,43 @@ async fn update(
         .ok_or_else(|| Error::not_found(format!("`{address}` is not in state any more; run `galley plan` again")))?;
     if crate::diff::desired_vs_actual(&spec.desired, &current.attributes).is_empty() {
         // Nothing for the platform to do (e.g. only protection changed): record it.
-        return journal.update(|s| s.record(&spec, current, hash));
+        return journal.update(|s| s.record(&spec, current, hash)).await;
     }
-    journal.update(|s| s.pending.insert(address.clone(), pending(PendingOp::Update, &spec)))?;
+    journal.update(|s| s.pending.insert(address.clone(), pending(PendingOp::Update, &spec))).await?;
     let result = engine.opts.retry.run(|| handler.update(&spec, &current), on_retry(events, &address)).await;
     match result {
-        Ok(observed) => journal.update(|s| {
-            s.pending.remove(&address);
-            s.record(&spec, observed, hash);
-        }),
+        Ok(observed) => {
+            journal
+                .update(|s| {
+                    s.pending.remove(&address);
+                    s.record(&spec, observed, hash);
+                })
+                .await
+        }
         Err(e) => {
-            journal.update(|s| s.pending.remove(&address))?;
+            journal.update(|s| s.pending.remove(&address)).await?;
             Err(e)
         }
     }
 }
 
-async fn delete(
-    engine: &Engine,
-    journal: &Journal<'_>,
-    handler: &dyn ResourceHandler,
-    address: &Address,
-    events: &EventSink,
-) -> Result<()> {
+/// Deletes what state records at `address`, with the handler of the kind state records (a
+/// replacement may change the kind).
+async fn delete(engine: &Engine, journal: &Journal<'_>, address: &Address, events: &EventSink) -> Result<()> {
     let Some((spec, current)) = journal.read(|s| s.resources.get(address).map(|r| (r.to_spec(address), r.observed())))
     else {
         return Ok(());
     };
-    journal.update(|s| s.pending.insert(address.clone(), pending(PendingOp::Delete, &spec)))?;
+    let handler = engine.handler(&spec.kind, spec.platform)?;
+    journal.update(|s| s.pending.insert(address.clone(), pending(PendingOp::Delete, &spec))).await?;
     let result = engine.opts.retry.run(|| handler.delete(&spec, &current), on_retry(events, address)).await;
     journal.update(|s| {
         s.pending.remove(address);
         if result.is_ok() {
             s.resources.remove(address);
         }
-    })?;
+    })
+    .await?;
     result
 }
 

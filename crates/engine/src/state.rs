@@ -428,20 +428,16 @@ pub fn force_unlock(state_path: &Path, id: &str) -> Result<()> {
     }
 }
 
-/// State in memory: for tests and benchmarks. Keeps the same serial/backup semantics.
+/// State in memory: for tests and benchmarks (no backup: nothing outlives the process).
 #[derive(Debug, Default)]
 pub struct MemoryBackend {
     state: Mutex<Option<State>>,
-    backup: Mutex<Option<State>>,
     lock: Mutex<Option<LockInfo>>,
 }
 
 impl MemoryBackend {
     pub fn new() -> Self {
         Self::default()
-    }
-    pub fn backup(&self) -> Option<State> {
-        self.backup.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 
@@ -453,8 +449,7 @@ impl StateBackend for MemoryBackend {
         Ok(self.state.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
     fn save(&self, state: &State) -> Result<()> {
-        let mut cur = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        *self.backup.lock().unwrap_or_else(|p| p.into_inner()) = cur.replace(state.clone());
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = Some(state.clone());
         Ok(())
     }
     fn lock(&self, info: &LockInfo) -> Result<()> {

@@ -152,17 +152,23 @@ impl TestHandler {
         Ok(())
     }
 
-    fn write(&self, record: &RealityRecord) -> Result<()> {
-        fs::create_dir_all(&self.dir)?;
-        let path = self.file(&record.name, &record.create_id);
-        let tmp = self.dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
-        fs::write(&tmp, serde_json::to_vec_pretty(record)?)?;
-        fs::rename(&tmp, &path)?;
-        Ok(())
+    /// Writes a reality file atomically, off the async threads (like a real handler must).
+    async fn write(&self, record: &RealityRecord) -> Result<()> {
+        let (dir, path) = (self.dir.clone(), self.file(&record.name, &record.create_id));
+        let bytes = serde_json::to_vec_pretty(record)?;
+        blocking(move || {
+            fs::create_dir_all(&dir)?;
+            let tmp = dir.join(format!(".{}.tmp", uuid::Uuid::new_v4().simple()));
+            fs::write(&tmp, bytes)?;
+            fs::rename(&tmp, &path)?;
+            Ok(())
+        })
+        .await
     }
 
-    fn find(&self, name: &str) -> Result<Vec<RealityRecord>> {
-        Ok(reality(&self.dir)?.into_iter().filter(|r| r.name == name).collect())
+    async fn find(&self, name: &str) -> Result<Vec<RealityRecord>> {
+        let (dir, name) = (self.dir.clone(), name.to_string());
+        blocking(move || Ok(reality(&dir)?.into_iter().filter(|r| r.name == name).collect())).await
     }
 
     fn observed(record: &RealityRecord) -> Observed {
@@ -187,7 +193,7 @@ impl ResourceHandler for TestHandler {
     }
 
     async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
-        let found = self.find(&spec.name)?;
+        let found = self.find(&spec.name).await?;
         match found.as_slice() {
             [] => Ok(None),
             [one] => Ok(Some(Self::observed(one))),
@@ -216,7 +222,7 @@ impl ResourceHandler for TestHandler {
             owner: owner.value(),
             attributes: spec.desired.clone(),
         };
-        self.write(&record)?;
+        self.write(&record).await?;
         if self.crash == Some(CrashPoint::Mid(n)) {
             kill_self();
         }
@@ -226,22 +232,31 @@ impl ResourceHandler for TestHandler {
     async fn update(&self, spec: &ResourceSpec, current: &Observed) -> Result<Observed> {
         self.call("update", spec).await?;
         let mut record = self
-            .find(&spec.name)?
+            .find(&spec.name)
+            .await?
             .into_iter()
             .find(|r| r.create_id == current.id)
             .ok_or_else(|| Error::not_found(format!("`{}` ({}) does not exist", spec.name, current.id)))?;
         record.attributes = spec.desired.clone();
-        self.write(&record)?;
+        self.write(&record).await?;
         Ok(Self::observed(&record))
     }
 
     async fn delete(&self, spec: &ResourceSpec, current: &Observed) -> Result<()> {
         self.call("delete", spec).await?;
-        match fs::remove_file(self.file(&spec.name, &current.id)) {
+        let path = self.file(&spec.name, &current.id);
+        blocking(move || match fs::remove_file(&path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
-        }
+        })
+        .await
     }
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::internal(format!("test handler task failed: {e}")))?
 }
 
 /// A provider expanding to a fixed list of test resources (filtered by the stages asked for).

@@ -159,6 +159,7 @@ fn second_apply_fails_at_once_or_waits_for_the_lock() {
         .arg(&sb.state)
         .args(slow)
         .env_remove(CRASH_ENV)
+        .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -395,6 +396,16 @@ async fn drift_reports_changed_and_vanished_and_refresh_records_them() {
         other => panic!("expected a change, got {other:?}"),
     }
     assert_eq!(std::fs::read(dir.path().join("state.json")).unwrap(), state_before, "drift only reports");
+
+    // A refreshing plan sees reality without writing state.
+    let refreshing = EngineOptions { refresh: true, ..fast_retry() };
+    let (engine_r, _) = engine_over(dir.path(), tree_specs("bp", 4), Faults::default(), refreshing);
+    let plan = engine_r.plan().await.unwrap();
+    let change = |a: &str| plan.changes.iter().find(|c| c.address == a).cloned().unwrap();
+    assert_eq!(change(&vanished.address).action, ChangeKind::Create);
+    assert!(change(&vanished.address).reason.unwrap().contains("vanished"));
+    assert_eq!(change(&changed.address).action, ChangeKind::Replace);
+    assert_eq!(std::fs::read(dir.path().join("state.json")).unwrap(), state_before);
 
     let refreshed = engine.refresh().await.unwrap();
     assert_eq!(refreshed.len(), 2);

@@ -38,6 +38,8 @@ pub fn cases() -> Vec<Case<Orch>> {
         case!(a_failed_step_skips_its_dependents),
         case!(step_logs_are_kept),
         case!(retryable_failures_are_retried, needs = [Feature::StepRetries]),
+        case!(unchanged_steps_are_served_from_cache, needs = [Feature::StepCaching]),
+        case!(cancel_stops_a_running_run),
         case!(list_runs_shows_every_run),
         case!(start_of_unknown_pipeline_is_not_found),
         case!(status_of_unknown_run_is_not_found),
@@ -71,9 +73,12 @@ fn pipeline(name: &str) -> PipelineSpec {
 /// In-process step bodies that do what a case scripts: fail some steps (for good, or only on
 /// their first attempt), log a marker line, and record what each step saw from upstream.
 #[derive(Default)]
-pub struct ScriptedExecutor {
+struct ScriptedExecutor {
     fail: BTreeSet<String>,
     fail_first_attempt: BTreeSet<String>,
+    /// Steps that wait until `release` is called (or a generous cap passes).
+    hold: BTreeSet<String>,
+    released: std::sync::atomic::AtomicBool,
     seen: Mutex<Vec<(String, BTreeSet<String>)>>,
 }
 
@@ -83,6 +88,12 @@ impl ScriptedExecutor {
     }
     fn flaky(steps: &[&str]) -> Self {
         ScriptedExecutor { fail_first_attempt: steps.iter().map(|s| (*s).to_owned()).collect(), ..Default::default() }
+    }
+    fn holding(steps: &[&str]) -> Self {
+        ScriptedExecutor { hold: steps.iter().map(|s| (*s).to_owned()).collect(), ..Default::default() }
+    }
+    fn release(&self) {
+        self.released.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     /// (step, upstream output names) in the order the steps ran.
     fn seen(&self) -> Vec<(String, BTreeSet<String>)> {
@@ -95,8 +106,9 @@ impl ScriptedExecutor {
 
 #[async_trait]
 impl StepExecutor for ScriptedExecutor {
-    async fn fingerprint(&self, step: &str, _upstream: &BTreeMap<String, StepOutput>) -> galley_core::Result<String> {
-        Ok(format!("{step}-{}", unique("")))
+    /// Depends only on the step and its inputs, so an unchanged step can be served from cache.
+    async fn fingerprint(&self, step: &str, upstream: &BTreeMap<String, StepOutput>) -> galley_core::Result<String> {
+        Ok(format!("{step}:{}", serde_json::to_string(upstream)?))
     }
     async fn run(
         &self,
@@ -110,6 +122,15 @@ impl StepExecutor for ScriptedExecutor {
             seen.iter().filter(|(s, _)| s == step).count()
         };
         log.line(&Self::marker(step));
+        if self.hold.contains(step) {
+            // Bounded, so a platform that ignores cancellation cannot hang the suite.
+            for _ in 0..1200 {
+                if self.released.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         if self.fail.contains(step) {
             return Err(Error::invalid(format!("step `{step}` failed as the test scripted")));
         }
@@ -415,6 +436,62 @@ pub async fn retryable_failures_are_retried(o: Orch) -> TestResult {
         ensure_eq!(run.state, RunState::Succeeded, "state of a run whose step failed once, retryably, with 2 retries");
         let validate = run.steps.iter().find(|s| s.name == "validate").expect("checked above");
         ensure_eq!(validate.attempts, 2, "attempts of the step that failed once");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn unchanged_steps_are_served_from_cache(o: Orch) -> TestResult {
+    let exec = Arc::new(ScriptedExecutor::default());
+    let mut spec = pipeline(&unique("gtk-pipe-"));
+    for step in &mut spec.steps {
+        step.cache = true;
+    }
+    with_pipeline_exec(o, spec, exec.clone(), |o, spec, attached| async move {
+        if !attached {
+            return Err(in_process_only());
+        }
+        let first = finish(&o, &o.start(&spec.name, None, &BTreeMap::new()).await?).await?;
+        ensure_eq!(first.state, RunState::Succeeded, "state of the first run");
+        anyhow::ensure!(first.steps.iter().all(|s| !s.cached), "the first run reports cache hits: {:?}", first.steps);
+        let ran_before = exec.seen().len();
+        let second = finish(&o, &o.start(&spec.name, None, &BTreeMap::new()).await?).await?;
+        check_consistent(&second, &spec)?;
+        ensure_eq!(second.state, RunState::Succeeded, "state of the cached run");
+        let cached: Vec<(&str, bool)> = second.steps.iter().map(|s| (s.name.as_str(), s.cached)).collect();
+        anyhow::ensure!(cached.iter().all(|(_, c)| *c), "unchanged steps were not served from cache: {cached:?}");
+        ensure_eq!(exec.seen().len(), ran_before, "step bodies run by the second, fully cached run");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn cancel_stops_a_running_run(o: Orch) -> TestResult {
+    let exec = Arc::new(ScriptedExecutor::holding(&["validate"]));
+    let spec = pipeline(&unique("gtk-pipe-"));
+    with_pipeline_exec(o, spec, exec.clone(), |o, spec, attached| async move {
+        if !attached {
+            return Err(in_process_only());
+        }
+        let id = o.start(&spec.name, None, &BTreeMap::new()).await?;
+        // Wait until the held step is running, so the cancel lands mid-run.
+        let probe = exec.clone();
+        wait_for("the held step starting", RUN_LIMIT, || {
+            let probe = probe.clone();
+            async move { Ok(probe.seen().iter().any(|(s, _)| s == "validate").then_some(())) }
+        })
+        .await?;
+        let cancelled = o.cancel(&id).await;
+        exec.release();
+        cancelled?;
+        let run = finish(&o, &id).await?;
+        check_consistent(&run, &spec)?;
+        ensure_eq!(run.state, RunState::Cancelled, "state of a cancelled run");
+        anyhow::ensure!(
+            step_state(&run, "train") != Some(RunState::Succeeded) && !exec.seen().iter().any(|(s, _)| s == "train"),
+            "`train` ran after the run was cancelled: {:?}",
+            run.steps
+        );
         Ok(())
     })
     .await

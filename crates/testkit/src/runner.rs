@@ -29,9 +29,9 @@ impl std::fmt::Display for Skip {
 
 impl std::error::Error for Skip {}
 
-/// A case may wait for a cloud (an endpoint coming into service, a pipeline finishing), but it
-/// must not hang a CI run: past this it is reported as failed.
-const CASE_LIMIT: Duration = Duration::from_secs(900);
+/// A case may wait for a cloud (an endpoint coming into service twice, a pipeline finishing),
+/// but it must not hang a CI run: past this it is reported as failed.
+const CASE_LIMIT: Duration = Duration::from_secs(1800);
 
 /// The outcome of one suite run, by case name (`suite::case`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,6 +1,7 @@
-//! Checks the artifacts suite itself: a minimal in-memory store that keeps the contract passes
-//! every case, and stores that each break one clause fail exactly the case that guards it.
-//! The in-memory store is a test double for the suite, not a platform.
+//! Checks the suites themselves: a minimal in-memory artifact store that keeps the contract
+//! passes every case, and stores that each break one clause fail exactly the case that guards
+//! it; a feature store made to leak future values (the local store behind a decorator) fails
+//! the point-in-time cases. These doubles test the suite, they are not platforms.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,9 +9,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::StreamExt;
-use galley_core::stages::{ArtifactKey, ArtifactMeta, ArtifactStore, ByteStream, Described, stream_from_bytes};
-use galley_core::{Error, PlatformKind, Result};
-use galley_testkit::run_artifacts;
+use galley_core::stages::{
+    ArtifactKey, ArtifactMeta, ArtifactStore, ByteStream, Described, FeatureGroupSpec, FeatureStore, TimestampMs,
+    stream_from_bytes,
+};
+use galley_core::{Error, PlatformKind, Result, Table, Value};
+use galley_local::features::LocalFeatures;
+use galley_testkit::{run_artifacts, run_features};
 use galley_testkit::support::sha256_hex;
 
 #[derive(Clone, Copy, PartialEq)]
@@ -28,7 +33,7 @@ struct MemStore {
 }
 
 impl MemStore {
-    fn new(flaw: Flaw) -> Arc<dyn ArtifactStore> {
+    fn with_flaw(flaw: Flaw) -> Arc<dyn ArtifactStore> {
         Arc::new(MemStore { objects: Mutex::new(BTreeMap::new()), flaw })
     }
     fn meta(&self, key: &str, body: &Bytes) -> ArtifactMeta {
@@ -100,7 +105,7 @@ fn failed_names(r: &galley_testkit::Report) -> Vec<&str> {
 
 #[tokio::test]
 async fn a_faithful_store_passes_every_case() {
-    let r = run_artifacts(MemStore::new(Flaw::None)).await;
+    let r = run_artifacts(MemStore::with_flaw(Flaw::None)).await;
     r.assert_ok();
     assert_eq!(r.passed.len(), galley_testkit::artifacts::cases().len());
 }
@@ -113,14 +118,74 @@ async fn each_broken_clause_fails_its_own_case() {
         (Flaw::PartialWriteOnError, vec!["artifacts::failed_upload_leaves_previous_content"]),
     ];
     for (flaw, want) in expectations {
-        let r = run_artifacts(MemStore::new(flaw)).await;
+        let r = run_artifacts(MemStore::with_flaw(flaw)).await;
         assert_eq!(failed_names(&r), want, "{}", r.summary());
     }
     // A wrong digest shows wherever a digest is read.
-    let r = run_artifacts(MemStore::new(Flaw::WrongSha)).await;
+    let r = run_artifacts(MemStore::with_flaw(Flaw::WrongSha)).await;
     let failed = failed_names(&r);
     assert!(failed.contains(&"artifacts::head_reports_true_size_and_sha256"), "{}", r.summary());
     assert!(failed.contains(&"artifacts::put_get_roundtrip"), "{}", r.summary());
     let (_, msg) = r.failed.iter().find(|(n, _)| n == "artifacts::head_reports_true_size_and_sha256").unwrap();
     assert!(msg.contains("meta.sha256"), "{msg}");
+}
+
+/// Answers every historical lookup as of the end of time: the classic training-data leak.
+struct LeakyFeatures(LocalFeatures);
+
+impl Described for LeakyFeatures {
+    fn platform(&self) -> PlatformKind {
+        self.0.platform()
+    }
+}
+
+#[async_trait]
+impl FeatureStore for LeakyFeatures {
+    async fn create_group(&self, spec: &FeatureGroupSpec) -> Result<()> {
+        self.0.create_group(spec).await
+    }
+    async fn describe_group(&self, name: &str) -> Result<Option<FeatureGroupSpec>> {
+        self.0.describe_group(name).await
+    }
+    async fn delete_group(&self, name: &str) -> Result<()> {
+        self.0.delete_group(name).await
+    }
+    async fn ingest(&self, group: &str, rows: &Table) -> Result<u64> {
+        self.0.ingest(group, rows).await
+    }
+    async fn materialize(&self, group: &str, up_to: TimestampMs) -> Result<u64> {
+        self.0.materialize(group, up_to).await
+    }
+    async fn get_online(&self, group: &str, keys: &[Value], features: &[String]) -> Result<Vec<Option<Vec<Value>>>> {
+        self.0.get_online(group, keys, features).await
+    }
+    async fn get_historical(&self, group: &str, entities: &Table, features: &[String]) -> Result<Table> {
+        let spec = self.0.describe_group(group).await?.ok_or_else(|| Error::not_found(group.to_owned()))?;
+        let ts = entities.column_index(&spec.event_time).expect("the suite sends the event-time column");
+        let mut future = entities.clone();
+        for row in &mut future.rows {
+            row[ts] = Value::Int(i64::MAX / 2);
+        }
+        let mut out = self.0.get_historical(group, &future, features).await?;
+        // Put the asked times back so the answer looks like a normal one.
+        for (row, asked) in out.rows.iter_mut().zip(&entities.rows) {
+            row[ts] = asked[ts].clone();
+        }
+        Ok(out)
+    }
+}
+
+#[tokio::test]
+async fn a_leaky_feature_store_fails_the_point_in_time_cases() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalFeatures::open(dir.path().join("features.db")).unwrap();
+    let r = run_features(Arc::new(LeakyFeatures(store))).await;
+    assert_eq!(
+        failed_names(&r),
+        vec!["features::historical_fetch_is_point_in_time_correct", "features::historical_fetch_never_leaks_the_future"],
+        "{}",
+        r.summary()
+    );
+    let (_, msg) = &r.failed[1];
+    assert!(msg.starts_with("leak: "), "{msg}");
 }

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
-use crate::db::{Db, DbResult};
+use crate::db::{Db, DbError, DbResult};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS refs (
@@ -65,6 +65,7 @@ impl LocalArtifacts {
                 .resource(root.display().to_string())
         })?;
         let db = Db::open(&root.join("index.db"), SCHEMA)?;
+        remove_abandoned_uploads(&root.join("tmp"));
         Ok(LocalArtifacts { root, db })
     }
 
@@ -131,6 +132,24 @@ impl LocalArtifacts {
     }
 }
 
+/// Uploads interrupted by a crash leave `.part` files behind. Only day-old ones are removed:
+/// a younger one may belong to another process still uploading.
+fn remove_abandoned_uploads(tmp: &Path) {
+    const ABANDONED: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let Ok(entries) = std::fs::read_dir(tmp) else { return };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > ABANDONED);
+        if old && entry.file_name().to_string_lossy().ends_with(".part") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn blob_path(root: &Path, hash: &str) -> PathBuf {
     root.join("blobs/sha256").join(&hash[..2]).join(hash)
 }
@@ -151,13 +170,17 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 fn link_view(root: &Path, key: &str, blob: &Path) -> DbResult<()> {
     let target = root.join("objects").join(key);
     let parent = target.parent().expect("a key has at least one segment");
-    if let Err(e) = std::fs::create_dir_all(parent) {
-        return Err(Error::conflict(format!(
-            "cannot store `{key}`: a parent of it is already an artifact (a file), so it cannot also \
-             be a folder; choose another key or delete that artifact first"
-        ))
-        .with_source(e)
-        .into());
+    match std::fs::create_dir_all(parent) {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::AlreadyExists | std::io::ErrorKind::NotADirectory) => {
+            return Err(Error::conflict(format!(
+                "cannot store `{key}`: a parent of it is already an artifact (a file), so it cannot \
+                 also be a folder; choose another key or delete that artifact first"
+            ))
+            .with_source(e)
+            .into());
+        }
+        Err(e) => return Err(Error::from(e).into()),
     }
     if target.is_dir() {
         return Err(Error::conflict(format!(
@@ -251,9 +274,19 @@ impl ArtifactStore for LocalArtifacts {
                     sync_dir(dir).map_err(Error::from)?;
                 }
                 let previous = read_ref(&tx, &k)?;
-                link_view(&root, &k, &blob)?;
-                write_ref(&tx, &k, &stored)?;
-                tx.commit()?;
+                let published = match link_view(&root, &k, &blob).and_then(|()| Ok(write_ref(&tx, &k, &stored)?)) {
+                    Ok(()) => tx.commit().map_err(DbError::from),
+                    Err(e) => {
+                        drop(tx);
+                        Err(e)
+                    }
+                };
+                if let Err(e) = published {
+                    // The blob may now be referenced by nothing; best effort, the error that
+                    // matters is the one reported.
+                    let _ = collect_garbage(conn, &root, &stored.sha256);
+                    return Err(e);
+                }
                 if let Some(old) = previous.filter(|old| old.sha256 != stored.sha256) {
                     collect_garbage(conn, &root, &old.sha256)?;
                 }
@@ -272,7 +305,36 @@ impl ArtifactStore for LocalArtifacts {
     }
 
     async fn get(&self, key: &ArtifactKey) -> Result<ByteStream> {
-        let r = self.lookup(key).await?.ok_or_else(|| self.not_found(key))?;
+        let (root, k) = (self.root.clone(), key.to_string());
+        // The key is resolved and its blob opened under the store's lock, which garbage
+        // collection also takes: an overwrite racing this read cannot delete the blob between
+        // the two, and once open, the file stays readable even if it is unlinked afterwards.
+        let opened = self
+            .db
+            .call(move |conn| {
+                // Another process may still overwrite the key and collect the blob in between;
+                // then the key has moved on and the lookup is simply repeated.
+                for _ in 0..3 {
+                    let Some(r) = read_ref(conn, &k)? else { return Ok(None) };
+                    match std::fs::File::open(blob_path(&root, &r.sha256)) {
+                        Ok(file) => return Ok(Some((r, Some(file)))),
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                            if read_ref(conn, &k)?.is_some_and(|now| now.sha256 == r.sha256) {
+                                return Ok(Some((r, None)));
+                            }
+                        }
+                        Err(e) => return Err(Error::from(e).into()),
+                    }
+                }
+                Err(Error::new(
+                    galley_core::ErrorKind::Unavailable,
+                    format!("artifact `{k}` kept changing while being opened; retry"),
+                )
+                .into())
+            })
+            .await
+            .ctx(Stage::Artifacts, "get", key.as_str())?;
+        let (r, file) = opened.ok_or_else(|| self.not_found(key))?;
         let path = blob_path(&self.root, &r.sha256);
         let corrupt = |why: String| {
             Error::corrupt(format!(
@@ -286,11 +348,7 @@ impl ArtifactStore for LocalArtifacts {
             .operation("get")
             .resource(key.to_string())
         };
-        let file = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(corrupt("is missing".into())),
-            Err(e) => return Err(Error::from(e)).ctx(Stage::Artifacts, "get", key.as_str()),
-        };
+        let file = tokio::fs::File::from_std(file.ok_or_else(|| corrupt("is missing".into()))?);
         let actual_size = file.metadata().await?.len();
         if actual_size != r.size {
             return Err(corrupt(format!("holds {actual_size} bytes but {} were stored", r.size)));

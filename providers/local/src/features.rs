@@ -1,10 +1,11 @@
 //! The local feature store, on one SQLite file.
 //!
-//! Each group has an offline table `fgo_<group>` (every ingested row, append-only, indexed by
-//! entity and event time) and, when the group is online, an online table `fgn_<group>` (one row
-//! per entity: the latest materialized values). Feature columns are stored as `f_<feature>` so a
-//! feature can never collide with the store's own columns. Group and feature names are checked
-//! against a strict identifier rule before they reach any SQL text; values are always bound.
+//! Each group has an offline table `fgo_<id>` (every ingested row, append-only, indexed by
+//! entity and event time) and, when the group is online, an online table `fgn_<id>` (one row
+//! per entity: the latest materialized values), where `<id>` is the group's integer id. Feature
+//! `i` of the spec is stored in column `f<i>`. So no name a user chose (group names like
+//! `wine-features`, data columns like `fixed acidity`) ever becomes SQL text: table and column
+//! names are built from integers only, and every value is bound.
 
 use std::collections::HashMap;
 
@@ -16,11 +17,12 @@ use galley_core::{Error, PlatformKind, Result, Stage};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
 
-use crate::db::{Db, DbError, DbResult, check_identifier};
+use crate::db::{Db, DbError, DbResult};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS feature_groups (
-    name TEXT PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
     spec TEXT NOT NULL,
     created_ms INTEGER NOT NULL
 );
@@ -47,14 +49,35 @@ impl LocalFeatures {
     }
 }
 
-fn offline_table(group: &str) -> String {
-    format!("\"fgo_{group}\"")
+/// A stored group: its spec and the integer id its SQL names are derived from.
+struct Group {
+    id: i64,
+    spec: FeatureGroupSpec,
 }
-fn online_table(group: &str) -> String {
-    format!("\"fgn_{group}\"")
+
+impl Group {
+    fn offline(&self) -> String {
+        format!("fgo_{}", self.id)
+    }
+    fn online(&self) -> String {
+        format!("fgn_{}", self.id)
+    }
 }
-fn feature_column(feature: &str) -> String {
-    format!("\"f_{feature}\"")
+
+/// The SQL column of the spec's feature number `index`.
+fn feature_column(index: usize) -> String {
+    format!("f{index}")
+}
+
+/// Names are free text (they never reach SQL), but must be usable in messages and files.
+fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) || name.trim() != name {
+        return Err(Error::invalid(format!(
+            "{what} `{name}` is not a valid name: use 1-128 printable characters, without leading \
+             or trailing spaces"
+        )));
+    }
+    Ok(())
 }
 
 fn sql_type(dtype: DType) -> &'static str {
@@ -66,9 +89,9 @@ fn sql_type(dtype: DType) -> &'static str {
 }
 
 fn validate_spec(spec: &FeatureGroupSpec) -> Result<()> {
-    check_identifier("feature group", &spec.name)?;
-    check_identifier("entity column", &spec.entity.name)?;
-    check_identifier("event-time column", &spec.event_time)?;
+    check_name("feature group", &spec.name)?;
+    check_name("entity column", &spec.entity.name)?;
+    check_name("event-time column", &spec.event_time)?;
     if !matches!(spec.entity.dtype, DType::Int | DType::String) {
         return Err(Error::invalid(format!(
             "feature group `{}`: the entity column `{}` is {}, but an entity key must be int or string",
@@ -83,7 +106,7 @@ fn validate_spec(spec: &FeatureGroupSpec) -> Result<()> {
         )));
     }
     for f in &spec.features {
-        check_identifier("feature", &f.name)?;
+        check_name("feature", &f.name)?;
         if seen.contains(&f.name.as_str()) {
             return Err(Error::invalid(format!(
                 "feature group `{}`: column `{}` is declared twice",
@@ -95,16 +118,19 @@ fn validate_spec(spec: &FeatureGroupSpec) -> Result<()> {
     Ok(())
 }
 
-fn load_spec(conn: &Connection, group: &str) -> DbResult<Option<FeatureGroupSpec>> {
-    let json: Option<String> = conn
-        .prepare_cached("SELECT spec FROM feature_groups WHERE name = ?1")?
-        .query_row([group], |r| r.get(0))
+fn load_group(conn: &Connection, group: &str) -> DbResult<Option<Group>> {
+    let row: Option<(i64, String)> = conn
+        .prepare_cached("SELECT id, spec FROM feature_groups WHERE name = ?1")?
+        .query_row([group], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    Ok(json.map(|j| serde_json::from_str(&j)).transpose()?)
+    match row {
+        Some((id, json)) => Ok(Some(Group { id, spec: serde_json::from_str(&json)? })),
+        None => Ok(None),
+    }
 }
 
-fn require_spec(conn: &Connection, group: &str) -> DbResult<FeatureGroupSpec> {
-    load_spec(conn, group)?.ok_or_else(|| {
+fn require_group(conn: &Connection, group: &str) -> DbResult<Group> {
+    load_group(conn, group)?.ok_or_else(|| {
         Error::not_found(format!(
             "feature group `{group}` does not exist; declare it in the blueprint's features section \
              and run `galley apply`"
@@ -125,15 +151,20 @@ fn require_online(spec: &FeatureGroupSpec) -> DbResult<()> {
     }
 }
 
-/// The spec's columns for `names`, in that order; every feature when `names` is empty.
-fn pick_features<'a>(spec: &'a FeatureGroupSpec, names: &[String]) -> DbResult<Vec<&'a Column>> {
+/// The spec's (position, column) for `names`, in that order; every feature when `names` is
+/// empty.
+fn pick_features<'a>(spec: &'a FeatureGroupSpec, names: &[String]) -> DbResult<Vec<(usize, &'a Column)>> {
     if names.is_empty() {
-        return Ok(spec.features.iter().collect());
+        return Ok(spec.features.iter().enumerate().collect());
     }
     names
         .iter()
         .map(|n| {
-            spec.features.iter().find(|f| &f.name == n).ok_or_else(|| unknown_feature(spec, n).into())
+            spec.features
+                .iter()
+                .enumerate()
+                .find(|(_, f)| &f.name == n)
+                .ok_or_else(|| unknown_feature(spec, n).into())
         })
         .collect()
 }
@@ -193,11 +224,15 @@ fn entity_key(spec: &FeatureGroupSpec, v: &Value) -> DbResult<EntityKey> {
     }
 }
 
-fn create_tables(conn: &Connection, spec: &FeatureGroupSpec) -> rusqlite::Result<()> {
-    let g = &spec.name;
+fn create_tables(conn: &Connection, group: &Group) -> rusqlite::Result<()> {
+    let spec = &group.spec;
     let entity_type = sql_type(spec.entity.dtype);
-    let features: String =
-        spec.features.iter().map(|f| format!(", {} {}", feature_column(&f.name), sql_type(f.dtype))).collect();
+    let features: String = spec
+        .features
+        .iter()
+        .enumerate()
+        .map(|(i, f)| format!(", {} {}", feature_column(i), sql_type(f.dtype)))
+        .collect();
     conn.execute_batch(&format!(
         "CREATE TABLE {off} (
              seq INTEGER PRIMARY KEY,
@@ -205,8 +240,8 @@ fn create_tables(conn: &Connection, spec: &FeatureGroupSpec) -> rusqlite::Result
              event_time INTEGER NOT NULL,
              ingested_at INTEGER NOT NULL{features}
          );
-         CREATE INDEX \"fgo_{g}_by_entity_time\" ON {off} (entity, event_time);",
-        off = offline_table(g)
+         CREATE INDEX {off}_by_entity_time ON {off} (entity, event_time);",
+        off = group.offline()
     ))?;
     if spec.online {
         conn.execute_batch(&format!(
@@ -215,10 +250,17 @@ fn create_tables(conn: &Connection, spec: &FeatureGroupSpec) -> rusqlite::Result
                  event_time INTEGER NOT NULL,
                  source_seq INTEGER NOT NULL{features}
              );",
-            on = online_table(g)
+            on = group.online()
         ))?;
     }
     Ok(())
+}
+
+fn entity_sql(key: EntityKey) -> SqlValue {
+    match key {
+        EntityKey::Int(v) => SqlValue::Integer(v),
+        EntityKey::Str(s) => SqlValue::Text(s),
+    }
 }
 
 impl Described for LocalFeatures {
@@ -236,8 +278,8 @@ impl FeatureStore for LocalFeatures {
         self.db
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                match load_spec(&tx, &spec.name)? {
-                    Some(existing) if existing == spec => return Ok(()),
+                match load_group(&tx, &spec.name)? {
+                    Some(existing) if existing.spec == spec => return Ok(()),
                     Some(_) => {
                         return Err(Error::conflict(format!(
                             "feature group `{}` already exists with a different definition; delete \
@@ -248,9 +290,10 @@ impl FeatureStore for LocalFeatures {
                     }
                     None => {}
                 }
-                create_tables(&tx, &spec)?;
                 tx.prepare_cached("INSERT INTO feature_groups (name, spec, created_ms) VALUES (?1, ?2, ?3)")?
                     .execute(rusqlite::params![spec.name, serde_json::to_string(&spec)?, now_ms()])?;
+                let group = Group { id: tx.last_insert_rowid(), spec };
+                create_tables(&tx, &group)?;
                 tx.commit()?;
                 Ok(())
             })
@@ -260,21 +303,25 @@ impl FeatureStore for LocalFeatures {
 
     async fn describe_group(&self, name: &str) -> Result<Option<FeatureGroupSpec>> {
         let g = name.to_owned();
-        self.db.call(move |conn| load_spec(conn, &g)).await.ctx(Stage::Features, "describe_group", name)
+        self.db
+            .call(move |conn| Ok(load_group(conn, &g)?.map(|group| group.spec)))
+            .await
+            .ctx(Stage::Features, "describe_group", name)
     }
 
+    /// Drops the group's tables with its definition; deleting an absent group succeeds.
     async fn delete_group(&self, name: &str) -> Result<()> {
-        check_identifier("feature group", name).ctx(Stage::Features, "delete_group", name)?;
         let g = name.to_owned();
         self.db
             .call(move |conn| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let Some(group) = load_group(&tx, &g)? else { return Ok(()) };
                 tx.execute_batch(&format!(
                     "DROP TABLE IF EXISTS {}; DROP TABLE IF EXISTS {};",
-                    offline_table(&g),
-                    online_table(&g)
+                    group.offline(),
+                    group.online()
                 ))?;
-                tx.prepare_cached("DELETE FROM feature_groups WHERE name = ?1")?.execute([&g])?;
+                tx.prepare_cached("DELETE FROM feature_groups WHERE id = ?1")?.execute([group.id])?;
                 tx.commit()?;
                 Ok(())
             })
@@ -287,7 +334,8 @@ impl FeatureStore for LocalFeatures {
         let rows = rows.clone();
         self.db
             .call(move |conn| {
-                let spec = require_spec(conn, &g)?;
+                let group = require_group(conn, &g)?;
+                let spec = &group.spec;
                 // For each input column: its SQL column and declared type.
                 let mut targets: Vec<(String, DType)> = Vec::with_capacity(rows.columns.len());
                 for c in &rows.columns {
@@ -296,7 +344,7 @@ impl FeatureStore for LocalFeatures {
                     } else if c.name == spec.event_time {
                         ("event_time".to_owned(), DType::Int)
                     } else {
-                        let f = spec.features.iter().find(|f| f.name == c.name).ok_or_else(|| {
+                        let (i, f) = spec.features.iter().enumerate().find(|(_, f)| f.name == c.name).ok_or_else(|| {
                             Error::invalid(format!(
                                 "column `{}` is not a feature of group `{g}`; add it to the group's \
                                  features or drop it from the rows (features: {})",
@@ -304,7 +352,7 @@ impl FeatureStore for LocalFeatures {
                                 spec.features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
                             ))
                         })?;
-                        (feature_column(&f.name), f.dtype)
+                        (feature_column(i), f.dtype)
                     };
                     if !compatible(c.dtype, declared) {
                         return Err(Error::invalid(format!(
@@ -330,7 +378,7 @@ impl FeatureStore for LocalFeatures {
                 let placeholders = vec!["?"; columns.len() + 1].join(", ");
                 let sql = format!(
                     "INSERT INTO {} ({}, ingested_at) VALUES ({placeholders})",
-                    offline_table(&g),
+                    group.offline(),
                     columns.join(", ")
                 );
                 let ingested_at = now_ms();
@@ -382,27 +430,27 @@ impl FeatureStore for LocalFeatures {
         let g = group.to_owned();
         self.db
             .call(move |conn| {
-                let spec = require_spec(conn, &g)?;
-                require_online(&spec)?;
-                let features: Vec<String> = spec.features.iter().map(|f| feature_column(&f.name)).collect();
+                let group = require_group(conn, &g)?;
+                require_online(&group.spec)?;
+                let features: Vec<String> = (0..group.spec.features.len()).map(feature_column).collect();
                 let list: String = features.iter().map(|f| format!(", {f}")).collect();
                 let updates: String = features.iter().map(|f| format!(", {f} = excluded.{f}")).collect();
-                let online = online_table(&g);
+                let online = group.online();
                 // Latest row per entity at or before `up_to` (ties: the last ingested), written
                 // only where it is newer than what the online table holds.
                 let sql = format!(
                     "INSERT INTO {online} (entity, event_time, source_seq{list})
                      SELECT entity, event_time, seq{list} FROM (
                          SELECT *, row_number() OVER (
-                             PARTITION BY entity ORDER BY event_time DESC, seq DESC) AS rank
+                             PARTITION BY entity ORDER BY event_time DESC, seq DESC) AS latest_first
                          FROM {offline} WHERE event_time <= ?1)
-                     WHERE rank = 1
+                     WHERE latest_first = 1
                      ON CONFLICT (entity) DO UPDATE SET event_time = excluded.event_time,
                          source_seq = excluded.source_seq{updates}
                      WHERE excluded.event_time > {online}.event_time
                         OR (excluded.event_time = {online}.event_time
                             AND excluded.source_seq > {online}.source_seq)",
-                    offline = offline_table(&g)
+                    offline = group.offline()
                 );
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
                 let written = tx.prepare_cached(&sql)?.execute([up_to])?;
@@ -419,26 +467,26 @@ impl FeatureStore for LocalFeatures {
         let features = features.to_vec();
         self.db
             .call(move |conn| {
-                let spec = require_spec(conn, &g)?;
-                require_online(&spec)?;
-                let wanted = pick_features(&spec, &features)?;
-                let keys: Vec<EntityKey> = keys.iter().map(|k| entity_key(&spec, k)).collect::<DbResult<_>>()?;
-                let select: Vec<String> = wanted.iter().map(|f| feature_column(&f.name)).collect();
-                let select = if select.is_empty() { String::new() } else { format!(", {}", select.join(", ")) };
+                let group = require_group(conn, &g)?;
+                let spec = &group.spec;
+                require_online(spec)?;
+                let wanted = pick_features(spec, &features)?;
+                let keys: Vec<EntityKey> = keys.iter().map(|k| entity_key(spec, k)).collect::<DbResult<_>>()?;
+                let select: String = wanted.iter().map(|(i, _)| format!(", {}", feature_column(*i))).collect();
                 let mut found: HashMap<EntityKey, Vec<Value>> = HashMap::with_capacity(keys.len());
                 for batch in keys.chunks(ONLINE_BATCH) {
                     let slots = batch.len().next_power_of_two();
                     let sql = format!(
                         "SELECT entity{select} FROM {} WHERE entity IN ({})",
-                        online_table(&g),
+                        group.online(),
                         vec!["?"; slots].join(", ")
                     );
                     let mut stmt = conn.prepare_cached(&sql)?;
                     // Padding repeats the first key: a duplicate in IN (…) changes nothing.
-                    let bound = batch.iter().chain(std::iter::repeat_n(&batch[0], slots - batch.len())).map(|k| match k {
-                        EntityKey::Int(i) => SqlValue::Integer(*i),
-                        EntityKey::Str(s) => SqlValue::Text(s.clone()),
-                    });
+                    let bound = batch
+                        .iter()
+                        .chain(std::iter::repeat_n(&batch[0], slots - batch.len()))
+                        .map(|k| entity_sql(k.clone()));
                     let mut rows = stmt.query(params_from_iter(bound))?;
                     while let Some(row) = rows.next()? {
                         let key = match row.get_ref(0)? {
@@ -450,7 +498,7 @@ impl FeatureStore for LocalFeatures {
                             ValueRef::Null | ValueRef::Real(_) => continue,
                         };
                         let values =
-                            wanted.iter().enumerate().map(|(i, f)| Ok(from_sql(row.get_ref(i + 1)?, f.dtype)));
+                            wanted.iter().enumerate().map(|(j, (_, f))| Ok(from_sql(row.get_ref(j + 1)?, f.dtype)));
                         found.insert(key, values.collect::<rusqlite::Result<_>>()?);
                     }
                 }
@@ -466,8 +514,10 @@ impl FeatureStore for LocalFeatures {
         let features = features.to_vec();
         self.db
             .call(move |conn| {
-                let spec = require_spec(conn, &g)?;
-                let wanted: Vec<Column> = pick_features(&spec, &features)?.into_iter().cloned().collect();
+                let group = require_group(conn, &g)?;
+                let spec = &group.spec;
+                let wanted: Vec<(usize, Column)> =
+                    pick_features(spec, &features)?.into_iter().map(|(i, c)| (i, c.clone())).collect();
                 let missing = |what: &str, name: &str| -> DbError {
                     Error::invalid(format!(
                         "the entity rows for feature group `{g}` lack the {what} column `{name}`"
@@ -478,7 +528,7 @@ impl FeatureStore for LocalFeatures {
                     entities.column_index(&spec.entity.name).ok_or_else(|| missing("entity", &spec.entity.name))?;
                 let time_at =
                     entities.column_index(&spec.event_time).ok_or_else(|| missing("event-time", &spec.event_time))?;
-                if let Some(clash) = wanted.iter().find(|f| entities.column_index(&f.name).is_some()) {
+                if let Some((_, clash)) = wanted.iter().find(|(_, f)| entities.column_index(&f.name).is_some()) {
                     return Err(Error::invalid(format!(
                         "the entity rows already have a column `{}`, which is also a requested \
                          feature; rename or drop that column",
@@ -489,16 +539,17 @@ impl FeatureStore for LocalFeatures {
                 let select = if wanted.is_empty() {
                     "1".to_owned()
                 } else {
-                    wanted.iter().map(|f| feature_column(&f.name)).collect::<Vec<_>>().join(", ")
+                    wanted.iter().map(|(i, _)| feature_column(*i)).collect::<Vec<_>>().join(", ")
                 };
                 // As of each row's time: the latest value at or before it, never after, so a
                 // training set never sees the future of its labels.
                 let sql = format!(
                     "SELECT {select} FROM {} WHERE entity = ?1 AND event_time <= ?2
                      ORDER BY event_time DESC, seq DESC LIMIT 1",
-                    offline_table(&g)
+                    group.offline()
                 );
-                let mut out = Table::new(entities.columns.iter().cloned().chain(wanted.iter().cloned()).collect());
+                let mut out =
+                    Table::new(entities.columns.iter().cloned().chain(wanted.iter().map(|(_, c)| c.clone())).collect());
                 out.rows.reserve(entities.rows.len());
                 // One read transaction: every row is answered from the same snapshot.
                 let tx = conn.transaction()?;
@@ -508,7 +559,7 @@ impl FeatureStore for LocalFeatures {
                         let key = row.get(entity_at).ok_or_else(|| {
                             Error::invalid(format!("entity row {i} has fewer values than columns"))
                         })?;
-                        let key = entity_key(&spec, key)?;
+                        let key = entity_sql(entity_key(spec, key)?);
                         let at = match row.get(time_at) {
                             Some(Value::Int(t)) => *t,
                             other => {
@@ -519,13 +570,13 @@ impl FeatureStore for LocalFeatures {
                                 .into());
                             }
                         };
-                        let key = match key {
-                            EntityKey::Int(v) => SqlValue::Integer(v),
-                            EntityKey::Str(s) => SqlValue::Text(s),
-                        };
                         let values: Option<Vec<Value>> = stmt
                             .query_row(rusqlite::params![key, at], |r| {
-                                wanted.iter().enumerate().map(|(j, f)| Ok(from_sql(r.get_ref(j)?, f.dtype))).collect()
+                                wanted
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(j, (_, f))| Ok(from_sql(r.get_ref(j)?, f.dtype)))
+                                    .collect()
                             })
                             .optional()?;
                         let mut joined = row.clone();
@@ -540,4 +591,3 @@ impl FeatureStore for LocalFeatures {
             .ctx(Stage::Features, "get_historical", group)
     }
 }
-

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use galley_blueprint::Blueprint;
 use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
-use galley_core::stages::{ExperimentTracker, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, PipelineSpec};
+use galley_core::stages::{ExperimentTracker, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, PipelineSpec, Serving};
 use galley_core::{Error, PlatformKind, Result, Stage, StageSet};
 use galley_engine::{Provider, ProviderContext};
 use serde_json::{Value as Json, json};

@@ -151,6 +151,7 @@ async fn missing_artifacts_and_bad_keys_are_refused_clearly() {
     let e = store.put_bytes(&key("a/b"), Bytes::from_static(b"y")).await.unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Conflict, "{e}");
     assert!(store.head(&key("a/b")).await.is_err());
+    assert_eq!(blob_files(store.root()).len(), 1, "the refused content is not kept");
     assert_eq!(std::fs::read_dir(store.root().join("tmp")).unwrap().count(), 0);
 }
 
@@ -196,4 +197,28 @@ async fn a_blob_altered_on_disk_is_reported_corrupt_naming_the_file() {
     std::fs::write(&blob, b"short").unwrap();
     let e = store.get(&key("m.bin")).await.err().unwrap();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
+}
+
+/// An overwrite racing a read must never make the reader fail or see a mix: the read gets the
+/// old or the new content whole (the old blob is collected only after the reader holds it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_racing_overwrites_see_whole_objects() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(LocalArtifacts::open(dir.path().to_path_buf()).unwrap());
+    let contents = [Bytes::from(vec![b'a'; 200_000]), Bytes::from(vec![b'b'; 300_000])];
+    store.put_bytes(&key("hot.bin"), contents[0].clone()).await.unwrap();
+    let writer = {
+        let (store, contents) = (store.clone(), contents.clone());
+        tokio::spawn(async move {
+            for i in 0..60 {
+                store.put_bytes(&key("hot.bin"), contents[i % 2].clone()).await.unwrap();
+            }
+        })
+    };
+    for _ in 0..60 {
+        let got = store.get_bytes(&key("hot.bin")).await.unwrap();
+        assert!(got == contents[0] || got == contents[1], "a read saw {} bytes of a mix", got.len());
+    }
+    writer.await.unwrap();
+    assert_eq!(blob_files(store.root()).len(), 1);
 }

@@ -15,7 +15,10 @@ fn main() -> ExitCode {
         (Some(flag), Some(path), None) if flag == "--config" => PathBuf::from(path),
         _ => return usage(),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -9,8 +9,13 @@ use galley_core::{Error, Result};
 /// Names become directory and file names under the orchestrator's root, so they are kept to a
 /// portable alphabet (no separators, no `..`).
 pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
-    let ok_chars = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    let starts_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let starts_ok = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric());
     if name.is_empty() || name.len() > 128 || !ok_chars || !starts_ok {
         return Err(Error::invalid(format!(
             "{what} name `{name}` is invalid: use 1-128 characters from A-Z a-z 0-9 - _ . starting with a letter or digit"
@@ -23,7 +28,10 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
 pub(crate) fn validate(spec: &PipelineSpec) -> Result<()> {
     check_name("pipeline", &spec.name)?;
     if spec.steps.is_empty() {
-        return Err(Error::invalid(format!("pipeline `{}` has no steps; declare at least one", spec.name)));
+        return Err(Error::invalid(format!(
+            "pipeline `{}` has no steps; declare at least one",
+            spec.name
+        )));
     }
     let mut seen = BTreeSet::new();
     for step in &spec.steps {
@@ -63,7 +71,10 @@ pub(crate) fn validate(spec: &PipelineSpec) -> Result<()> {
     }
     if let Some(expr) = &spec.schedule {
         super::watch::parse_schedule(expr).map_err(|e| e.resource(&spec.name))?;
-    } else if spec.triggers.contains(&galley_core::stages::Trigger::Schedule) {
+    } else if spec
+        .triggers
+        .contains(&galley_core::stages::Trigger::Schedule)
+    {
         return Err(Error::invalid(format!(
             "pipeline `{}` retrains on `schedule` but has no schedule; add a five-field cron expression such as `0 3 * * *`",
             spec.name
@@ -81,8 +92,16 @@ fn find_cycle(spec: &PipelineSpec) -> Option<Vec<String>> {
         Grey,
         Black,
     }
-    let deps: BTreeMap<&str, Vec<&str>> =
-        spec.steps.iter().map(|s| (s.name.as_str(), s.depends_on.iter().map(String::as_str).collect())).collect();
+    let deps: BTreeMap<&str, Vec<&str>> = spec
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.name.as_str(),
+                s.depends_on.iter().map(String::as_str).collect(),
+            )
+        })
+        .collect();
     let mut colour: BTreeMap<&str, Colour> = deps.keys().map(|k| (*k, Colour::White)).collect();
 
     fn visit<'a>(
@@ -98,7 +117,8 @@ fn find_cycle(spec: &PipelineSpec) -> Option<Vec<String>> {
                 Colour::Grey => {
                     let start = path.iter().position(|n| *n == next).unwrap_or(0);
                     // `path` follows "depends on" edges; reverse it so the message reads in run order.
-                    let mut cycle: Vec<String> = path[start..].iter().rev().map(|s| s.to_string()).collect();
+                    let mut cycle: Vec<String> =
+                        path[start..].iter().rev().map(|s| s.to_string()).collect();
                     cycle.insert(0, next.to_string());
                     return Some(cycle);
                 }
@@ -149,7 +169,7 @@ pub(crate) fn descendants(spec: &PipelineSpec, step: &str) -> BTreeSet<String> {
     let mut stack = vec![step.to_string()];
     while let Some(s) = stack.pop() {
         for x in &spec.steps {
-            if x.depends_on.iter().any(|d| *d == s) && out.insert(x.name.clone()) {
+            if x.depends_on.contains(&s) && out.insert(x.name.clone()) {
                 stack.push(x.name.clone());
             }
         }
@@ -172,12 +192,22 @@ mod tests {
         }
     }
     fn spec(steps: Vec<StepSpec>) -> PipelineSpec {
-        PipelineSpec { name: "p".into(), steps, schedule: None, triggers: vec![] }
+        PipelineSpec {
+            name: "p".into(),
+            steps,
+            schedule: None,
+            triggers: vec![],
+        }
     }
 
     #[test]
     fn cycle_is_named_in_run_order() {
-        let s = spec(vec![step("a", &["c"]), step("b", &["a"]), step("c", &["b"]), step("d", &[])]);
+        let s = spec(vec![
+            step("a", &["c"]),
+            step("b", &["a"]),
+            step("c", &["b"]),
+            step("d", &[]),
+        ]);
         let err = validate(&s).unwrap_err().to_string();
         assert!(err.contains("dependency cycle"), "{err}");
         // Any rotation of a -> b -> c -> a is acceptable; check the edges are in run order.
@@ -192,15 +222,21 @@ mod tests {
 
     #[test]
     fn self_dependency_is_a_cycle() {
-        let err = validate(&spec(vec![step("a", &["a"])])).unwrap_err().to_string();
+        let err = validate(&spec(vec![step("a", &["a"])]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("a -> a"), "{err}");
     }
 
     #[test]
     fn rejects_unknown_and_duplicate_names() {
-        let err = validate(&spec(vec![step("a", &["zz"])])).unwrap_err().to_string();
+        let err = validate(&spec(vec![step("a", &["zz"])]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("`zz`"), "{err}");
-        let err = validate(&spec(vec![step("a", &[]), step("a", &[])])).unwrap_err().to_string();
+        let err = validate(&spec(vec![step("a", &[]), step("a", &[])]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("twice"), "{err}");
         assert!(validate(&spec(vec![step("../x", &[])])).is_err());
         assert!(validate(&spec(vec![])).is_err());
@@ -208,9 +244,17 @@ mod tests {
 
     #[test]
     fn ancestors_and_descendants() {
-        let s = spec(vec![step("a", &[]), step("b", &["a"]), step("c", &["b"]), step("d", &["a"])]);
+        let s = spec(vec![
+            step("a", &[]),
+            step("b", &["a"]),
+            step("c", &["b"]),
+            step("d", &["a"]),
+        ]);
         assert_eq!(ancestors(&s, "c"), ["a", "b"].map(String::from).into());
         assert_eq!(descendants(&s, "b"), ["c"].map(String::from).into());
-        assert_eq!(descendants(&s, "a"), ["b", "c", "d"].map(String::from).into());
+        assert_eq!(
+            descendants(&s, "a"),
+            ["b", "c", "d"].map(String::from).into()
+        );
     }
 }

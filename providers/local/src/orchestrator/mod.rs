@@ -31,7 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use store::{RunRecord, Store};
 pub use watch::{
-    DataProbe, Decision, DriftProbe, Observation, Probes, TickReport, WatchOptions, WatchState, Watcher,
+    DataProbe, Decision, DriftProbe, Launch, Observation, Probes, TickReport, WatchOptions,
+    WatchState, Watcher,
 };
 
 /// The step-body contract, shared by every platform that runs steps in Galley's process;
@@ -52,7 +53,12 @@ struct StepLogInner {
 
 impl StepLog {
     pub(crate) fn new(path: PathBuf) -> Self {
-        StepLog { inner: Arc::new(StepLogInner { path, file: Mutex::new(None) }) }
+        StepLog {
+            inner: Arc::new(StepLogInner {
+                path,
+                file: Mutex::new(None),
+            }),
+        }
     }
 
     /// Appends a line, prefixed with an RFC 3339 UTC timestamp, to this step's log. A
@@ -74,9 +80,16 @@ impl StepLog {
                 if let Some(dir) = self.inner.path.parent() {
                     std::fs::create_dir_all(dir)?;
                 }
-                *guard = Some(std::fs::OpenOptions::new().create(true).append(true).open(&self.inner.path)?);
+                *guard = Some(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&self.inner.path)?,
+                );
             }
-            guard.as_mut().map_or(Ok(()), |f| f.write_all(text.as_bytes()))
+            guard
+                .as_mut()
+                .map_or(Ok(()), |f| f.write_all(text.as_bytes()))
         })();
         if let Err(e) = result {
             tracing::warn!(path = %self.inner.path.display(), error = %e, line = %message, "could not write the step log");
@@ -102,7 +115,10 @@ pub struct OrchestratorOptions {
 impl Default for OrchestratorOptions {
     fn default() -> Self {
         OrchestratorOptions {
-            max_parallel: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2).max(2),
+            max_parallel: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+                .max(2),
             retry: RetryPolicy::default(),
         }
     }
@@ -177,7 +193,11 @@ impl LocalOrchestrator {
     /// Sets the step bodies of `pipeline` for runs started by this process (the same as
     /// [`Orchestrator::attach_executor`], which never fails here).
     pub fn register_executor(&self, pipeline: &str, exec: Arc<dyn StepExecutor>) {
-        self.inner.executors.write().unwrap_or_else(|p| p.into_inner()).insert(pipeline.to_string(), exec);
+        self.inner
+            .executors
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pipeline.to_string(), exec);
     }
 
     /// Starts a run and waits for it to end (`galley run`).
@@ -195,12 +215,11 @@ impl LocalOrchestrator {
     /// another process too (by polling the record).
     pub async fn wait(&self, run: &str) -> Result<PipelineRun> {
         let rx = lock_active().get(run).map(|a| a.done.clone());
-        if let Some(mut rx) = rx {
-            if let Ok(done) = rx.wait_for(Option::is_some).await {
-                if let Some(r) = done.clone() {
-                    return Ok(r);
-                }
-            }
+        if let Some(mut rx) = rx
+            && let Ok(done) = rx.wait_for(Option::is_some).await
+            && let Some(r) = done.clone()
+        {
+            return Ok(r);
         }
         loop {
             let rec = self.find(run)?;
@@ -227,7 +246,10 @@ impl LocalOrchestrator {
     pub async fn active_run(&self, pipeline: &str) -> Result<Option<String>> {
         dag::check_name("pipeline", pipeline)?;
         let root = self.inner.store.root();
-        if let Some((id, _)) = lock_active().iter().find(|(_, a)| a.pipeline == pipeline && a.root == root) {
+        if let Some((id, _)) = lock_active()
+            .iter()
+            .find(|(_, a)| a.pipeline == pipeline && a.root == root)
+        {
             return Ok(Some(id.clone()));
         }
         Ok(self
@@ -239,6 +261,38 @@ impl LocalOrchestrator {
             .map(|r| r.run.id))
     }
 
+    /// Deletes the records and logs of all but the newest `keep` finished runs of `pipeline`
+    /// (active runs are never touched); returns how many were removed. The step cache is
+    /// separate and unaffected.
+    pub async fn prune_runs(&self, pipeline: &str, keep: usize) -> Result<usize> {
+        dag::check_name("pipeline", pipeline)?;
+        let s = &self.inner.store;
+        let finished = s
+            .list_runs(pipeline)?
+            .into_iter()
+            .filter(|r| r.run.state.is_terminal());
+        let mut removed = 0;
+        for rec in finished.skip(keep) {
+            let logs = s.runs_dir(pipeline).join(&rec.run.id);
+            match std::fs::remove_dir_all(&logs) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::from(e)
+                        .operation("prune_runs")
+                        .resource(logs.display().to_string()));
+                }
+                _ => {}
+            }
+            let path = s.run_path(pipeline, &rec.run.id);
+            std::fs::remove_file(&path).map_err(|e| {
+                Error::from(e)
+                    .operation("prune_runs")
+                    .resource(path.display().to_string())
+            })?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     pub(crate) fn store(&self) -> &Store {
         &self.inner.store
     }
@@ -246,8 +300,11 @@ impl LocalOrchestrator {
     fn find(&self, run: &str) -> Result<RunRecord> {
         dag::check_name("run", run)?;
         self.inner.store.find_run(run)?.ok_or_else(|| {
-            Error::not_found(format!("no pipeline run `{run}`; `galley runs <pipeline>` lists the runs"))
-                .resource(run)
+            Error::not_found(format!(
+                "no pipeline run `{run}` in {}; check the id against the pipeline's run history",
+                self.inner.store.root().display()
+            ))
+            .resource(run)
         })
     }
 
@@ -257,7 +314,10 @@ impl LocalOrchestrator {
                 if rec.run.state.is_terminal() || run_alive(&rec) {
                     continue;
                 }
-                let why = format!("interrupted: process {} exited before the run finished", rec.owner_pid);
+                let why = format!(
+                    "interrupted: process {} exited before the run finished",
+                    rec.owner_pid
+                );
                 for step in &mut rec.run.steps {
                     match step.state {
                         RunState::Running => {
@@ -277,8 +337,29 @@ impl LocalOrchestrator {
     }
 }
 
-fn new_run_id() -> String {
-    format!("{}-{:06x}", chrono::Utc::now().format("%Y%m%d-%H%M%S-%3f"), fastrand::u32(..0x0100_0000))
+/// A start time strictly after every other one handed out by this process, so "newest first"
+/// is a total order even for runs started within the same millisecond.
+fn next_start_ms() -> i64 {
+    static LAST: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+    let now = now_ms();
+    let prev = LAST
+        .fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |last| Some(now.max(last + 1)),
+        )
+        .unwrap_or(now);
+    now.max(prev + 1)
+}
+
+/// Sortable by start time, unique across processes: `20260101-033000-123-a1b2c3`.
+fn new_run_id(started_ms: i64) -> String {
+    let started = chrono::DateTime::from_timestamp_millis(started_ms).unwrap_or_default();
+    format!(
+        "{}-{:06x}",
+        started.format("%Y%m%d-%H%M%S-%3f"),
+        fastrand::u32(..0x0100_0000)
+    )
 }
 
 impl Described for LocalOrchestrator {
@@ -306,7 +387,7 @@ impl Orchestrator for LocalOrchestrator {
         dag::check_name("pipeline", name)?;
         if let Some(run) = self.active_run(name).await? {
             return Err(Error::conflict(format!(
-                "pipeline `{name}` has an active run `{run}`; cancel it (`galley cancel {run}`) before deleting"
+                "pipeline `{name}` has an active run `{run}`; wait for it to finish or cancel it before deleting"
             ))
             .resource(name));
         }
@@ -314,24 +395,34 @@ impl Orchestrator for LocalOrchestrator {
         for path in [s.spec_path(name), s.watch_path(name)] {
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::from(e).operation("delete_pipeline").resource(path.display().to_string()));
+                    return Err(Error::from(e)
+                        .operation("delete_pipeline")
+                        .resource(path.display().to_string()));
                 }
                 _ => {}
             }
         }
         let cache = s.pipeline_dir(name).join("cache");
         match std::fs::remove_dir_all(&cache) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::from(e).operation("delete_pipeline").resource(cache.display().to_string()))
-            }
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::from(e)
+                .operation("delete_pipeline")
+                .resource(cache.display().to_string())),
             _ => Ok(()),
         }
     }
 
-    async fn start(&self, pipeline: &str, trigger: Option<Trigger>, params: &BTreeMap<String, String>) -> Result<String> {
+    async fn start(
+        &self,
+        pipeline: &str,
+        trigger: Option<Trigger>,
+        params: &BTreeMap<String, String>,
+    ) -> Result<String> {
         dag::check_name("pipeline", pipeline)?;
         let spec = self.inner.store.load_spec(pipeline)?.ok_or_else(|| {
-            Error::not_found(format!("pipeline `{pipeline}` does not exist; `galley apply` creates it")).resource(pipeline)
+            Error::not_found(format!(
+                "pipeline `{pipeline}` does not exist; `galley apply` creates it"
+            ))
+            .resource(pipeline)
         })?;
         let exec = self
             .inner
@@ -351,18 +442,19 @@ impl Orchestrator for LocalOrchestrator {
         let _guard = self.inner.start_lock.lock().await;
         if let Some(active) = self.active_run(pipeline).await? {
             return Err(Error::conflict(format!(
-                "pipeline `{pipeline}` is already running (run `{active}`); wait for it to finish or cancel it with `galley cancel {active}`"
+                "pipeline `{pipeline}` is already running (run `{active}`); wait for it to finish or cancel it"
             ))
             .resource(pipeline));
         }
-        let id = new_run_id();
+        let started_ms = next_start_ms();
+        let id = new_run_id(started_ms);
         let rec = RunRecord {
             run: PipelineRun {
                 id: id.clone(),
                 pipeline: pipeline.to_string(),
                 state: RunState::Pending,
                 trigger,
-                started_ms: now_ms(),
+                started_ms,
                 ended_ms: None,
                 steps: spec
                     .steps
@@ -418,8 +510,10 @@ impl Orchestrator for LocalOrchestrator {
         dag::check_name("pipeline", pipeline)?;
         let s = &self.inner.store;
         if !s.pipeline_dir(pipeline).exists() {
-            return Err(Error::not_found(format!("pipeline `{pipeline}` does not exist; `galley apply` creates it"))
-                .resource(pipeline));
+            return Err(Error::not_found(format!(
+                "pipeline `{pipeline}` does not exist; `galley apply` creates it"
+            ))
+            .resource(pipeline));
         }
         Ok(s.list_runs(pipeline)?.into_iter().map(|r| r.run).collect())
     }
@@ -429,11 +523,16 @@ impl Orchestrator for LocalOrchestrator {
     async fn logs(&self, run: &str, step: Option<&str>) -> Result<String> {
         let rec = self.find(run)?;
         let read = |name: &str| -> Result<String> {
-            let path = self.inner.store.log_path(&rec.run.pipeline, &rec.run.id, name);
+            let path = self
+                .inner
+                .store
+                .log_path(&rec.run.pipeline, &rec.run.id, name);
             match std::fs::read(&path) {
                 Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-                Err(e) => Err(Error::from(e).operation("logs").resource(path.display().to_string())),
+                Err(e) => Err(Error::from(e)
+                    .operation("logs")
+                    .resource(path.display().to_string())),
             }
         };
         match step {
@@ -483,7 +582,9 @@ impl Orchestrator for LocalOrchestrator {
 impl LocalOrchestrator {
     async fn cancel_run(&self, run: &str) -> Result<()> {
         dag::check_name("run", run)?;
-        let active = lock_active().get(run).map(|a| (a.cancel.clone(), a.done.clone()));
+        let active = lock_active()
+            .get(run)
+            .map(|a| (a.cancel.clone(), a.done.clone()));
         if let Some((token, mut done)) = active {
             token.cancel();
             let _ = done.wait_for(Option::is_some).await;
@@ -494,13 +595,19 @@ impl LocalOrchestrator {
             RunState::Cancelled => Ok(()),
             s if s.is_terminal() => Err(Error::conflict(format!(
                 "run `{run}` already ended ({}); there is nothing to cancel",
-                serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+                serde_json::to_value(s)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
             ))
             .resource(run)),
             _ if run_alive(&rec) => {
                 let path = self.inner.store.cancel_path(&rec.run.pipeline, run);
-                std::fs::write(&path, b"cancel requested\n")
-                    .map_err(|e| Error::from(e).operation("cancel").resource(path.display().to_string()))
+                std::fs::write(&path, b"cancel requested\n").map_err(|e| {
+                    Error::from(e)
+                        .operation("cancel")
+                        .resource(path.display().to_string())
+                })
             }
             _ => {
                 for step in &mut rec.run.steps {

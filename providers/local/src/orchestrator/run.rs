@@ -61,7 +61,10 @@ pub(crate) async fn execute(
                     break;
                 }
                 if state_of(&rec, &step.name) != RunState::Pending
-                    || !step.depends_on.iter().all(|d| state_of(&rec, d) == RunState::Succeeded)
+                    || !step
+                        .depends_on
+                        .iter()
+                        .all(|d| state_of(&rec, d) == RunState::Succeeded)
                 {
                     continue;
                 }
@@ -70,7 +73,11 @@ pub(crate) async fn execute(
                     .filter_map(|a| outputs.get(&a).map(|o| (a, o.clone())))
                     .collect();
                 let log = StepLog::new(store.log_path(&pipeline, &run_id, &step.name));
-                let cache = if step.cache { load_cache(inner, &pipeline, &step.name, &log) } else { None };
+                let cache = if step.cache {
+                    load_cache(inner, &pipeline, &step.name, &log)
+                } else {
+                    None
+                };
                 let handle = tasks.spawn(run_step(
                     exec.clone(),
                     step.clone(),
@@ -135,7 +142,11 @@ pub(crate) async fn execute(
 }
 
 fn state_of(rec: &RunRecord, step: &str) -> RunState {
-    rec.run.steps.iter().find(|s| s.name == step).map_or(RunState::Skipped, |s| s.state)
+    rec.run
+        .steps
+        .iter()
+        .find(|s| s.name == step)
+        .map_or(RunState::Skipped, |s| s.state)
 }
 
 fn set_state(rec: &mut RunRecord, step: &str, state: RunState) {
@@ -145,13 +156,23 @@ fn set_state(rec: &mut RunRecord, step: &str, state: RunState) {
 }
 
 /// Marks `step` failed and every step downstream of it skipped; independent branches go on.
-fn fail_step(spec: &galley_core::stages::PipelineSpec, rec: &mut RunRecord, step: &str, error: String) {
+fn fail_step(
+    spec: &galley_core::stages::PipelineSpec,
+    rec: &mut RunRecord,
+    step: &str,
+    error: String,
+) {
     if let Some(s) = rec.run.steps.iter_mut().find(|s| s.name == step) {
         s.state = RunState::Failed;
         s.error = Some(error);
     }
     for d in dag::descendants(spec, step) {
-        if let Some(s) = rec.run.steps.iter_mut().find(|s| s.name == d && s.state == RunState::Pending) {
+        if let Some(s) = rec
+            .run
+            .steps
+            .iter_mut()
+            .find(|s| s.name == d && s.state == RunState::Pending)
+        {
             s.state = RunState::Skipped;
             s.error = Some(format!("not run: upstream step `{step}` failed"));
         }
@@ -217,22 +238,36 @@ async fn run_step(
     cache: Option<CacheEntry>,
 ) -> (String, StepOutcome) {
     let name = step.name.clone();
-    let policy = RetryPolicy { max_attempts: step.retries.saturating_add(1), ..retry };
+    let policy = RetryPolicy {
+        max_attempts: step.retries.saturating_add(1),
+        ..retry
+    };
 
     let mut fingerprint = None;
     if step.cache {
         let fp = policy
             .run(
                 || exec.fingerprint(&name, &upstream),
-                |n, e| log.line(format!("computing the fingerprint failed (attempt {n}), retrying: {e}")),
+                |n, e| {
+                    log.line(format!(
+                        "computing the fingerprint failed (attempt {n}), retrying: {e}"
+                    ))
+                },
             )
             .await;
         match fp {
             Ok(fp) => {
                 if let Some(hit) = cache.filter(|c| c.fingerprint == fp) {
-                    log.line(format!("cache hit: inputs unchanged since run {}; reusing its output", hit.run_id));
-                    let outcome =
-                        StepOutcome { result: Ok(hit.output), attempts: 0, cached: true, fingerprint: Some(fp) };
+                    log.line(format!(
+                        "cache hit: inputs unchanged since run {}; reusing its output",
+                        hit.run_id
+                    ));
+                    let outcome = StepOutcome {
+                        result: Ok(hit.output),
+                        attempts: 0,
+                        cached: true,
+                        fingerprint: Some(fp),
+                    };
                     return (name, outcome);
                 }
                 fingerprint = Some(fp);
@@ -240,7 +275,15 @@ async fn run_step(
             Err(e) => {
                 let msg = format!("computing the step's fingerprint failed: {e}");
                 log.line(&msg);
-                return (name, StepOutcome { result: Err(msg), attempts: 0, cached: false, fingerprint: None });
+                return (
+                    name,
+                    StepOutcome {
+                        result: Err(msg),
+                        attempts: 0,
+                        cached: false,
+                        fingerprint: None,
+                    },
+                );
             }
         }
     }
@@ -253,7 +296,11 @@ async fn run_step(
                 log.line(format!("attempt {attempts} of {}", policy.max_attempts));
                 exec.run(&name, &upstream, &log)
             },
-            |n, e| log.line(format!("attempt {n} failed with a retryable error, retrying: {e}")),
+            |n, e| {
+                log.line(format!(
+                    "attempt {n} failed with a retryable error, retrying: {e}"
+                ))
+            },
         )
         .await;
     let result = match result {
@@ -262,16 +309,32 @@ async fn run_step(
             Ok(out)
         }
         Err(e) => {
-            let kind = if e.is_retryable() { "retryable error, attempts exhausted" } else { "permanent error" };
+            let kind = if e.is_retryable() {
+                "retryable error, attempts exhausted"
+            } else {
+                "permanent error"
+            };
             log.line(format!("failed ({kind}): {e}"));
             Err(describe_error(&e, attempts))
         }
     };
-    (name, StepOutcome { result, attempts, cached: false, fingerprint })
+    (
+        name,
+        StepOutcome {
+            result,
+            attempts,
+            cached: false,
+            fingerprint,
+        },
+    )
 }
 
 fn describe_error(e: &Error, attempts: u32) -> String {
-    if e.is_retryable() { format!("{e} (gave up after {attempts} attempts)") } else { e.to_string() }
+    if e.is_retryable() {
+        format!("{e} (gave up after {attempts} attempts)")
+    } else {
+        e.to_string()
+    }
 }
 
 fn panic_message(e: tokio::task::JoinError) -> String {

@@ -4,12 +4,12 @@
 //! directory:
 //!
 //! ```text
-//! <dir>/pipelines/<pipeline>/pipeline.json        the PipelineSpec
-//! <dir>/pipelines/<pipeline>/runs/<run>.json      one RunRecord per run
-//! <dir>/pipelines/<pipeline>/runs/<run>/<step>.log  step logs
-//! <dir>/pipelines/<pipeline>/runs/<run>.cancel    a cancel request from another process
-//! <dir>/pipelines/<pipeline>/cache/<step>.json    the step's last successful output
-//! <dir>/pipelines/<pipeline>/watch.json           trigger state of `galley watch`
+//! <dir>/<pipeline>/pipeline.json          the PipelineSpec
+//! <dir>/<pipeline>/runs/<run>.json        one RunRecord per run
+//! <dir>/<pipeline>/runs/<run>/<step>.log  step logs
+//! <dir>/<pipeline>/runs/<run>.cancel      a cancel request from another process
+//! <dir>/<pipeline>/cache/<step>.json      the step's last successful output
+//! <dir>/<pipeline>/watch.json             trigger state of `galley watch`
 //! ```
 
 use std::collections::BTreeMap;
@@ -62,9 +62,10 @@ pub(crate) struct Store {
 
 impl Store {
     pub fn open(root: PathBuf) -> Result<Self> {
-        let pipelines = root.join("pipelines");
-        std::fs::create_dir_all(&pipelines).map_err(|e| {
-            Error::from(e).operation("open").resource(pipelines.display().to_string())
+        std::fs::create_dir_all(&root).map_err(|e| {
+            Error::from(e)
+                .operation("open")
+                .resource(root.display().to_string())
         })?;
         // Canonical, so two handles on one directory compare equal (see `active_run`).
         let root = std::fs::canonicalize(&root).unwrap_or(root);
@@ -75,7 +76,7 @@ impl Store {
         &self.root
     }
     pub fn pipeline_dir(&self, pipeline: &str) -> PathBuf {
-        self.root.join("pipelines").join(pipeline)
+        self.root.join(pipeline)
     }
     pub fn spec_path(&self, pipeline: &str) -> PathBuf {
         self.pipeline_dir(pipeline).join("pipeline.json")
@@ -90,10 +91,14 @@ impl Store {
         self.runs_dir(pipeline).join(format!("{run}.cancel"))
     }
     pub fn log_path(&self, pipeline: &str, run: &str, step: &str) -> PathBuf {
-        self.runs_dir(pipeline).join(run).join(format!("{step}.log"))
+        self.runs_dir(pipeline)
+            .join(run)
+            .join(format!("{step}.log"))
     }
     pub fn cache_path(&self, pipeline: &str, step: &str) -> PathBuf {
-        self.pipeline_dir(pipeline).join("cache").join(format!("{step}.json"))
+        self.pipeline_dir(pipeline)
+            .join("cache")
+            .join(format!("{step}.json"))
     }
     pub fn watch_path(&self, pipeline: &str) -> PathBuf {
         self.pipeline_dir(pipeline).join("watch.json")
@@ -105,13 +110,12 @@ impl Store {
 
     /// Names of every pipeline directory (including deleted pipelines that kept history).
     pub fn pipeline_names(&self) -> Result<Vec<String>> {
-        let dir = self.root.join("pipelines");
         let mut out = Vec::new();
-        for entry in read_dir_or_empty(&dir)? {
-            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
-                if let Some(name) = entry.file_name().to_str() {
-                    out.push(name.to_string());
-                }
+        for entry in read_dir_or_empty(&self.root)? {
+            if entry.file_type().map(|t| t.is_dir()).unwrap_or(false)
+                && let Some(name) = entry.file_name().to_str()
+            {
+                out.push(name.to_string());
             }
         }
         out.sort();
@@ -132,14 +136,24 @@ impl Store {
         let mut out = Vec::new();
         for entry in read_dir_or_empty(&self.runs_dir(pipeline))? {
             let path = entry.path();
-            if path.extension().and_then(|e| e.to_str()) == Some("json") {
-                // A file may vanish between listing and reading (deleted history); skip it.
-                if let Some(rec) = read_json::<RunRecord>(&path)? {
-                    out.push(rec);
-                }
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            // One damaged record must not block every run of the pipeline: it is reported and
+            // left out (`status` on that run still names the file). A file that vanished
+            // between listing and reading (deleted history) is simply gone.
+            match read_json::<RunRecord>(&path) {
+                Ok(Some(rec)) => out.push(rec),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "skipping an unreadable pipeline run record"),
             }
         }
-        out.sort_by(|a, b| b.run.started_ms.cmp(&a.run.started_ms).then_with(|| b.run.id.cmp(&a.run.id)));
+        out.sort_by(|a, b| {
+            b.run
+                .started_ms
+                .cmp(&a.run.started_ms)
+                .then_with(|| b.run.id.cmp(&a.run.id))
+        });
         Ok(out)
     }
 
@@ -150,11 +164,15 @@ impl Store {
 
 fn read_dir_or_empty(dir: &Path) -> Result<Vec<std::fs::DirEntry>> {
     match std::fs::read_dir(dir) {
-        Ok(rd) => rd
-            .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| Error::from(e).operation("list").resource(dir.display().to_string())),
+        Ok(rd) => rd.collect::<std::io::Result<Vec<_>>>().map_err(|e| {
+            Error::from(e)
+                .operation("list")
+                .resource(dir.display().to_string())
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(Error::from(e).operation("list").resource(dir.display().to_string())),
+        Err(e) => Err(Error::from(e)
+            .operation("list")
+            .resource(dir.display().to_string())),
     }
 }
 
@@ -163,12 +181,19 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::from(e).operation("read").resource(path.display().to_string())),
+        Err(e) => {
+            return Err(Error::from(e)
+                .operation("read")
+                .resource(path.display().to_string()));
+        }
     };
     serde_json::from_slice(&bytes).map(Some).map_err(|e| {
         Error::new(
             ErrorKind::Corrupt,
-            format!("{} is not a valid orchestrator record; restore it from a backup or delete it", path.display()),
+            format!(
+                "{} is not a valid orchestrator record; restore it from a backup or delete it",
+                path.display()
+            ),
         )
         .with_source(e)
     })
@@ -176,11 +201,20 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 
 /// Replaces `path` atomically: readers see the old or the new content, never a mix.
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let ctx = |e: std::io::Error| Error::from(e).operation("write").resource(path.display().to_string());
-    let dir = path.parent().ok_or_else(|| Error::internal(format!("{} has no parent directory", path.display())))?;
+    let ctx = |e: std::io::Error| {
+        Error::from(e)
+            .operation("write")
+            .resource(path.display().to_string())
+    };
+    let dir = path
+        .parent()
+        .ok_or_else(|| Error::internal(format!("{} has no parent directory", path.display())))?;
     std::fs::create_dir_all(dir).map_err(ctx)?;
     let bytes = serde_json::to_vec_pretty(value)?;
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("record");
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("record");
     let tmp = dir.join(format!(".{file_name}.tmp-{:08x}", fastrand::u32(..)));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -204,7 +238,9 @@ pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<
 pub(crate) fn process_alive(pid: u32) -> bool {
     #[cfg(unix)]
     {
-        let Ok(pid) = libc::pid_t::try_from(pid) else { return true };
+        let Ok(pid) = libc::pid_t::try_from(pid) else {
+            return true;
+        };
         // Signal 0 checks existence without delivering anything; EPERM means it exists.
         let rc = unsafe { libc::kill(pid, 0) };
         rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)

@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
+use futures::future::BoxFuture;
 use galley_core::stages::{Orchestrator, PipelineSpec, Trigger};
 use galley_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -32,7 +33,8 @@ use super::store::{read_json, write_json_atomic};
 /// day-of-month and day-of-week combine with OR, as in Vixie cron.
 pub(crate) fn parse_schedule(expr: &str) -> Result<Cron> {
     let fields = expr.split_whitespace().count();
-    if fields != 5 {
+    // `@daily`, `@hourly`, ... are the usual shorthands for five-field expressions.
+    if fields != 5 && !(fields == 1 && expr.trim_start().starts_with('@')) {
         return Err(Error::invalid(format!(
             "schedule `{expr}` has {fields} fields; use five (minute hour day-of-month month day-of-week), e.g. `0 3 * * *`"
         )));
@@ -42,7 +44,11 @@ pub(crate) fn parse_schedule(expr: &str) -> Result<Cron> {
         .year(Year::Disallowed)
         .build()
         .parse(expr)
-        .map_err(|e| Error::invalid(format!("schedule `{expr}` is not a valid cron expression: {e}")))
+        .map_err(|e| {
+            Error::invalid(format!(
+                "schedule `{expr}` is not a valid cron expression: {e}"
+            ))
+        })
 }
 
 /// Returns the content hash of the training data source (e.g. an artifact digest or the
@@ -140,12 +146,19 @@ pub struct Decision {
     pub next_state: WatchState,
 }
 
+/// Starts a run for a fired trigger in place of [`Orchestrator::start`], for callers that wrap
+/// runs in their own bookkeeping (the lifecycle's experiment run, a forced retrain on drift).
+/// The future is spawned, so it may wait for the run to end; its error is logged.
+pub type Launch = Arc<dyn Fn(Trigger) -> BoxFuture<'static, Result<()>> + Send + Sync>;
+
 /// The outcome of one [`Watcher::tick`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TickReport {
     pub due: Vec<Trigger>,
-    /// The trigger and id of the run started.
-    pub started: Option<(Trigger, String)>,
+    /// The trigger a run was started for this tick.
+    pub fired: Option<Trigger>,
+    /// The id of that run (`None` when a [`Launch`] hook started it).
+    pub run: Option<String>,
     pub coalesced_into: Option<String>,
     /// Probes that failed this tick (their source is skipped until the next tick).
     pub probe_errors: Vec<String>,
@@ -158,14 +171,23 @@ pub struct Watcher {
     cron: Option<Cron>,
     probes: Probes,
     opts: WatchOptions,
+    launch: Option<Launch>,
 }
 
 impl Watcher {
     /// Watches `pipeline` as currently defined. Fails when the pipeline does not exist or
     /// retrains on `new_data`/`drift` without the matching probe.
-    pub async fn new(orch: LocalOrchestrator, pipeline: &str, probes: Probes, opts: WatchOptions) -> Result<Self> {
+    pub async fn new(
+        orch: LocalOrchestrator,
+        pipeline: &str,
+        probes: Probes,
+        opts: WatchOptions,
+    ) -> Result<Self> {
         let spec = orch.describe_pipeline(pipeline).await?.ok_or_else(|| {
-            Error::not_found(format!("pipeline `{pipeline}` does not exist; `galley apply` creates it")).resource(pipeline)
+            Error::not_found(format!(
+                "pipeline `{pipeline}` does not exist; `galley apply` creates it"
+            ))
+            .resource(pipeline)
         })?;
         let cron = spec.schedule.as_deref().map(parse_schedule).transpose()?;
         if spec.triggers.contains(&Trigger::NewData) && probes.data.is_none() {
@@ -179,9 +201,24 @@ impl Watcher {
             )));
         }
         if opts.poll_interval.is_zero() {
-            return Err(Error::invalid("the watch poll interval must be greater than zero"));
+            return Err(Error::invalid(
+                "the watch poll interval must be greater than zero",
+            ));
         }
-        Ok(Watcher { orch, spec, cron, probes, opts })
+        Ok(Watcher {
+            orch,
+            spec,
+            cron,
+            probes,
+            opts,
+            launch: None,
+        })
+    }
+
+    /// Starts fired runs through `launch` instead of [`Orchestrator::start`].
+    pub fn with_launcher(mut self, launch: Launch) -> Self {
+        self.launch = Some(launch);
+        self
     }
 
     pub fn pipeline(&self) -> &str {
@@ -189,7 +226,12 @@ impl Watcher {
     }
 
     /// The triggers due at `now` (pure; see [`Watcher::decide`]).
-    pub fn due_triggers(&self, now: DateTime<Utc>, state: &WatchState, obs: &Observation) -> Vec<Trigger> {
+    pub fn due_triggers(
+        &self,
+        now: DateTime<Utc>,
+        state: &WatchState,
+        obs: &Observation,
+    ) -> Vec<Trigger> {
         self.decide(now, state, obs).due
     }
 
@@ -203,7 +245,8 @@ impl Watcher {
         let drift_due = self.spec.triggers.contains(&Trigger::Drift)
             && obs.drift == Some(true)
             && state.last_drift_fire_ms.is_none_or(|t| {
-                now_ms.saturating_sub(t) >= i64::try_from(self.opts.drift_cooldown.as_millis()).unwrap_or(i64::MAX)
+                now_ms.saturating_sub(t)
+                    >= i64::try_from(self.opts.drift_cooldown.as_millis()).unwrap_or(i64::MAX)
             });
         if drift_due {
             due.push(Trigger::Drift);
@@ -250,13 +293,20 @@ impl Watcher {
                 }
             }
         }
-        Decision { due, fire, coalesced_into, next_state: next }
+        Decision {
+            due,
+            fire,
+            coalesced_into,
+            next_state: next,
+        }
     }
 
     /// When the loop should look again: the next scheduled time or the poll interval,
     /// whichever is sooner.
     pub fn next_wake(&self, now: DateTime<Utc>, state: &WatchState) -> DateTime<Utc> {
-        let poll = now + chrono::Duration::from_std(self.opts.poll_interval).unwrap_or(chrono::Duration::seconds(30));
+        let poll = now
+            + chrono::Duration::from_std(self.opts.poll_interval)
+                .unwrap_or(chrono::Duration::seconds(30));
         let scheduled = match (&self.cron, state.schedule_anchor_ms) {
             (Some(cron), Some(anchor)) => next_fire(cron, anchor),
             _ => None,
@@ -276,20 +326,20 @@ impl Watcher {
     pub async fn observe(&self) -> Result<(Observation, Vec<String>)> {
         let mut errors = Vec::new();
         let mut obs = Observation::default();
-        if self.spec.triggers.contains(&Trigger::NewData) {
-            if let Some(p) = &self.probes.data {
-                match p.content_hash().await {
-                    Ok(h) => obs.data_hash = Some(h),
-                    Err(e) => errors.push(format!("data probe failed: {e}")),
-                }
+        if self.spec.triggers.contains(&Trigger::NewData)
+            && let Some(p) = &self.probes.data
+        {
+            match p.content_hash().await {
+                Ok(h) => obs.data_hash = Some(h),
+                Err(e) => errors.push(format!("data probe failed: {e}")),
             }
         }
-        if self.spec.triggers.contains(&Trigger::Drift) {
-            if let Some(p) = &self.probes.drift {
-                match p.drifted().await {
-                    Ok(d) => obs.drift = Some(d),
-                    Err(e) => errors.push(format!("drift probe failed: {e}")),
-                }
+        if self.spec.triggers.contains(&Trigger::Drift)
+            && let Some(p) = &self.probes.drift
+        {
+            match p.drifted().await {
+                Ok(d) => obs.drift = Some(d),
+                Err(e) => errors.push(format!("drift probe failed: {e}")),
             }
         }
         obs.active_run = self.orch.active_run(&self.spec.name).await?;
@@ -306,18 +356,34 @@ impl Watcher {
         }
         let mut report = TickReport {
             due: decision.due.clone(),
-            started: None,
+            fired: None,
+            run: None,
             coalesced_into: decision.coalesced_into.clone(),
             probe_errors,
         };
         if let Some(trigger) = decision.fire {
             // State is saved before the start so a crash cannot fire twice; if the start
             // fails, the old state comes back so the trigger is tried again next tick.
-            match self.orch.start(&self.spec.name, Some(trigger), &self.opts.params).await {
-                Ok(id) => report.started = Some((trigger, id)),
-                Err(e) => {
-                    let _ = self.save_state(&state);
-                    return Err(e.operation("watch"));
+            report.fired = Some(trigger);
+            if let Some(launch) = &self.launch {
+                let run = launch(trigger);
+                let pipeline = self.spec.name.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = run.await {
+                        tracing::warn!(%pipeline, ?trigger, error = %e, "the triggered run failed to launch");
+                    }
+                });
+            } else {
+                match self
+                    .orch
+                    .start(&self.spec.name, Some(trigger), &self.opts.params)
+                    .await
+                {
+                    Ok(id) => report.run = Some(id),
+                    Err(e) => {
+                        let _ = self.save_state(&state);
+                        return Err(e.operation("watch"));
+                    }
                 }
             }
         }
@@ -332,8 +398,8 @@ impl Watcher {
             let now = Utc::now();
             match self.tick(now).await {
                 Ok(r) => {
-                    if let Some((trigger, run)) = &r.started {
-                        tracing::info!(pipeline = %self.spec.name, ?trigger, %run, "started a pipeline run");
+                    if let Some(trigger) = r.fired {
+                        tracing::info!(pipeline = %self.spec.name, ?trigger, run = ?r.run, "started a pipeline run");
                     }
                     if let Some(run) = &r.coalesced_into {
                         tracing::info!(pipeline = %self.spec.name, due = ?r.due, %run, "coalesced into the active run");
@@ -342,11 +408,16 @@ impl Watcher {
                         tracing::warn!(pipeline = %self.spec.name, "{e}");
                     }
                 }
-                Err(e) => tracing::warn!(pipeline = %self.spec.name, error = %e, "watch tick failed"),
+                Err(e) => {
+                    tracing::warn!(pipeline = %self.spec.name, error = %e, "watch tick failed")
+                }
             }
             let state = self.load_state().unwrap_or_default();
             let wake = self.next_wake(Utc::now(), &state);
-            let pause = (wake - Utc::now()).to_std().unwrap_or(Duration::ZERO).max(Duration::from_millis(200));
+            let pause = (wake - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .max(Duration::from_millis(200));
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
                 _ = tokio::time::sleep(pause) => {}

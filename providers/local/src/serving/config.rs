@@ -74,10 +74,15 @@ impl ServerConfig {
     /// Reads, parses, resolves the token from the environment and validates `path`.
     pub fn load(path: &Path) -> Result<ServerConfig> {
         let text = std::fs::read(path).map_err(|e| {
-            Error::from(e).resource(path.display().to_string()).operation("read endpoint config")
+            Error::from(e)
+                .resource(path.display().to_string())
+                .operation("read endpoint config")
         })?;
         let mut config: ServerConfig = serde_json::from_slice(&text).map_err(|e| {
-            Error::invalid(format!("endpoint config {} is not valid: {e}", path.display()))
+            Error::invalid(format!(
+                "endpoint config {} is not valid: {e}",
+                path.display()
+            ))
         })?;
         config.resolve_token()?;
         config.validate()?;
@@ -113,7 +118,10 @@ impl ServerConfig {
             )));
         }
         if self.variants.is_empty() {
-            return Err(Error::invalid(format!("endpoint `{}` has no variants to serve", self.endpoint)));
+            return Err(Error::invalid(format!(
+                "endpoint `{}` has no variants to serve",
+                self.endpoint
+            )));
         }
         let mut names: Vec<&str> = self.variants.iter().map(|v| v.name.as_str()).collect();
         names.sort_unstable();
@@ -173,7 +181,10 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::from(e).resource(dir.display().to_string()))?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
+    // Unique per process and call, so concurrent writers never share a temp file.
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = dir.join(format!(".{file_name}.{}.{seq}.tmp", std::process::id()));
     std::fs::write(&tmp, bytes).map_err(|e| Error::from(e).resource(tmp.display().to_string()))?;
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

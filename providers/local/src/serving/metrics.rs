@@ -9,7 +9,9 @@ use std::time::Duration;
 /// Status codes counted individually; anything else lands in `other`.
 const STATUSES: [u16; 10] = [200, 400, 401, 403, 404, 405, 413, 415, 500, 503];
 /// Latency histogram bucket bounds in seconds.
-const BUCKETS: [f64; 14] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// The label used for requests that never reached a variant (bad input, auth, limits).
 pub const NO_VARIANT: &str = "none";
@@ -26,18 +28,25 @@ pub struct VariantCounters {
 impl VariantCounters {
     #[inline]
     pub fn observe(&self, status: u16, elapsed: Duration) {
-        let slot = STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len());
+        let slot = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len());
         self.by_status[slot].fetch_add(1, Relaxed);
         let secs = elapsed.as_secs_f64();
         if let Some(b) = BUCKETS.iter().position(|&le| secs <= le) {
             self.buckets[b].fetch_add(1, Relaxed);
         }
         self.latency_count.fetch_add(1, Relaxed);
-        self.latency_sum_ns.fetch_add(elapsed.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
+        self.latency_sum_ns
+            .fetch_add(elapsed.as_nanos().min(u64::MAX as u128) as u64, Relaxed);
     }
 
     pub fn count(&self, status: u16) -> u64 {
-        let slot = STATUSES.iter().position(|&s| s == status).unwrap_or(STATUSES.len());
+        let slot = STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(STATUSES.len());
         self.by_status[slot].load(Relaxed)
     }
 }
@@ -77,11 +86,18 @@ impl Metrics {
         variants.sort_by(|a, b| a.0.cmp(&b.0));
         variants.push((NO_VARIANT.to_owned(), self.unrouted.clone()));
 
-        out.push_str("# HELP galley_requests_total Scoring requests by variant and HTTP status code.\n");
+        out.push_str(
+            "# HELP galley_requests_total Scoring requests by variant and HTTP status code.\n",
+        );
         out.push_str("# TYPE galley_requests_total counter\n");
         for (name, c) in &variants {
             let name = escape(name);
-            for (i, code) in STATUSES.iter().map(|s| s.to_string()).chain(["other".to_owned()]).enumerate() {
+            for (i, code) in STATUSES
+                .iter()
+                .map(|s| s.to_string())
+                .chain(["other".to_owned()])
+                .enumerate()
+            {
                 let n = c.by_status[i].load(Relaxed);
                 if n > 0 {
                     let _ = writeln!(
@@ -109,8 +125,14 @@ impl Metrics {
                 out,
                 "galley_request_duration_seconds_bucket{{endpoint=\"{ep}\",variant=\"{name}\",le=\"+Inf\"}} {count}"
             );
-            let _ = writeln!(out, "galley_request_duration_seconds_sum{{endpoint=\"{ep}\",variant=\"{name}\"}} {sum}");
-            let _ = writeln!(out, "galley_request_duration_seconds_count{{endpoint=\"{ep}\",variant=\"{name}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "galley_request_duration_seconds_sum{{endpoint=\"{ep}\",variant=\"{name}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "galley_request_duration_seconds_count{{endpoint=\"{ep}\",variant=\"{name}\"}} {count}"
+            );
         }
         let _ = write!(
             out,
@@ -148,5 +170,8 @@ impl Metrics {
 
 /// Escapes a Prometheus label value.
 pub fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use galley_core::stages::{Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving};
+use galley_core::stages::{
+    Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving,
+};
 use galley_core::table::Table;
 use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage};
 
@@ -33,6 +35,7 @@ const SPEC_FILE: &str = "spec.json";
 const CONFIG_FILE: &str = "config.json";
 const STATE_FILE: &str = "state.json";
 const LOG_FILE: &str = "server.log";
+const LOCK_FILE: &str = ".lock";
 
 /// How one endpoint listens; from the blueprint's serving stage.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -49,7 +52,11 @@ pub struct EndpointSettings {
 
 impl Default for EndpointSettings {
     fn default() -> Self {
-        EndpointSettings { bind: IpAddr::from([127, 0, 0, 1]), port: 0, token_env: None }
+        EndpointSettings {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            port: 0,
+            token_env: None,
+        }
     }
 }
 
@@ -98,7 +105,10 @@ pub struct LocalServing {
 }
 
 fn err(e: Error, op: &str, endpoint: &str) -> Error {
-    e.platform(PlatformKind::Local).stage(Stage::Serving).operation(op.to_owned()).resource(endpoint.to_owned())
+    e.platform(PlatformKind::Local)
+        .stage(Stage::Serving)
+        .operation(op.to_owned())
+        .resource(endpoint.to_owned())
 }
 
 fn check_endpoint_name(name: &str) -> Result<()> {
@@ -132,13 +142,23 @@ impl LocalServing {
     /// Endpoints live under `endpoints/<name>/`, recorded inferences under
     /// `monitors/<name>/`. `server_command` starts the model server; it gets
     /// `--config <file>` appended (the CLI passes `[current_exe, "__endpoint"]`).
-    pub fn new(endpoints: impl Into<PathBuf>, monitors: impl Into<PathBuf>, server_command: Vec<OsString>) -> LocalServing {
+    pub fn new(
+        endpoints: impl Into<PathBuf>,
+        monitors: impl Into<PathBuf>,
+        server_command: Vec<OsString>,
+    ) -> LocalServing {
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(Duration::from_secs(60))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
-        LocalServing { endpoints: endpoints.into(), monitors: monitors.into(), server_command, options: ServingOptions::default(), client }
+        LocalServing {
+            endpoints: endpoints.into(),
+            monitors: monitors.into(),
+            server_command,
+            options: ServingOptions::default(),
+            client,
+        }
     }
 
     pub fn with_options(mut self, options: ServingOptions) -> LocalServing {
@@ -159,9 +179,32 @@ impl LocalServing {
     pub fn configure(&self, name: &str, settings: &EndpointSettings) -> Result<()> {
         check_endpoint_name(name)?;
         settings.validate(name)?;
-        let json = serde_json::to_vec_pretty(settings).map_err(|e| Error::internal(e.to_string()))?;
+        let json =
+            serde_json::to_vec_pretty(settings).map_err(|e| Error::internal(e.to_string()))?;
         config::write_atomic(&self.endpoint_dir(name).join(SETTINGS_FILE), &json)
             .map_err(|e| err(e, "configure", name))
+    }
+
+    /// Serializes deploy, shift, resume and undeploy of one endpoint across tasks and
+    /// processes (an advisory `flock`), so two callers never start two servers.
+    async fn lock(&self, name: &str) -> Result<std::fs::File> {
+        let dir = self.endpoint_dir(name);
+        tokio::task::spawn_blocking(move || -> Result<std::fs::File> {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Error::from(e).resource(dir.display().to_string()))?;
+            let path = dir.join(LOCK_FILE);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::from(e).resource(path.display().to_string()))?;
+            file.lock()
+                .map_err(|e| Error::from(e).resource(path.display().to_string()))?;
+            Ok(file)
+        })
+        .await
+        .map_err(|e| Error::internal(e.to_string()))?
     }
 
     /// The stored settings of endpoint `name`; None when it was never configured.
@@ -170,7 +213,10 @@ impl LocalServing {
         let path = self.endpoint_dir(name).join(SETTINGS_FILE);
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                Error::corrupt(format!("{} is damaged ({e}); apply the blueprint again", path.display()))
+                Error::corrupt(format!(
+                    "{} is damaged ({e}); apply the blueprint again",
+                    path.display()
+                ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::from(e).resource(path.display().to_string())),
@@ -179,23 +225,24 @@ impl LocalServing {
 
     /// Brings a deployed endpoint back to its spec and settings: starts its server when it is
     /// not running (after a reboot or a crash), restarts it when the listening settings
-    /// changed. Returns None when nothing was ever deployed.
+    /// changed, otherwise hot-reloads. Returns None when nothing was ever deployed.
     pub async fn resume(&self, name: &str) -> Result<Option<EndpointInfo>> {
         check_endpoint_name(name).map_err(|e| err(e, "resume", name))?;
-        let Some(spec) = self.read_spec(name).map_err(|e| err(e, "resume", name))? else { return Ok(None) };
-        let dir = self.endpoint_dir(name);
-        let running = self.running_state(name);
-        let old = std::fs::read(dir.join(CONFIG_FILE)).ok().and_then(|b| serde_json::from_slice::<ServerConfig>(&b).ok());
-        let settings = self.settings(name)?.unwrap_or_default();
-        let listening_changed = old.is_none_or(|c| {
-            c.bind != settings.bind || c.token_env != settings.token_env || (settings.port != 0 && c.port != settings.port)
-        });
-        if let Some(state) = running
-            && listening_changed
+        if self
+            .read_spec(name)
+            .map_err(|e| err(e, "resume", name))?
+            .is_none()
         {
-            process::stop(state.pid, self.options.stop_grace).await.map_err(|e| err(e, "resume", name))?;
+            return Ok(None);
         }
-        self.deploy_inner(&spec).await.map(Some).map_err(|e| err(e, "resume", name))
+        let _lock = self.lock(name).await.map_err(|e| err(e, "resume", name))?;
+        let Some(spec) = self.read_spec(name).map_err(|e| err(e, "resume", name))? else {
+            return Ok(None);
+        };
+        self.deploy_inner(&spec)
+            .await
+            .map(Some)
+            .map_err(|e| err(e, "resume", name))
     }
 
     /// The URL of the endpoint's running server, if one is running.
@@ -208,7 +255,8 @@ impl LocalServing {
     fn running_state(&self, name: &str) -> Option<ServerState> {
         let dir = self.endpoint_dir(name);
         let state = ServerState::read(&dir.join(STATE_FILE)).ok().flatten()?;
-        (process::alive(state.pid) && process::is_our_server(state.pid, &dir.join(CONFIG_FILE))).then_some(state)
+        (process::alive(state.pid) && process::is_our_server(state.pid, &dir.join(CONFIG_FILE)))
+            .then_some(state)
     }
 
     fn token(&self, endpoint: &str) -> Result<Option<String>> {
@@ -219,13 +267,19 @@ impl LocalServing {
                 Ok(t) if !t.trim().is_empty() => Ok(Some(t)),
                 _ => Err(Error::new(
                     ErrorKind::Unauthenticated,
-                    format!("the endpoint needs a bearer token but the environment variable `{var}` is unset or empty"),
+                    format!(
+                        "the endpoint needs a bearer token but the environment variable `{var}` is unset or empty"
+                    ),
                 )),
             },
         }
     }
 
-    fn authorize(&self, endpoint: &str, request: reqwest::RequestBuilder) -> Result<reqwest::RequestBuilder> {
+    fn authorize(
+        &self,
+        endpoint: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder> {
         Ok(match self.token(endpoint)? {
             Some(t) => request.bearer_auth(t),
             None => request,
@@ -233,7 +287,10 @@ impl LocalServing {
     }
 
     async fn healthy(&self, url: &str) -> bool {
-        let request = self.client.get(format!("{url}/health")).timeout(Duration::from_secs(2));
+        let request = self
+            .client
+            .get(format!("{url}/health"))
+            .timeout(Duration::from_secs(2));
         matches!(request.send().await, Ok(r) if r.status().is_success())
     }
 
@@ -270,7 +327,10 @@ impl LocalServing {
             max_body_bytes: self.options.max_body_bytes,
             variants,
             signature: spec.signature.clone(),
-            monitor_dir: self.options.record_inferences.then(|| self.monitors.join(&spec.name)),
+            monitor_dir: self
+                .options
+                .record_inferences
+                .then(|| self.monitors.join(&spec.name)),
             state_file: dir.join(STATE_FILE),
         };
         // Validate as the server will (token presence included) before touching anything.
@@ -283,7 +343,10 @@ impl LocalServing {
     fn check_spec(spec: &EndpointSpec) -> Result<()> {
         check_endpoint_name(&spec.name)?;
         if spec.variants.is_empty() {
-            return Err(Error::invalid(format!("endpoint `{}` has no variants", spec.name)));
+            return Err(Error::invalid(format!(
+                "endpoint `{}` has no variants",
+                spec.name
+            )));
         }
         let total: u64 = spec.variants.iter().map(|v| v.weight as u64).sum();
         if total != 100 {
@@ -344,14 +407,20 @@ impl LocalServing {
         }
         let status = response.status();
         let text = response.text().await.unwrap_or_default();
-        Err(Error::new(status_kind(status.as_u16()), format!("reload refused ({status}): {text}")))
+        Err(Error::new(
+            status_kind(status.as_u16()),
+            format!("reload refused ({status}): {text}"),
+        ))
     }
 
     fn read_spec(&self, name: &str) -> Result<Option<EndpointSpec>> {
         let path = self.endpoint_dir(name).join(SPEC_FILE);
         match std::fs::read(&path) {
             Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
-                Error::corrupt(format!("{} is damaged ({e}); deploy the endpoint again", path.display()))
+                Error::corrupt(format!(
+                    "{} is damaged ({e}); deploy the endpoint again",
+                    path.display()
+                ))
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::from(e).resource(path.display().to_string())),
@@ -361,14 +430,26 @@ impl LocalServing {
     async fn deploy_inner(&self, spec: &EndpointSpec) -> Result<EndpointInfo> {
         Self::check_spec(spec)?;
         let dir = self.endpoint_dir(&spec.name);
-        std::fs::create_dir_all(&dir).map_err(|e| Error::from(e).resource(dir.display().to_string()))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Error::from(e).resource(dir.display().to_string()))?;
         let config = self.server_config(spec, &dir)?;
         let config_path = dir.join(CONFIG_FILE);
         let previous = std::fs::read(&config_path).ok();
+        // What a reload cannot change: the listening socket, the token and the recorder.
+        let restart_needed = previous
+            .as_deref()
+            .and_then(|b| serde_json::from_slice::<ServerConfig>(b).ok())
+            .is_none_or(|old| {
+                old.bind != config.bind
+                    || old.port != config.port
+                    || old.token_env != config.token_env
+                    || old.monitor_dir != config.monitor_dir
+                    || old.max_body_bytes != config.max_body_bytes
+            });
         config.write(&config_path)?;
 
         let url = match self.running_state(&spec.name) {
-            Some(state) if self.healthy(&state.url).await => {
+            Some(state) if !restart_needed && self.healthy(&state.url).await => {
                 if let Err(e) = self.reload(&spec.name, &state.url).await {
                     // Put back the config that is still being served.
                     if let Some(prev) = previous {
@@ -380,13 +461,14 @@ impl LocalServing {
             }
             stale => {
                 if let Some(state) = stale {
-                    // Alive but not answering: replace it.
+                    // Alive but not answering, or listening differently: replace it.
                     process::stop(state.pid, self.options.stop_grace).await?;
                 }
                 self.start(&spec.name, &dir).await?.url
             }
         };
-        let spec_json = serde_json::to_vec_pretty(spec).map_err(|e| Error::internal(e.to_string()))?;
+        let spec_json =
+            serde_json::to_vec_pretty(spec).map_err(|e| Error::internal(e.to_string()))?;
         config::write_atomic(&dir.join(SPEC_FILE), &spec_json)?;
         Ok(EndpointInfo {
             name: spec.name.clone(),
@@ -417,12 +499,22 @@ impl Described for LocalServing {
 #[async_trait]
 impl Serving for LocalServing {
     async fn deploy(&self, spec: &EndpointSpec) -> Result<EndpointInfo> {
-        self.deploy_inner(spec).await.map_err(|e| err(e, "deploy", &spec.name))
+        Self::check_spec(spec).map_err(|e| err(e, "deploy", &spec.name))?;
+        let _lock = self
+            .lock(&spec.name)
+            .await
+            .map_err(|e| err(e, "deploy", &spec.name))?;
+        self.deploy_inner(spec)
+            .await
+            .map_err(|e| err(e, "deploy", &spec.name))
     }
 
     async fn describe(&self, endpoint: &str) -> Result<Option<EndpointInfo>> {
         check_endpoint_name(endpoint).map_err(|e| err(e, "describe", endpoint))?;
-        let Some(spec) = self.read_spec(endpoint).map_err(|e| err(e, "describe", endpoint))? else {
+        let Some(spec) = self
+            .read_spec(endpoint)
+            .map_err(|e| err(e, "describe", endpoint))?
+        else {
             return Ok(None);
         };
         let (url, state) = match self.running_state(endpoint) {
@@ -430,23 +522,47 @@ impl Serving for LocalServing {
             Some(s) => (s.url, EndpointState::Updating),
             None => (String::new(), EndpointState::Failed),
         };
-        Ok(Some(EndpointInfo { name: spec.name, url, state, variants: spec.variants, signature: spec.signature }))
+        Ok(Some(EndpointInfo {
+            name: spec.name,
+            url,
+            state,
+            variants: spec.variants,
+            signature: spec.signature,
+        }))
     }
 
     async fn invoke(&self, endpoint: &str, rows: &Table) -> Result<Prediction> {
         let fail = |e: Error| err(e, "invoke", endpoint);
         check_endpoint_name(endpoint).map_err(fail)?;
+        if self.read_spec(endpoint).map_err(fail)?.is_none() {
+            return Err(fail(Error::not_found(format!(
+                "endpoint `{endpoint}` is not deployed; deploy it first"
+            ))));
+        }
         let state = self.running_state(endpoint).ok_or_else(|| {
             fail(Error::new(
                 ErrorKind::Unavailable,
-                format!("endpoint `{endpoint}` is not running; deploy it first"),
+                format!(
+                    "endpoint `{endpoint}` is deployed but its server is not running; \
+                     `galley apply` (or LocalServing::resume) starts it again"
+                ),
             ))
         })?;
         let columns: Vec<&str> = rows.columns.iter().map(|c| c.name.as_str()).collect();
         let body = serde_json::json!({"dataframe_split": {"columns": columns, "data": rows.rows}});
-        let request = self.authorize(endpoint, self.client.post(format!("{}/invocations", state.url)).json(&body)).map_err(fail)?;
+        let request = self
+            .authorize(
+                endpoint,
+                self.client
+                    .post(format!("{}/invocations", state.url))
+                    .json(&body),
+            )
+            .map_err(fail)?;
         let response = request.send().await.map_err(|e| {
-            fail(Error::new(ErrorKind::Unavailable, format!("cannot reach {}: {e}", state.url)))
+            fail(Error::new(
+                ErrorKind::Unavailable,
+                format!("cannot reach {}: {e}", state.url),
+            ))
         })?;
         let status = response.status();
         let variant = response
@@ -455,10 +571,12 @@ impl Serving for LocalServing {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| fail(Error::new(ErrorKind::Unavailable, format!("reading the response failed: {e}"))))?;
+        let bytes = response.bytes().await.map_err(|e| {
+            fail(Error::new(
+                ErrorKind::Unavailable,
+                format!("reading the response failed: {e}"),
+            ))
+        })?;
         if !status.is_success() {
             #[derive(serde::Deserialize)]
             struct ErrorBody {
@@ -467,22 +585,48 @@ impl Serving for LocalServing {
             let message = serde_json::from_slice::<ErrorBody>(&bytes)
                 .map(|b| b.message)
                 .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(fail(Error::new(status_kind(status.as_u16()), format!("{status}: {message}"))));
+            return Err(fail(Error::new(
+                status_kind(status.as_u16()),
+                format!("{status}: {message}"),
+            )));
         }
         #[derive(serde::Deserialize)]
         struct Body {
             predictions: Vec<Option<f64>>,
         }
-        let body: Body = serde_json::from_slice(&bytes)
-            .map_err(|e| fail(Error::new(ErrorKind::Internal, format!("the server's answer is not valid: {e}"))))?;
-        Ok(Prediction { predictions: body.predictions.into_iter().map(|p| p.unwrap_or(f64::NAN)).collect(), variant })
+        let body: Body = serde_json::from_slice(&bytes).map_err(|e| {
+            fail(Error::new(
+                ErrorKind::Internal,
+                format!("the server's answer is not valid: {e}"),
+            ))
+        })?;
+        Ok(Prediction {
+            predictions: body
+                .predictions
+                .into_iter()
+                .map(|p| p.unwrap_or(f64::NAN))
+                .collect(),
+            variant,
+        })
     }
 
-    async fn shift_traffic(&self, endpoint: &str, weights: &[(String, u32)]) -> Result<EndpointInfo> {
+    async fn shift_traffic(
+        &self,
+        endpoint: &str,
+        weights: &[(String, u32)],
+    ) -> Result<EndpointInfo> {
         let fail = |e: Error| err(e, "shift_traffic", endpoint);
         check_endpoint_name(endpoint).map_err(fail)?;
+        if self.read_spec(endpoint).map_err(fail)?.is_none() {
+            return Err(fail(Error::not_found(format!(
+                "endpoint `{endpoint}` is not deployed"
+            ))));
+        }
+        let _lock = self.lock(endpoint).await.map_err(fail)?;
         let mut spec = self.read_spec(endpoint).map_err(fail)?.ok_or_else(|| {
-            fail(Error::not_found(format!("endpoint `{endpoint}` is not deployed")))
+            fail(Error::not_found(format!(
+                "endpoint `{endpoint}` is not deployed"
+            )))
         })?;
         for (name, _) in weights {
             if !spec.variants.iter().any(|v| &v.name == name) {
@@ -495,7 +639,10 @@ impl Serving for LocalServing {
         }
         // Variants not named get no traffic.
         for v in &mut spec.variants {
-            v.weight = weights.iter().find(|(n, _)| *n == v.name).map_or(0, |(_, w)| *w);
+            v.weight = weights
+                .iter()
+                .find(|(n, _)| *n == v.name)
+                .map_or(0, |(_, w)| *w);
         }
         self.deploy_inner(&spec).await.map_err(fail)
     }
@@ -504,14 +651,24 @@ impl Serving for LocalServing {
         let fail = |e: Error| err(e, "undeploy", endpoint);
         check_endpoint_name(endpoint).map_err(fail)?;
         let dir = self.endpoint_dir(endpoint);
+        if !dir.exists() {
+            return Ok(());
+        }
+        let _lock = self.lock(endpoint).await.map_err(fail)?;
         if let Some(state) = self.running_state(endpoint) {
-            process::stop(state.pid, self.options.stop_grace).await.map_err(fail)?;
+            process::stop(state.pid, self.options.stop_grace)
+                .await
+                .map_err(fail)?;
         }
         for file in [STATE_FILE, SPEC_FILE, CONFIG_FILE] {
             match std::fs::remove_file(dir.join(file)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(fail(Error::from(e).resource(dir.join(file).display().to_string()))),
+                Err(e) => {
+                    return Err(fail(
+                        Error::from(e).resource(dir.join(file).display().to_string()),
+                    ));
+                }
             }
         }
         Ok(())

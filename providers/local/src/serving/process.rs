@@ -12,7 +12,9 @@ use galley_core::{Error, Result};
 
 /// True when `pid` names a live (not zombie) process.
 pub fn alive(pid: u32) -> bool {
-    let Ok(raw) = i32::try_from(pid) else { return false };
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
     if raw <= 0 {
         return false;
     }
@@ -24,7 +26,10 @@ pub fn alive(pid: u32) -> bool {
     }
     // A zombie still answers signal 0; its state letter follows the `(comm)` field.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').map(|(_, rest)| rest.trim_start()).is_none_or(|rest| !rest.starts_with('Z')),
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start())
+            .is_none_or(|rest| !rest.starts_with('Z')),
         Err(_) => true,
     }
 }
@@ -72,7 +77,9 @@ pub fn spawn(command: &[OsString], config: &Path, log: &Path) -> Result<Spawned>
         .process_group(0)
         .spawn()
         .map_err(|e| {
-            Error::from(e).operation("start model server").resource(program.to_string_lossy().into_owned())
+            Error::from(e)
+                .operation("start model server")
+                .resource(program.to_string_lossy().into_owned())
         })?;
     let pid = child.id();
     let exited = Arc::new(AtomicBool::new(false));

@@ -3,10 +3,12 @@
 //! When the writer falls behind, records are dropped and counted, never waited for.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use galley_core::stages::now_ms;
 use galley_core::table::Value;
@@ -35,8 +37,10 @@ pub struct Entry {
 }
 
 pub struct Recorder {
-    tx: Option<SyncSender<Entry>>,
-    writer: Option<JoinHandle<()>>,
+    tx: SyncSender<Entry>,
+    stop: Arc<AtomicBool>,
+    /// Taken once by `shutdown`; never touched on the scoring path.
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Recorder {
@@ -45,27 +49,34 @@ impl Recorder {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(INFERENCES_FILE);
         let (tx, rx) = sync_channel(CAPACITY);
-        let writer = std::thread::Builder::new().name("inference-recorder".into()).spawn(move || write_loop(rx, path))?;
-        Ok(Recorder { tx: Some(tx), writer: Some(writer) })
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let writer = std::thread::Builder::new()
+            .name("inference-recorder".into())
+            .spawn(move || write_loop(rx, path, flag))?;
+        Ok(Recorder {
+            tx,
+            stop,
+            writer: Mutex::new(Some(writer)),
+        })
     }
 
     /// Queues one entry; never blocks.
     #[inline]
     pub fn record(&self, entry: Entry, metrics: &Metrics) {
-        if let Some(tx) = &self.tx {
-            match tx.try_send(entry) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    metrics.records_dropped.fetch_add(1, Relaxed);
-                }
+        match self.tx.try_send(entry) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                metrics.records_dropped.fetch_add(1, Relaxed);
             }
         }
     }
 
-    /// Closes the channel and waits for the writer to flush what it holds.
-    pub fn shutdown(&mut self) {
-        self.tx.take();
-        if let Some(w) = self.writer.take() {
+    /// Writes what is queued, then stops the writer; later records are dropped.
+    pub fn shutdown(&self) {
+        self.stop.store(true, SeqCst);
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(w) = writer {
             let _ = w.join();
         }
     }
@@ -77,16 +88,26 @@ impl Drop for Recorder {
     }
 }
 
-fn write_loop(rx: Receiver<Entry>, path: PathBuf) {
+fn write_loop(rx: Receiver<Entry>, path: PathBuf, stop: Arc<AtomicBool>) {
     let mut buf = Vec::with_capacity(64 * 1024);
-    while let Ok(first) = rx.recv() {
+    loop {
+        let first = match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(entry) => entry,
+            // Stop only once the queue is empty, so a shutdown loses nothing queued.
+            Err(RecvTimeoutError::Timeout) if stop.load(SeqCst) => return,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
         buf.clear();
         encode(&mut buf, &first);
         for entry in rx.try_iter().take(MAX_BATCH - 1) {
             encode(&mut buf, &entry);
         }
         if let Err(e) = append_lines(&path, &buf) {
-            eprintln!("galley endpoint: cannot record inferences to {}: {e}", path.display());
+            eprintln!(
+                "galley endpoint: cannot record inferences to {}: {e}",
+                path.display()
+            );
         }
     }
 }

@@ -12,11 +12,16 @@ use std::fmt;
 
 use galley_core::stages::Signature;
 use galley_core::table::{Column, DType, Table, Value};
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 /// The top-level keys MLflow accepts, listed in error messages.
-pub const ACCEPTED_FORMATS: [&str; 4] = ["dataframe_split", "dataframe_records", "instances", "inputs"];
+pub const ACCEPTED_FORMATS: [&str; 4] = [
+    "dataframe_split",
+    "dataframe_records",
+    "instances",
+    "inputs",
+];
 
 /// A scoring request that cannot be served, with a message for the client.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,7 +68,10 @@ pub enum ColumnValues<'a> {
 /// A decoded request body, before it is checked against the signature.
 #[derive(Debug)]
 pub enum Input<'a> {
-    Split { columns: Option<Vec<Cow<'a, str>>>, data: Vec<Vec<Cell<'a>>> },
+    Split {
+        columns: Option<Vec<Cow<'a, str>>>,
+        data: Vec<Vec<Cell<'a>>>,
+    },
     Records(Vec<Vec<(Cow<'a, str>, Cell<'a>)>>),
     Instances(Vec<Instance<'a>>),
     Columns(Vec<(Cow<'a, str>, ColumnValues<'a>)>),
@@ -105,22 +113,34 @@ impl<'de> Deserialize<'de> for Request<'de> {
                 f.write_str("a JSON object with one of dataframe_split, dataframe_records, instances, inputs")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut req = Request { input: None, found: Vec::new(), unknown: Vec::new() };
+                let mut req = Request {
+                    input: None,
+                    found: Vec::new(),
+                    unknown: Vec::new(),
+                };
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     match key.as_ref() {
                         "dataframe_split" => {
                             let s: Split<'de> = map.next_value()?;
                             req.found.push("dataframe_split");
-                            req.input = Some(Input::Split { columns: s.columns, data: s.data });
+                            req.input = Some(Input::Split {
+                                columns: s.columns,
+                                data: s.data,
+                            });
                         }
                         "dataframe_records" => {
                             let records: Vec<Record<'de>> = map.next_value()?;
                             req.found.push("dataframe_records");
-                            req.input = Some(Input::Records(records.into_iter().map(|r| r.0).collect()));
+                            req.input =
+                                Some(Input::Records(records.into_iter().map(|r| r.0).collect()));
                         }
                         k @ ("instances" | "inputs") => {
                             let tensor: TensorInput<'de> = map.next_value()?;
-                            req.found.push(if k == "instances" { "instances" } else { "inputs" });
+                            req.found.push(if k == "instances" {
+                                "instances"
+                            } else {
+                                "inputs"
+                            });
                             req.input = Some(tensor.0);
                         }
                         "params" => {
@@ -182,7 +202,9 @@ impl<'de> Visitor<'de> for CellVisitor {
         Ok(Cell::Int(v))
     }
     fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(i64::try_from(v).map(Cell::Int).unwrap_or(Cell::Float(v as f64)))
+        Ok(i64::try_from(v)
+            .map(Cell::Int)
+            .unwrap_or(Cell::Float(v as f64)))
     }
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
         Ok(Cell::Float(v))
@@ -247,8 +269,12 @@ impl<'de> Deserialize<'de> for Split<'de> {
                         }
                     }
                 }
-                let data = data.ok_or_else(|| de::Error::custom("dataframe_split has no `data` field"))?;
-                Ok(Split { columns, data: data.into_iter().map(|r| r.0).collect() })
+                let data =
+                    data.ok_or_else(|| de::Error::custom("dataframe_split has no `data` field"))?;
+                Ok(Split {
+                    columns,
+                    data: data.into_iter().map(|r| r.0).collect(),
+                })
             }
         }
         d.deserialize_map(V)
@@ -263,7 +289,9 @@ impl<'de> Deserialize<'de> for Row<'de> {
         match Instance::deserialize(d)? {
             Instance::Row(cells) => Ok(Row(cells)),
             Instance::Scalar(cell) => Ok(Row(vec![cell])),
-            Instance::Record(_) => Err(de::Error::custom("a row of `data` must be a list, not an object")),
+            Instance::Record(_) => Err(de::Error::custom(
+                "a row of `data` must be a list, not an object",
+            )),
         }
     }
 }
@@ -271,7 +299,9 @@ impl<'de> Deserialize<'de> for Row<'de> {
 /// One record: `{"feature": value, ...}`, kept as pairs in body order.
 struct Record<'a>(Vec<(Cow<'a, str>, Cell<'a>)>);
 
-fn visit_record<'de, A: MapAccess<'de>>(mut map: A) -> Result<Vec<(Cow<'de, str>, Cell<'de>)>, A::Error> {
+fn visit_record<'de, A: MapAccess<'de>>(
+    mut map: A,
+) -> Result<Vec<(Cow<'de, str>, Cell<'de>)>, A::Error> {
     let mut pairs = Vec::with_capacity(map.size_hint().unwrap_or(8));
     while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
         let cell: Cell<'de> = map.next_value()?;
@@ -391,7 +421,10 @@ pub struct SignatureIndex {
 impl SignatureIndex {
     pub fn new(signature: &Signature) -> SignatureIndex {
         let all_numeric = signature.inputs.iter().all(|c| c.dtype != DType::String);
-        SignatureIndex { columns: signature.inputs.clone(), all_numeric }
+        SignatureIndex {
+            columns: signature.inputs.clone(),
+            all_numeric,
+        }
     }
 
     pub fn columns(&self) -> &[Column] {
@@ -411,7 +444,11 @@ impl SignatureIndex {
     }
 
     fn names(&self) -> String {
-        self.columns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
+        self.columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn extra(&self, name: &str) -> BadInput {
@@ -477,7 +514,9 @@ impl CellConvert for Value {
             (DType::Float, Cell::Float(f)) => Ok(Value::Float(f)),
             (DType::Float, Cell::Int(i)) => Ok(Value::Float(i as f64)),
             (DType::Int, Cell::Int(i)) => Ok(Value::Int(i)),
-            (DType::Int, Cell::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(Value::Int(f as i64)),
+            (DType::Int, Cell::Float(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                Ok(Value::Int(f as i64))
+            }
             (DType::Bool, Cell::Bool(b)) => Ok(Value::Bool(b)),
             (_, cell) => Err(type_error(&cell, column, row)),
         }
@@ -485,7 +524,10 @@ impl CellConvert for Value {
 }
 
 /// Checks `input` against the signature and returns its rows in signature order.
-pub fn to_rows<T: CellConvert>(input: Input<'_>, sig: &SignatureIndex) -> Result<Vec<Vec<T>>, BadInput> {
+pub fn to_rows<T: CellConvert>(
+    input: Input<'_>,
+    sig: &SignatureIndex,
+) -> Result<Vec<Vec<T>>, BadInput> {
     let n = sig.len();
     match input {
         Input::Split { columns, data } => {
@@ -544,7 +586,10 @@ pub fn to_rows<T: CellConvert>(input: Input<'_>, sig: &SignatureIndex) -> Result
 }
 
 /// Maps each named column to its signature slot; names a missing, extra or repeated one.
-fn column_order<'n>(names: impl Iterator<Item = &'n str>, sig: &SignatureIndex) -> Result<Vec<usize>, BadInput> {
+fn column_order<'n>(
+    names: impl Iterator<Item = &'n str>,
+    sig: &SignatureIndex,
+) -> Result<Vec<usize>, BadInput> {
     let mut seen = vec![false; sig.len()];
     let mut order = Vec::with_capacity(sig.len());
     for name in names {
@@ -627,7 +672,10 @@ fn columnar_rows<T: CellConvert>(
 
 /// Rows of [`Value`]s as a table with the signature's columns.
 pub fn to_table(rows: Vec<Vec<Value>>, sig: &SignatureIndex) -> Table {
-    Table { columns: sig.columns.clone(), rows }
+    Table {
+        columns: sig.columns.clone(),
+        rows,
+    }
 }
 
 #[cfg(test)]
@@ -636,7 +684,11 @@ mod tests {
 
     fn sig() -> SignatureIndex {
         SignatureIndex::new(&Signature {
-            inputs: vec![Column::new("a", DType::Float), Column::new("b", DType::Int), Column::new("c", DType::Bool)],
+            inputs: vec![
+                Column::new("a", DType::Float),
+                Column::new("b", DType::Int),
+                Column::new("c", DType::Bool),
+            ],
             output: None,
         })
     }
@@ -660,7 +712,10 @@ mod tests {
         ] {
             assert_eq!(rows(body).unwrap(), want, "{body}");
         }
-        assert_eq!(rows(r#"{"inputs": {"a":1,"b":2,"c":true}}"#).unwrap(), vec![vec![1.0, 2.0, 1.0]]);
+        assert_eq!(
+            rows(r#"{"inputs": {"a":1,"b":2,"c":true}}"#).unwrap(),
+            vec![vec![1.0, 2.0, 1.0]]
+        );
     }
 
     #[test]
@@ -674,7 +729,10 @@ mod tests {
         let e = rows(r#"{"instances": [[1,2.5,true]]}"#).unwrap_err();
         assert!(e.0.contains("feature `b`"), "{e}");
         let e = rows(r#"{"records": []}"#).unwrap_err();
-        assert!(e.0.contains("dataframe_split") && e.0.contains("records"), "{e}");
+        assert!(
+            e.0.contains("dataframe_split") && e.0.contains("records"),
+            "{e}"
+        );
         let e = rows(r#"{"instances": [], "inputs": []}"#).unwrap_err();
         assert!(e.0.contains("exactly one"), "{e}");
         let e = rows(r#"{"instances": [[1,2"#).unwrap_err();
@@ -686,12 +744,18 @@ mod tests {
     #[test]
     fn strings_go_through_the_value_path() {
         let sig = SignatureIndex::new(&Signature {
-            inputs: vec![Column::new("s", DType::String), Column::new("x", DType::Float)],
+            inputs: vec![
+                Column::new("s", DType::String),
+                Column::new("x", DType::Float),
+            ],
             output: None,
         });
         assert!(!sig.all_numeric);
         let input = parse_request(br#"{"dataframe_records": [{"s":"a\"b","x":3}]}"#).unwrap();
         let rows: Vec<Vec<Value>> = to_rows(input, &sig).unwrap();
-        assert_eq!(rows, vec![vec![Value::String("a\"b".into()), Value::Float(3.0)]]);
+        assert_eq!(
+            rows,
+            vec![vec![Value::String("a\"b".into()), Value::Float(3.0)]]
+        );
     }
 }

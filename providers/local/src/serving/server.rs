@@ -66,12 +66,17 @@ impl Live {
         let mut variants = Vec::with_capacity(config.variants.len());
         for v in &config.variants {
             let bytes = std::fs::read(&v.model_path).map_err(|e| {
-                Error::from(e)
-                    .operation("load model")
-                    .resource(format!("variant `{}`: {}", v.name, v.model_path.display()))
+                Error::from(e).operation("load model").resource(format!(
+                    "variant `{}`: {}",
+                    v.name,
+                    v.model_path.display()
+                ))
             })?;
             let model = TrainedModel::from_bytes(&bytes).map_err(|e| {
-                Error::new(e.kind(), format!("variant `{}` ({}): {e}", v.name, v.model_path.display()))
+                Error::new(
+                    e.kind(),
+                    format!("variant `{}` ({}): {e}", v.name, v.model_path.display()),
+                )
             })?;
             let model_inputs = &model.signature().inputs;
             for c in &config.signature.inputs {
@@ -86,7 +91,10 @@ impl Live {
                 }
             }
             let header = HeaderValue::from_str(&v.name).map_err(|_| {
-                Error::invalid(format!("variant name `{}` cannot be sent in an HTTP header", v.name))
+                Error::invalid(format!(
+                    "variant name `{}` cannot be sent in an HTTP header",
+                    v.name
+                ))
             })?;
             variants.push(LiveVariant {
                 name: Arc::from(v.name.as_str()),
@@ -112,7 +120,12 @@ impl Live {
         let weights: Vec<u32> = config.variants.iter().map(|v| v.weight).collect();
         Ok(Live {
             generation,
-            column_names: config.signature.inputs.iter().map(|c| c.name.clone()).collect(),
+            column_names: config
+                .signature
+                .inputs
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
             sig,
             variants,
             schedule: schedule(&weights),
@@ -131,12 +144,26 @@ impl Live {
 /// A smooth weighted round-robin order over one period (nginx's algorithm): each variant
 /// appears `weight / gcd` times, interleaved as evenly as possible.
 pub fn schedule(weights: &[u32]) -> Vec<u16> {
-    let g = weights.iter().copied().filter(|&w| w > 0).fold(0u64, |a, w| gcd(a, w as u64)).max(1);
+    let g = weights
+        .iter()
+        .copied()
+        .filter(|&w| w > 0)
+        .fold(0u64, |a, w| gcd(a, w as u64))
+        .max(1);
     let mut w: Vec<u64> = weights.iter().map(|&x| x as u64 / g).collect();
     let total: u64 = w.iter().sum();
     if total > MAX_SCHEDULE {
         // Keep every non-zero weight non-zero while bounding the period.
-        w = w.iter().map(|&x| if x == 0 { 0 } else { (x * MAX_SCHEDULE / total).max(1) }).collect();
+        w = w
+            .iter()
+            .map(|&x| {
+                if x == 0 {
+                    0
+                } else {
+                    (x * MAX_SCHEDULE / total).max(1)
+                }
+            })
+            .collect();
     }
     let total: i64 = w.iter().sum::<u64>() as i64;
     let mut current = vec![0i64; w.len()];
@@ -145,7 +172,10 @@ pub fn schedule(weights: &[u32]) -> Vec<u16> {
         for (c, &wi) in current.iter_mut().zip(&w) {
             *c += wi as i64;
         }
-        let best = (0..w.len()).filter(|&i| w[i] > 0).max_by_key(|&i| (current[i], std::cmp::Reverse(i))).unwrap_or(0);
+        let best = (0..w.len())
+            .filter(|&i| w[i] > 0)
+            .max_by_key(|&i| (current[i], std::cmp::Reverse(i)))
+            .unwrap_or(0);
         current[best] -= total;
         out.push(best as u16);
     }
@@ -183,8 +213,20 @@ struct ErrorBody<'a> {
 }
 
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = serde_json::to_vec(&ErrorBody { error_code: code, message }).unwrap_or_default();
-    (status, [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], body).into_response()
+    let body = serde_json::to_vec(&ErrorBody {
+        error_code: code,
+        message,
+    })
+    .unwrap_or_default();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 fn bad_request(message: &str) -> Response {
@@ -193,9 +235,15 @@ fn bad_request(message: &str) -> Response {
 
 impl AppState {
     fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = &self.token else { return true };
-        let Some(value) = headers.get(header::AUTHORIZATION) else { return false };
-        let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else { return false };
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return false;
+        };
+        let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+            return false;
+        };
         bool::from(given.ct_eq(token))
     }
 }
@@ -206,7 +254,8 @@ fn unauthorized() -> Response {
         "UNAUTHENTICATED",
         "this endpoint requires `Authorization: Bearer <token>`",
     );
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     r
 }
 
@@ -216,6 +265,19 @@ fn is_json(headers: &HeaderMap) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// True when reading a body failed because it passed the limit (a chunked body without a
+/// `Content-Length` is only caught here).
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Decrements the in-flight gauge however the handler ends (even if its future is dropped).
@@ -239,21 +301,38 @@ async fn invocations(State(state): State<Arc<AppState>>, request: Request) -> Re
     response
 }
 
-async fn score(state: &Arc<AppState>, request: Request) -> (Response, Option<Arc<VariantCounters>>) {
+async fn score(
+    state: &Arc<AppState>,
+    request: Request,
+) -> (Response, Option<Arc<VariantCounters>>) {
     let (parts, body) = request.into_parts();
     if !state.authorized(&parts.headers) {
         return (unauthorized(), None);
     }
     if !is_json(&parts.headers) {
-        let given = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("none");
+        let given = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
         let message = format!(
             "This predictor only supports the following content types: ['application/json']. Got '{given}'."
         );
-        return (error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "BAD_REQUEST", &message), None);
+        return (
+            error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "BAD_REQUEST", &message),
+            None,
+        );
     }
     let too_large = || {
-        let message = format!("the request body is larger than the limit of {} bytes", state.max_body);
-        error_response(StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_LIMIT_EXCEEDED", &message)
+        let message = format!(
+            "the request body is larger than the limit of {} bytes",
+            state.max_body
+        );
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "REQUEST_LIMIT_EXCEEDED",
+            &message,
+        )
     };
     let declared = parts
         .headers
@@ -266,10 +345,11 @@ async fn score(state: &Arc<AppState>, request: Request) -> (Response, Option<Arc
     let body: Bytes = match axum::body::to_bytes(body, state.max_body).await {
         Ok(b) => b,
         Err(e) => {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
-                || e.to_string().contains("length limit");
-            let response = if over { too_large() } else { bad_request(&format!("cannot read the request body: {e}")) };
+            let response = if is_length_limit(&e) {
+                too_large()
+            } else {
+                bad_request(&format!("cannot read the request body: {e}"))
+            };
             return (response, None);
         }
     };
@@ -312,9 +392,15 @@ async fn score(state: &Arc<AppState>, request: Request) -> (Response, Option<Arc
     let variant = &live.variants[vi];
     let (predictions, rows) = match predicted {
         Ok(p) => p,
-        Err(e) if e.kind() == ErrorKind::InvalidInput => return (bad_request(e.message()), Some(counters)),
+        Err(e) if e.kind() == ErrorKind::InvalidInput => {
+            return (bad_request(e.message()), Some(counters));
+        }
         Err(e) => {
-            let r = error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", &e.to_string());
+            let r = error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "INTERNAL_ERROR",
+                &e.to_string(),
+            );
             return (r, Some(counters));
         }
     };
@@ -323,15 +409,26 @@ async fn score(state: &Arc<AppState>, request: Request) -> (Response, Option<Arc
     struct Predictions<'a> {
         predictions: &'a [f64],
     }
-    let body = serde_json::to_vec(&Predictions { predictions: &predictions }).unwrap_or_default();
+    let body = serde_json::to_vec(&Predictions {
+        predictions: &predictions,
+    })
+    .unwrap_or_default();
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert("x-galley-variant", variant.header.clone());
 
     if let Some(recorder) = &state.recorder {
         recorder.record(
-            Entry { variant: variant.name.clone(), columns: live.column_names.clone(), rows, predictions },
+            Entry {
+                variant: variant.name.clone(),
+                columns: live.column_names.clone(),
+                rows,
+                predictions,
+            },
             &state.metrics,
         );
     }
@@ -369,7 +466,10 @@ fn predict(variant: &LiveVariant, sig: &SignatureIndex, rows: &Rows) -> Result<V
 async fn health(State(state): State<Arc<AppState>>) -> Response {
     let live = state.live.load();
     let variants: Vec<&str> = live.variants.iter().map(|v| &*v.name).collect();
-    axum::Json(serde_json::json!({"status": "ok", "endpoint": state.endpoint, "variants": variants})).into_response()
+    axum::Json(
+        serde_json::json!({"status": "ok", "endpoint": state.endpoint, "variants": variants}),
+    )
+    .into_response()
 }
 
 async fn ping(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -408,14 +508,22 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         return unauthorized();
     }
     let live = state.live.load();
-    let mut text = state.metrics.render(&state.endpoint, &live.info, live.generation);
+    let mut text = state
+        .metrics
+        .render(&state.endpoint, &live.info, live.generation);
     if let Some(dir) = &state.monitor_dir {
         // Drift gauges published by the monitor, so they are scrapeable from the endpoint.
         if let Ok(extra) = tokio::fs::read_to_string(dir.join(METRICS_PROM)).await {
             text.push_str(&extra);
         }
     }
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"))], text)
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
         .into_response()
 }
 
@@ -432,7 +540,11 @@ async fn reload(
         return if state.token.is_some() {
             unauthorized()
         } else {
-            error_response(StatusCode::FORBIDDEN, "PERMISSION_DENIED", "reload is accepted from loopback only")
+            error_response(
+                StatusCode::FORBIDDEN,
+                "PERMISSION_DENIED",
+                "reload is accepted from loopback only",
+            )
         };
     }
     let _one_at_a_time = state.reload_lock.lock().await;
@@ -449,10 +561,26 @@ async fn reload(
         Ok(Err(e)) => {
             state.metrics.reload_failures.fetch_add(1, Relaxed);
             let message = format!("reload refused, the previous models keep serving: {e}");
-            let status = if e.kind() == ErrorKind::InvalidInput { StatusCode::BAD_REQUEST } else { StatusCode::INTERNAL_SERVER_ERROR };
-            error_response(status, if status == StatusCode::BAD_REQUEST { "BAD_REQUEST" } else { "INTERNAL_ERROR" }, &message)
+            let status = if e.kind() == ErrorKind::InvalidInput {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            error_response(
+                status,
+                if status == StatusCode::BAD_REQUEST {
+                    "BAD_REQUEST"
+                } else {
+                    "INTERNAL_ERROR"
+                },
+                &message,
+            )
         }
-        Err(e) => error_response(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", &e.to_string()),
+        Err(e) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL_ERROR",
+            &e.to_string(),
+        ),
     }
 }
 
@@ -471,8 +599,13 @@ impl AppState {
         let live = Live::load(&config, generation, &self.metrics)?;
         let names = live.variants.iter().map(|v| v.name.to_string()).collect();
         self.live.store(Arc::new(live));
-        ServerState { pid: std::process::id(), url: self.url.clone(), port: self.port, variants: names }
-            .write(&self.state_file)?;
+        ServerState {
+            pid: std::process::id(),
+            url: self.url.clone(),
+            port: self.port,
+            variants: names,
+        }
+        .write(&self.state_file)?;
         Ok(generation)
     }
 }
@@ -501,22 +634,30 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// SIGTERM or SIGINT. The CLI's hidden `__endpoint` subcommand and the
 /// `galley-local-endpoint` binary both call this.
 pub async fn run_server(config_path: &Path) -> Result<()> {
-    let config_path = std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
+    let config_path =
+        std::path::absolute(config_path).unwrap_or_else(|_| config_path.to_path_buf());
     let config = ServerConfig::load(&config_path)?;
     let metrics = Metrics::default();
     // Nothing else runs yet, so loading the models here blocks no one.
     let live = Live::load(&config, 1, &metrics)?;
 
-    let listener = tokio::net::TcpListener::bind((config.bind, config.port)).await.map_err(|e| {
-        Error::from(e).operation("bind").resource(format!("{}:{} for endpoint `{}`", config.bind, config.port, config.endpoint))
-    })?;
+    let listener = tokio::net::TcpListener::bind((config.bind, config.port))
+        .await
+        .map_err(|e| {
+            Error::from(e).operation("bind").resource(format!(
+                "{}:{} for endpoint `{}`",
+                config.bind, config.port, config.endpoint
+            ))
+        })?;
     let port = listener.local_addr().map_err(Error::from)?.port();
     let url = match config.bind {
         IpAddr::V4(ip) => format!("http://{ip}:{port}"),
         IpAddr::V6(ip) => format!("http://[{ip}]:{port}"),
     };
     let recorder = match &config.monitor_dir {
-        Some(dir) => Some(Recorder::start(dir).map_err(|e| Error::from(e).resource(dir.display().to_string()))?),
+        Some(dir) => Some(
+            Recorder::start(dir).map_err(|e| Error::from(e).resource(dir.display().to_string()))?,
+        ),
         None => None,
     };
     let variants = live.variants.iter().map(|v| v.name.to_string()).collect();
@@ -536,11 +677,22 @@ pub async fn run_server(config_path: &Path) -> Result<()> {
         reload_lock: tokio::sync::Mutex::new(()),
     });
     let pid = std::process::id();
-    ServerState { pid, url: url.clone(), port, variants }.write(&config.state_file)?;
-    eprintln!("galley endpoint `{}` serving on {url} (pid {pid})", config.endpoint);
+    ServerState {
+        pid,
+        url: url.clone(),
+        port,
+        variants,
+    }
+    .write(&config.state_file)?;
+    eprintln!(
+        "galley endpoint `{}` serving on {url} (pid {pid})",
+        config.endpoint
+    );
 
     let app = router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
 
     // Leave no stale state behind, but never remove a newer server's file.
     if let Ok(Some(s)) = ServerState::read(&config.state_file)
@@ -548,10 +700,9 @@ pub async fn run_server(config_path: &Path) -> Result<()> {
     {
         let _ = std::fs::remove_file(&config.state_file);
     }
-    if let Ok(mut state) = Arc::try_unwrap(state).map_err(|_| ())
-        && let Some(r) = state.recorder.as_mut()
-    {
-        r.shutdown();
+    // Everything recorded before the shutdown reaches the monitor's file.
+    if let Some(recorder) = &state.recorder {
+        recorder.shutdown();
     }
     eprintln!("galley endpoint `{}` stopped", config.endpoint);
     served.map_err(|e| Error::from(e).operation("serve"))
@@ -576,6 +727,19 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_chunked_body_over_the_limit_is_recognised() {
+        let chunks: Vec<std::io::Result<Bytes>> =
+            (0..2).map(|_| Ok(Bytes::from(vec![b' '; 3000]))).collect();
+        let body = Body::from_stream(futures::stream::iter(chunks));
+        let e = axum::body::to_bytes(body, 4096).await.unwrap_err();
+        assert!(is_length_limit(&e), "{e}");
+        let fine = Body::from_stream(futures::stream::iter(vec![Ok::<_, std::io::Error>(
+            Bytes::from_static(b"{}"),
+        )]));
+        assert_eq!(axum::body::to_bytes(fine, 4096).await.unwrap().len(), 2);
+    }
 
     #[test]
     fn schedule_is_exact_and_interleaved() {

@@ -12,7 +12,11 @@ use galley_local::serving::LocalServing;
 
 pub fn signature() -> Signature {
     Signature {
-        inputs: vec![Column::new("x1", DType::Float), Column::new("x2", DType::Float), Column::new("n", DType::Int)],
+        inputs: vec![
+            Column::new("x1", DType::Float),
+            Column::new("x2", DType::Float),
+            Column::new("n", DType::Int),
+        ],
         output: Some(Column::new("y", DType::Float)),
     }
 }
@@ -48,7 +52,11 @@ pub fn variant(name: &str, path: &Path, weight: u32) -> Variant {
 }
 
 pub fn spec(name: &str, variants: Vec<Variant>) -> EndpointSpec {
-    EndpointSpec { name: name.to_owned(), variants, signature: signature() }
+    EndpointSpec {
+        name: name.to_owned(),
+        variants,
+        signature: signature(),
+    }
 }
 
 pub fn server_command() -> Vec<OsString> {
@@ -56,18 +64,53 @@ pub fn server_command() -> Vec<OsString> {
 }
 
 pub fn serving(root: &Path) -> LocalServing {
-    LocalServing::new(root.join("endpoints"), root.join("monitors"), server_command())
+    LocalServing::new(
+        root.join("endpoints"),
+        root.join("monitors"),
+        server_command(),
+    )
 }
 
 pub fn pid_alive(pid: u32) -> bool {
     // Zombies count as gone: only a live process can still serve.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
 }
 
 pub fn state_pid(root: &Path, endpoint: &str) -> u32 {
-    let text = std::fs::read_to_string(root.join("endpoints").join(endpoint).join("state.json")).unwrap();
-    serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"].as_u64().unwrap() as u32
+    let text =
+        std::fs::read_to_string(root.join("endpoints").join(endpoint).join("state.json")).unwrap();
+    serde_json::from_str::<serde_json::Value>(&text).unwrap()["pid"]
+        .as_u64()
+        .unwrap() as u32
+}
+
+/// Stops every server started under a test root when the test ends, even when it panics
+/// before its own `undeploy`, so a failing test never leaves a process behind.
+pub struct StopServersOnDrop(pub PathBuf);
+
+impl Drop for StopServersOnDrop {
+    fn drop(&mut self) {
+        let Ok(dirs) = std::fs::read_dir(self.0.join("endpoints")) else {
+            return;
+        };
+        for dir in dirs.flatten() {
+            let Ok(text) = std::fs::read_to_string(dir.path().join("state.json")) else {
+                continue;
+            };
+            let Ok(state) = serde_json::from_str::<serde_json::Value>(&text) else {
+                continue;
+            };
+            if let Some(pid) = state["pid"].as_i64().filter(|&p| p > 1) {
+                // SAFETY: kill(2) on the process group of a server this test started.
+                unsafe {
+                    libc::kill(-(pid as i32), libc::SIGTERM);
+                }
+            }
+        }
+    }
 }

@@ -1,0 +1,136 @@
+//! `galley watch`: MLOps level 2. Watches the pipeline's triggers — its cron schedule, new data
+//! (the source's content hash changed), drift (the monitor says so) — and runs the lifecycle
+//! when one fires. The trigger logic is the local orchestrator's `Watcher`; this file wires the
+//! lifecycle into it as the data probe, the drift probe and the launcher.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use galley_core::stages::{DriftConfig, Trigger};
+use galley_core::{PlatformKind, Stage};
+use galley_engine::EngineOptions;
+
+use crate::app::App;
+use crate::cli::BlueprintArgs;
+use crate::commands::{Ctx, report_run, sample_prediction};
+use crate::error::CliError;
+
+#[cfg(feature = "local")]
+pub async fn watch(
+    ctx: &Ctx,
+    args: &BlueprintArgs,
+    interval: Duration,
+    max_runs: Option<usize>,
+    timeout: Option<Duration>,
+) -> Result<ExitCode, CliError> {
+    use galley_local::orchestrator::{LocalOrchestrator, Probes, WatchOptions, Watcher};
+
+    let app = App::load(args)?;
+    let bp = &app.loaded.blueprint;
+    if bp.stage_platform(Stage::Pipeline) != PlatformKind::Local {
+        return Err(CliError::message(format!(
+            "`galley watch` drives pipelines on the local platform; this blueprint's pipeline runs on `{}`, \
+             whose own scheduler runs it",
+            bp.stage_platform(Stage::Pipeline)
+        )));
+    }
+    let engine = app.engine(EngineOptions::default())?;
+    let stages = app.stages(&engine).await?;
+    let lifecycle = app.lifecycle(stages.clone())?;
+
+    let mut probes = Probes::default();
+    let lc = lifecycle.clone();
+    probes.data = Some(Arc::new(move || {
+        let lc = lc.clone();
+        async move { lc.source_hash().await }
+    }));
+    if let Some(m) = &bp.stages.monitoring {
+        let monitor = stages.monitor.clone();
+        let name = bp.stages.serving.as_ref().map(|s| s.endpoint.clone()).unwrap_or_else(|| bp.name.clone());
+        let config = DriftConfig { method: m.drift.method, threshold: m.drift.threshold, min_samples: m.drift.min_samples };
+        probes.drift = Some(Arc::new(move || {
+            let (monitor, name, config) = (monitor.clone(), name.clone(), config.clone());
+            async move { Ok(monitor.drift(&name, &config).await?.drifted) }
+        }));
+    }
+
+    let layout = galley_local::provider::Layout::for_blueprint(bp, &app.ctx);
+    let orchestrator = LocalOrchestrator::open(layout.pipelines())?;
+    let runs = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(tokio::sync::Notify::new());
+    let output = ctx.output;
+    let color = ctx.color;
+    let launch = {
+        let (lifecycle, stages, runs, done) = (lifecycle.clone(), stages.clone(), runs.clone(), done.clone());
+        Arc::new(move |trigger: Trigger| {
+            let (lifecycle, stages, runs, done) = (lifecycle.clone(), stages.clone(), runs.clone(), done.clone());
+            Box::pin(async move {
+                eprintln!("trigger `{}` fired: running the lifecycle", format!("{trigger:?}").to_lowercase());
+                let result = lifecycle.run(Some(trigger), false).await;
+                runs.fetch_add(1, Ordering::SeqCst);
+                let outcome = match result {
+                    Ok(summary) => {
+                        let sample = sample_prediction(&lifecycle, &stages, &summary).await;
+                        let _ = report_run(&Ctx { output, color }, &summary, sample);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        eprintln!("lifecycle run failed: {e}");
+                        Err(e)
+                    }
+                };
+                done.notify_one();
+                outcome
+            }) as futures_boxed::BoxFuture<'static, galley_core::Result<()>>
+        })
+    };
+    let options = WatchOptions { poll_interval: interval, ..WatchOptions::default() };
+    let watcher = Watcher::new(orchestrator, &galley_lifecycle::pipeline_name(bp), probes, options)
+        .await?
+        .with_launcher(launch);
+    eprintln!(
+        "watching pipeline `{}` (triggers: {:?}); checking every {}s",
+        watcher.pipeline(),
+        galley_lifecycle::pipeline_spec(bp).triggers,
+        interval.as_secs_f64()
+    );
+
+    let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+    loop {
+        let report = watcher.tick(chrono::Utc::now()).await?;
+        for e in &report.probe_errors {
+            eprintln!("probe failed: {e}");
+        }
+        if max_runs.is_some_and(|m| runs.load(Ordering::SeqCst) >= m) {
+            break;
+        }
+        let sleep = tokio::time::sleep(interval);
+        tokio::select! {
+            _ = sleep => {}
+            _ = done.notified() => {}
+            _ = tokio::signal::ctrl_c() => break,
+            _ = async { match deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => break,
+        }
+        if max_runs.is_some_and(|m| runs.load(Ordering::SeqCst) >= m) {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "local"))]
+pub async fn watch(
+    _ctx: &Ctx,
+    _args: &BlueprintArgs,
+    _interval: Duration,
+    _max_runs: Option<usize>,
+    _timeout: Option<Duration>,
+) -> Result<ExitCode, CliError> {
+    Err(CliError::message("`galley watch` needs the local platform, which this galley was built without"))
+}
+
+mod futures_boxed {
+    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+}

@@ -1,0 +1,130 @@
+//! Galley as a library: pick the platform at run time, then log a run, train and register a
+//! model, deploy it and invoke it — only through the provider-neutral stage traits, so the same
+//! code runs on every platform this binary was built with.
+//!
+//! ```sh
+//! cargo run -p galley-examples --bin library-tour -- local
+//! ```
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use galley_blueprint::{Algorithm, Compute, Data, Split, Task, TrainingStage};
+use galley_core::stages::{
+    ArtifactKey, ArtifactStoreExt, EndpointSpec, Lineage, Metric, NewModelVersion, RunStatus, Variant,
+};
+use galley_core::{PlatformKind, Result, StageSet};
+use galley_engine::{Provider, ProviderContext};
+
+/// Opens the stages of `platform`. Only what this binary was built with is available.
+async fn open(platform: PlatformKind, dir: &std::path::Path) -> Result<StageSet> {
+    let ctx = ProviderContext { project_dir: dir.to_path_buf(), work_dir: dir.join(".galley") };
+    let provider: Arc<dyn Provider> = match platform {
+        PlatformKind::Local => {
+            // The model server is this same program, re-run with `__endpoint --config FILE`.
+            let exe = std::env::current_exe().map_err(galley_core::Error::from)?;
+            Arc::new(galley_local::provider::LocalProvider::new(ctx, vec![exe.into(), "__endpoint".into()]))
+        }
+        other => return Err(galley_core::Error::unsupported(format!("platform `{other}` is not built into this example"))),
+    };
+    let bp = galley_blueprint::load_str(
+        "tour.yaml",
+        "apiVersion: galley/v1\nname: tour\ndata: { source: builtin:winequality, target: quality }\nstages: { artifacts: { bucket: tour-artifacts } }\n",
+        &Default::default(),
+    )
+    .map_err(|d| d.into_error())?;
+    provider.open(&bp.blueprint, &BTreeMap::new()).await
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("__endpoint") {
+        let config = args.get(3).expect("__endpoint --config FILE");
+        return galley_local::serving::run_server(std::path::Path::new(config)).await;
+    }
+    let platform: PlatformKind = args.get(1).map(String::as_str).unwrap_or("local").parse().map_err(galley_core::Error::invalid)?;
+    let dir = tempfile::tempdir()?;
+    let stages = open(platform, dir.path()).await?;
+
+    // 1. Train a model with galley-ml on a dataset shipped in the binary.
+    let data = Data {
+        source: "builtin:winequality".into(),
+        target: "quality".into(),
+        task: Task::Classification,
+        positive_when: Some(galley_blueprint::PositiveWhen { at_least: 6.0 }),
+        schema: Default::default(),
+        split: Split::default(),
+    };
+    let table = galley_ml::load_source(&data.source, dir.path())?.table;
+    let features: Vec<String> = ["alcohol", "sulphates", "volatile_acidity"].map(String::from).to_vec();
+    let prepared = galley_ml::prepare(&table, &data, &features)?;
+    let training = TrainingStage {
+        common: Default::default(),
+        algorithm: Algorithm::LogisticRegression,
+        params: indexmap::IndexMap::new(),
+        compute: Compute::Local,
+        image: None,
+        instance_type: None,
+        gpu: false,
+    };
+    let model = galley_ml::train(&training, Task::Classification, &prepared.train, &prepared.signature)?;
+    let metrics = galley_ml::evaluate(&model, &prepared.test);
+
+    // 2. Log the run.
+    let tracker = &stages.experiments;
+    tracker.create_experiment("tour").await?;
+    let run = tracker.start_run("tour", Some("library-tour"), &BTreeMap::new()).await?;
+    let points: Vec<Metric> = metrics.iter().map(|(k, v)| Metric::new(k.clone(), *v)).collect();
+    tracker.log_metrics(&run, &points).await?;
+
+    // 3. Store the model and register it.
+    let stored = stages.artifacts.put_bytes(&ArtifactKey::new("models/tour.json")?, model.to_bytes().into()).await?;
+    tracker.log_artifact(&run, "model", &stored.uri).await?;
+    tracker.end_run(&run, RunStatus::Finished).await?;
+    stages.registry.create_model("tour-clf", None).await?;
+    let version = stages
+        .registry
+        .register_version("tour-clf", &NewModelVersion {
+            artifact_uri: stored.uri.clone(),
+            metrics: metrics.clone(),
+            lineage: Lineage { run_id: Some(run.clone()), ..Default::default() },
+            signature: prepared.signature.clone(),
+            description: None,
+        })
+        .await?;
+
+    // 4. Deploy it and ask the endpoint for predictions.
+    let endpoint = stages
+        .serving
+        .deploy(&EndpointSpec {
+            name: "tour-api".into(),
+            variants: vec![Variant {
+                name: format!("v{}", version.version),
+                model: "tour-clf".into(),
+                version: version.version,
+                artifact_uri: stored.uri,
+                weight: 100,
+            }],
+            signature: prepared.signature.clone(),
+        })
+        .await?;
+    let rows = galley_core::Table {
+        columns: prepared.signature.inputs.clone(),
+        rows: prepared.test.x[..3].iter().map(|r| r.iter().map(|v| galley_core::Value::Float(*v)).collect()).collect(),
+    };
+    let served = stages.serving.invoke("tour-api", &rows).await;
+    stages.serving.undeploy("tour-api").await?;
+    let served = served?;
+    let expected = model.predict(&rows)?;
+
+    println!("platform:    {platform}");
+    println!("run:         {run}");
+    println!("metrics:     {metrics:?}");
+    println!("registered:  tour-clf v{}", version.version);
+    println!("endpoint:    {}", endpoint.url);
+    println!("served:      {:?}", served.predictions);
+    println!("in-process:  {expected:?}");
+    assert_eq!(served.predictions, expected, "the endpoint must serve exactly the registered model");
+    Ok(())
+}
