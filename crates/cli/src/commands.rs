@@ -451,6 +451,7 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
     let engine = app.engine(EngineOptions::default())?;
     let state = engine.state()?;
     let outputs = live_outputs(&app, &engine).await?;
+    let drift = monitor_report(&app, &engine, &state).await;
     let planned: Vec<&str> = engine.graph().ordered().map(|s| s.address.as_str()).collect();
     let missing: Vec<&str> = planned.iter().copied().filter(|a| !state.resources.contains_key(*a)).collect();
     match ctx.output {
@@ -462,6 +463,10 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
             "resources": state.resources,
             "not_yet_created": missing,
             "outputs": outputs,
+            "drift": drift.as_ref().map(|r| match r {
+                Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+                Err(e) => json!({ "error": e }),
+            }),
         })),
         Output::Human => {
             println!("blueprint `{}` — state {} (serial {})", app.loaded.blueprint.name, app.state_path.display(), state.serial);
@@ -474,9 +479,42 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
             if let Some(url) = outputs.get("serving.endpoint").and_then(|o| o.get("url")).and_then(|u| u.as_str()) {
                 println!("endpoint: {url} (serving)");
             }
+            match &drift {
+                Some(Ok(r)) if r.samples == 0 => println!("monitoring: no inferences recorded yet"),
+                Some(Ok(r)) => {
+                    let scores: Vec<String> = r.features.iter().map(|f| format!("{}={:.3}", f.feature, if r.samples > 0 { f.psi } else { 0.0 })).collect();
+                    println!(
+                        "monitoring: {} inferences; {}; PSI {}",
+                        r.samples,
+                        if r.drifted { format!("DRIFT on {}", r.drifted_features().join(", ")) } else { "no drift".into() },
+                        scores.join(" ")
+                    );
+                }
+                Some(Err(e)) => println!("monitoring: {e}"),
+                None => {}
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The monitor's current drift verdict, when the blueprint monitors a deployed endpoint.
+async fn monitor_report(
+    app: &App,
+    engine: &Engine,
+    state: &galley_engine::State,
+) -> Option<Result<galley_core::stages::DriftReport, String>> {
+    let bp = &app.loaded.blueprint;
+    let (m, sv) = (bp.stages.monitoring.as_ref()?, bp.stages.serving.as_ref()?);
+    state.resources.get("monitoring.monitor")?;
+    let config = galley_core::stages::DriftConfig { method: m.drift.method, threshold: m.drift.threshold, min_samples: m.drift.min_samples };
+    Some(
+        async {
+            let stages = app.stages(engine).await.map_err(|e| e.render(false))?;
+            stages.monitor.drift(&sv.endpoint, &config).await.map_err(|e| e.to_string())
+        }
+        .await,
+    )
 }
 
 /// Scores rows given as an MLflow `dataframe_split` or `dataframe_records` body.

@@ -133,8 +133,11 @@ impl Plan {
         p
     }
 
+    /// Whether applying would change any resource. Lifecycle actions are what `galley run`
+    /// does on top of the resources; they are shown, but they are not pending changes (every
+    /// plan of a blueprint with a training stage has them).
     pub fn has_changes(&self) -> bool {
-        !self.changes.is_empty() || !self.lifecycle.is_empty()
+        !self.changes.is_empty()
     }
 
     pub fn count(&self, action: ChangeKind) -> usize {
@@ -268,7 +271,9 @@ mod tests {
         p.seal();
         p.verify().unwrap();
         assert!(p.render_human().contains("register a new version of model `wine`"));
-        assert!(p.render_human().contains("Plan: 0 to create, 0 to update, 0 to replace, 0 to destroy."));
+        // Lifecycle actions alone are not infrastructure changes.
+        assert!(!p.has_changes());
+        assert!(p.render_human().contains("No changes. Infrastructure matches the blueprint."));
         let back: Plan = serde_json::from_str(&p.to_json()).unwrap();
         back.verify().unwrap();
     }

@@ -114,6 +114,34 @@ impl Db {
     }
 }
 
+/// Removes the database at `path` (with its WAL and shared-memory files) when `table` holds no
+/// rows, so destroying the last resource of a store leaves no file behind. `table` is one of
+/// the stores' own constant table names, never user input.
+pub fn remove_if_empty(path: &Path, table: &'static str) -> Result<bool> {
+    if !path.exists() {
+        return Ok(false);
+    }
+    let empty = {
+        let conn = Connection::open(path).map_err(|e| map_sqlite_error(path, e))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(|e| map_sqlite_error(path, e))?;
+        let any: i64 = conn
+            .query_row(&format!("SELECT EXISTS(SELECT 1 FROM {table})"), [], |r| r.get(0))
+            .map_err(|e| map_sqlite_error(path, e))?;
+        any == 0
+    };
+    if empty {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut p = path.as_os_str().to_owned();
+            p.push(suffix);
+            match std::fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::from(e).resource(path.display().to_string())),
+                _ => {}
+            }
+        }
+    }
+    Ok(empty)
+}
+
 /// Turns a SQLite error into a Galley error that names the file and says what to do.
 pub(crate) fn map_sqlite_error(path: &Path, e: rusqlite::Error) -> Error {
     let file = path.display();

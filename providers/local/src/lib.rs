@@ -4,7 +4,7 @@
 //! process, and drift monitoring exported as Prometheus text.
 
 pub mod artifacts;
-mod db;
+pub mod db;
 pub mod experiments;
 pub mod features;
 pub mod monitor;

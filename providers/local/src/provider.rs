@@ -288,8 +288,33 @@ fn still_there(observed: Option<Observed>, spec: &ResourceSpec) -> Result<Observ
 fn remove_dir(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::from(e).resource(path_str(dir))),
-        _ => Ok(()),
+        _ => {
+            prune_empty(dir.parent());
+            Ok(())
+        }
     }
+}
+
+/// After the last resource under the platform's root is destroyed, nothing is left behind:
+/// removes `dir` and then its parent when (and only when) they are empty. `remove_dir` refuses
+/// a non-empty directory, so this can never delete anything but empty folders.
+fn prune_empty(dir: Option<&Path>) {
+    let mut next = dir;
+    for _ in 0..2 {
+        let Some(d) = next else { return };
+        if std::fs::remove_dir(d).is_err() {
+            return;
+        }
+        next = d.parent();
+    }
+}
+
+/// Deletes a database file once its store holds nothing, then the folders above it if empty.
+fn remove_db_if_empty(db: &Path, table: &'static str) -> Result<()> {
+    if crate::db::remove_if_empty(db, table)? {
+        prune_empty(db.parent());
+    }
+    Ok(())
 }
 
 struct FeatureGroupHandler;
@@ -327,7 +352,8 @@ impl ResourceHandler for FeatureGroupHandler {
         if !db.exists() {
             return Ok(());
         }
-        LocalFeatures::open(db)?.delete_group(&spec.name).await
+        LocalFeatures::open(db.clone())?.delete_group(&spec.name).await?;
+        remove_db_if_empty(&db, "feature_groups")
     }
 }
 
@@ -365,7 +391,8 @@ impl ResourceHandler for ExperimentHandler {
         if !db.exists() {
             return Ok(());
         }
-        LocalExperiments::open(db)?.delete_experiment(attr(spec, "name")?).await
+        LocalExperiments::open(db.clone())?.delete_experiment(attr(spec, "name")?).await?;
+        remove_db_if_empty(&db, "experiments")
     }
 }
 
@@ -411,7 +438,8 @@ impl ResourceHandler for RegisteredModelHandler {
         if !db.exists() {
             return Ok(());
         }
-        LocalRegistry::open(db)?.delete_model(attr(spec, "model")?).await
+        LocalRegistry::open(db.clone())?.delete_model(attr(spec, "model")?).await?;
+        remove_db_if_empty(&db, "models")
     }
 }
 
@@ -451,7 +479,9 @@ impl ResourceHandler for PipelineHandler {
         if !dir.exists() {
             return Ok(());
         }
-        LocalOrchestrator::open(dir)?.delete_pipeline(&spec.name).await
+        LocalOrchestrator::open(dir.clone())?.delete_pipeline(&spec.name).await?;
+        prune_empty(Some(&dir));
+        Ok(())
     }
 }
 

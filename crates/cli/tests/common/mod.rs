@@ -1,0 +1,97 @@
+//! Running the real `galley` binary in a throwaway project directory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub blueprint: PathBuf,
+}
+
+impl Project {
+    /// A project holding `name` from `blueprints/`, with `edit` applied to its text.
+    pub fn from_shipped(name: &str, edit: impl FnOnce(String) -> String) -> Project {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints").join(name);
+        let text = std::fs::read_to_string(&src).unwrap();
+        Project::with_text(name, &edit(text))
+    }
+
+    pub fn with_text(name: &str, text: &str) -> Project {
+        let dir = tempfile::tempdir().unwrap();
+        let blueprint = dir.path().join(name);
+        std::fs::write(&blueprint, text).unwrap();
+        Project { dir, blueprint }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `galley ARGS… FILE` (the blueprint goes where a command expects it: right after
+    /// the subcommand).
+    pub fn galley(&self, args: &[&str]) -> Output {
+        let (cmd, rest) = args.split_first().unwrap();
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_galley"));
+        c.current_dir(self.path()).arg(cmd).arg(&self.blueprint).args(rest).env_remove("GALLEY_OUTPUT").env("NO_COLOR", "1");
+        c.output().unwrap()
+    }
+
+    pub fn galley_json(&self, args: &[&str]) -> (i32, Value) {
+        let mut all = args.to_vec();
+        all.extend(["--output", "json"]);
+        let out = self.galley(&all);
+        let code = out.status.code().unwrap_or(-1);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        // Commands with progress print one JSON object per line; the last is the result.
+        let value = serde_json::from_str(&stdout)
+            .or_else(|_| serde_json::from_str(stdout.lines().last().unwrap_or("null")))
+            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr)));
+        (code, value)
+    }
+
+    pub fn endpoint_pid(&self, endpoint: &str) -> Option<u32> {
+        let state = self.path().join(".galley/local/endpoints").join(endpoint).join("state.json");
+        let v: Value = serde_json::from_slice(&std::fs::read(state).ok()?).ok()?;
+        v["pid"].as_u64().map(|p| p as u32)
+    }
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "galley failed ({:?}):\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn process_alive(pid: u32) -> bool {
+    // /proc/PID exists for zombies too; a zombie's state is `Z`.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.split(") ").nth(1).is_some_and(|rest| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A tree of everything under `dir`, for "nothing left behind" assertions.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(dir).unwrap().display().to_string());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

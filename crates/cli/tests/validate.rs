@@ -1,0 +1,90 @@
+//! `galley validate`, `schema` and `completions` through the real binary: exit codes and the
+//! JSON shapes scripts rely on.
+
+mod common;
+
+use common::{Project, ok};
+
+#[test]
+fn every_shipped_blueprint_validates() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_galley"))
+                .args(["validate", "--output", "json"])
+                .arg(&path)
+                .output()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+            assert_eq!(v["ok"], true, "{}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "expected quickstart + one per platform, found {n}");
+}
+
+#[test]
+fn a_broken_blueprint_exits_1_with_located_json_errors() {
+    let p = Project::from_shipped("quickstart.yaml", |t| {
+        t.replace("    bucket: wine-quality-artifacts", "    buckett: wine-quality-artifacts")
+            .replace("strategy: canary, percent: 10", "strategy: canary, percent: 0")
+    });
+    let (code, v) = p.galley_json(&["validate"]);
+    assert_eq!(code, 1);
+    assert_eq!(v["ok"], false);
+    let diags = v["diagnostics"].as_array().expect("diagnostics array");
+    assert!(diags.len() >= 2, "every problem at once: {v}");
+    for d in diags {
+        for field in ["file", "line", "column", "path", "message", "hint"] {
+            assert!(d.get(field).is_some(), "diagnostic lacks `{field}`: {d}");
+        }
+        assert!(d["line"].as_u64().unwrap() >= 1);
+    }
+    let unknown = diags.iter().find(|d| d["message"].as_str().unwrap().contains("buckett")).expect("unknown field reported");
+    assert!(unknown["hint"].as_str().unwrap_or_default().contains("bucket"), "did-you-mean hint: {unknown}");
+
+    // The same problems for people: rustc-style, with the file and line.
+    let out = p.galley(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("quickstart.yaml"), "{text}");
+    assert!(text.contains("buckett"), "{text}");
+}
+
+#[test]
+fn portability_is_checked_against_the_platform_override() {
+    // The quickstart promotes with aliases by default; on aws that becomes approval status, but
+    // its canary strategy and local bind address are checked against SageMaker's capabilities.
+    let p = Project::from_shipped("quickstart.yaml", |t| t.replace("  registry:\n", "  registry:\n    promotion: alias\n"));
+    let (code, v) = p.galley_json(&["validate", "--platform", "aws"]);
+    assert_eq!(code, 1, "{v}");
+    let messages: Vec<&str> = v["diagnostics"].as_array().unwrap().iter().map(|d| d["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().any(|m| m.contains("aws") && m.contains("alias")), "{messages:?}");
+}
+
+#[test]
+fn schema_is_a_json_schema_the_shipped_blueprints_satisfy() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_galley")).arg("schema").output().unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("`galley schema` prints a valid JSON Schema");
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints");
+    for name in ["quickstart.yaml", "aws.yaml", "gcp.yaml", "azure.yaml", "onprem.yaml"] {
+        let loaded = galley_blueprint::load_file(&dir.join(name), &Default::default()).unwrap_or_else(|d| panic!("{d}"));
+        let doc = serde_json::to_value(&loaded.blueprint).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "{name}: {errors:?}");
+    }
+    // And it refuses what the loader refuses: an unknown field.
+    let mut bad = serde_json::to_value(&galley_blueprint::load_file(&dir.join("quickstart.yaml"), &Default::default()).unwrap().blueprint).unwrap();
+    bad["stages"]["serving"]["replicas"] = serde_json::json!(3);
+    assert!(!validator.is_valid(&bad));
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_galley")).args(["completions", "bash"]).output().unwrap();
+    let text = ok(&out);
+    assert!(text.contains("galley") && text.contains("validate"));
+}
