@@ -116,7 +116,8 @@ async fn main() -> Result<()> {
     let served = stages.serving.invoke("tour-api", &rows).await;
     stages.serving.undeploy("tour-api").await?;
     let served = served?;
-    let expected = model.predict(&rows)?;
+    // The endpoint answers class labels, as MLflow's scoring server does for a classifier.
+    let expected: Vec<f64> = model.predict(&rows)?.into_iter().map(|score| model.label(score)).collect();
 
     println!("platform:    {platform}");
     println!("run:         {run}");

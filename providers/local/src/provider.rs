@@ -480,8 +480,9 @@ impl ResourceHandler for PipelineHandler {
             return Ok(());
         }
         LocalOrchestrator::open(dir.clone())?.delete_pipeline(&spec.name).await?;
-        prune_empty(Some(&dir));
-        Ok(())
+        // Destroying the pipeline takes its run history and logs with it, as deleting a
+        // SageMaker or Vertex pipeline does; the experiment tracker keeps what was logged.
+        remove_dir(&dir.join(&spec.name))
     }
 }
 
