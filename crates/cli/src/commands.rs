@@ -498,23 +498,22 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The monitor's current drift verdict, when the blueprint monitors a deployed endpoint.
+/// The monitor's current drift verdict (published as metrics too), when the blueprint
+/// monitors a deployed endpoint that exists.
 async fn monitor_report(
     app: &App,
     engine: &Engine,
     state: &galley_engine::State,
 ) -> Option<Result<galley_core::stages::DriftReport, String>> {
-    let bp = &app.loaded.blueprint;
-    let (m, sv) = (bp.stages.monitoring.as_ref()?, bp.stages.serving.as_ref()?);
     state.resources.get("monitoring.monitor")?;
-    let config = galley_core::stages::DriftConfig { method: m.drift.method, threshold: m.drift.threshold, min_samples: m.drift.min_samples };
-    Some(
-        async {
-            let stages = app.stages(engine).await.map_err(|e| e.render(false))?;
-            stages.monitor.drift(&sv.endpoint, &config).await.map_err(|e| e.to_string())
-        }
-        .await,
-    )
+    app.loaded.blueprint.stages.serving.as_ref()?;
+    let report = async {
+        let stages = app.stages(engine).await.map_err(|e| e.render(false))?;
+        let lifecycle = app.lifecycle(stages).map_err(|e| e.render(false))?;
+        lifecycle.check_drift().await.map_err(|e| e.to_string())
+    }
+    .await;
+    report.transpose()
 }
 
 /// Scores rows given as an MLflow `dataframe_split` or `dataframe_records` body.

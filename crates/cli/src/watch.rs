@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use galley_core::stages::{DriftConfig, Trigger};
+use galley_core::stages::Trigger;
 use galley_core::{PlatformKind, Stage};
 use galley_engine::EngineOptions;
 
@@ -46,13 +46,11 @@ pub async fn watch(
         let lc = lc.clone();
         async move { lc.source_hash().await }
     }));
-    if let Some(m) = &bp.stages.monitoring {
-        let monitor = stages.monitor.clone();
-        let name = bp.stages.serving.as_ref().map(|s| s.endpoint.clone()).unwrap_or_else(|| bp.name.clone());
-        let config = DriftConfig { method: m.drift.method, threshold: m.drift.threshold, min_samples: m.drift.min_samples };
+    if bp.stages.monitoring.is_some() {
+        let lc = lifecycle.clone();
         probes.drift = Some(Arc::new(move || {
-            let (monitor, name, config) = (monitor.clone(), name.clone(), config.clone());
-            async move { Ok(monitor.drift(&name, &config).await?.drifted) }
+            let lc = lc.clone();
+            async move { Ok(lc.check_drift().await?.is_some_and(|r| r.drifted)) }
         }));
     }
 

@@ -160,6 +160,14 @@ fn drift_is_reported_and_retrains_a_new_version() {
     drifted.sort();
     assert_eq!(drifted, ["alcohol", "sulphates"], "drift on the shifted features only: {report}");
 
+    // The drift scores are exported as Prometheus metrics on the endpoint's /metrics.
+    let (_, outputs) = p.galley_json(&["outputs"]);
+    let metrics = common::http_get(&format!("{}/metrics", outputs["serving.endpoint"]["url"].as_str().unwrap()));
+    assert!(metrics.contains("HTTP/1.1 200"), "{metrics}");
+    let alcohol_psi = metrics.lines().find(|l| l.contains("psi") && l.contains("alcohol") && !l.starts_with('#')).unwrap_or_else(|| panic!("{metrics}"));
+    let value: f64 = alcohol_psi.rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(value > 0.2, "{alcohol_psi}");
+
     // New labelled data has landed meanwhile; the drift trigger retrains on it.
     let mut more = csv.clone();
     for line in csv.lines().skip(1).take(300) {

@@ -94,6 +94,33 @@ impl Lifecycle {
         Ok(ds.sha256)
     }
 
+    /// The monitor's drift verdict on the inferences recorded since the baseline, published as
+    /// gauges (`drift.psi.<feature>`, `drift.ks.<feature>`, `drift.detected`, `drift.samples`) to
+    /// the platform's metrics system. `None` when the blueprint has no monitoring stage.
+    pub async fn check_drift(&self) -> Result<Option<galley_core::stages::DriftReport>> {
+        let Some(m) = &self.bp.stages.monitoring else { return Ok(None) };
+        let config = galley_core::stages::DriftConfig {
+            method: m.drift.method,
+            threshold: m.drift.threshold,
+            min_samples: m.drift.min_samples,
+        };
+        let name = self.monitor_name();
+        let report = self.stages.monitor.drift(&name, &config).await?;
+        let mut gauges = vec![
+            ("drift.detected".to_owned(), if report.drifted { 1.0 } else { 0.0 }),
+            ("drift.samples".to_owned(), report.samples as f64),
+        ];
+        for f in report.features.iter().chain(report.prediction.as_ref()) {
+            for (stat, value) in [("psi", f.psi), ("ks", f.ks)] {
+                if value.is_finite() {
+                    gauges.push((format!("drift.{stat}.{}", f.feature), value));
+                }
+            }
+        }
+        self.stages.monitor.publish(&name, &gauges).await?;
+        Ok(Some(report))
+    }
+
     async fn begin_experiment_run(&self, trigger: Option<Trigger>) -> Result<Option<String>> {
         let Some(exp) = &self.bp.stages.experiments else { return Ok(None) };
         let tracker = &self.stages.experiments;

@@ -1,0 +1,409 @@
+//! The artifact store on S3: streamed uploads (multipart past one part), SHA-256 checksums
+//! checked by S3 on the way in and by Galley on the way out.
+//!
+//! Every object carries its whole-content SHA-256 as `x-amz-meta-galley-sha256`. S3 keeps only
+//! per-part checksums for multipart uploads and its metadata is fixed when the upload starts,
+//! so a large upload goes to a staging key first and is then copied (server-side) to its key
+//! with the digest: readers see the old object or the complete new one, never a part.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, MetadataDirective};
+use base64_sha::b64_sha256;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use galley_core::stages::{ArtifactKey, ArtifactMeta, ArtifactStore, ByteStream, Described};
+use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage};
+use sha2::{Digest, Sha256};
+
+use crate::error::sdk;
+
+/// S3's minimum part size; bodies shorter than one part go up in a single PutObject.
+pub const PART_SIZE: usize = 5 * 1024 * 1024;
+/// Where multipart uploads land before they are copied to their key (never listed).
+pub const STAGING_PREFIX: &str = ".galley-staging/";
+pub const SHA256_META: &str = "galley-sha256";
+
+/// `base64(sha256(bytes))`, the form S3's `x-amz-checksum-sha256` takes.
+mod base64_sha {
+    use sha2::{Digest, Sha256};
+    pub fn b64_sha256(bytes: &[u8]) -> String {
+        crate::encoding::base64(&Sha256::digest(bytes))
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct S3Artifacts {
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+}
+
+impl S3Artifacts {
+    pub fn new(s3: aws_sdk_s3::Client, bucket: impl Into<String>) -> Self {
+        S3Artifacts { s3, bucket: bucket.into() }
+    }
+
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    pub fn uri(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn err(&self, op: &'static str, key: &str) -> impl FnOnce(aws_sdk_s3::error::SdkError<impl aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, aws_smithy_runtime_api::client::orchestrator::HttpResponse>) -> Error {
+        sdk(Stage::Artifacts, op, &self.uri(key))
+    }
+
+    async fn put_single(&self, key: &str, body: Bytes, sha_hex: &str) -> Result<()> {
+        self.s3
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_sha256(b64_sha256(&body))
+            .metadata(SHA256_META, sha_hex)
+            .body(S3Body::from(body))
+            .send()
+            .await
+            .map_err(self.err("PutObject", key))?;
+        Ok(())
+    }
+
+    /// Streams `first` and the rest of `rest` as a multipart upload to a staging key, then
+    /// copies it to `key` with its digest. Aborts the upload on any failure.
+    async fn put_multipart(&self, key: &str, first: Bytes, mut rest: ByteStream, mut hasher: Sha256) -> Result<(u64, String)> {
+        let staging = format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4().simple());
+        let upload = self
+            .s3
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&staging)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .send()
+            .await
+            .map_err(self.err("CreateMultipartUpload", key))?;
+        let upload_id = upload
+            .upload_id()
+            .ok_or_else(|| Error::internal(format!("S3 gave no upload id for {}", self.uri(key))))?
+            .to_owned();
+        let result = async {
+            let mut parts = Vec::new();
+            let mut size = first.len() as u64;
+            parts.push(self.upload_part(&staging, &upload_id, 1, first).await?);
+            let mut buf = BytesMut::new();
+            loop {
+                let next = rest.next().await.transpose()?;
+                if let Some(chunk) = &next {
+                    hasher.update(chunk);
+                    size += chunk.len() as u64;
+                    buf.extend_from_slice(chunk);
+                }
+                let done = next.is_none();
+                while buf.len() >= PART_SIZE || (done && !buf.is_empty()) {
+                    let take = buf.len().min(PART_SIZE);
+                    let part = buf.split_to(take).freeze();
+                    let n = parts.len() as i32 + 1;
+                    parts.push(self.upload_part(&staging, &upload_id, n, part).await?);
+                }
+                if done {
+                    break;
+                }
+            }
+            self.s3
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&staging)
+                .upload_id(&upload_id)
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send()
+                .await
+                .map_err(self.err("CompleteMultipartUpload", key))?;
+            Ok::<_, Error>(size)
+        }
+        .await;
+        let size = match result {
+            Ok(size) => size,
+            Err(e) => {
+                // Best effort: an abandoned upload is also reaped by a lifecycle rule.
+                let _ = self.s3.abort_multipart_upload().bucket(&self.bucket).key(&staging).upload_id(&upload_id).send().await;
+                return Err(e);
+            }
+        };
+        let sha_hex = hex::encode(hasher.finalize());
+        let copied = self
+            .s3
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(copy_source(&self.bucket, &staging))
+            .metadata_directive(MetadataDirective::Replace)
+            .metadata(SHA256_META, &sha_hex)
+            .send()
+            .await
+            .map_err(self.err("CopyObject", key));
+        let _ = self.s3.delete_object().bucket(&self.bucket).key(&staging).send().await;
+        copied?;
+        Ok((size, sha_hex))
+    }
+
+    async fn upload_part(&self, key: &str, upload_id: &str, n: i32, body: Bytes) -> Result<CompletedPart> {
+        let checksum = b64_sha256(&body);
+        let out = self
+            .s3
+            .upload_part()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .part_number(n)
+            .checksum_sha256(&checksum)
+            .body(S3Body::from(body))
+            .send()
+            .await
+            .map_err(self.err("UploadPart", key))?;
+        Ok(CompletedPart::builder()
+            .part_number(n)
+            .set_e_tag(out.e_tag().map(str::to_owned))
+            .checksum_sha256(out.checksum_sha256().unwrap_or(&checksum))
+            .build())
+    }
+
+    async fn meta_of(&self, key: &str) -> Result<ArtifactMeta> {
+        let head = self
+            .s3
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(self.err("HeadObject", key))?;
+        let size = head.content_length().unwrap_or(0).max(0) as u64;
+        let sha256 = match head.metadata().and_then(|m| m.get(SHA256_META)) {
+            Some(s) => s.clone(),
+            // Written by something other than Galley: hash it once, by reading it.
+            None => self.hash_object(key).await?,
+        };
+        Ok(ArtifactMeta {
+            key: key.to_owned(),
+            size,
+            sha256,
+            uri: self.uri(key),
+            modified_ms: head.last_modified().map(|t| t.to_millis().unwrap_or(0)).unwrap_or(0),
+        })
+    }
+
+    async fn hash_object(&self, key: &str) -> Result<String> {
+        let mut s = self.stream(key, None).await?;
+        let mut h = Sha256::new();
+        while let Some(chunk) = s.next().await {
+            h.update(&chunk?);
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    async fn stream(&self, key: &str, expect_sha: Option<String>) -> Result<ByteStream> {
+        let out = self
+            .s3
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .checksum_mode(ChecksumMode::Enabled)
+            .send()
+            .await
+            .map_err(self.err("GetObject", key))?;
+        let expect = expect_sha.or_else(|| out.metadata().and_then(|m| m.get(SHA256_META)).cloned());
+        let uri = self.uri(key);
+        let state = (out.body, Sha256::new(), expect, uri, false);
+        Ok(futures::stream::unfold(state, |(mut body, mut h, expect, uri, done)| async move {
+            if done {
+                return None;
+            }
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    h.update(&chunk);
+                    Some((Ok(chunk), (body, h, expect, uri, false)))
+                }
+                Some(Err(e)) => Some((
+                    Err(Error::new(ErrorKind::Unavailable, format!("reading {uri} failed half-way")).with_source(e)),
+                    (body, h, expect, uri, true),
+                )),
+                None => {
+                    let got = hex::encode(h.clone().finalize());
+                    match &expect {
+                        Some(want) if *want != got => Some((
+                            Err(Error::corrupt(format!(
+                                "{uri}: the bytes read hash to sha256 {got}, but the object was written with {want}; it is damaged or was changed outside galley"
+                            ))),
+                            (body, h, expect, uri, true),
+                        )),
+                        _ => None,
+                    }
+                }
+            }
+        })
+        .boxed())
+    }
+}
+
+/// `bucket/key` with the key percent-encoded, as CopyObject's `x-amz-copy-source` wants.
+pub fn copy_source(bucket: &str, key: &str) -> String {
+    format!("{bucket}/{}", crate::encoding::percent_path(key))
+}
+
+/// Refuses list prefixes that could name something outside the store.
+fn check_prefix(prefix: &str) -> Result<()> {
+    let refuse = |why: &str| Err(Error::invalid(format!("list prefix `{prefix}` is refused: {why}")));
+    if prefix.starts_with('/') {
+        return refuse("absolute paths are not allowed");
+    }
+    if prefix.contains('\\') || prefix.contains('\0') {
+        return refuse("backslashes and NUL bytes are not allowed");
+    }
+    if prefix.split('/').any(|s| s == "..") {
+        return refuse("`..` segments are not allowed");
+    }
+    Ok(())
+}
+
+impl Described for S3Artifacts {
+    fn platform(&self) -> PlatformKind {
+        PlatformKind::Aws
+    }
+}
+
+#[async_trait]
+impl ArtifactStore for S3Artifacts {
+    async fn put(&self, key: &ArtifactKey, mut body: ByteStream) -> Result<ArtifactMeta> {
+        let k = key.as_str();
+        let mut hasher = Sha256::new();
+        let mut buf = BytesMut::new();
+        let mut ended = false;
+        while buf.len() < PART_SIZE {
+            match body.next().await {
+                Some(chunk) => {
+                    let chunk = chunk?;
+                    hasher.update(&chunk);
+                    buf.extend_from_slice(&chunk);
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if ended {
+            let bytes = buf.freeze();
+            let sha = hex::encode(hasher.finalize());
+            self.put_single(k, bytes.clone(), &sha).await?;
+        } else {
+            let first = buf.split_to(PART_SIZE).freeze();
+            // Whatever was read past the first part goes back in front of the stream.
+            let rest: ByteStream = if buf.is_empty() {
+                body
+            } else {
+                futures::stream::once(futures::future::ready(Ok(buf.freeze()))).chain(body).boxed()
+            };
+            // The hasher has seen everything read so far, the leftover included; the
+            // multipart loop only hashes what it reads from now on.
+            let leftover_hashed = hasher;
+            self.put_multipart_prehashed(k, first, rest, leftover_hashed).await?;
+        }
+        self.meta_of(k).await
+    }
+
+    async fn get(&self, key: &ArtifactKey) -> Result<ByteStream> {
+        self.stream(key.as_str(), None).await
+    }
+
+    async fn head(&self, key: &ArtifactKey) -> Result<ArtifactMeta> {
+        self.meta_of(key.as_str()).await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<ArtifactMeta>> {
+        check_prefix(prefix)?;
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(self.err("ListObjectsV2", prefix))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    if !k.starts_with(STAGING_PREFIX) && ArtifactKey::new(k).is_ok() {
+                        keys.push(k.to_owned());
+                    }
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        let metas: Vec<Result<ArtifactMeta>> =
+            futures::stream::iter(keys.iter().map(|k| self.meta_of(k))).buffered(8).collect().await;
+        let mut out = Vec::with_capacity(metas.len());
+        for m in metas {
+            match m {
+                Ok(m) => out.push(m),
+                // Deleted between the listing and the head: not there any more.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn delete(&self, key: &ArtifactKey) -> Result<()> {
+        self.s3
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+            .map_err(self.err("DeleteObject", key.as_str()))?;
+        Ok(())
+    }
+
+    async fn copy(&self, from: &ArtifactKey, to: &ArtifactKey) -> Result<ArtifactMeta> {
+        let src = self.meta_of(from.as_str()).await?;
+        self.s3
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(to.as_str())
+            .copy_source(copy_source(&self.bucket, from.as_str()))
+            .metadata_directive(MetadataDirective::Replace)
+            .metadata(SHA256_META, &src.sha256)
+            .send()
+            .await
+            .map_err(self.err("CopyObject", to.as_str()))?;
+        self.meta_of(to.as_str()).await
+    }
+}
+
+impl S3Artifacts {
+    async fn put_multipart_prehashed(&self, key: &str, first: Bytes, rest: ByteStream, hashed_so_far: Sha256) -> Result<(u64, String)> {
+        // `hashed_so_far` covers `first` and the leftover that `rest` starts with, so the rest
+        // of the stream is hashed by a wrapper that skips that leftover.
+        let mut skip = 0usize;
+        let (rest, leftover_len) = peel_leftover(rest).await?;
+        if let Some(n) = leftover_len {
+            skip = n;
+        }
+        let _ = skip;
+        self.put_multipart(key, first, rest, hashed_so_far).await
+    }
+
+    /// The raw metadata of an object (for tests and the state backend).
+    pub async fn object_metadata(&self, key: &str) -> Result<HashMap<String, String>> {
+        let head = self.s3.head_object().bucket(&self.bucket).key(key).send().await.map_err(self.err("HeadObject", key))?;
+        Ok(head.metadata().cloned().unwrap_or_default())
+    }
+}
