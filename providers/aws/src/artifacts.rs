@@ -11,12 +11,15 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, MetadataDirective};
-use base64_sha::b64_sha256;
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use galley_core::stages::{ArtifactKey, ArtifactMeta, ArtifactStore, ByteStream, Described};
 use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage};
 use sha2::{Digest, Sha256};
+
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 
 use crate::error::sdk;
 
@@ -27,11 +30,8 @@ pub const STAGING_PREFIX: &str = ".galley-staging/";
 pub const SHA256_META: &str = "galley-sha256";
 
 /// `base64(sha256(bytes))`, the form S3's `x-amz-checksum-sha256` takes.
-mod base64_sha {
-    use sha2::{Digest, Sha256};
-    pub fn b64_sha256(bytes: &[u8]) -> String {
-        crate::encoding::base64(&Sha256::digest(bytes))
-    }
+fn b64_sha256(bytes: &[u8]) -> String {
+    aws_smithy_types::base64::encode(Sha256::digest(bytes))
 }
 
 #[derive(Clone, Debug)]
@@ -53,7 +53,10 @@ impl S3Artifacts {
         format!("s3://{}/{key}", self.bucket)
     }
 
-    fn err(&self, op: &'static str, key: &str) -> impl FnOnce(aws_sdk_s3::error::SdkError<impl aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static, aws_smithy_runtime_api::client::orchestrator::HttpResponse>) -> Error {
+    fn err<E>(&self, op: &'static str, key: &str) -> impl FnOnce(SdkError<E, HttpResponse>) -> Error + use<E>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
         sdk(Stage::Artifacts, op, &self.uri(key))
     }
 
@@ -73,7 +76,16 @@ impl S3Artifacts {
 
     /// Streams `first` and the rest of `rest` as a multipart upload to a staging key, then
     /// copies it to `key` with its digest. Aborts the upload on any failure.
-    async fn put_multipart(&self, key: &str, first: Bytes, mut rest: ByteStream, mut hasher: Sha256) -> Result<(u64, String)> {
+    /// `hasher` has seen `first` and `leftover` (read past the first part); only what comes
+    /// from `rest` is hashed here.
+    async fn put_multipart(
+        &self,
+        key: &str,
+        first: Bytes,
+        leftover: BytesMut,
+        mut rest: ByteStream,
+        mut hasher: Sha256,
+    ) -> Result<(u64, String)> {
         let staging = format!("{STAGING_PREFIX}{}", uuid::Uuid::new_v4().simple());
         let upload = self
             .s3
@@ -90,9 +102,9 @@ impl S3Artifacts {
             .to_owned();
         let result = async {
             let mut parts = Vec::new();
-            let mut size = first.len() as u64;
+            let mut size = (first.len() + leftover.len()) as u64;
             parts.push(self.upload_part(&staging, &upload_id, 1, first).await?);
-            let mut buf = BytesMut::new();
+            let mut buf = leftover;
             loop {
                 let next = rest.next().await.transpose()?;
                 if let Some(chunk) = &next {
@@ -248,7 +260,20 @@ impl S3Artifacts {
 
 /// `bucket/key` with the key percent-encoded, as CopyObject's `x-amz-copy-source` wants.
 pub fn copy_source(bucket: &str, key: &str) -> String {
-    format!("{bucket}/{}", crate::encoding::percent_path(key))
+    format!("{bucket}/{}", percent_path(key))
+}
+
+/// Percent-encodes everything but unreserved characters and `/`.
+fn percent_path(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// Refuses list prefixes that could name something outside the store.
@@ -298,16 +323,7 @@ impl ArtifactStore for S3Artifacts {
             self.put_single(k, bytes.clone(), &sha).await?;
         } else {
             let first = buf.split_to(PART_SIZE).freeze();
-            // Whatever was read past the first part goes back in front of the stream.
-            let rest: ByteStream = if buf.is_empty() {
-                body
-            } else {
-                futures::stream::once(futures::future::ready(Ok(buf.freeze()))).chain(body).boxed()
-            };
-            // The hasher has seen everything read so far, the leftover included; the
-            // multipart loop only hashes what it reads from now on.
-            let leftover_hashed = hasher;
-            self.put_multipart_prehashed(k, first, rest, leftover_hashed).await?;
+            self.put_multipart(k, first, buf, body, hasher).await?;
         }
         self.meta_of(k).await
     }
@@ -347,8 +363,11 @@ impl ArtifactStore for S3Artifacts {
             }
         }
         keys.sort();
-        let metas: Vec<Result<ArtifactMeta>> =
-            futures::stream::iter(keys.iter().map(|k| self.meta_of(k))).buffered(8).collect().await;
+        let heads: Vec<_> = keys.into_iter().map(|k| {
+            let this = self.clone();
+            async move { this.meta_of(&k).await }
+        }).collect();
+        let metas: Vec<Result<ArtifactMeta>> = futures::stream::iter(heads).buffered(8).collect().await;
         let mut out = Vec::with_capacity(metas.len());
         for m in metas {
             match m {
@@ -389,18 +408,6 @@ impl ArtifactStore for S3Artifacts {
 }
 
 impl S3Artifacts {
-    async fn put_multipart_prehashed(&self, key: &str, first: Bytes, rest: ByteStream, hashed_so_far: Sha256) -> Result<(u64, String)> {
-        // `hashed_so_far` covers `first` and the leftover that `rest` starts with, so the rest
-        // of the stream is hashed by a wrapper that skips that leftover.
-        let mut skip = 0usize;
-        let (rest, leftover_len) = peel_leftover(rest).await?;
-        if let Some(n) = leftover_len {
-            skip = n;
-        }
-        let _ = skip;
-        self.put_multipart(key, first, rest, hashed_so_far).await
-    }
-
     /// The raw metadata of an object (for tests and the state backend).
     pub async fn object_metadata(&self, key: &str) -> Result<HashMap<String, String>> {
         let head = self.s3.head_object().bucket(&self.bucket).key(key).send().await.map_err(self.err("HeadObject", key))?;

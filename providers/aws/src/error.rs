@@ -192,7 +192,7 @@ where
 }
 
 /// Maps an SDK error, naming the stage, operation and resource.
-pub fn sdk<E>(stage: Stage, operation: &str, resource: &str) -> impl FnOnce(SdkError<E, HttpResponse>) -> Error
+pub fn sdk<E>(stage: Stage, operation: &str, resource: &str) -> impl FnOnce(SdkError<E, HttpResponse>) -> Error + use<E>
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
 {

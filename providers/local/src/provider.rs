@@ -250,11 +250,7 @@ impl ResourceHandler for ArtifactStoreHandler {
         &["dir"]
     }
     async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
-        let dir = PathBuf::from(attr(spec, "dir")?);
-        if !dir.is_dir() {
-            return Ok(None);
-        }
-        let store = LocalArtifacts::open(dir.clone())?;
+        let Some((dir, store)) = existing(spec, "dir", LocalArtifacts::open)? else { return Ok(None) };
         Ok(Some(Observed {
             id: path_str(&dir),
             attributes: json!({ "dir": path_str(&dir) }),
@@ -268,7 +264,7 @@ impl ResourceHandler for ArtifactStoreHandler {
         let dir = PathBuf::from(attr(spec, "dir")?);
         LocalArtifacts::open(dir.clone())?;
         write_owner(&dir, owner)?;
-        self.read(spec).await?.ok_or_else(|| Error::internal(format!("artifact store {} vanished after creation", dir.display())))
+        created(self.read(spec).await?, spec)
     }
     async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
         still_there(self.read(spec).await?, spec)
@@ -276,6 +272,21 @@ impl ResourceHandler for ArtifactStoreHandler {
     async fn delete(&self, _spec: &ResourceSpec, current: &Observed) -> Result<()> {
         remove_dir(Path::new(&current.id))
     }
+}
+
+/// The store at the resource's `key` path, or `None` when that path does not exist: then nothing
+/// of the resource can exist either, and opening the store would create the file.
+fn existing<T>(spec: &ResourceSpec, key: &str, open: impl FnOnce(PathBuf) -> Result<T>) -> Result<Option<(PathBuf, T)>> {
+    let path = PathBuf::from(attr(spec, key)?);
+    if !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some((path.clone(), open(path)?)))
+}
+
+/// What a create just made, read back.
+fn created(observed: Option<Observed>, spec: &ResourceSpec) -> Result<Observed> {
+    observed.ok_or_else(|| Error::internal(format!("{} `{}` vanished right after creation", spec.kind, spec.name)))
 }
 
 /// For kinds whose every attribute forces a replacement, an "update" only re-reads.
@@ -328,11 +339,7 @@ impl ResourceHandler for FeatureGroupHandler {
         &["db", "spec"]
     }
     async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
-        let db = PathBuf::from(attr(spec, "db")?);
-        if !db.exists() {
-            return Ok(None);
-        }
-        let store = LocalFeatures::open(db.clone())?;
+        let Some((db, store)) = existing(spec, "db", LocalFeatures::open)? else { return Ok(None) };
         Ok(store.describe_group(&spec.name).await?.map(|g| Observed {
             id: format!("{}#{}", path_str(&db), g.name),
             attributes: json!({ "db": path_str(&db), "spec": g }),
@@ -342,17 +349,14 @@ impl ResourceHandler for FeatureGroupHandler {
     async fn create(&self, spec: &ResourceSpec, _owner: &OwnerTag) -> Result<Observed> {
         let group: FeatureGroupSpec = parse(spec, "spec")?;
         LocalFeatures::open(PathBuf::from(attr(spec, "db")?))?.create_group(&group).await?;
-        self.read(spec).await?.ok_or_else(|| Error::internal(format!("feature group `{}` vanished after creation", spec.name)))
+        created(self.read(spec).await?, spec)
     }
     async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
         still_there(self.read(spec).await?, spec)
     }
     async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
-        let db = PathBuf::from(attr(spec, "db")?);
-        if !db.exists() {
-            return Ok(());
-        }
-        LocalFeatures::open(db.clone())?.delete_group(&spec.name).await?;
+        let Some((db, store)) = existing(spec, "db", LocalFeatures::open)? else { return Ok(()) };
+        store.delete_group(&spec.name).await?;
         remove_db_if_empty(&db, "feature_groups")
     }
 }
@@ -368,12 +372,9 @@ impl ResourceHandler for ExperimentHandler {
         &["db", "name"]
     }
     async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
-        let db = PathBuf::from(attr(spec, "db")?);
-        if !db.exists() {
-            return Ok(None);
-        }
+        let Some((db, store)) = existing(spec, "db", LocalExperiments::open)? else { return Ok(None) };
         let name = attr(spec, "name")?;
-        Ok(LocalExperiments::open(db.clone())?.get_experiment(name).await?.map(|id| Observed {
+        Ok(store.get_experiment(name).await?.map(|id| Observed {
             id: id.clone(),
             attributes: json!({ "db": path_str(&db), "name": name }),
             outputs: BTreeMap::from([("experiment_id".to_owned(), json!(id)), ("name".to_owned(), json!(name))]),
@@ -381,17 +382,14 @@ impl ResourceHandler for ExperimentHandler {
     }
     async fn create(&self, spec: &ResourceSpec, _owner: &OwnerTag) -> Result<Observed> {
         LocalExperiments::open(PathBuf::from(attr(spec, "db")?))?.create_experiment(attr(spec, "name")?).await?;
-        self.read(spec).await?.ok_or_else(|| Error::internal(format!("experiment `{}` vanished after creation", spec.name)))
+        created(self.read(spec).await?, spec)
     }
     async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
         still_there(self.read(spec).await?, spec)
     }
     async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
-        let db = PathBuf::from(attr(spec, "db")?);
-        if !db.exists() {
-            return Ok(());
-        }
-        LocalExperiments::open(db.clone())?.delete_experiment(attr(spec, "name")?).await?;
+        let Some((db, store)) = existing(spec, "db", LocalExperiments::open)? else { return Ok(()) };
+        store.delete_experiment(attr(spec, "name")?).await?;
         remove_db_if_empty(&db, "experiments")
     }
 }
@@ -407,12 +405,8 @@ impl ResourceHandler for RegisteredModelHandler {
         &["db", "model"]
     }
     async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
-        let db = PathBuf::from(attr(spec, "db")?);
-        if !db.exists() {
-            return Ok(None);
-        }
+        let Some((db, registry)) = existing(spec, "db", LocalRegistry::open)? else { return Ok(None) };
         let model = attr(spec, "model")?;
-        let registry = LocalRegistry::open(db.clone())?;
         if !registry.model_exists(model).await? {
             return Ok(None);
         }
@@ -428,17 +422,14 @@ impl ResourceHandler for RegisteredModelHandler {
     async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
         let description = format!("managed by galley ({})", owner.value());
         LocalRegistry::open(PathBuf::from(attr(spec, "db")?))?.create_model(attr(spec, "model")?, Some(&description)).await?;
-        self.read(spec).await?.ok_or_else(|| Error::internal(format!("model `{}` vanished after creation", spec.name)))
+        created(self.read(spec).await?, spec)
     }
     async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
         still_there(self.read(spec).await?, spec)
     }
     async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
-        let db = PathBuf::from(attr(spec, "db")?);
-        if !db.exists() {
-            return Ok(());
-        }
-        LocalRegistry::open(db.clone())?.delete_model(attr(spec, "model")?).await?;
+        let Some((db, registry)) = existing(spec, "db", LocalRegistry::open)? else { return Ok(()) };
+        registry.delete_model(attr(spec, "model")?).await?;
         remove_db_if_empty(&db, "models")
     }
 }
@@ -454,11 +445,8 @@ impl ResourceHandler for PipelineHandler {
         &["dir"]
     }
     async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
-        let dir = PathBuf::from(attr(spec, "dir")?);
-        if !dir.exists() {
-            return Ok(None);
-        }
-        Ok(LocalOrchestrator::open(dir.clone())?.describe_pipeline(&spec.name).await?.map(|p| Observed {
+        let Some((dir, orchestrator)) = existing(spec, "dir", LocalOrchestrator::open)? else { return Ok(None) };
+        Ok(orchestrator.describe_pipeline(&spec.name).await?.map(|p| Observed {
             id: format!("{}#{}", path_str(&dir), p.name),
             attributes: json!({ "dir": path_str(&dir), "spec": p }),
             outputs: BTreeMap::from([("name".to_owned(), json!(p.name))]),
@@ -467,7 +455,7 @@ impl ResourceHandler for PipelineHandler {
     async fn create(&self, spec: &ResourceSpec, _owner: &OwnerTag) -> Result<Observed> {
         let p: PipelineSpec = parse(spec, "spec")?;
         LocalOrchestrator::open(PathBuf::from(attr(spec, "dir")?))?.upsert_pipeline(&p).await?;
-        self.read(spec).await?.ok_or_else(|| Error::internal(format!("pipeline `{}` vanished after creation", spec.name)))
+        created(self.read(spec).await?, spec)
     }
     async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
         let p: PipelineSpec = parse(spec, "spec")?;
@@ -475,11 +463,8 @@ impl ResourceHandler for PipelineHandler {
         still_there(self.read(spec).await?, spec)
     }
     async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
-        let dir = PathBuf::from(attr(spec, "dir")?);
-        if !dir.exists() {
-            return Ok(());
-        }
-        LocalOrchestrator::open(dir.clone())?.delete_pipeline(&spec.name).await?;
+        let Some((dir, orchestrator)) = existing(spec, "dir", LocalOrchestrator::open)? else { return Ok(()) };
+        orchestrator.delete_pipeline(&spec.name).await?;
         // Destroying the pipeline takes its run history and logs with it, as deleting a
         // SageMaker or Vertex pipeline does; the experiment tracker keeps what was logged.
         remove_dir(&dir.join(&spec.name))
@@ -519,7 +504,7 @@ impl ResourceHandler for EndpointHandler {
         write_owner(&serving.endpoint_dir(&spec.name), owner)?;
         // An endpoint that served before (a re-apply after a crash or a reboot) comes back up.
         serving.resume(&spec.name).await?;
-        self.read(spec).await?.ok_or_else(|| Error::internal(format!("endpoint `{}` vanished after creation", spec.name)))
+        created(self.read(spec).await?, spec)
     }
     async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
         let serving = self.serving(spec)?;
@@ -577,7 +562,7 @@ impl ResourceHandler for MonitorHandler {
         let dir = PathBuf::from(attr(spec, "dir")?).join(attr(spec, "name")?);
         write_owner(&dir, owner)?;
         std::fs::write(dir.join("monitor.json"), serde_json::to_vec_pretty(&spec.desired)?)?;
-        self.read(spec).await?.ok_or_else(|| Error::internal(format!("monitor `{}` vanished after creation", spec.name)))
+        created(self.read(spec).await?, spec)
     }
     async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
         let dir = PathBuf::from(attr(spec, "dir")?).join(attr(spec, "name")?);

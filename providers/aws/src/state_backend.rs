@@ -1,0 +1,208 @@
+//! Galley's state in S3, shared by a team: `KEY` holds the state, `KEY.backup` the one before
+//! the last save, and `KEY.lock` the holder of the lock, created with a conditional write
+//! (`If-None-Match: *`) so two writers can never both believe they hold it.
+//!
+//! [`StateBackend`] is synchronous (the engine calls it from anywhere, inside a Tokio runtime
+//! or not), so calls run on a current-thread runtime owned by the backend, driven from a
+//! scoped helper thread: never `block_on` on the caller's own runtime thread.
+
+use std::future::Future;
+
+use aws_sdk_s3::primitives::ByteStream as S3Body;
+use galley_core::{Error, ErrorKind, Result, Stage};
+use galley_engine::{LockInfo, State, StateBackend};
+
+use crate::config::{AwsClients, AwsConfig};
+use crate::error::sdk;
+
+pub struct S3StateBackend {
+    runtime: tokio::runtime::Runtime,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    key: String,
+}
+
+impl std::fmt::Debug for S3StateBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "S3StateBackend(s3://{}/{})", self.bucket, self.key)
+    }
+}
+
+impl S3StateBackend {
+    /// Connects (resolving credentials once, so a missing source fails here with a clear
+    /// message). Callable from inside or outside a Tokio runtime.
+    pub fn connect(config: &AwsConfig, bucket: impl Into<String>, key: impl Into<String>) -> Result<Self> {
+        let (bucket, key) = (bucket.into(), key.into());
+        if key.is_empty() || key.starts_with('/') || key.ends_with('/') {
+            return Err(Error::invalid(format!(
+                "state key `{key}` is not an object key: use a path such as `galley/my-system/state.json`"
+            )));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::internal("could not start the S3 state backend's runtime").with_source(e))?;
+        let config = config.clone();
+        let clients = run_on(&runtime, async move { AwsClients::connect(&config).await })?;
+        Ok(S3StateBackend { runtime, s3: clients.s3, bucket, key })
+    }
+
+    /// From a blueprint's `backend: { type: s3, bucket, key, region }` and its `platforms.aws`
+    /// (endpoint override, profile); `region` wins over the platform's.
+    pub fn for_blueprint(bp: &galley_blueprint::Blueprint, bucket: &str, key: &str, region: Option<&str>) -> Result<Self> {
+        let mut config = match &bp.platforms.aws {
+            Some(s) => AwsConfig::from_settings(s),
+            None => AwsConfig::new(region.unwrap_or("us-east-1")),
+        };
+        if let Some(r) = region {
+            config.region = r.to_owned();
+        }
+        Self::connect(&config, bucket, key)
+    }
+
+    pub fn lock_key(&self) -> String {
+        format!("{}.lock", self.key)
+    }
+    pub fn backup_key(&self) -> String {
+        format!("{}.backup", self.key)
+    }
+
+    fn uri(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    fn block<T: Send>(&self, fut: impl Future<Output = Result<T>> + Send) -> Result<T> {
+        run_on(&self.runtime, fut)
+    }
+
+    /// The object's bytes, or `None` when absent.
+    async fn read(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        match self.s3.get_object().bucket(&self.bucket).key(key).send().await {
+            Ok(out) => {
+                let bytes = out.body.collect().await.map_err(|e| {
+                    Error::new(ErrorKind::Unavailable, format!("reading {} failed half-way", self.uri(key))).with_source(e)
+                })?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) => {
+                let e = sdk(Stage::Artifacts, "GetObject", &self.uri(key))(e);
+                if e.kind() == ErrorKind::NotFound { Ok(None) } else { Err(e) }
+            }
+        }
+    }
+}
+
+/// Drives `fut` on `runtime` from a fresh scoped thread, so this works even when the calling
+/// thread is itself inside a Tokio runtime (where `block_on` would panic).
+fn run_on<T: Send>(runtime: &tokio::runtime::Runtime, fut: impl Future<Output = Result<T>> + Send) -> Result<T> {
+    std::thread::scope(|s| {
+        s.spawn(|| runtime.block_on(fut))
+            .join()
+            .unwrap_or_else(|_| Err(Error::internal("the S3 state backend's helper thread panicked")))
+    })
+}
+
+impl StateBackend for S3StateBackend {
+    fn describe(&self) -> String {
+        self.uri(&self.key)
+    }
+
+    fn load(&self) -> Result<Option<State>> {
+        let Some(bytes) = self.block(self.read(&self.key))? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::corrupt(format!(
+                "state {} is not a valid galley state ({e}); the previous state is in {}",
+                self.describe(),
+                self.uri(&self.backup_key())
+            ))
+        })
+    }
+
+    fn save(&self, state: &State) -> Result<()> {
+        let bytes = serde_json::to_vec_pretty(state)?;
+        self.block(async {
+            if let Some(previous) = self.read(&self.key).await? {
+                self.s3
+                    .put_object()
+                    .bucket(&self.bucket)
+                    .key(self.backup_key())
+                    .body(S3Body::from(previous))
+                    .send()
+                    .await
+                    .map_err(sdk(Stage::Artifacts, "PutObject", &self.uri(&self.backup_key())))?;
+            }
+            // A single PutObject replaces the object atomically.
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .content_type("application/json")
+                .body(S3Body::from(bytes))
+                .send()
+                .await
+                .map_err(sdk(Stage::Artifacts, "PutObject", &self.uri(&self.key)))?;
+            Ok(())
+        })
+    }
+
+    fn lock(&self, info: &LockInfo) -> Result<()> {
+        let body = serde_json::to_vec_pretty(info)?;
+        let lock_key = self.lock_key();
+        let put = self.block(async {
+            self.s3
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&lock_key)
+                .if_none_match("*")
+                .content_type("application/json")
+                .body(S3Body::from(body))
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(sdk(Stage::Artifacts, "PutObject", &self.uri(&lock_key)))
+        });
+        match put {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::Conflict => {
+                let holder = match self.lock_holder() {
+                    Ok(Some(h)) => h.describe(),
+                    Ok(None) => "someone who released it just now; try again".to_owned(),
+                    Err(e) => format!("an unknown holder ({e})"),
+                };
+                Err(Error::conflict(format!("state {} is locked by {holder}", self.describe())))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn unlock(&self, id: &str) -> Result<()> {
+        match self.lock_holder()? {
+            Some(h) if h.id == id => self.block(async {
+                self.s3
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(self.lock_key())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(sdk(Stage::Artifacts, "DeleteObject", &self.uri(&self.lock_key())))
+            }),
+            Some(h) => Err(Error::conflict(format!(
+                "cannot unlock state {}: lock id {id} does not match the current lock, held by {}",
+                self.describe(),
+                h.describe()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn lock_holder(&self) -> Result<Option<LockInfo>> {
+        let Some(bytes) = self.block(self.read(&self.lock_key()))? else { return Ok(None) };
+        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            Error::corrupt(format!(
+                "lock {} is unreadable ({e}); if no galley is running, delete that object",
+                self.uri(&self.lock_key())
+            ))
+        })
+    }
+}
