@@ -31,7 +31,7 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Settings { platform: None, env: None, state_path: None, output: OutputFormat::Human, parallelism: 4 }
+        Settings { platform: None, env: None, state_path: None, output: OutputFormat::Human, parallelism: 10 }
     }
 }
 

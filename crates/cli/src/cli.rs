@@ -8,9 +8,10 @@ use galley_core::PlatformKind;
 #[derive(Parser, Debug)]
 #[command(name = "galley", version, about = "One blueprint, the whole MLOps lifecycle, any platform.")]
 pub struct Cli {
-    /// Output format: human-readable text, or JSON for scripts and CI.
-    #[arg(long, short = 'o', global = true, value_enum, default_value_t = Output::Human, env = "GALLEY_OUTPUT")]
-    pub output: Output,
+    /// Output format: human-readable text, or JSON for scripts and CI
+    /// [default: `output` in galley.toml, GALLEY_OUTPUT, else human].
+    #[arg(long, short = 'o', global = true, value_enum)]
+    pub output: Option<Output>,
     /// Disable colours and progress bars.
     #[arg(long, global = true, env = "NO_COLOR", value_parser = clap::builder::FalseyValueParser::new())]
     pub no_color: bool,
@@ -30,25 +31,27 @@ pub struct BlueprintArgs {
     /// The blueprint file.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// Run every stage on this platform instead of the blueprint's `platform`.
-    #[arg(long, value_parser = parse_platform, env = "GALLEY_PLATFORM")]
+    /// Run every stage on this platform instead of the blueprint's `platform`
+    /// [default: galley.toml, GALLEY_PLATFORM].
+    #[arg(long, value_parser = parse_platform)]
     pub platform: Option<PlatformKind>,
-    /// Apply the named overlay from the blueprint's `environments`.
-    #[arg(long, env = "GALLEY_ENV")]
+    /// Apply the named overlay from the blueprint's `environments` [default: galley.toml, GALLEY_ENV].
+    #[arg(long)]
     pub env: Option<String>,
     /// Set a blueprint variable (repeatable): `--var bucket=ml-prod`.
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
-    /// State file (default: `.galley/state.json` next to the blueprint).
-    #[arg(long, value_name = "PATH", env = "GALLEY_STATE")]
+    /// State file [default: galley.toml's `state_path`, GALLEY_STATE_PATH, the blueprint's
+    /// `backend`, else `.galley/state.json` next to the blueprint].
+    #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
 pub struct ApplyArgs {
-    /// Walk at most this many resources at once.
-    #[arg(long, default_value_t = 10)]
-    pub parallelism: usize,
+    /// Walk at most this many resources at once [default: galley.toml, GALLEY_PARALLELISM, else 10].
+    #[arg(long)]
+    pub parallelism: Option<usize>,
     /// Wait this long for another run's lock before giving up (e.g. `30s`, `2m`); 0 fails at once.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub lock_timeout: std::time::Duration,
@@ -171,6 +174,43 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+impl Command {
+    /// The blueprint options of commands that read a blueprint.
+    pub fn blueprint_args_mut(&mut self) -> Option<&mut BlueprintArgs> {
+        match self {
+            Command::Validate(bp) | Command::Drift(bp) | Command::Refresh(bp) | Command::Status(bp) | Command::Outputs(bp) => Some(bp),
+            Command::Plan { bp, .. }
+            | Command::Apply { bp, .. }
+            | Command::Run { bp, .. }
+            | Command::Up { bp, .. }
+            | Command::Watch { bp, .. }
+            | Command::Destroy { bp, .. }
+            | Command::Import { bp, .. }
+            | Command::Predict { bp, .. } => Some(bp),
+            Command::Schema | Command::Completions { .. } | Command::ForceUnlock { .. } | Command::Endpoint { .. } => None,
+        }
+    }
+
+    pub fn apply_args_mut(&mut self) -> Option<&mut ApplyArgs> {
+        match self {
+            Command::Apply { apply, .. } | Command::Up { apply, .. } | Command::Destroy { apply, .. } => Some(apply),
+            _ => None,
+        }
+    }
+
+    /// Layers `galley.toml` and `GALLEY_*` settings under what the command line said.
+    pub fn apply_settings(&mut self, settings: &galley_blueprint::settings::Settings) {
+        if let Some(bp) = self.blueprint_args_mut() {
+            bp.platform = bp.platform.or(settings.platform);
+            bp.env = bp.env.take().or_else(|| settings.env.clone());
+            bp.state = bp.state.take().or_else(|| settings.state_path.clone());
+        }
+        if let Some(a) = self.apply_args_mut() {
+            a.parallelism = a.parallelism.or(Some(settings.parallelism));
+        }
+    }
 }
 
 fn parse_platform(s: &str) -> Result<PlatformKind, String> {

@@ -26,7 +26,7 @@ pub struct Ctx {
 }
 
 pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
-    let ctx = Ctx { output: cli.output, color: !cli.no_color && std::io::stderr().is_terminal() };
+    let ctx = Ctx { output: cli.output.unwrap_or(Output::Human), color: !cli.no_color && std::io::stderr().is_terminal() };
     match cli.command {
         Command::Validate(bp) => validate(&ctx, &bp),
         Command::Schema => {
@@ -109,9 +109,10 @@ fn validate(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
 }
 
 fn engine_options(a: &ApplyArgs) -> EngineOptions {
+    let parallelism = a.parallelism.unwrap_or(EngineOptions::default().parallelism).max(1);
     EngineOptions {
-        parallelism: a.parallelism.max(1),
-        per_platform: a.parallelism.max(1),
+        parallelism,
+        per_platform: parallelism,
         lock_timeout: (!a.lock_timeout.is_zero()).then_some(a.lock_timeout),
         ..EngineOptions::default()
     }

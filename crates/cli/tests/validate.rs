@@ -88,3 +88,22 @@ fn completions_are_generated() {
     let text = ok(&out);
     assert!(text.contains("galley") && text.contains("validate"));
 }
+
+#[test]
+fn settings_layer_under_flags() {
+    let p = Project::from_shipped("quickstart.yaml", |t| t);
+    std::fs::write(p.path().join("galley.toml"), "output = \"json\"\nplatform = \"onprem\"\n").unwrap();
+    // galley.toml asks for JSON and the onprem platform: the quickstart's canary is not portable there.
+    let out = p.galley(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON from galley.toml's `output`");
+    assert!(v["diagnostics"].to_string().contains("onprem"), "{v}");
+    // A flag beats the file.
+    let out = p.galley(&["validate", "--platform", "local", "--output", "human"]);
+    assert!(ok(&out).contains("is valid"));
+    // And GALLEY_* variables beat the file.
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_galley"));
+    c.current_dir(p.path()).args(["validate"]).arg(&p.blueprint).env("GALLEY_PLATFORM", "local");
+    let out = c.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}

@@ -13,3 +13,21 @@ pub mod state_backend;
 pub use artifacts::S3Artifacts;
 pub use config::{AwsClients, AwsConfig, CredentialSource};
 pub use state_backend::S3StateBackend;
+pub mod meta;
+pub mod monitor;
+pub mod registry;
+pub mod serving;
+pub mod waiter;
+
+pub use monitor::AwsMonitor;
+pub use registry::SageMakerRegistry;
+pub use serving::SageMakerServing;
+pub mod experiments;
+pub mod features;
+pub mod orchestrator;
+pub mod provider;
+
+pub use experiments::SageMakerExperiments;
+pub use features::SageMakerFeatures;
+pub use orchestrator::SageMakerPipelines;
+pub use provider::AwsProvider;

@@ -1,0 +1,807 @@
+//! The aws platform as the engine sees it: each stage expands to the AWS resource that holds
+//! it (an S3 bucket, a Feature Group, an Experiment, a Pipeline, a Model Package Group, an
+//! endpoint, CloudWatch alarms), each with a handler, and `open` gives the runtime stages.
+//!
+//! Every resource's desired attributes carry where it lives (`region`, `endpoint_url`), so a
+//! region change is a visible replacement in the plan, and so a handler can connect from the
+//! spec alone. Every taggable resource carries the owner tag `galley` = blueprint/address/
+//! lineage, so a crashed apply adopts what it made instead of duplicating it, and a leak check
+//! can tell Galley's resources from everyone else's.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_s3::types::{
+    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, PublicAccessBlockConfiguration,
+    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging,
+    VersioningConfiguration,
+};
+use galley_blueprint::Blueprint;
+use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
+use galley_core::stages::{ExperimentTracker, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, PipelineSpec, Serving};
+use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage, StageSet};
+use galley_engine::{Provider, ProviderContext};
+use serde_json::{Value as Json, json};
+use tokio::sync::Mutex;
+
+use crate::artifacts::S3Artifacts;
+use crate::config::{AwsClients, AwsConfig, CredentialSource};
+use crate::error::sdk;
+use crate::experiments::SageMakerExperiments;
+use crate::features::SageMakerFeatures;
+use crate::monitor::{AwsMonitor, alarm_name};
+use crate::orchestrator::SageMakerPipelines;
+use crate::registry::SageMakerRegistry;
+use crate::serving::{SageMakerServing, tag};
+
+pub const BUCKET: &str = "aws.s3_bucket";
+pub const FEATURE_GROUP: &str = "aws.feature_group";
+pub const EXPERIMENT: &str = "aws.experiment";
+pub const PIPELINE: &str = "aws.pipeline";
+pub const MODEL_PACKAGE_GROUP: &str = "aws.model_package_group";
+pub const ENDPOINT: &str = "aws.endpoint";
+pub const MONITOR: &str = "aws.monitor";
+
+/// Connects once per (region, endpoint, credentials) and shares the clients.
+#[derive(Clone, Default)]
+pub struct Connections {
+    credentials: Option<CredentialSource>,
+    cache: Arc<Mutex<HashMap<String, AwsClients>>>,
+}
+
+impl Connections {
+    /// The clients for a configuration, with the provider's credential override applied.
+    pub async fn get(&self, mut config: AwsConfig) -> Result<AwsClients> {
+        if let Some(c) = &self.credentials {
+            config.credentials = c.clone();
+        }
+        let key = format!("{}|{:?}|{:?}", config.region, config.endpoint_url, config.credentials);
+        let mut cache = self.cache.lock().await;
+        if let Some(c) = cache.get(&key) {
+            let mut c = c.clone();
+            c.config.role_arn = config.role_arn.clone();
+            return Ok(c);
+        }
+        let clients = AwsClients::connect(&config).await?;
+        cache.insert(key, clients.clone());
+        Ok(clients)
+    }
+
+    /// The configuration a resource spec records.
+    pub fn config_of(spec: &ResourceSpec) -> Result<AwsConfig> {
+        let region = spec.desired.get("region").and_then(Json::as_str).ok_or_else(|| {
+            Error::internal(format!("resource `{}` records no `region`", spec.address))
+        })?;
+        let mut c = AwsConfig::new(region);
+        c.endpoint_url = spec.desired.get("endpoint_url").and_then(Json::as_str).map(str::to_owned);
+        c.force_path_style = c.endpoint_url.is_some();
+        c.role_arn = spec.desired.get("role_arn").and_then(Json::as_str).map(str::to_owned);
+        if let Some(p) = spec.desired.get("profile").and_then(Json::as_str) {
+            c.credentials = CredentialSource::Profile(p.to_owned());
+        }
+        Ok(c)
+    }
+
+    async fn for_spec(&self, spec: &ResourceSpec) -> Result<AwsClients> {
+        self.get(Self::config_of(spec)?).await
+    }
+}
+
+pub struct AwsProvider {
+    ctx: ProviderContext,
+    connections: Connections,
+    handlers: BTreeMap<&'static str, Arc<dyn ResourceHandler>>,
+}
+
+impl AwsProvider {
+    /// Credentials from the blueprint's profile or the standard chain.
+    pub fn new(ctx: ProviderContext) -> Self {
+        Self::build(ctx, Connections::default())
+    }
+
+    /// Every connection uses `credentials` (tests and emulators pass static keys).
+    pub fn with_credentials(ctx: ProviderContext, credentials: CredentialSource) -> Self {
+        Self::build(ctx, Connections { credentials: Some(credentials), ..Default::default() })
+    }
+
+    fn build(ctx: ProviderContext, connections: Connections) -> Self {
+        let c = connections.clone();
+        let handlers: Vec<Arc<dyn ResourceHandler>> = vec![
+            Arc::new(BucketHandler(c.clone())),
+            Arc::new(FeatureGroupHandler(c.clone())),
+            Arc::new(ExperimentHandler(c.clone())),
+            Arc::new(PipelineHandler(c.clone())),
+            Arc::new(ModelPackageGroupHandler(c.clone())),
+            Arc::new(EndpointHandler(c.clone())),
+            Arc::new(MonitorHandler(c)),
+        ];
+        let handlers = handlers
+            .into_iter()
+            .map(|h| {
+                let k = [BUCKET, FEATURE_GROUP, EXPERIMENT, PIPELINE, MODEL_PACKAGE_GROUP, ENDPOINT, MONITOR]
+                    .into_iter()
+                    .find(|k| *k == h.kind())
+                    .expect("every handler's kind is one of the constants");
+                (k, h)
+            })
+            .collect();
+        AwsProvider { ctx, connections, handlers }
+    }
+
+    pub fn context(&self) -> &ProviderContext {
+        &self.ctx
+    }
+
+    /// The runtime stages for `bp` (also what `open` returns).
+    pub async fn stages(&self, bp: &Blueprint) -> Result<StageSet> {
+        let config = AwsConfig::from_blueprint(bp)?;
+        let clients = self.connections.get(config).await?;
+        let bucket = artifact_bucket(bp)?;
+        let store = S3Artifacts::new(clients.s3.clone(), &bucket);
+        let training = bp.stages.training.as_ref();
+        let image = training.and_then(|t| t.image.clone());
+        let serving = bp.stages.serving.as_ref();
+        let ttl = bp.stages.features.as_ref().and_then(|f| f.ttl.as_deref());
+        Ok(StageSet {
+            artifacts: Arc::new(store.clone()),
+            features: Arc::new(SageMakerFeatures::new(clients.clone(), store.clone(), ttl)?),
+            experiments: Arc::new(SageMakerExperiments::new(clients.clone(), store.clone())),
+            orchestrator: Arc::new(SageMakerPipelines::new(
+                clients.clone(),
+                store.clone(),
+                image.clone(),
+                training.and_then(|t| t.instance_type.clone()),
+            )),
+            registry: Arc::new(SageMakerRegistry::new(clients.clone(), image.clone())),
+            serving: Arc::new(SageMakerServing::new(clients.clone(), image, serving.and_then(|s| s.instance_type.clone()))),
+            monitor: Arc::new(AwsMonitor::new(store, clients.cloudwatch.clone())),
+        })
+    }
+}
+
+/// The bucket every aws stage keeps its data in: the blueprint's artifacts stage on aws.
+pub fn artifact_bucket(bp: &Blueprint) -> Result<String> {
+    match &bp.stages.artifacts {
+        Some(a) if bp.stage_platform(Stage::Artifacts) == PlatformKind::Aws => Ok(a.bucket.clone()),
+        _ => Err(Error::invalid(
+            "the aws platform keeps features, runs, pipelines and monitoring data in the artifact bucket: declare `stages.artifacts` on aws",
+        )),
+    }
+}
+
+fn spec(address: &str, kind: &str, stage: Stage, name: &str, desired: Json, depends_on: &[&str], protect: bool) -> ResourceSpec {
+    ResourceSpec {
+        address: address.to_owned(),
+        kind: kind.to_owned(),
+        platform: PlatformKind::Aws,
+        stage,
+        name: name.to_owned(),
+        desired,
+        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+        protect,
+    }
+}
+
+#[async_trait]
+impl Provider for AwsProvider {
+    fn platform(&self) -> PlatformKind {
+        PlatformKind::Aws
+    }
+
+    fn expand(&self, bp: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {
+        let settings = AwsConfig::from_blueprint(bp)?;
+        let s = &bp.stages;
+        let declared = |st: Stage| stages.contains(&st);
+        let present = bp.declared_stages();
+        let dep = |st: Stage, addr: &'static str| present.contains(&st).then_some(addr);
+        // Where every resource lives; never credentials.
+        let base = |extra: Json| -> Json {
+            let mut v = json!({
+                "region": settings.region,
+                "endpoint_url": settings.endpoint_url,
+                "role_arn": settings.role_arn,
+                "profile": match &settings.credentials { CredentialSource::Profile(p) => Some(p.clone()), _ => None },
+            });
+            if let (Json::Object(m), Json::Object(e)) = (&mut v, extra) {
+                m.extend(e);
+            }
+            v
+        };
+        let needs_bucket = [Stage::Features, Stage::Experiments, Stage::Pipeline, Stage::Training, Stage::Monitoring]
+            .iter()
+            .any(|st| declared(*st));
+        let bucket = if needs_bucket || declared(Stage::Artifacts) { Some(artifact_bucket(bp)?) } else { None };
+        let store_dep: Vec<&str> = dep(Stage::Artifacts, "artifacts.store").into_iter().collect();
+        let mut out = Vec::new();
+
+        if let (true, Some(a)) = (declared(Stage::Artifacts), &s.artifacts) {
+            out.push(spec("artifacts.store", BUCKET, Stage::Artifacts, &a.bucket,
+                base(json!({ "bucket": a.bucket, "versioning": a.versioning.unwrap_or(true), "encryption": a.encryption.unwrap_or(true) })),
+                &[], a.common.protect));
+        }
+        if let (true, Some(f)) = (declared(Stage::Features), &s.features) {
+            let features = galley_lifecycle::resolved_features(bp, &self.ctx.project_dir)?;
+            let group = galley_lifecycle::feature_group_spec(bp, &features);
+            out.push(spec("features.group", FEATURE_GROUP, Stage::Features, &f.group,
+                base(json!({ "bucket": bucket, "spec": group, "ttl": f.ttl })), &store_dep, f.common.protect));
+        }
+        if let (true, Some(e)) = (declared(Stage::Experiments), &s.experiments) {
+            out.push(spec("experiments.experiment", EXPERIMENT, Stage::Experiments, &e.name,
+                base(json!({ "bucket": bucket, "name": e.name })), &store_dep, e.common.protect));
+        }
+        if let (true, Some(r)) = (declared(Stage::Registry), &s.registry) {
+            out.push(spec("registry.model", MODEL_PACKAGE_GROUP, Stage::Registry, &r.model,
+                base(json!({ "model": r.model })), &store_dep, r.common.protect));
+        }
+        if let (true, Some(sv)) = (declared(Stage::Serving), &s.serving) {
+            let deps: Vec<&str> = dep(Stage::Registry, "registry.model").into_iter().collect();
+            out.push(spec("serving.endpoint", ENDPOINT, Stage::Serving, &sv.endpoint,
+                base(json!({ "endpoint": sv.endpoint, "instance_type": sv.instance_type, "model": sv.model })), &deps, sv.common.protect));
+        }
+        if let (true, Some(m)) = (declared(Stage::Monitoring), &s.monitoring) {
+            let name = s.serving.as_ref().map(|sv| sv.endpoint.clone()).unwrap_or_else(|| bp.name.clone());
+            let mut deps: Vec<&str> = store_dep.clone();
+            deps.extend(dep(Stage::Serving, "serving.endpoint"));
+            let alarms: Vec<Json> = m.alarms.iter().map(|a| json!({ "metric": a.metric, "above": a.above })).collect();
+            out.push(spec("monitoring.monitor", MONITOR, Stage::Monitoring, &name,
+                base(json!({ "bucket": bucket, "name": name, "drift": m.drift, "alarms": alarms })), &deps, m.common.protect));
+        }
+        if declared(Stage::Pipeline) || (declared(Stage::Training) && s.pipeline.is_none()) {
+            let p = galley_lifecycle::pipeline_spec(bp);
+            let deps: Vec<&str> = [
+                dep(Stage::Artifacts, "artifacts.store"),
+                dep(Stage::Features, "features.group"),
+                dep(Stage::Experiments, "experiments.experiment"),
+                dep(Stage::Registry, "registry.model"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let protect = s.pipeline.as_ref().map(|p| p.common.protect).unwrap_or(false);
+            let training = s.training.as_ref();
+            out.push(spec("pipeline.pipeline", PIPELINE, Stage::Pipeline, &p.name.clone(),
+                base(json!({
+                    "bucket": bucket,
+                    "spec": p,
+                    "image": training.and_then(|t| t.image.clone()),
+                    "instance_type": training.and_then(|t| t.instance_type.clone()),
+                })), &deps, protect));
+        }
+        Ok(out)
+    }
+
+    fn handler(&self, kind: &str) -> Option<Arc<dyn ResourceHandler>> {
+        self.handlers.get(kind).cloned()
+    }
+
+    async fn open(&self, bp: &Blueprint, _outputs: &BTreeMap<String, BTreeMap<String, Json>>) -> Result<StageSet> {
+        self.stages(bp).await
+    }
+}
+
+fn attr<'a>(spec: &'a ResourceSpec, key: &str) -> Result<&'a str> {
+    spec.desired.get(key).and_then(Json::as_str).ok_or_else(|| Error::internal(format!("resource `{}` has no `{key}` attribute", spec.address)))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(spec: &ResourceSpec, key: &str) -> Result<T> {
+    let v = spec.desired.get(key).cloned().unwrap_or(Json::Null);
+    serde_json::from_value(v).map_err(|e| Error::internal(format!("resource `{}`: bad `{key}`: {e}", spec.address)))
+}
+
+fn vanished(spec: &ResourceSpec) -> Error {
+    Error::not_found(format!("{} `{}` vanished right after it was created or updated", spec.kind, spec.name))
+}
+
+async fn store_for(c: &Connections, spec: &ResourceSpec) -> Result<(AwsClients, S3Artifacts)> {
+    let clients = c.for_spec(spec).await?;
+    let store = S3Artifacts::new(clients.s3.clone(), attr(spec, "bucket")?);
+    Ok((clients, store))
+}
+
+// ---- artifacts: the S3 bucket ----------------------------------------------------------------
+
+struct BucketHandler(Connections);
+
+impl BucketHandler {
+    async fn configure(&self, clients: &AwsClients, spec: &ResourceSpec) -> Result<()> {
+        let bucket = attr(spec, "bucket")?;
+        let s3 = &clients.s3;
+        let versioning = spec.desired.get("versioning").and_then(Json::as_bool).unwrap_or(true);
+        s3.put_bucket_versioning()
+            .bucket(bucket)
+            .versioning_configuration(
+                VersioningConfiguration::builder()
+                    .status(if versioning { BucketVersioningStatus::Enabled } else { BucketVersioningStatus::Suspended })
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(sdk(Stage::Artifacts, "PutBucketVersioning", bucket))?;
+        if spec.desired.get("encryption").and_then(Json::as_bool).unwrap_or(true) {
+            let rule = ServerSideEncryptionRule::builder()
+                .apply_server_side_encryption_by_default(
+                    ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build().map_err(|e| Error::internal(e.to_string()))?,
+                )
+                .build();
+            s3.put_bucket_encryption()
+                .bucket(bucket)
+                .server_side_encryption_configuration(ServerSideEncryptionConfiguration::builder().rules(rule).build().map_err(|e| Error::internal(e.to_string()))?)
+                .send()
+                .await
+                .map_err(sdk(Stage::Artifacts, "PutBucketEncryption", bucket))?;
+        }
+        // Model artifacts are never public.
+        s3.put_public_access_block()
+            .bucket(bucket)
+            .public_access_block_configuration(
+                PublicAccessBlockConfiguration::builder()
+                    .block_public_acls(true)
+                    .ignore_public_acls(true)
+                    .block_public_policy(true)
+                    .restrict_public_buckets(true)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(sdk(Stage::Artifacts, "PutPublicAccessBlock", bucket))?;
+        Ok(())
+    }
+
+    /// Deletes every object version and delete marker, so the bucket can go.
+    async fn empty(&self, clients: &AwsClients, bucket: &str) -> Result<()> {
+        use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+        loop {
+            let page = clients
+                .s3
+                .list_object_versions()
+                .bucket(bucket)
+                .send()
+                .await
+                .map_err(sdk(Stage::Artifacts, "ListObjectVersions", bucket))?;
+            let mut ids = Vec::new();
+            for v in page.versions() {
+                ids.push(ObjectIdentifier::builder().key(v.key().unwrap_or_default()).set_version_id(v.version_id().map(str::to_owned)).build());
+            }
+            for m in page.delete_markers() {
+                ids.push(ObjectIdentifier::builder().key(m.key().unwrap_or_default()).set_version_id(m.version_id().map(str::to_owned)).build());
+            }
+            let ids: Vec<ObjectIdentifier> = ids.into_iter().collect::<std::result::Result<_, _>>().map_err(|e| Error::internal(e.to_string()))?;
+            if ids.is_empty() {
+                break;
+            }
+            for chunk in ids.chunks(1000) {
+                clients
+                    .s3
+                    .delete_objects()
+                    .bucket(bucket)
+                    .delete(Delete::builder().set_objects(Some(chunk.to_vec())).quiet(true).build().map_err(|e| Error::internal(e.to_string()))?)
+                    .send()
+                    .await
+                    .map_err(sdk(Stage::Artifacts, "DeleteObjects", bucket))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ResourceHandler for BucketHandler {
+    fn kind(&self) -> &str {
+        BUCKET
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["region", "bucket", "endpoint_url"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let clients = self.0.for_spec(spec).await?;
+        let bucket = attr(spec, "bucket")?;
+        match clients.s3.head_bucket().bucket(bucket).send().await {
+            Ok(_) => {}
+            Err(e) => {
+                let e = sdk(Stage::Artifacts, "HeadBucket", bucket)(e);
+                return if e.kind() == ErrorKind::NotFound { Ok(None) } else { Err(e) };
+            }
+        }
+        let versioning = clients
+            .s3
+            .get_bucket_versioning()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(sdk(Stage::Artifacts, "GetBucketVersioning", bucket))?
+            .status()
+            .is_some_and(|s| *s == BucketVersioningStatus::Enabled);
+        let encryption = match clients.s3.get_bucket_encryption().bucket(bucket).send().await {
+            Ok(o) => o.server_side_encryption_configuration().is_some_and(|c| !c.rules().is_empty()),
+            Err(e) => {
+                let e = sdk(Stage::Artifacts, "GetBucketEncryption", bucket)(e);
+                if e.kind() == ErrorKind::NotFound { false } else { return Err(e) }
+            }
+        };
+        let mut attributes = spec.desired.clone();
+        attributes["versioning"] = json!(versioning);
+        attributes["encryption"] = json!(encryption);
+        Ok(Some(Observed {
+            id: format!("arn:aws:s3:::{bucket}"),
+            attributes,
+            outputs: BTreeMap::from([("uri".to_owned(), json!(format!("s3://{bucket}"))), ("bucket".to_owned(), json!(bucket))]),
+        }))
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        let clients = self.0.for_spec(spec).await?;
+        let bucket = attr(spec, "bucket")?;
+        if self.read(spec).await?.is_none() {
+            let mut req = clients.s3.create_bucket().bucket(bucket);
+            // us-east-1 is the one region that refuses an explicit location constraint.
+            if clients.region() != "us-east-1" {
+                req = req.create_bucket_configuration(
+                    CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(clients.region())).build(),
+                );
+            }
+            match req.send().await {
+                Ok(_) => {}
+                Err(e) => {
+                    let e = sdk(Stage::Artifacts, "CreateBucket", bucket)(e);
+                    if e.kind() == ErrorKind::Conflict {
+                        return Err(Error::conflict(format!(
+                            "bucket `{bucket}` is taken by another AWS account (bucket names are global); choose another `stages.artifacts.bucket`"
+                        )));
+                    }
+                    if e.kind() != ErrorKind::AlreadyExists {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        clients
+            .s3
+            .put_bucket_tagging()
+            .bucket(bucket)
+            .tagging(
+                Tagging::builder()
+                    .tag_set(aws_sdk_s3::types::Tag::builder().key(OwnerTag::KEY).value(owner.value()).build().map_err(|e| Error::internal(e.to_string()))?)
+                    .build()
+                    .map_err(|e| Error::internal(e.to_string()))?,
+            )
+            .send()
+            .await
+            .map_err(sdk(Stage::Artifacts, "PutBucketTagging", bucket))?;
+        self.configure(&clients, spec).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        let clients = self.0.for_spec(spec).await?;
+        self.configure(&clients, spec).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        let clients = self.0.for_spec(spec).await?;
+        let bucket = attr(spec, "bucket")?;
+        if self.read(spec).await?.is_none() {
+            return Ok(());
+        }
+        self.empty(&clients, bucket).await?;
+        match clients.s3.delete_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = sdk(Stage::Artifacts, "DeleteBucket", bucket)(e);
+                if e.kind() == ErrorKind::NotFound { Ok(()) } else { Err(e) }
+            }
+        }
+    }
+}
+
+// ---- features: the Feature Group --------------------------------------------------------------
+
+struct FeatureGroupHandler(Connections);
+
+impl FeatureGroupHandler {
+    async fn features(&self, spec: &ResourceSpec) -> Result<SageMakerFeatures> {
+        let (clients, store) = store_for(&self.0, spec).await?;
+        SageMakerFeatures::new(clients, store, spec.desired.get("ttl").and_then(Json::as_str))
+    }
+}
+
+#[async_trait]
+impl ResourceHandler for FeatureGroupHandler {
+    fn kind(&self) -> &str {
+        FEATURE_GROUP
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["region", "endpoint_url", "spec", "bucket", "ttl"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let f = self.features(spec).await?;
+        Ok(f.describe_group(&spec.name).await?.map(|g| {
+            let mut attributes = spec.desired.clone();
+            attributes["spec"] = json!(g);
+            Observed {
+                id: format!("feature-group/{}", g.name),
+                attributes,
+                outputs: BTreeMap::from([("group".to_owned(), json!(g.name)), ("offline_uri".to_owned(), json!(f.offline_uri(&g.name)))]),
+            }
+        }))
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        let group: FeatureGroupSpec = parse(spec, "spec")?;
+        self.features(spec).await?.create_tagged(&group, vec![tag(OwnerTag::KEY, &owner.value())]).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        self.features(spec).await?.delete_group(&spec.name).await
+    }
+}
+
+// ---- experiments: the Experiment ----------------------------------------------------------------
+
+struct ExperimentHandler(Connections);
+
+#[async_trait]
+impl ResourceHandler for ExperimentHandler {
+    fn kind(&self) -> &str {
+        EXPERIMENT
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["region", "endpoint_url", "name", "bucket"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let (clients, store) = store_for(&self.0, spec).await?;
+        let name = attr(spec, "name")?;
+        Ok(SageMakerExperiments::new(clients, store).get_experiment(name).await?.map(|id| Observed {
+            id: format!("experiment/{id}"),
+            attributes: spec.desired.clone(),
+            outputs: BTreeMap::from([("experiment_id".to_owned(), json!(id)), ("name".to_owned(), json!(name))]),
+        }))
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        let (clients, store) = store_for(&self.0, spec).await?;
+        SageMakerExperiments::new(clients, store).create_tagged(attr(spec, "name")?, vec![tag(OwnerTag::KEY, &owner.value())]).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        let (clients, store) = store_for(&self.0, spec).await?;
+        SageMakerExperiments::new(clients, store).delete_experiment(attr(spec, "name")?).await
+    }
+}
+
+// ---- pipeline: the SageMaker Pipeline ------------------------------------------------------------
+
+struct PipelineHandler(Connections);
+
+impl PipelineHandler {
+    async fn pipelines(&self, spec: &ResourceSpec) -> Result<(AwsClients, SageMakerPipelines)> {
+        let (clients, store) = store_for(&self.0, spec).await?;
+        let image = spec.desired.get("image").and_then(Json::as_str).map(str::to_owned);
+        let instance = spec.desired.get("instance_type").and_then(Json::as_str).map(str::to_owned);
+        Ok((clients.clone(), SageMakerPipelines::new(clients, store, image, instance)))
+    }
+}
+
+#[async_trait]
+impl ResourceHandler for PipelineHandler {
+    fn kind(&self) -> &str {
+        PIPELINE
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["region", "endpoint_url", "bucket"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let (clients, p) = self.pipelines(spec).await?;
+        let Some(found) = p.describe_pipeline(&spec.name).await? else { return Ok(None) };
+        let arn = clients
+            .sagemaker
+            .describe_pipeline()
+            .pipeline_name(&spec.name)
+            .send()
+            .await
+            .map_err(sdk(Stage::Pipeline, "DescribePipeline", &spec.name))?
+            .pipeline_arn()
+            .unwrap_or_default()
+            .to_owned();
+        let mut attributes = spec.desired.clone();
+        attributes["spec"] = json!(found);
+        Ok(Some(Observed {
+            id: arn.clone(),
+            attributes,
+            outputs: BTreeMap::from([("name".to_owned(), json!(found.name)), ("arn".to_owned(), json!(arn))]),
+        }))
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        let (clients, p) = self.pipelines(spec).await?;
+        let pipeline: PipelineSpec = parse(spec, "spec")?;
+        p.upsert_pipeline(&pipeline).await?;
+        let observed = self.read(spec).await?.ok_or_else(|| vanished(spec))?;
+        clients
+            .sagemaker
+            .add_tags()
+            .resource_arn(&observed.id)
+            .tags(tag(OwnerTag::KEY, &owner.value()))
+            .send()
+            .await
+            .map_err(sdk(Stage::Pipeline, "AddTags", &spec.name))?;
+        Ok(observed)
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        let (_, p) = self.pipelines(spec).await?;
+        p.upsert_pipeline(&parse(spec, "spec")?).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        let (_, p) = self.pipelines(spec).await?;
+        p.delete_pipeline(&spec.name).await
+    }
+}
+
+// ---- registry: the Model Package Group -----------------------------------------------------------
+
+struct ModelPackageGroupHandler(Connections);
+
+#[async_trait]
+impl ResourceHandler for ModelPackageGroupHandler {
+    fn kind(&self) -> &str {
+        MODEL_PACKAGE_GROUP
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["region", "endpoint_url", "model"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let r = SageMakerRegistry::new(self.0.for_spec(spec).await?, None);
+        let model = attr(spec, "model")?;
+        Ok(r.group_arn(model).await?.map(|arn| Observed {
+            id: arn.clone(),
+            attributes: spec.desired.clone(),
+            outputs: BTreeMap::from([("model".to_owned(), json!(model)), ("model_id".to_owned(), json!(arn))]),
+        }))
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        let r = SageMakerRegistry::new(self.0.for_spec(spec).await?, None);
+        let description = format!("managed by galley ({})", owner.value());
+        r.create_group(attr(spec, "model")?, Some(&description), vec![tag(OwnerTag::KEY, &owner.value())]).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        SageMakerRegistry::new(self.0.for_spec(spec).await?, None).delete_model(attr(spec, "model")?).await
+    }
+}
+
+// ---- serving: the endpoint ------------------------------------------------------------------------
+
+/// The endpoint under Galley's management. Nothing is deployable before `galley run` has
+/// trained and registered a model, so apply reserves the name (no call), `galley run`
+/// deploys, and destroy removes the endpoint and every Model and EndpointConfig tagged for it.
+struct EndpointHandler(Connections);
+
+#[async_trait]
+impl ResourceHandler for EndpointHandler {
+    fn kind(&self) -> &str {
+        ENDPOINT
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["region", "endpoint_url", "endpoint"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let serving = SageMakerServing::new(self.0.for_spec(spec).await?, None, None);
+        let endpoint = attr(spec, "endpoint")?;
+        let live = serving.describe(endpoint).await?;
+        let mut outputs = BTreeMap::from([("endpoint".to_owned(), json!(endpoint))]);
+        match &live {
+            Some(info) => {
+                outputs.insert("url".to_owned(), json!(info.url));
+                outputs.insert("state".to_owned(), json!(info.state));
+                outputs.insert("signature".to_owned(), serde_json::to_value(&info.signature)?);
+            }
+            None => {
+                outputs.insert("state".to_owned(), json!("not_deployed"));
+            }
+        }
+        Ok(Some(Observed { id: format!("endpoint/{endpoint}"), attributes: spec.desired.clone(), outputs }))
+    }
+    async fn create(&self, spec: &ResourceSpec, _owner: &OwnerTag) -> Result<Observed> {
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        SageMakerServing::new(self.0.for_spec(spec).await?, None, None).undeploy(attr(spec, "endpoint")?).await
+    }
+}
+
+// ---- monitoring: CloudWatch alarms (and the monitor's data in the bucket) ------------------------
+
+#[derive(serde::Deserialize)]
+struct AlarmSpec {
+    metric: String,
+    above: f64,
+}
+
+struct MonitorHandler(Connections);
+
+impl MonitorHandler {
+    async fn monitor(&self, spec: &ResourceSpec) -> Result<AwsMonitor> {
+        let (clients, store) = store_for(&self.0, spec).await?;
+        Ok(AwsMonitor::new(store, clients.cloudwatch.clone()))
+    }
+    fn alarm_names(spec: &ResourceSpec) -> Result<Vec<String>> {
+        let name = attr(spec, "name")?;
+        let alarms: Vec<AlarmSpec> = parse(spec, "alarms")?;
+        Ok(alarms.iter().map(|a| alarm_name(name, &a.metric)).collect())
+    }
+    async fn put_alarms(&self, spec: &ResourceSpec, owner: &str) -> Result<()> {
+        let m = self.monitor(spec).await?;
+        let name = attr(spec, "name")?;
+        for a in parse::<Vec<AlarmSpec>>(spec, "alarms")? {
+            m.put_alarm(name, &a.metric, a.above, owner).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ResourceHandler for MonitorHandler {
+    fn kind(&self) -> &str {
+        MONITOR
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["region", "endpoint_url", "name", "bucket"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let m = self.monitor(spec).await?;
+        let wanted = Self::alarm_names(spec)?;
+        let existing = m.existing_alarms(&wanted).await?;
+        // With alarms declared, the monitor exists when its alarms do.
+        if !wanted.is_empty() && existing.is_empty() {
+            return Ok(None);
+        }
+        let mut attributes = spec.desired.clone();
+        attributes["existing_alarms"] = json!(existing);
+        Ok(Some(Observed {
+            id: format!("monitor/{}", attr(spec, "name")?),
+            attributes,
+            outputs: BTreeMap::from([
+                ("monitor".to_owned(), json!(attr(spec, "name")?)),
+                ("alarms".to_owned(), json!(existing)),
+                ("namespace".to_owned(), json!(crate::monitor::NAMESPACE)),
+            ]),
+        }))
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        self.put_alarms(spec, &owner.value()).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn update(&self, spec: &ResourceSpec, current: &Observed) -> Result<Observed> {
+        // Alarms the blueprint no longer lists go.
+        let wanted = Self::alarm_names(spec)?;
+        let stale: Vec<String> = current
+            .attributes
+            .get("existing_alarms")
+            .and_then(Json::as_array)
+            .map(|a| a.iter().filter_map(Json::as_str).filter(|n| !wanted.iter().any(|w| w == n)).map(str::to_owned).collect())
+            .unwrap_or_default();
+        let m = self.monitor(spec).await?;
+        m.delete_alarms(&stale).await?;
+        let owner = format!("galley-managed/{}", spec.address);
+        self.put_alarms(spec, &owner).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        use galley_core::Monitor as _;
+        let m = self.monitor(spec).await?;
+        m.delete_alarms(&Self::alarm_names(spec)?).await?;
+        // The baseline and recorded inferences go with the monitor (a missing bucket is fine).
+        match m.delete(attr(spec, "name")?).await {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+}
