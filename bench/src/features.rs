@@ -93,7 +93,10 @@ pub async fn run(dir: &Path, lookups: usize) -> Result<serde_json::Value> {
     }
     let seconds = started.elapsed().as_secs_f64();
     let (p50_us, p99_us) = p50_p99_us(&mut samples);
+    drop(store);
+    let floor = sqlite_floor(&db, lookups, n)?;
     Ok(json!({
+        "sqlite_floor_lookups_per_s": floor,
         "entities": n,
         "features": FEATURES.len(),
         "lookups": lookups,
@@ -103,6 +106,30 @@ pub async fn run(dir: &Path, lookups: usize) -> Result<serde_json::Value> {
         "p99_us": p99_us,
         "setup_s": setup_s,
     }))
+}
+
+/// The same point reads straight through rusqlite on the calling thread, on the same file: no
+/// async hop, no group lookup. Not a comparison target; it shows how much of a lookup's cost
+/// is SQLite itself and how much the store adds around it.
+fn sqlite_floor(db: &Path, lookups: usize, rows: usize) -> Result<f64> {
+    let sql_err = |e: rusqlite::Error| Error::internal(format!("{}: {e}", db.display()));
+    let conn = rusqlite::Connection::open(db).map_err(sql_err)?;
+    let table: String = conn
+        .query_row("SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'fgn_%'", [], |r| r.get(0))
+        .map_err(sql_err)?;
+    let cols: Vec<String> = (0..FEATURES.len()).map(|i| format!("f{i}")).collect();
+    let sql = format!("SELECT entity, {} FROM {table} WHERE entity IN (?1)", cols.join(", "));
+    let mut stmt = conn.prepare(&sql).map_err(sql_err)?;
+    let started = Instant::now();
+    for i in 0..lookups {
+        let found = stmt
+            .query_row([entity(i, rows)], |r| (1..=FEATURES.len()).map(|j| r.get::<_, f64>(j)).collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(sql_err)?;
+        if found.len() != FEATURES.len() {
+            return Err(Error::internal("short row in the SQLite floor run"));
+        }
+    }
+    Ok(lookups as f64 / started.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]

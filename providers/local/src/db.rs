@@ -49,6 +49,9 @@ pub(crate) type DbResult<T> = std::result::Result<T, DbError>;
 pub(crate) struct Db {
     path: Arc<PathBuf>,
     conn: Arc<Mutex<Connection>>,
+    /// A second connection for [`Db::read_now`]: under WAL a reader never waits for a
+    /// writer, so point reads need not queue behind an ingest holding `conn`.
+    reader: Arc<Mutex<Connection>>,
 }
 
 impl Db {
@@ -62,9 +65,10 @@ impl Db {
                     .platform(PlatformKind::Local)
             })?;
         }
-        let conn = Self::connect(path, schema)
-            .map_err(|e| map_sqlite_error(path, e).platform(PlatformKind::Local))?;
-        Ok(Db { path: Arc::new(path.to_path_buf()), conn: Arc::new(Mutex::new(conn)) })
+        let connect = || Self::connect(path, schema).map_err(|e| map_sqlite_error(path, e).platform(PlatformKind::Local));
+        let conn = connect()?;
+        let reader = connect()?;
+        Ok(Db { path: Arc::new(path.to_path_buf()), conn: Arc::new(Mutex::new(conn)), reader: Arc::new(Mutex::new(reader)) })
     }
 
     fn connect(path: &Path, schema: &str) -> rusqlite::Result<Connection> {
@@ -86,6 +90,25 @@ impl Db {
 
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Runs a short read on the calling thread, with the reader connection.
+    ///
+    /// Only for indexed point reads (an online feature lookup): they take microseconds, while
+    /// a hop to the blocking pool and back costs two thread wake-ups — most of a lookup's time
+    /// (measured: 18 µs per lookup through `call`, 2.9 µs for the read itself). Under WAL a
+    /// reader does not wait for writers, so this cannot stall the async worker behind an ingest.
+    pub(crate) fn read_now<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> DbResult<T>,
+    {
+        let guard = self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&guard)
+            .map_err(|e| match e {
+                DbError::Sql(e) => map_sqlite_error(&self.path, e),
+                DbError::Galley(e) => e,
+            })
+            .map_err(|e| e.platform(PlatformKind::Local))
     }
 
     /// Runs `f` with the connection on the blocking pool and maps its errors.

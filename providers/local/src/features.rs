@@ -462,15 +462,13 @@ impl FeatureStore for LocalFeatures {
     }
 
     async fn get_online(&self, group: &str, keys: &[Value], features: &[String]) -> Result<Vec<Option<Vec<Value>>>> {
-        let g = group.to_owned();
-        let keys = keys.to_vec();
-        let features = features.to_vec();
+        // Online reads are point lookups on the serving path: run them inline (see `read_now`).
         self.db
-            .call(move |conn| {
-                let group = require_group(conn, &g)?;
+            .read_now(|conn| {
+                let group = require_group(conn, group)?;
                 let spec = &group.spec;
                 require_online(spec)?;
-                let wanted = pick_features(spec, &features)?;
+                let wanted = pick_features(spec, features)?;
                 let keys: Vec<EntityKey> = keys.iter().map(|k| entity_key(spec, k)).collect::<DbResult<_>>()?;
                 let select: String = wanted.iter().map(|(i, _)| format!(", {}", feature_column(*i))).collect();
                 let mut found: HashMap<EntityKey, Vec<Value>> = HashMap::with_capacity(keys.len());
@@ -504,7 +502,6 @@ impl FeatureStore for LocalFeatures {
                 }
                 Ok(keys.iter().map(|k| found.get(k).cloned()).collect())
             })
-            .await
             .ctx(Stage::Features, "get_online", group)
     }
 
