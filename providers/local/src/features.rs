@@ -34,6 +34,11 @@ const ONLINE_BATCH: usize = 256;
 
 pub struct LocalFeatures {
     db: Db,
+    /// Groups as the online path last read them. Valid while SQLite's `data_version` (which
+    /// moves whenever another connection, in this process or another, commits) is unchanged,
+    /// so a lookup skips re-reading and re-parsing the group's spec without ever using a stale
+    /// one.
+    online_groups: std::sync::Mutex<(i64, HashMap<String, std::sync::Arc<Group>>)>,
 }
 
 impl LocalFeatures {
@@ -41,7 +46,21 @@ impl LocalFeatures {
     pub fn open(db_path: std::path::PathBuf) -> Result<Self> {
         let db = Db::open(&db_path, SCHEMA)
             .map_err(|e| e.stage(Stage::Features).operation("open").resource(db_path.display().to_string()))?;
-        Ok(LocalFeatures { db })
+        Ok(LocalFeatures { db, online_groups: std::sync::Mutex::new((-1, HashMap::new())) })
+    }
+
+    fn online_group(&self, conn: &Connection, name: &str) -> DbResult<std::sync::Arc<Group>> {
+        let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        let mut cache = self.online_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.0 != version {
+            *cache = (version, HashMap::new());
+        }
+        if let Some(g) = cache.1.get(name) {
+            return Ok(g.clone());
+        }
+        let g = std::sync::Arc::new(require_group(conn, name)?);
+        cache.1.insert(name.to_owned(), g.clone());
+        Ok(g)
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -465,7 +484,7 @@ impl FeatureStore for LocalFeatures {
         // Online reads are point lookups on the serving path: run them inline (see `read_now`).
         self.db
             .read_now(|conn| {
-                let group = require_group(conn, group)?;
+                let group = self.online_group(conn, group)?;
                 let spec = &group.spec;
                 require_online(spec)?;
                 let wanted = pick_features(spec, features)?;

@@ -255,3 +255,30 @@ async fn historical_join_is_point_in_time_correct_and_never_leaks_the_future() {
     // The entity rows are carried through unchanged and in order.
     assert_eq!(out.rows[2][..3], [Value::Int(1), Value::Int(400), Value::Bool(true)]);
 }
+
+/// The online path caches group specs; a change committed through another connection (another
+/// process, or `galley apply` beside a running server) is seen at the next lookup.
+#[tokio::test]
+async fn online_reads_see_changes_made_through_another_connection() {
+    let (dir, reader) = store().await;
+    let writer = LocalFeatures::open(dir.path().join("features.db")).unwrap();
+    writer.ingest("customer_stats", &rows(&[(1, 10, 5.0, false, "a")])).await.unwrap();
+    writer.materialize("customer_stats", 100).await.unwrap();
+    let keys = [Value::Int(1)];
+    let got = reader.get_online("customer_stats", &keys, &["spend".into()]).await.unwrap();
+    assert_eq!(got, vec![Some(vec![Value::Float(5.0)])]);
+
+    writer.ingest("customer_stats", &rows(&[(1, 20, 7.5, false, "a")])).await.unwrap();
+    writer.materialize("customer_stats", 100).await.unwrap();
+    let got = reader.get_online("customer_stats", &keys, &["spend".into()]).await.unwrap();
+    assert_eq!(got, vec![Some(vec![Value::Float(7.5)])]);
+
+    // Re-created elsewhere with another shape: the cached spec is not used.
+    writer.delete_group("customer_stats").await.unwrap();
+    let mut other = spec(true);
+    other.features = vec![Column::new("visits", DType::Int)];
+    writer.create_group(&other).await.unwrap();
+    let e = reader.get_online("customer_stats", &keys, &["spend".into()]).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.message().contains("spend"), "{e}");
+}
