@@ -48,6 +48,23 @@ impl App {
         Ok(Engine::for_blueprint(&self.loaded.blueprint, &self.providers, backend, opts)?)
     }
 
+    /// Refuses to run against a stack that is not (fully) provisioned: opening the stages would
+    /// otherwise create stores that no state records.
+    pub fn require_applied(&self, engine: &Engine) -> Result<(), CliError> {
+        let state = engine.state()?;
+        let missing: Vec<&str> =
+            engine.graph().ordered().map(|s| s.address.as_str()).filter(|a| !state.resources.contains_key(*a)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(CliError::message(format!(
+            "{} not provisioned yet ({}); run `galley apply {}` first",
+            if missing.len() == 1 { "this resource is" } else { "these resources are" },
+            missing.join(", "),
+            self.loaded.path.display()
+        )))
+    }
+
     /// The runtime stage objects, each from the platform its stage runs on.
     pub async fn stages(&self, engine: &Engine) -> Result<StageSet, CliError> {
         let bp = &self.loaded.blueprint;

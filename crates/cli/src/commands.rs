@@ -251,6 +251,7 @@ fn finish_report(ctx: &Ctx, report: &galley_engine::ApplyReport, what: &str) -> 
 async fn run(ctx: &Ctx, args: &BlueprintArgs, no_cache: bool) -> Result<ExitCode, CliError> {
     let app = App::load(args)?;
     let engine = app.engine(EngineOptions::default())?;
+    app.require_applied(&engine)?;
     let stages = app.stages(&engine).await?;
     let lifecycle = app.lifecycle(stages.clone())?;
     if ctx.output == Output::Human {
@@ -530,6 +531,7 @@ async fn predict(ctx: &Ctx, args: &BlueprintArgs, data: &str) -> Result<ExitCode
     let app = App::load(args)?;
     let sv = app.loaded.blueprint.stages.serving.as_ref().ok_or_else(|| CliError::message("the blueprint has no serving stage"))?;
     let engine = app.engine(EngineOptions::default())?;
+    app.require_applied(&engine)?;
     let stages = app.stages(&engine).await?;
     let p = stages.serving.invoke(&sv.endpoint, &rows).await?;
     say(ctx, serde_json::to_value(&p)?, &format!("{:?} (variant {})", p.predictions, p.variant));

@@ -12,5 +12,10 @@ pub fn providers(ctx: &ProviderContext) -> Providers {
         let cmd = vec![exe, "__endpoint".into()];
         p = p.with(std::sync::Arc::new(galley_local::provider::LocalProvider::new(ctx.clone(), cmd)));
     }
+    #[cfg(feature = "aws")]
+    {
+        // Credentials from the blueprint's `platforms.aws.profile` or the standard chain.
+        p = p.with(std::sync::Arc::new(galley_aws::AwsProvider::new(ctx.clone())));
+    }
     p
 }

@@ -37,6 +37,7 @@ pub async fn watch(
         )));
     }
     let engine = app.engine(EngineOptions::default())?;
+    app.require_applied(&engine)?;
     let stages = app.stages(&engine).await?;
     let lifecycle = app.lifecycle(stages.clone())?;
 

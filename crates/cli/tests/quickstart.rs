@@ -185,3 +185,13 @@ fn drift_is_reported_and_retrains_a_new_version() {
     assert!(stderr.contains("trigger `drift` fired"), "{stderr}");
     ok(&p.galley(&["destroy", "--auto-approve"]));
 }
+
+#[test]
+fn run_before_apply_refuses_and_creates_nothing() {
+    let p = Project::from_shipped("quickstart.yaml", |t| t);
+    let out = p.galley(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("not provisioned yet") && stderr.contains("galley apply"), "{stderr}");
+    assert!(!p.path().join(".galley").exists(), "nothing may be created outside state: {:?}", files_under(p.path()));
+}
