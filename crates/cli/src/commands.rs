@@ -254,10 +254,17 @@ async fn run(ctx: &Ctx, args: &BlueprintArgs, no_cache: bool) -> Result<ExitCode
     app.require_applied(&engine)?;
     let stages = app.stages(&engine).await?;
     let lifecycle = app.lifecycle(stages.clone())?;
-    if ctx.output == Output::Human {
+    let human = ctx.output == Output::Human;
+    if human {
         eprintln!("running pipeline `{}` …", lifecycle.pipeline_name());
     }
-    let summary = lifecycle.run(None, no_cache).await?;
+    let progress = move |step: &galley_core::stages::StepRun| {
+        if human {
+            let state = format!("{:?}", step.state).to_lowercase();
+            eprintln!("  {:<15} {state}{}", step.name, if step.cached { " (cached)" } else { "" });
+        }
+    };
+    let summary = lifecycle.run_with_progress(None, no_cache, &progress).await?;
     let sample = sample_prediction(&lifecycle, &stages, &summary).await;
     report_run(ctx, &summary, sample)
 }

@@ -70,6 +70,16 @@ impl Lifecycle {
     /// Registers this lifecycle as the pipeline's step bodies and runs it to the end.
     /// `retrain` (implied by a drift trigger) trains anew even when data and code are unchanged.
     pub async fn run(self: &Arc<Self>, trigger: Option<Trigger>, retrain: bool) -> Result<RunSummary> {
+        self.run_with_progress(trigger, retrain, &|_| {}).await
+    }
+
+    /// [`Lifecycle::run`], calling `on_step` each time a step changes state (for progress output).
+    pub async fn run_with_progress(
+        self: &Arc<Self>,
+        trigger: Option<Trigger>,
+        retrain: bool,
+        on_step: &(dyn Fn(&galley_core::stages::StepRun) + Send + Sync),
+    ) -> Result<RunSummary> {
         let orchestrator = self.stages.orchestrator.clone();
         let spec = self.pipeline_spec();
         orchestrator.upsert_pipeline(&spec).await?;
@@ -82,7 +92,7 @@ impl Lifecycle {
             params.insert("experiment_run".to_owned(), r.clone());
         }
         let id = orchestrator.start(&spec.name, trigger, &params).await?;
-        let run = wait_for(&*orchestrator, &id).await?;
+        let run = wait_for(&*orchestrator, &id, on_step).await?;
         self.end_experiment_run(&run).await?;
         Ok(RunSummary::from_run(run, run_id))
     }
@@ -229,10 +239,20 @@ pub fn resolved_features(bp: &Blueprint, project_dir: &std::path::Path) -> Resul
 }
 
 /// Polls a run until it ends; the orchestrator drives it in the background.
-async fn wait_for(orchestrator: &dyn galley_core::Orchestrator, id: &str) -> Result<PipelineRun> {
+async fn wait_for(
+    orchestrator: &dyn galley_core::Orchestrator,
+    id: &str,
+    on_step: &(dyn Fn(&galley_core::stages::StepRun) + Send + Sync),
+) -> Result<PipelineRun> {
     let mut delay = std::time::Duration::from_millis(5);
+    let mut seen: BTreeMap<String, RunState> = BTreeMap::new();
     loop {
         let run = orchestrator.status(id).await?;
+        for step in &run.steps {
+            if seen.insert(step.name.clone(), step.state) != Some(step.state) && step.state != RunState::Pending {
+                on_step(step);
+            }
+        }
         if run.state.is_terminal() {
             return Ok(run);
         }
