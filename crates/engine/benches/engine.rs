@@ -4,42 +4,13 @@
 //!
 //! cargo bench -p galley-engine --features testing
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use galley_core::RetryPolicy;
-use galley_core::resource::{Observed, ResourceHandler, ResourceSpec};
-use galley_engine::state::spec_hash;
-use galley_engine::testing::{Faults, TEST_KIND, TestHandler, independent_specs};
-use galley_engine::{Engine, EngineOptions, Graph, MemoryBackend, State, StateBackend, no_events};
+use galley_engine::testing::{applied_state, bench_engine, bench_tree, independent_specs};
+use galley_engine::{Graph, MemoryBackend, StateBackend, no_events};
 
-fn tree(n: usize) -> Vec<ResourceSpec> {
-    let mut specs = independent_specs("bench", n);
-    for i in 1..n {
-        let parent = specs[(i - 1) / 2].address.clone();
-        specs[i].depends_on.push(parent);
-    }
-    specs
-}
 
-fn engine(specs: Vec<ResourceSpec>, backend: MemoryBackend, dir: &std::path::Path, latency: Duration, parallelism: usize) -> Engine {
-    let handler: Arc<dyn ResourceHandler> =
-        Arc::new(TestHandler::new(dir, Faults { latency, ..Faults::default() }));
-    let handlers = HashMap::from([(TEST_KIND.to_string(), handler)]);
-    let graph = Graph::new("bench", specs).expect("valid graph");
-    let opts = EngineOptions { parallelism, per_platform: parallelism, retry: RetryPolicy::none(), ..EngineOptions::default() };
-    Engine::new(graph, handlers, Box::new(backend), opts)
-}
 
-fn applied_state(specs: &[ResourceSpec]) -> State {
-    let mut state = State::new();
-    for s in specs {
-        let observed = Observed { id: s.name.clone(), attributes: s.desired.clone(), outputs: Default::default() };
-        state.record(s, observed, spec_hash(s));
-    }
-    state
-}
 
 fn main() {
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
@@ -51,14 +22,14 @@ fn main() {
 
     println!("{:<34} {:>10} {:>12}", "plan", "resources", "time (ms)");
     for n in [100, 1_000, 10_000] {
-        let specs = tree(n);
+        let specs = bench_tree(n);
         let t = Instant::now();
         let graph = Graph::new("bench", specs.clone()).expect("graph");
         let graph_ms = t.elapsed().as_secs_f64() * 1e3;
         drop(graph);
         println!("{:<34} {:>10} {:>12.2}", "graph build (toposort)", n, graph_ms);
 
-        let e = engine(specs.clone(), MemoryBackend::new(), dir.path(), Duration::ZERO, 10);
+        let e = bench_engine(specs.clone(), MemoryBackend::new(), dir.path(), Duration::ZERO, 10).expect("valid graph");
         let t = Instant::now();
         let plan = rt.block_on(e.plan()).expect("plan");
         println!("{:<34} {:>10} {:>12.2}", "plan, empty state (all create)", n, t.elapsed().as_secs_f64() * 1e3);
@@ -66,7 +37,7 @@ fn main() {
 
         let backend = MemoryBackend::new();
         backend.save(&applied_state(&specs)).expect("seed state");
-        let e = engine(specs.clone(), backend, dir.path(), Duration::ZERO, 10);
+        let e = bench_engine(specs.clone(), backend, dir.path(), Duration::ZERO, 10).expect("valid graph");
         let t = Instant::now();
         let plan = rt.block_on(e.plan()).expect("plan");
         println!("{:<34} {:>10} {:>12.2}", "plan, applied state (no changes)", n, t.elapsed().as_secs_f64() * 1e3);
@@ -78,7 +49,7 @@ fn main() {
         }
         let backend = MemoryBackend::new();
         backend.save(&applied_state(&specs)).expect("seed state");
-        let e = engine(changed, backend, dir.path(), Duration::ZERO, 10);
+        let e = bench_engine(changed, backend, dir.path(), Duration::ZERO, 10).expect("valid graph");
         let t = Instant::now();
         let plan = rt.block_on(e.plan()).expect("plan");
         println!("{:<34} {:>10} {:>12.2}", "plan, applied state (10% update)", n, t.elapsed().as_secs_f64() * 1e3);
@@ -91,7 +62,7 @@ fn main() {
     println!("{:<14} {:>10} {:>12} {:>12} {:>8}", "apply N=100", "parallel", "wall (ms)", "ideal (ms)", "ratio");
     for parallelism in [1, 10, 50, 100] {
         let reality = dir.path().join(format!("apply-{parallelism}"));
-        let e = engine(independent_specs("bench", n), MemoryBackend::new(), &reality, latency, parallelism);
+        let e = bench_engine(independent_specs("bench", n), MemoryBackend::new(), &reality, latency, parallelism).expect("valid graph");
         let t = Instant::now();
         let report = rt.block_on(e.apply(None, no_events())).expect("apply");
         let wall = t.elapsed().as_secs_f64() * 1e3;
@@ -102,7 +73,7 @@ fn main() {
     // The fixed cost per resource (journal saves, reality file writes), latency excluded.
     for parallelism in [1, 100] {
         let reality = dir.path().join(format!("overhead-{parallelism}"));
-        let e = engine(independent_specs("bench", n), MemoryBackend::new(), &reality, Duration::ZERO, parallelism);
+        let e = bench_engine(independent_specs("bench", n), MemoryBackend::new(), &reality, Duration::ZERO, parallelism).expect("valid graph");
         let t = Instant::now();
         rt.block_on(e.apply(None, no_events())).expect("apply");
         let wall = t.elapsed().as_secs_f64() * 1e3;

@@ -322,3 +322,44 @@ pub fn independent_specs(blueprint: &str, n: usize) -> Vec<ResourceSpec> {
         .map(|i| test_spec(blueprint, &format!("artifacts.r{i:05}"), Stage::Artifacts, json!({"index": i, "size": 1}), &[]))
         .collect()
 }
+
+/// The benchmarks' workload (the engine's bench and `galley-bench plan` measure the same
+/// thing): `n` test resources in a binary tree of `depends_on` edges.
+pub fn bench_tree(n: usize) -> Vec<ResourceSpec> {
+    let mut specs = independent_specs("bench", n);
+    for i in 1..n {
+        let parent = specs[(i - 1) / 2].address.clone();
+        specs[i].depends_on.push(parent);
+    }
+    specs
+}
+
+/// An engine over test resources with a fixed per-call `latency`, no retries.
+pub fn bench_engine(
+    specs: Vec<ResourceSpec>,
+    backend: crate::MemoryBackend,
+    reality: &Path,
+    latency: Duration,
+    parallelism: usize,
+) -> Result<crate::Engine> {
+    let handler: Arc<dyn ResourceHandler> = Arc::new(TestHandler::new(reality, Faults { latency, ..Faults::default() }));
+    let handlers = std::collections::HashMap::from([(TEST_KIND.to_string(), handler)]);
+    let graph = crate::Graph::new("bench", specs)?;
+    let opts = crate::EngineOptions {
+        parallelism,
+        per_platform: parallelism,
+        retry: galley_core::RetryPolicy::none(),
+        ..crate::EngineOptions::default()
+    };
+    Ok(crate::Engine::new(graph, handlers, Box::new(backend), opts))
+}
+
+/// A state in which every one of `specs` already exists as desired (a no-change plan).
+pub fn applied_state(specs: &[ResourceSpec]) -> crate::State {
+    let mut state = crate::State::new();
+    for s in specs {
+        let observed = Observed { id: s.name.clone(), attributes: s.desired.clone(), outputs: Default::default() };
+        state.record(s, observed, crate::state::spec_hash(s));
+    }
+    state
+}
