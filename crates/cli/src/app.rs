@@ -15,7 +15,16 @@ pub struct App {
     pub loaded: Loaded,
     pub ctx: ProviderContext,
     pub providers: Providers,
+    /// Where state lives, for messages: a path or `s3://bucket/key`.
     pub state_path: PathBuf,
+    state: StateLocation,
+}
+
+/// The blueprint's `backend`, with `--state` taking precedence.
+enum StateLocation {
+    File(PathBuf),
+    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
+    S3 { bucket: String, key: String, region: Option<String> },
 }
 
 impl App {
@@ -28,23 +37,42 @@ impl App {
         let loaded = galley_blueprint::load_file(&args.file, &opts).map_err(CliError::Diagnostics)?;
         let project_dir = project_dir(&args.file);
         let ctx = ProviderContext { work_dir: project_dir.join(".galley"), project_dir };
-        let state_path = match (&args.state, &loaded.blueprint.backend) {
-            (Some(p), _) => p.clone(),
-            (None, Some(galley_blueprint::Backend::Local { path: Some(p) })) => ctx.project_dir.join(p),
-            (None, Some(galley_blueprint::Backend::Local { path: None }) | None) => ctx.work_dir.join("state.json"),
+        use galley_blueprint::Backend;
+        let state = match (&args.state, &loaded.blueprint.backend) {
+            (Some(p), _) => StateLocation::File(p.clone()),
+            (None, Some(Backend::Local { path: Some(p) })) => StateLocation::File(ctx.project_dir.join(p)),
+            (None, Some(Backend::Local { path: None }) | None) => StateLocation::File(ctx.work_dir.join("state.json")),
+            (None, Some(Backend::S3 { bucket, key, region })) if cfg!(feature = "aws") => {
+                StateLocation::S3 { bucket: bucket.clone(), key: key.clone(), region: region.clone() }
+            }
             (None, Some(other)) => {
                 return Err(CliError::message(format!(
                     "the `{}` state backend arrives with its platform and is not built into this galley; \
-                     pass `--state PATH` to keep state in a local file",
+                     rebuild with its platform's feature, or pass `--state PATH` to keep state in a local file",
                     backend_name(other)
                 )));
             }
         };
-        Ok(App { providers: crate::platforms::providers(&ctx), loaded, ctx, state_path })
+        let state_path = match &state {
+            StateLocation::File(p) => p.clone(),
+            StateLocation::S3 { bucket, key, .. } => PathBuf::from(format!("s3://{bucket}/{key}")),
+        };
+        Ok(App { providers: crate::platforms::providers(&ctx), loaded, ctx, state_path, state })
     }
 
     pub fn engine(&self, opts: EngineOptions) -> Result<Engine, CliError> {
-        let backend = Box::new(LocalBackend::new(self.state_path.clone()));
+        let backend: Box<dyn galley_engine::StateBackend> = match &self.state {
+            StateLocation::File(path) => Box::new(LocalBackend::new(path.clone())),
+            #[cfg(feature = "aws")]
+            StateLocation::S3 { bucket, key, region } => Box::new(galley_aws::S3StateBackend::for_blueprint(
+                &self.loaded.blueprint,
+                bucket,
+                key,
+                region.as_deref(),
+            )?),
+            #[cfg(not(feature = "aws"))]
+            StateLocation::S3 { .. } => unreachable!("refused in App::load without the aws feature"),
+        };
         Ok(Engine::for_blueprint(&self.loaded.blueprint, &self.providers, backend, opts)?)
     }
 

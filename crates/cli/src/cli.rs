@@ -82,7 +82,7 @@ pub enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         refresh: bool,
     },
-    /// Provision the blueprint's stages (or carry out a saved plan).
+    /// Provision the blueprint's stages, or carry out a saved plan: `galley apply PLANFILE`.
     Apply {
         #[command(flatten)]
         bp: BlueprintArgs,

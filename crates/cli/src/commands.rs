@@ -39,7 +39,19 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plan { bp, out, detailed_exitcode, refresh } => plan(&ctx, &bp, out, detailed_exitcode, refresh).await,
-        Command::Apply { bp, plan, auto_approve, apply: a } => apply(&ctx, &bp, plan, auto_approve, &a).await,
+        Command::Apply { mut bp, mut plan, auto_approve, apply: a } => {
+            // `galley apply PLANFILE`: the plan names its blueprint.
+            if plan.is_none() {
+                if let Some(saved) = read_plan_file(&bp.file) {
+                    let saved = saved?;
+                    let file = saved.blueprint_file.clone().ok_or_else(|| {
+                        CliError::message(format!("plan {} does not name its blueprint; use `galley apply FILE --plan PLANFILE`", bp.file.display()))
+                    })?;
+                    plan = Some(std::mem::replace(&mut bp.file, file));
+                }
+            }
+            apply(&ctx, &bp, plan, auto_approve, &a).await
+        }
         Command::Run { bp, no_cache } => run(&ctx, &bp, no_cache).await,
         Command::Up { bp, apply: a } => {
             let code = apply(&ctx, &bp, None, true, &a).await?;
@@ -157,6 +169,7 @@ pub fn lifecycle_actions(bp: &Blueprint) -> Vec<LifecycleAction> {
 async fn make_plan(app: &App, engine: &Engine) -> Result<Plan, CliError> {
     let mut plan = engine.plan().await?;
     plan.lifecycle = lifecycle_actions(&app.loaded.blueprint);
+    plan.blueprint_file = Some(std::path::absolute(&app.loaded.path)?);
     plan.seal();
     Ok(plan)
 }
@@ -180,6 +193,13 @@ async fn plan(ctx: &Ctx, args: &BlueprintArgs, out: Option<std::path::PathBuf>, 
         println!("\nSaved the plan to {} (sha256 {}). Apply exactly this plan with:\n  galley apply {} --plan {}", path.display(), plan.hash, args.file.display(), path.display());
     }
     Ok(if detailed && plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS })
+}
+
+/// `Some` when `path` holds a saved plan (JSON) rather than a blueprint.
+fn read_plan_file(path: &std::path::Path) -> Option<Result<Plan, CliError>> {
+    let head = std::fs::read(path).ok()?;
+    let first = head.iter().find(|b| !b.is_ascii_whitespace())?;
+    (*first == b'{').then(|| Plan::load(path).map_err(CliError::from))
 }
 
 fn confirm(question: &str) -> Result<bool, CliError> {
@@ -330,7 +350,7 @@ pub(crate) fn report_run(
                 _ => {}
             }
             if let Some(url) = &s.endpoint_url {
-                println!("endpoint: {url}/invocations");
+                println!("endpoint: {}", invocations_url(url));
             }
             match sample {
                 Some(Ok((rows, p))) => println!(
@@ -351,6 +371,12 @@ pub(crate) fn report_run(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Where to POST scoring requests: local endpoints report their base URL, SageMaker its
+/// invocation URL already.
+fn invocations_url(url: &str) -> String {
+    if url.ends_with("/invocations") { url.to_owned() } else { format!("{}/invocations", url.trim_end_matches('/')) }
 }
 
 fn table_records(t: &Table) -> serde_json::Value {
@@ -429,7 +455,7 @@ async fn live_outputs(app: &App, engine: &Engine) -> Result<BTreeMap<String, BTr
         if let Some(info) = stages.serving.describe(&sv.endpoint).await? {
             let o = outputs.entry("serving.endpoint".to_owned()).or_default();
             o.insert("url".into(), json!(info.url));
-            o.insert("invocations_url".into(), json!(format!("{}/invocations", info.url)));
+            o.insert("invocations_url".into(), json!(invocations_url(&info.url)));
             o.insert("state".into(), serde_json::to_value(info.state)?);
             o.insert("signature".into(), serde_json::to_value(&info.signature)?);
             o.insert("variants".into(), serde_json::to_value(&info.variants)?);

@@ -195,3 +195,36 @@ fn run_before_apply_refuses_and_creates_nothing() {
     assert!(stderr.contains("not provisioned yet") && stderr.contains("galley apply"), "{stderr}");
     assert!(!p.path().join(".galley").exists(), "nothing may be created outside state: {:?}", files_under(p.path()));
 }
+
+#[test]
+fn a_saved_plan_is_applied_exactly_and_refused_once_state_moved() {
+    let p = Project::from_shipped("quickstart.yaml", |t| t);
+    let plan = p.path().join("plan.json");
+    let plan_arg = plan.to_str().unwrap();
+    ok(&p.galley(&["plan", "--out", plan_arg]));
+    let saved: Value = serde_json::from_slice(&std::fs::read(&plan).unwrap()).unwrap();
+    assert_eq!(saved["hash"].as_str().unwrap().len(), 64, "sha256: {saved}");
+
+    // A tampered plan is refused.
+    let tampered = p.path().join("tampered.json");
+    std::fs::write(&tampered, serde_json::to_vec(&{
+        let mut t = saved.clone();
+        t["changes"].as_array_mut().unwrap().pop();
+        t
+    }).unwrap()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_galley")).current_dir(p.path()).args(["apply", tampered.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // `galley apply PLANFILE` carries it out: the plan names its blueprint.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_galley")).current_dir(p.path()).args(["apply", plan_arg]).output().unwrap();
+    ok(&out);
+    let (_, status) = p.galley_json(&["status"]);
+    assert_eq!(status["resources"].as_object().unwrap().len(), 7);
+
+    // The same plan again: state moved since it was made, so it is refused.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_galley")).current_dir(p.path()).args(["apply", plan_arg]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("state"), "{stderr}");
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+}

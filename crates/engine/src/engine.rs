@@ -279,13 +279,22 @@ impl Engine {
 
     /// The spec for a resource in state: the blueprint's (references resolved) when it still
     /// declares it, else what state recorded.
+    /// The spec to read `address` with: what the state says exists. The blueprint's spec is
+    /// used only while it names the same thing (kind, platform, name); when the blueprint moved
+    /// the address elsewhere (another platform, a new name), the old resource still has to be
+    /// read — and replaced — under its recorded identity, or it would be orphaned.
     fn spec_for(&self, address: &str, state: &State) -> Option<ResourceSpec> {
-        if let Some(spec) = self.graph.get(address) {
-            let mut spec = spec.clone();
-            let _ = resolve_refs(&mut spec.desired, &state.stage_outputs());
-            return Some(spec);
+        let recorded = state.resources.get(address);
+        match (self.graph.get(address), recorded) {
+            (Some(spec), Some(r)) if r.kind == spec.kind && r.platform == spec.platform && r.name == spec.name => {
+                let mut spec = spec.clone();
+                let _ = resolve_refs(&mut spec.desired, &state.stage_outputs());
+                Some(spec)
+            }
+            (_, Some(r)) => Some(r.to_spec(address)),
+            (Some(spec), None) => Some(spec.clone()),
+            (None, None) => None,
         }
-        state.resources.get(address).map(|r| r.to_spec(address))
     }
 
     /// Settles the journal: each operation a crash interrupted is resolved by reading what
@@ -413,12 +422,16 @@ impl Engine {
                 unchanged += 1;
                 continue;
             }
-            if prior.name != spec.name || prior.kind != spec.kind {
+            if prior.name != spec.name || prior.kind != spec.kind || prior.platform != spec.platform {
                 if (prior.protect || spec.protect) && !self.opts.force {
                     protected.push(spec.address.clone());
                 }
                 let diffs = diff::desired_vs_actual(desired, actual);
-                let reason = format!("replace because its name changed: `{}` → `{}`", prior.name, spec.name);
+                let reason = if prior.name != spec.name {
+                    format!("replace because its name changed: `{}` → `{}`", prior.name, spec.name)
+                } else {
+                    format!("replace because it moves from {} `{}` to {} `{}`", prior.platform, prior.kind, spec.platform, spec.kind)
+                };
                 changes.push(change(ChangeKind::Replace, diffs, Some(reason)));
                 continue;
             }

@@ -88,6 +88,9 @@ impl LifecycleAction {
 pub struct Plan {
     pub format_version: u32,
     pub blueprint: String,
+    /// The blueprint file the plan was made from, so `galley apply PLANFILE` needs nothing else.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blueprint_file: Option<std::path::PathBuf>,
     /// The state this plan was computed from; `None` when there was no state yet.
     pub lineage: Option<String>,
     pub serial: u64,
@@ -121,6 +124,7 @@ impl Plan {
         let mut p = Plan {
             format_version: PLAN_FORMAT_VERSION,
             blueprint: blueprint.to_string(),
+            blueprint_file: None,
             lineage,
             serial,
             created_at: chrono::Utc::now().to_rfc3339(),

@@ -141,3 +141,66 @@ async fn apply_respects_global_and_per_platform_limits() {
         }
     }
 }
+
+/// A test handler under another kind name, so two platforms' resources can be told apart.
+struct Kind(&'static str, Arc<TestHandler>);
+
+#[async_trait]
+impl ResourceHandler for Kind {
+    fn kind(&self) -> &str {
+        self.0
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        self.1.read(spec).await
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        self.1.create(spec, owner).await
+    }
+    async fn update(&self, spec: &ResourceSpec, current: &Observed) -> Result<Observed> {
+        self.1.update(spec, current).await
+    }
+    async fn delete(&self, spec: &ResourceSpec, current: &Observed) -> Result<()> {
+        self.1.delete(spec, current).await
+    }
+}
+
+/// Moving a stage to another platform replaces its resource: the old one is deleted on the
+/// old platform (read and deleted under its recorded identity), not orphaned there.
+#[tokio::test]
+async fn moving_a_resource_to_another_platform_replaces_it_without_orphans() {
+    let dir = tempfile::tempdir().unwrap();
+    let (aws_reality, local_reality) = (dir.path().join("aws"), dir.path().join("local"));
+    let aws: Arc<dyn ResourceHandler> = Arc::new(Kind("aws.feature_group", Arc::new(TestHandler::new(&aws_reality, Faults::default()))));
+    let local: Arc<dyn ResourceHandler> = Arc::new(Kind("local.feature_group", Arc::new(TestHandler::new(&local_reality, Faults::default()))));
+    let state = dir.path().join("state.json");
+    let spec = |kind: &str, platform| {
+        let mut s = test_spec("wine", "features.group", Stage::Features, json!({"size": 1}), &[]);
+        s.kind = kind.into();
+        s.platform = platform;
+        s
+    };
+    let on_aws = Engine::new(
+        Graph::new("wine", vec![spec("aws.feature_group", PlatformKind::Aws)]).unwrap(),
+        HashMap::from([("aws.feature_group".to_string(), aws.clone())]),
+        Box::new(galley_engine::LocalBackend::new(&state)),
+        EngineOptions::default(),
+    );
+    on_aws.apply(None, no_events()).await.unwrap();
+    assert_eq!(reality(&aws_reality).unwrap().len(), 1);
+
+    let on_local = Engine::new(
+        Graph::new("wine", vec![spec("local.feature_group", PlatformKind::Local)]).unwrap(),
+        HashMap::from([("local.feature_group".to_string(), local), ("aws.feature_group".to_string(), aws)]),
+        Box::new(galley_engine::LocalBackend::new(&state)),
+        EngineOptions { refresh: true, ..EngineOptions::default() },
+    );
+    let plan = on_local.plan().await.unwrap();
+    assert_eq!(plan.changes.len(), 1);
+    assert_eq!(plan.changes[0].action, galley_core::resource::ChangeKind::Replace, "{}", plan.render_human());
+    assert!(plan.changes[0].reason.as_deref().unwrap_or_default().contains("moves from aws"), "{:?}", plan.changes[0].reason);
+    let report = on_local.apply(Some(&plan), no_events()).await.unwrap();
+    assert_eq!(report.replaced, vec!["features.group".to_string()]);
+    assert!(reality(&aws_reality).unwrap().is_empty(), "the aws resource must be deleted, not orphaned");
+    assert_eq!(reality(&local_reality).unwrap().len(), 1);
+    assert_eq!(on_local.state().unwrap().resources["features.group"].platform, PlatformKind::Local);
+}

@@ -152,6 +152,9 @@ impl S3Artifacts {
             .copy_source(copy_source(&self.bucket, &staging))
             .metadata_directive(MetadataDirective::Replace)
             .metadata(SHA256_META, &sha_hex)
+            // S3 computes a full-object SHA-256 for the copy, which GetObject then verifies
+            // (a multipart upload only has per-part checksums).
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .send()
             .await
             .map_err(self.err("CopyObject", key));
@@ -400,6 +403,7 @@ impl ArtifactStore for S3Artifacts {
             .copy_source(copy_source(&self.bucket, from.as_str()))
             .metadata_directive(MetadataDirective::Replace)
             .metadata(SHA256_META, &src.sha256)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .send()
             .await
             .map_err(self.err("CopyObject", to.as_str()))?;

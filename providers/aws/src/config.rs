@@ -87,8 +87,13 @@ impl AwsConfig {
     /// From the blueprint's `platforms.aws` section.
     pub fn from_settings(settings: &AwsSettings) -> Self {
         let mut c = AwsConfig::new(settings.region.clone());
-        c.endpoint_url = settings.endpoint_url.clone();
-        c.force_path_style = settings.endpoint_url.is_some();
+        // The blueprint's override first, then the SDK's standard `AWS_ENDPOINT_URL`; either way
+        // an emulator on an IP or `localhost` needs path-style S3 addressing.
+        c.endpoint_url = settings
+            .endpoint_url
+            .clone()
+            .or_else(|| std::env::var("AWS_ENDPOINT_URL").ok().filter(|u| !u.trim().is_empty()));
+        c.force_path_style = c.endpoint_url.is_some();
         c.role_arn = settings.role_arn.clone();
         if let Some(p) = &settings.profile {
             c.credentials = CredentialSource::Profile(p.clone());
@@ -139,7 +144,10 @@ impl AwsConfig {
         }
         loader = match &self.credentials {
             CredentialSource::DefaultChain => loader,
-            CredentialSource::Profile(p) => loader.profile_name(p.clone()),
+            // Only that profile: a named profile must not silently fall back to other sources.
+            CredentialSource::Profile(p) => loader.profile_name(p.clone()).credentials_provider(
+                aws_config::profile::ProfileFileCredentialsProvider::builder().profile_name(p.clone()).build(),
+            ),
             CredentialSource::Static { access_key_id, secret_access_key } => loader.credentials_provider(
                 Credentials::new(access_key_id.clone(), secret_access_key.clone(), None, None, "galley-static"),
             ),

@@ -160,13 +160,14 @@ impl AwsFault {
 /// Reduces any SDK error to an [`AwsFault`].
 pub fn fault<E>(err: &SdkError<E, HttpResponse>) -> AwsFault
 where
-    E: ProvideErrorMetadata,
+    E: ProvideErrorMetadata + std::error::Error + 'static,
 {
     let status = err.raw_response().map(|r| r.status().as_u16());
     match err {
         SdkError::ServiceError(se) => AwsFault {
             code: se.err().code().map(str::to_owned),
-            message: se.err().message().map(str::to_owned),
+            // Without a message, say what the SDK saw (never includes credentials).
+            message: se.err().message().map(str::to_owned).or_else(|| Some(source_chain(err))),
             status,
             transport: None,
         },
@@ -186,9 +187,25 @@ where
         SdkError::ConstructionFailure(_) => {
             AwsFault { code: None, message: None, status, transport: Some(TransportFault::Construction) }
         }
-        // A response that could not be parsed: judge it by its status.
+        // A response that could not be parsed: judge it by its status, and say why.
+        SdkError::ResponseError(_) => AwsFault {
+            code: None,
+            message: Some(format!("an answer the SDK could not read ({})", source_chain(err))),
+            status,
+            transport: if status.is_none() { Some(TransportFault::Other) } else { None },
+        },
         _ => AwsFault { code: None, message: None, status, transport: if status.is_none() { Some(TransportFault::Other) } else { None } },
     }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        parts.push(inner.to_string());
+        cur = inner.source();
+    }
+    if parts.is_empty() { e.to_string() } else { parts.join(": ") }
 }
 
 /// Maps an SDK error, naming the stage, operation and resource.

@@ -169,9 +169,7 @@ impl SageMakerExperiments {
     /// Creates the SageMaker experiment with tags unless it exists (for the resource handler).
     pub async fn create_tagged(&self, name: &str, tags: Vec<aws_sdk_sagemaker::types::Tag>) -> Result<String> {
         Self::check_name("experiment", name, 120)?;
-        if self.get_experiment(name).await?.is_some() {
-            return Ok(name.to_owned());
-        }
+        // Create first; "already exists" means get-or-create already holds.
         let r = self
             .clients
             .sagemaker

@@ -1,7 +1,8 @@
 //! The feature store on SageMaker Feature Store. A group is a Feature Group (record identifier
 //! = the entity, event time, typed features; online store when asked, with its TTL; offline
-//! store on the artifact bucket). Galley's spec rides along in the group's tags so
-//! `describe_group` round-trips types SageMaker folds together (bool and string).
+//! store on the artifact bucket). Galley's spec is kept beside the group's data
+//! (`galley/features/<group>/spec.json`) so `describe_group` round-trips types SageMaker folds
+//! together (bool and string); without it the spec is rebuilt from SageMaker's definitions.
 //!
 //! `ingest` appends rows as JSON batches under the group's offline prefix
 //! (`galley/features/<group>/offline/`), which also answers point-in-time joins;
@@ -26,7 +27,6 @@ use crate::config::AwsClients;
 use crate::error::sdk;
 
 const ROOT: &str = "galley/features";
-const SPEC_TAG: &str = "galley.spec";
 
 #[derive(Clone, Debug)]
 pub struct SageMakerFeatures {
@@ -112,15 +112,6 @@ impl SageMakerFeatures {
     /// Creates the group with extra `tags` (the resource handler's owner tag).
     pub async fn create_tagged(&self, spec: &FeatureGroupSpec, extra: Vec<Tag>) -> Result<()> {
         Self::check_name(&spec.name)?;
-        if let Some(existing) = self.describe_group(&spec.name).await? {
-            if existing == *spec {
-                return Ok(());
-            }
-            return Err(Error::conflict(format!(
-                "feature group `{}` exists with another definition; SageMaker cannot change a feature group's features in place — rename the group or delete it",
-                spec.name
-            )));
-        }
         let role = self.clients.role_arn(&format!("feature group `{}`", spec.name))?;
         let mut defs = vec![
             FeatureDefinition::builder().feature_name(&spec.entity.name).feature_type(feature_type(spec.entity.dtype)).build(),
@@ -128,18 +119,17 @@ impl SageMakerFeatures {
             FeatureDefinition::builder().feature_name(&spec.event_time).feature_type(FeatureType::Fractional).build(),
         ];
         defs.extend(spec.features.iter().map(|c| FeatureDefinition::builder().feature_name(&c.name).feature_type(feature_type(c.dtype)).build()));
-        let mut tags: Vec<Tag> = crate::meta::encode(SPEC_TAG, spec, 40)?
-            .into_iter()
-            .map(|(k, v)| crate::serving::tag(&k, &v))
-            .collect();
-        tags.extend(extra);
+        let tags = extra;
         let online = spec.online.then(|| {
             OnlineStoreConfig::builder().enable_online_store(true).set_ttl_duration(self.ttl.clone()).build()
         });
         let offline = OfflineStoreConfig::builder()
             .s3_storage_config(S3StorageConfig::builder().s3_uri(self.offline_uri(&spec.name)).build())
             .build();
-        self.clients
+        // Create first and compare only when it exists: one call in the common case, and no
+        // window between a check and the create.
+        let created = self
+            .clients
             .sagemaker
             .create_feature_group()
             .feature_group_name(&spec.name)
@@ -150,11 +140,29 @@ impl SageMakerFeatures {
             .offline_store_config(offline)
             .role_arn(role)
             .description("managed by galley")
-            .set_tags(Some(tags))
+            .set_tags((!tags.is_empty()).then_some(tags))
             .send()
             .await
-            .map_err(sdk(Stage::Features, "CreateFeatureGroup", &spec.name))?;
-        Ok(())
+            .map_err(sdk(Stage::Features, "CreateFeatureGroup", &spec.name));
+        match created {
+            Ok(_) => {
+                let key = Self::spec_key(&spec.name)?;
+                self.store.put_bytes(&key, Bytes::from(serde_json::to_vec(spec)?)).await?;
+                Ok(())
+            }
+            Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::Conflict) => match self.describe_group(&spec.name).await? {
+                Some(existing) if existing == *spec => Ok(()),
+                _ => Err(Error::conflict(format!(
+                    "feature group `{}` exists with another definition; SageMaker cannot change a feature group's features in place — rename the group or delete it",
+                    spec.name
+                ))),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    fn spec_key(group: &str) -> Result<ArtifactKey> {
+        ArtifactKey::new(format!("{ROOT}/{group}/spec.json"))
     }
 
     fn check_rows(spec: &FeatureGroupSpec, rows: &Table) -> Result<()> {
@@ -248,17 +256,15 @@ impl FeatureStore for SageMakerFeatures {
                 return if e.kind() == ErrorKind::NotFound { Ok(None) } else { Err(e) };
             }
         };
-        let tags = self
-            .clients
-            .sagemaker
-            .list_tags()
-            .resource_arn(d.feature_group_arn().unwrap_or_default())
-            .send()
-            .await
-            .map_err(sdk(Stage::Features, "ListTags", name))?;
-        let tags: HashMap<String, String> = tags.tags().iter().filter_map(|t| Some((t.key()?.to_owned(), t.value().unwrap_or_default().to_owned()))).collect();
-        if let Some(spec) = crate::meta::decode::<FeatureGroupSpec>(SPEC_TAG, &tags)? {
-            return Ok(Some(spec));
+        let spec_key = Self::spec_key(name)?;
+        match self.store.get_bytes(&spec_key).await {
+            Ok(bytes) => {
+                return serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                    Error::corrupt(format!("{}: not a galley feature group spec ({e})", self.store.uri(spec_key.as_str())))
+                });
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
         }
         // Not made by Galley: reconstruct what SageMaker knows.
         let dtype = |t: Option<&FeatureType>| match t {
@@ -367,8 +373,7 @@ impl FeatureStore for SageMakerFeatures {
                 .feature_group_name(group)
                 .set_record_identifiers_value_as_string(Some(chunk.to_vec()))
                 .set_feature_names(Some(features.to_vec()))
-                .build()
-                .map_err(|e| Error::internal(e.to_string()))?;
+                .build();
             let out = self
                 .clients
                 .featurestore
@@ -380,13 +385,13 @@ impl FeatureStore for SageMakerFeatures {
             if let Some(e) = out.errors().first() {
                 return Err(Error::new(ErrorKind::Unavailable, format!(
                     "feature group `{group}`: BatchGetRecord failed for `{}`: {}",
-                    e.record_identifier_value_as_string(),
-                    e.error_message()
+                    e.record_identifier_value_as_string().unwrap_or_default(),
+                    e.error_message().unwrap_or_default()
                 )));
             }
             for r in out.records() {
-                let values = r.record().iter().map(|v| (v.feature_name().to_owned(), v.value_as_string().unwrap_or_default().to_owned())).collect();
-                found.insert(r.record_identifier_value_as_string().to_owned(), values);
+                let values = r.record().iter().filter_map(|v| Some((v.feature_name()?.to_owned(), v.value_as_string().unwrap_or_default().to_owned()))).collect();
+                found.insert(r.record_identifier_value_as_string().unwrap_or_default().to_owned(), values);
             }
         }
         Ok(wanted

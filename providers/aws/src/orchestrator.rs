@@ -41,6 +41,8 @@ pub struct SageMakerPipelines {
     cancels: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>,
     /// Delay between retries of a failed step.
     retry: RetryPolicy,
+    /// The blueprint asked for `compute: managed`: in-process steps are refused.
+    managed_compute: bool,
 }
 
 impl std::fmt::Debug for SageMakerPipelines {
@@ -88,6 +90,22 @@ pub fn topo_order(spec: &PipelineSpec) -> Result<Vec<usize>> {
         }
     }
     Ok(order)
+}
+
+/// The names of every step `step` depends on, directly or not.
+pub fn ancestors(spec: &PipelineSpec, step: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut todo = vec![step.to_owned()];
+    while let Some(s) = todo.pop() {
+        if let Some(st) = spec.steps.iter().find(|x| x.name == s) {
+            for d in &st.depends_on {
+                if out.insert(d.clone()) {
+                    todo.push(d.clone());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The SageMaker Pipelines definition (schema 2020-12-01) for `spec`.
@@ -152,7 +170,15 @@ impl SageMakerPipelines {
             executors: Default::default(),
             cancels: Default::default(),
             retry: RetryPolicy { max_attempts: 1, base_delay: std::time::Duration::from_millis(200), ..Default::default() },
+            managed_compute: false,
         }
+    }
+
+    /// For `training.compute: managed`: steps must run as SageMaker jobs, never silently in
+    /// Galley's process.
+    pub fn with_managed_compute(mut self, managed: bool) -> Self {
+        self.managed_compute = managed;
+        self
     }
 
     fn run_key(run: &str) -> Result<ArtifactKey> {
@@ -200,8 +226,10 @@ impl SageMakerPipelines {
                 run.steps[idx].state = RunState::Skipped;
                 continue;
             }
+            // Every ancestor's output, not only the direct dependencies': a step may read
+            // what any step before it in its chain handed on.
             let upstream: BTreeMap<String, StepOutput> =
-                step.depends_on.iter().filter_map(|d| outputs.get(d).map(|o| (d.clone(), o.clone()))).collect();
+                ancestors(&spec, &step.name).into_iter().filter_map(|d| outputs.get(&d).map(|o| (d, o.clone()))).collect();
             let cache_key = ArtifactKey::new(format!("{ROOT}/{}/cache/{}.json", spec.name, step.name));
             let fingerprint = exec.fingerprint(&step.name, &upstream).await;
             if step.cache {
@@ -317,10 +345,7 @@ impl SageMakerPipelines {
                     output: None,
                 })
                 .collect(),
-            params: d
-                .parallelism_configuration()
-                .map(|_| BTreeMap::new())
-                .unwrap_or_default(),
+            params: BTreeMap::new(),
         })
     }
 }
@@ -434,8 +459,7 @@ impl Orchestrator for SageMakerPipelines {
             let params: Vec<_> = params
                 .iter()
                 .map(|(k, v)| aws_sdk_sagemaker::types::Parameter::builder().name(k).value(v).build())
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| Error::internal(e.to_string()))?;
+                .collect();
             let out = self
                 .clients
                 .sagemaker
@@ -555,6 +579,13 @@ impl Orchestrator for SageMakerPipelines {
     }
 
     fn attach_executor(&self, pipeline: &str, executor: Arc<dyn StepExecutor>) -> Result<()> {
+        if self.managed_compute {
+            return Err(Error::unsupported(format!(
+                "pipeline `{pipeline}`: `training.compute: managed` on aws would run the steps as SageMaker jobs, which this galley does not submit yet; set `training.compute: local` to train in galley's process (the model still goes to S3, the run to SageMaker Experiments, the version to the SageMaker model registry)"
+            ))
+            .platform(PlatformKind::Aws)
+            .stage(Stage::Pipeline));
+        }
         self.executors.lock().unwrap_or_else(|p| p.into_inner()).insert(pipeline.to_owned(), executor);
         Ok(())
     }

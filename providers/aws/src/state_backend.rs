@@ -16,7 +16,8 @@ use crate::config::{AwsClients, AwsConfig};
 use crate::error::sdk;
 
 pub struct S3StateBackend {
-    runtime: tokio::runtime::Runtime,
+    /// Always `Some` until drop.
+    runtime: Option<tokio::runtime::Runtime>,
     s3: aws_sdk_s3::Client,
     bucket: String,
     key: String,
@@ -44,7 +45,7 @@ impl S3StateBackend {
             .map_err(|e| Error::internal("could not start the S3 state backend's runtime").with_source(e))?;
         let config = config.clone();
         let clients = run_on(&runtime, async move { AwsClients::connect(&config).await })?;
-        Ok(S3StateBackend { runtime, s3: clients.s3, bucket, key })
+        Ok(S3StateBackend { runtime: Some(runtime), s3: clients.s3, bucket, key })
     }
 
     /// From a blueprint's `backend: { type: s3, bucket, key, region }` and its `platforms.aws`
@@ -72,7 +73,10 @@ impl S3StateBackend {
     }
 
     fn block<T: Send>(&self, fut: impl Future<Output = Result<T>> + Send) -> Result<T> {
-        run_on(&self.runtime, fut)
+        match &self.runtime {
+            Some(rt) => run_on(rt, fut),
+            None => Err(Error::internal("the S3 state backend is shutting down")),
+        }
     }
 
     /// The object's bytes, or `None` when absent.
@@ -100,6 +104,16 @@ fn run_on<T: Send>(runtime: &tokio::runtime::Runtime, fut: impl Future<Output = 
             .join()
             .unwrap_or_else(|_| Err(Error::internal("the S3 state backend's helper thread panicked")))
     })
+}
+
+impl Drop for S3StateBackend {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime: let it go in the
+        // background instead.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 impl StateBackend for S3StateBackend {

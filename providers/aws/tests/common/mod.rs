@@ -21,8 +21,13 @@ pub fn moto_url() -> Option<String> {
     }
 }
 
+/// moto never throttles: two attempts keep its 500s for unimplemented operations quick.
 pub fn config(url: &str) -> AwsConfig {
-    AwsConfig::emulator(url, REGION, ACCESS_KEY, SECRET_KEY)
+    AwsConfig::emulator(url, REGION, ACCESS_KEY, SECRET_KEY).with_retry(galley_core::RetryPolicy {
+        max_attempts: 2,
+        base_delay: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(100),
+    })
 }
 
 pub async fn clients(url: &str) -> AwsClients {
@@ -39,3 +44,5 @@ pub async fn fresh_bucket(c: &AwsClients) -> String {
     c.s3.create_bucket().bucket(&name).send().await.expect("create bucket on moto");
     name
 }
+pub mod scripted;
+pub mod botocore;
