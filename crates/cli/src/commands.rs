@@ -229,7 +229,7 @@ async fn apply(ctx: &Ctx, args: &BlueprintArgs, plan_file: Option<std::path::Pat
     }
     if !plan.has_changes() {
         if ctx.output == Output::Json {
-            print_json(&json!({ "event": "summary", "ok": true, "changes": 0 }));
+            println!("{}", json!({ "event": "summary", "ok": true, "changes": 0 }));
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -248,7 +248,8 @@ async fn apply(ctx: &Ctx, args: &BlueprintArgs, plan_file: Option<std::path::Pat
 
 fn finish_report(ctx: &Ctx, report: &galley_engine::ApplyReport, what: &str) -> Result<ExitCode, CliError> {
     match ctx.output {
-        Output::Json => print_json(&json!({ "event": "summary", "ok": report.is_success(), "report": report })),
+        // One line, like the events before it: the output is a stream of JSON lines.
+        Output::Json => println!("{}", json!({ "event": "summary", "ok": report.is_success(), "report": report })),
         Output::Human => {
             println!(
                 "\n{what} {}: {} created, {} updated, {} replaced, {} destroyed, {} failed, {} skipped.",
@@ -397,7 +398,10 @@ async fn destroy(ctx: &Ctx, args: &BlueprintArgs, auto_approve: bool, force: boo
     let engine = app.engine(EngineOptions { force, ..engine_options(a) })?;
     let state = engine.state()?;
     if state.resources.is_empty() {
-        say(ctx, json!({ "event": "summary", "ok": true, "destroyed": 0 }), "Nothing to destroy: the state records no resources.");
+        match ctx.output {
+            Output::Json => println!("{}", json!({ "event": "summary", "ok": true, "destroyed": 0 })),
+            Output::Human => println!("Nothing to destroy: the state records no resources."),
+        }
         return Ok(ExitCode::SUCCESS);
     }
     if ctx.output == Output::Human {
