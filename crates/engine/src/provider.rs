@@ -63,3 +63,43 @@ impl Providers {
         self.by_platform.keys().copied()
     }
 }
+
+/// A resource spec as providers write them: addresses and dependencies as `&str`.
+#[allow(clippy::too_many_arguments)]
+pub fn resource(
+    platform: PlatformKind,
+    address: &str,
+    kind: &str,
+    stage: Stage,
+    name: &str,
+    desired: serde_json::Value,
+    depends_on: &[&str],
+    protect: bool,
+) -> ResourceSpec {
+    ResourceSpec {
+        address: address.to_owned(),
+        kind: kind.to_owned(),
+        platform,
+        stage,
+        name: name.to_owned(),
+        desired,
+        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+        protect,
+    }
+}
+
+/// The pipeline runs through the artifact store, feature group, experiment and registered
+/// model, so its resource depends on whichever of them the blueprint declares (on any
+/// platform). Every provider names those resources the same way.
+pub fn pipeline_dependencies(blueprint: &Blueprint) -> Vec<&'static str> {
+    let present = blueprint.declared_stages();
+    [
+        (Stage::Artifacts, "artifacts.store"),
+        (Stage::Features, "features.group"),
+        (Stage::Experiments, "experiments.experiment"),
+        (Stage::Registry, "registry.model"),
+    ]
+    .into_iter()
+    .filter_map(|(stage, address)| present.contains(&stage).then_some(address))
+    .collect()
+}

@@ -169,16 +169,7 @@ pub fn artifact_bucket(bp: &Blueprint) -> Result<String> {
 }
 
 fn spec(address: &str, kind: &str, stage: Stage, name: &str, desired: Json, depends_on: &[&str], protect: bool) -> ResourceSpec {
-    ResourceSpec {
-        address: address.to_owned(),
-        kind: kind.to_owned(),
-        platform: PlatformKind::Aws,
-        stage,
-        name: name.to_owned(),
-        desired,
-        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
-        protect,
-    }
+    galley_engine::provider::resource(PlatformKind::Aws, address, kind, stage, name, desired, depends_on, protect)
 }
 
 #[async_trait]
@@ -247,15 +238,7 @@ impl Provider for AwsProvider {
         }
         if declared(Stage::Pipeline) || (declared(Stage::Training) && s.pipeline.is_none()) {
             let p = galley_lifecycle::pipeline_spec(bp);
-            let deps: Vec<&str> = [
-                dep(Stage::Artifacts, "artifacts.store"),
-                dep(Stage::Features, "features.group"),
-                dep(Stage::Experiments, "experiments.experiment"),
-                dep(Stage::Registry, "registry.model"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
+            let deps = galley_engine::provider::pipeline_dependencies(bp);
             let protect = s.pipeline.as_ref().map(|p| p.common.protect).unwrap_or(false);
             let training = s.training.as_ref();
             out.push(spec("pipeline.pipeline", PIPELINE, Stage::Pipeline, &p.name.clone(),

@@ -124,16 +124,7 @@ fn kind_static(kind: &str) -> &'static str {
 }
 
 fn spec(address: &str, kind: &str, stage: Stage, name: &str, desired: Json, depends_on: &[&str], protect: bool) -> ResourceSpec {
-    ResourceSpec {
-        address: address.to_owned(),
-        kind: kind.to_owned(),
-        platform: PlatformKind::Local,
-        stage,
-        name: name.to_owned(),
-        desired,
-        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
-        protect,
-    }
+    galley_engine::provider::resource(PlatformKind::Local, address, kind, stage, name, desired, depends_on, protect)
 }
 
 fn path_str(p: &Path) -> String {
@@ -196,15 +187,7 @@ impl Provider for LocalProvider {
         }
         if declared(Stage::Pipeline) || (declared(Stage::Training) && s.pipeline.is_none()) {
             let p = galley_lifecycle::pipeline_spec(bp);
-            let deps: Vec<&str> = [
-                dep(Stage::Artifacts, "artifacts.store"),
-                dep(Stage::Features, "features.group"),
-                dep(Stage::Experiments, "experiments.experiment"),
-                dep(Stage::Registry, "registry.model"),
-            ]
-            .into_iter()
-            .flatten()
-            .collect();
+            let deps = galley_engine::provider::pipeline_dependencies(bp);
             let protect = s.pipeline.as_ref().map(|p| p.common.protect).unwrap_or(false);
             out.push(spec("pipeline.pipeline", PIPELINE, Stage::Pipeline, &p.name.clone(),
                 json!({ "dir": path_str(&layout.pipelines()), "spec": p }), &deps, protect));
