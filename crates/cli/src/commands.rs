@@ -195,11 +195,13 @@ async fn plan(ctx: &Ctx, args: &BlueprintArgs, out: Option<std::path::PathBuf>, 
     Ok(if detailed && plan.has_changes() { ExitCode::from(EXIT_CHANGES) } else { ExitCode::SUCCESS })
 }
 
-/// `Some` when `path` holds a saved plan (JSON) rather than a blueprint.
+/// `Some` when `path` holds a saved plan rather than a blueprint (which may be JSON too): a
+/// JSON object with a plan's `format_version`, `changes` and `hash`.
 fn read_plan_file(path: &std::path::Path) -> Option<Result<Plan, CliError>> {
-    let head = std::fs::read(path).ok()?;
-    let first = head.iter().find(|b| !b.is_ascii_whitespace())?;
-    (*first == b'{').then(|| Plan::load(path).map_err(CliError::from))
+    let bytes = std::fs::read(path).ok()?;
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let is_plan = ["format_version", "changes", "hash"].iter().all(|k| doc.get(k).is_some());
+    is_plan.then(|| Plan::load(path).map_err(CliError::from))
 }
 
 fn confirm(question: &str) -> Result<bool, CliError> {

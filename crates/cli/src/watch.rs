@@ -58,28 +58,37 @@ pub async fn watch(
     let layout = galley_local::provider::Layout::for_blueprint(bp, &app.ctx);
     let orchestrator = LocalOrchestrator::open(layout.pipelines())?;
     let runs = Arc::new(AtomicUsize::new(0));
+    // The exit code of the last run: a CI job running `watch --max-runs 1` branches on it.
+    let last_code = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let done = Arc::new(tokio::sync::Notify::new());
     let output = ctx.output;
     let color = ctx.color;
     let launch = {
-        let (lifecycle, stages, runs, done) = (lifecycle.clone(), stages.clone(), runs.clone(), done.clone());
+        let (lifecycle, stages, runs, done, last_code) = (lifecycle.clone(), stages.clone(), runs.clone(), done.clone(), last_code.clone());
         Arc::new(move |trigger: Trigger| {
-            let (lifecycle, stages, runs, done) = (lifecycle.clone(), stages.clone(), runs.clone(), done.clone());
+            let (lifecycle, stages, runs, done, last_code) = (lifecycle.clone(), stages.clone(), runs.clone(), done.clone(), last_code.clone());
             Box::pin(async move {
                 eprintln!("trigger `{}` fired: running the lifecycle", format!("{trigger:?}").to_lowercase());
-                let result = lifecycle.run(Some(trigger), false).await;
-                runs.fetch_add(1, Ordering::SeqCst);
-                let outcome = match result {
+                let outcome = match lifecycle.run(Some(trigger), false).await {
                     Ok(summary) => {
                         let sample = sample_prediction(&lifecycle, &stages, &summary).await;
+                        let code = match summary.state {
+                            galley_core::stages::RunState::Succeeded if summary.gate.as_ref().is_some_and(|g| !g.passed) => crate::commands::EXIT_GATE_REJECTED,
+                            galley_core::stages::RunState::Succeeded => 0,
+                            _ => 1,
+                        };
                         let _ = report_run(&Ctx { output, color }, &summary, sample);
+                        last_code.store(code, Ordering::SeqCst);
                         Ok(())
                     }
                     Err(e) => {
                         eprintln!("lifecycle run failed: {e}");
+                        last_code.store(1, Ordering::SeqCst);
                         Err(e)
                     }
                 };
+                // Counted only once reported, so `--max-runs` never cuts a report short.
+                runs.fetch_add(1, Ordering::SeqCst);
                 done.notify_one();
                 outcome
             }) as futures_boxed::BoxFuture<'static, galley_core::Result<()>>
@@ -98,9 +107,14 @@ pub async fn watch(
 
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
-        let report = watcher.tick(chrono::Utc::now()).await?;
-        for e in &report.probe_errors {
-            eprintln!("probe failed: {e}");
+        // One failed tick (a store briefly unavailable) does not end a long-lived watcher.
+        match watcher.tick(chrono::Utc::now()).await {
+            Ok(report) => {
+                for e in &report.probe_errors {
+                    eprintln!("probe failed: {e}");
+                }
+            }
+            Err(e) => eprintln!("watch: this check failed, trying again in {}s: {e}", interval.as_secs_f64()),
         }
         if max_runs.is_some_and(|m| runs.load(Ordering::SeqCst) >= m) {
             break;
@@ -116,7 +130,7 @@ pub async fn watch(
             break;
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(ExitCode::from(last_code.load(Ordering::SeqCst)))
 }
 
 #[cfg(not(feature = "local"))]

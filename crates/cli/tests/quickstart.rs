@@ -228,3 +228,29 @@ fn a_saved_plan_is_applied_exactly_and_refused_once_state_moved() {
     assert!(stderr.contains("state"), "{stderr}");
     ok(&p.galley(&["destroy", "--auto-approve"]));
 }
+
+#[test]
+fn a_dead_endpoint_server_is_deployed_again_by_the_next_run() {
+    let p = Project::from_shipped("quickstart.yaml", |t| t);
+    ok(&p.galley(&["apply", "--auto-approve"]));
+    let (code, _) = p.galley_json(&["run"]);
+    assert_eq!(code, 0);
+    let pid = p.endpoint_pid("wine-quality").unwrap();
+    // The server dies (a crash, a reboot): SIGKILL, no chance to clean up.
+    assert!(std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    for _ in 0..100 {
+        if !common::process_alive(pid) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (code, run) = p.galley_json(&["run"]);
+    assert_eq!(code, 0, "{run}");
+    let deploy = run["run"]["steps"].as_array().unwrap().iter().find(|s| s["name"] == "deploy").unwrap().clone();
+    assert_eq!(deploy["cached"], false, "a dead endpoint must not be trusted from cache: {run}");
+    assert!(run["sample_prediction"]["prediction"]["predictions"].is_array(), "the endpoint serves again: {run}");
+    let new_pid = p.endpoint_pid("wine-quality").unwrap();
+    assert_ne!(new_pid, pid);
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+    assert!(!common::process_alive(new_pid));
+}

@@ -36,8 +36,12 @@ pub struct Lifecycle {
     promotion: Option<Promotion>,
     /// The experiment run of the pipeline run in progress (runs of one pipeline never overlap).
     experiment_run: Mutex<Option<String>>,
-    /// Set for drift-triggered runs: retrain even though the data and code are unchanged.
-    force_retrain: std::sync::atomic::AtomicBool,
+    /// Steps from this one on run even if cached: `Train` for a drift-triggered retrain (data
+    /// and code may be unchanged), `Extract` for `--no-cache`.
+    force_from: Mutex<Option<StepName>>,
+    /// One run at a time through this object: `experiment_run` and `force_from` belong to
+    /// the run in progress (a second trigger waits, then finds the orchestrator free).
+    running: tokio::sync::Mutex<()>,
 }
 
 impl Lifecycle {
@@ -55,7 +59,8 @@ impl Lifecycle {
             project_dir,
             promotion,
             experiment_run: Mutex::new(None),
-            force_retrain: Default::default(),
+            force_from: Mutex::new(None),
+            running: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -68,31 +73,49 @@ impl Lifecycle {
     }
 
     /// Registers this lifecycle as the pipeline's step bodies and runs it to the end.
-    /// `retrain` (implied by a drift trigger) trains anew even when data and code are unchanged.
-    pub async fn run(self: &Arc<Self>, trigger: Option<Trigger>, retrain: bool) -> Result<RunSummary> {
-        self.run_with_progress(trigger, retrain, &|_| {}).await
+    /// `no_cache` runs every step anew; a drift trigger retrains even on unchanged data and code.
+    pub async fn run(self: &Arc<Self>, trigger: Option<Trigger>, no_cache: bool) -> Result<RunSummary> {
+        self.run_with_progress(trigger, no_cache, &|_| {}).await
     }
 
     /// [`Lifecycle::run`], calling `on_step` each time a step changes state (for progress output).
     pub async fn run_with_progress(
         self: &Arc<Self>,
         trigger: Option<Trigger>,
-        retrain: bool,
+        no_cache: bool,
         on_step: &(dyn Fn(&galley_core::stages::StepRun) + Send + Sync),
     ) -> Result<RunSummary> {
+        let _one_at_a_time = self.running.lock().await;
         let orchestrator = self.stages.orchestrator.clone();
         let spec = self.pipeline_spec();
         orchestrator.upsert_pipeline(&spec).await?;
         orchestrator.attach_executor(&spec.name, self.clone() as Arc<dyn StepExecutor>)?;
-        self.force_retrain.store(retrain || trigger == Some(Trigger::Drift), std::sync::atomic::Ordering::SeqCst);
+        *self.force_from.lock().expect("force lock") = match (no_cache, trigger) {
+            (true, _) => Some(StepName::Extract),
+            (false, Some(Trigger::Drift)) => Some(StepName::Train),
+            _ => None,
+        };
 
         let run_id = self.begin_experiment_run(trigger).await?;
         let mut params = BTreeMap::new();
         if let Some(r) = &run_id {
             params.insert("experiment_run".to_owned(), r.clone());
         }
-        let id = orchestrator.start(&spec.name, trigger, &params).await?;
-        let run = wait_for(&*orchestrator, &id, on_step).await?;
+        let run = match orchestrator.start(&spec.name, trigger, &params).await {
+            Ok(id) => wait_for(&*orchestrator, &id, on_step).await,
+            Err(e) => Err(e),
+        };
+        let run = match run {
+            Ok(run) => run,
+            Err(e) => {
+                // Never leave the experiment run open: it failed with the pipeline.
+                let open = self.experiment_run.lock().expect("experiment run lock").take();
+                if let Some(id) = open {
+                    let _ = self.stages.experiments.end_run(&id, galley_core::stages::RunStatus::Failed).await;
+                }
+                return Err(e);
+            }
+        };
         self.end_experiment_run(&run).await?;
         Ok(RunSummary::from_run(run, run_id))
     }
@@ -172,8 +195,8 @@ impl StepExecutor for Lifecycle {
     async fn fingerprint(&self, step: &str, upstream: &BTreeMap<String, StepOutput>) -> Result<String> {
         let name = StepName::parse(step)?;
         let mut fp = self.step_fingerprint(name, upstream).await?;
-        if self.force_retrain.load(std::sync::atomic::Ordering::SeqCst) && name >= StepName::Train {
-            // A drift-triggered run retrains on purpose: never reuse an old model for it.
+        if self.force_from.lock().expect("force lock").is_some_and(|from| name >= from) {
+            // Forced on purpose (a drift retrain, `--no-cache`): never reuse an old output.
             fp.push_str(&format!(":forced@{}", galley_core::stages::now_ms()));
         }
         Ok(fp)

@@ -78,6 +78,9 @@ impl StepName {
     }
 }
 
+/// Where the artifact store keeps its epoch (see `Lifecycle::store_epoch`).
+const EPOCH_KEY: &str = "galley/epoch";
+
 /// The prepared split as stored between steps.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PreparedDoc {
@@ -150,7 +153,28 @@ impl Lifecycle {
         }
     }
 
+    /// An id the artifact store keeps for as long as it lives. Every fingerprint includes it, so
+    /// when the store is replaced (destroyed, renamed), no cached step hands on keys that are
+    /// gone with the old store.
+    async fn store_epoch(&self) -> Result<String> {
+        let key = ArtifactKey::new(EPOCH_KEY)?;
+        match self.stages.artifacts.get_bytes(&key).await {
+            Ok(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) if e.kind() == galley_core::ErrorKind::NotFound => {
+                let epoch = digest(&[&galley_core::stages::now_ms().to_string(), &std::process::id().to_string(), &self.bp.name]);
+                self.stages.artifacts.put_bytes(&key, epoch.clone().into_bytes().into()).await?;
+                Ok(epoch)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub(crate) async fn step_fingerprint(&self, step: StepName, up: &BTreeMap<String, StepOutput>) -> Result<String> {
+        let epoch = self.store_epoch().await?;
+        Ok(digest(&[&epoch, &self.step_inputs(step, up).await?]))
+    }
+
+    async fn step_inputs(&self, step: StepName, up: &BTreeMap<String, StepOutput>) -> Result<String> {
         let bp = &self.bp;
         Ok(match step {
             StepName::Extract => {
@@ -206,15 +230,18 @@ impl Lifecycle {
             StepName::Deploy => {
                 let endpoint = self.monitor_name();
                 let current = self.stages.serving.describe(&endpoint).await?;
+                // The endpoint's state and URL too: a server that died (or came back on another
+                // port) must be deployed again, not trusted from cache.
                 digest(&[
                     "deploy",
                     &field(up, StepName::Register, "version")?.to_string(),
                     &js(&bp.stages.serving),
-                    &js(&current.map(|c| c.variants)),
+                    &js(&current.map(|c| (c.variants, c.state, c.url))),
                 ])
             }
             StepName::Monitor => digest(&[
                 "monitor",
+                &self.monitor_name(),
                 field_str(up, StepName::Train, "model_sha")?,
                 field_str(up, StepName::Prepare, "prepared_key")?,
                 &js(&bp.stages.monitoring),
@@ -292,10 +319,16 @@ impl Lifecycle {
             StepName::Register => self.register(up, log).await,
             StepName::Deploy => self.deploy(up, log).await,
             StepName::Monitor => {
+                let name = self.monitor_name();
+                if field(up, StepName::Register, "version")?.is_null() {
+                    // The gate kept the serving model: so does the monitor's baseline (a
+                    // baseline from the rejected model would report drift that isn't there).
+                    log.line(&format!("no new version deployed: monitor `{name}` keeps its baseline"));
+                    return Ok(json!({ "monitor": name, "baseline_rows": null }));
+                }
                 let model = self.load_model(field_str(up, StepName::Train, "model_key")?).await?;
                 let doc: PreparedDoc = get_json(artifacts, field_str(up, StepName::Prepare, "prepared_key")?).await?;
                 let predictions = model.predict_matrix(&doc.train_x);
-                let name = self.monitor_name();
                 self.stages.monitor.set_baseline(&name, &doc.table(&doc.train_x), &predictions).await?;
                 log.line(&format!("baseline for monitor `{name}`: {} rows", predictions.len()));
                 Ok(json!({ "monitor": name, "baseline_rows": predictions.len() }))
