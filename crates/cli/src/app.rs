@@ -29,12 +29,7 @@ enum StateLocation {
 
 impl App {
     pub fn load(args: &BlueprintArgs) -> Result<App, CliError> {
-        let opts = LoadOptions {
-            platform: args.platform,
-            env: args.env.clone(),
-            vars: args.vars.iter().cloned().collect(),
-        };
-        let loaded = galley_blueprint::load_file(&args.file, &opts).map_err(CliError::Diagnostics)?;
+        let loaded = load_blueprint(args)?;
         let project_dir = project_dir(&args.file);
         let ctx = ProviderContext { work_dir: project_dir.join(".galley"), project_dir };
         use galley_blueprint::Backend;
@@ -125,6 +120,12 @@ impl App {
             &self.loaded.hash,
         )?))
     }
+}
+
+/// The blueprint as the command line asks for it (`--platform`, `--env`, `--var`), validated.
+pub fn load_blueprint(args: &BlueprintArgs) -> Result<Loaded, CliError> {
+    let opts = LoadOptions { platform: args.platform, env: args.env.clone(), vars: args.vars.iter().cloned().collect() };
+    galley_blueprint::load_file(&args.file, &opts).map_err(CliError::Diagnostics)
 }
 
 fn backend_name(b: &galley_blueprint::Backend) -> &'static str {

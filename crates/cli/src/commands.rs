@@ -104,12 +104,7 @@ fn say(ctx: &Ctx, value: serde_json::Value, human: &str) {
 }
 
 fn validate(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
-    let loaded = galley_blueprint::load_file(&args.file, &galley_blueprint::LoadOptions {
-        platform: args.platform,
-        env: args.env.clone(),
-        vars: args.vars.iter().cloned().collect(),
-    })
-    .map_err(CliError::Diagnostics)?;
+    let loaded = crate::app::load_blueprint(args)?;
     let bp = &loaded.blueprint;
     let stages: Vec<String> = bp.declared_stages().iter().map(|s| format!("{s}@{}", bp.stage_platform(*s))).collect();
     say(

@@ -91,7 +91,7 @@ pub async fn watch(
                 runs.fetch_add(1, Ordering::SeqCst);
                 done.notify_one();
                 outcome
-            }) as futures_boxed::BoxFuture<'static, galley_core::Result<()>>
+            }) as futures::future::BoxFuture<'static, galley_core::Result<()>>
         })
     };
     let options = WatchOptions { poll_interval: interval, ..WatchOptions::default() };
@@ -142,8 +142,4 @@ pub async fn watch(
     _timeout: Option<Duration>,
 ) -> Result<ExitCode, CliError> {
     Err(CliError::message("`galley watch` needs the local platform, which this galley was built without"))
-}
-
-mod futures_boxed {
-    pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 }

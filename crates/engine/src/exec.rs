@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use galley_core::resource::{Address, ChangeKind, OwnerTag, ResourceHandler, ResourceSpec};
+use galley_core::resource::{Address, ChangeKind, Observed, OwnerTag, ResourceHandler, ResourceSpec};
 use galley_core::{Error, PlatformKind, Result};
 use tokio::sync::Semaphore;
 
@@ -184,14 +184,7 @@ async fn create(
     let owner = OwnerTag { blueprint: engine.graph.blueprint().to_string(), address: address.clone(), lineage: lineage.to_string() };
     let result = engine.opts.retry.run(|| handler.create(&spec, &owner), on_retry(events, &address)).await;
     match result {
-        Ok(observed) => {
-            journal
-                .update(|s| {
-                    s.pending.remove(&address);
-                    s.record(&spec, observed, hash);
-                })
-                .await
-        }
+        Ok(observed) => completed(journal, &spec, observed, hash).await,
         Err(e) => {
             // A failed create may still have left something behind; state records exactly
             // what exists. If even the read fails, the pending entry stays for the next run.
@@ -206,6 +199,17 @@ async fn create(
             Err(e)
         }
     }
+}
+
+/// A create or update went through: the journal entry is closed and the result recorded, in
+/// one save.
+async fn completed(journal: &Journal<'_>, spec: &ResourceSpec, observed: Observed, hash: String) -> Result<()> {
+    journal
+        .update(|s| {
+            s.pending.remove(&spec.address);
+            s.record(spec, observed, hash);
+        })
+        .await
 }
 
 async fn update(
@@ -228,14 +232,7 @@ async fn update(
     journal.update(|s| s.pending.insert(address.clone(), pending(PendingOp::Update, &spec))).await?;
     let result = engine.opts.retry.run(|| handler.update(&spec, &current), on_retry(events, &address)).await;
     match result {
-        Ok(observed) => {
-            journal
-                .update(|s| {
-                    s.pending.remove(&address);
-                    s.record(&spec, observed, hash);
-                })
-                .await
-        }
+        Ok(observed) => completed(journal, &spec, observed, hash).await,
         Err(e) => {
             journal.update(|s| s.pending.remove(&address)).await?;
             Err(e)

@@ -39,6 +39,8 @@ pub struct Lifecycle {
     /// Steps from this one on run even if cached: `Train` for a drift-triggered retrain (data
     /// and code may be unchanged), `Extract` for `--no-cache`.
     force_from: Mutex<Option<StepName>>,
+    /// The source as the extract step's fingerprint read it, for the extract run that follows.
+    extracted: Mutex<Option<galley_ml::Dataset>>,
     /// One run at a time through this object: `experiment_run` and `force_from` belong to
     /// the run in progress (a second trigger waits, then finds the orchestrator free).
     running: tokio::sync::Mutex<()>,
@@ -60,6 +62,7 @@ impl Lifecycle {
             promotion,
             experiment_run: Mutex::new(None),
             force_from: Mutex::new(None),
+            extracted: Mutex::new(None),
             running: tokio::sync::Mutex::new(()),
         })
     }

@@ -179,7 +179,11 @@ impl Lifecycle {
         Ok(match step {
             StepName::Extract => {
                 let ds = galley_ml::load_source(&bp.data.source, &self.project_dir)?;
-                digest(&["extract", &bp.data.source, &ds.sha256])
+                let fp = digest(&["extract", &bp.data.source, &ds.sha256]);
+                // Kept for the run that usually follows, so the source is read once (and the
+                // run extracts exactly the data the fingerprint describes).
+                *self.extracted.lock().expect("extracted lock") = Some(ds);
+                fp
             }
             StepName::ValidateData => digest(&[
                 "validate_data",
@@ -255,7 +259,11 @@ impl Lifecycle {
         let bp = &self.bp;
         match step {
             StepName::Extract => {
-                let ds = galley_ml::load_source(&bp.data.source, &self.project_dir)?;
+                let fingerprinted = self.extracted.lock().expect("extracted lock").take();
+                let ds = match fingerprinted {
+                    Some(ds) => ds,
+                    None => galley_ml::load_source(&bp.data.source, &self.project_dir)?,
+                };
                 let key = format!("datasets/{}.json", ds.sha256);
                 put_json(artifacts, &key, &ds.table).await?;
                 log.line(&format!("extracted {} rows × {} columns from {} (sha256 {})", ds.table.len(), ds.table.columns.len(), bp.data.source, ds.sha256));
