@@ -28,7 +28,7 @@ pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
 pub use refs::{Reference, stage_outputs};
 pub use schema::json_schema;
-pub use semantic::effective_promotion;
+pub use semantic::{duration_secs, effective_promotion};
 pub use settings::{OutputFormat, Settings, settings};
 pub use span::{Node, NodeValue, PathSeg, Span};
 

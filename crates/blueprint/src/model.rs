@@ -298,9 +298,14 @@ pub struct TrainingStage {
     pub params: IndexMap<String, VarValue>,
     #[serde(default)]
     pub compute: Compute,
-    /// Container image for `compute: managed`.
+    /// Container image for `compute: managed`: it is run with SageMaker's training contract
+    /// (`train` argument, `/opt/ml`), as Galley's own image does (`galley container train`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// For `compute: managed`: the platform stops the job after this long, e.g. `2h`
+    /// (default `24h`, SageMaker's own ceiling for a job without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_runtime: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_type: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]

@@ -121,6 +121,18 @@ fn stages(bp: &Blueprint, c: &mut Checker) {
         c.err(&["stages", "pipeline", "schedule"], format!("invalid schedule `{cron}`: {why}"), Some("use five fields: minute hour day-of-month month day-of-week, e.g. `0 3 * * *` for 03:00 daily".into()));
     }
     if let Some(t) = &s.training {
+        // Where managed training is not offered at all, portability says so instead.
+        let managed_here = Capabilities::of(bp.stage_platform(Stage::Training)).supports(Feature::ManagedCompute);
+        if t.compute == Compute::Managed && t.image.is_none() && managed_here {
+            c.err(&["stages", "training", "compute"], "`compute: managed` runs the training job in a container, but `stages.training.image` is not set", Some("set `image:` to an image that follows SageMaker's training contract, such as one built from Galley's Dockerfile (`galley container train`), or use `compute: local`".into()));
+        }
+        if let Some(m) = &t.max_runtime {
+            if !valid_duration(m) || duration_secs(m) == Some(0) {
+                c.err(&["stages", "training", "max_runtime"], format!("invalid max_runtime `{m}`: expected a number and a unit, such as `2h` or `90m`"), None);
+            } else if t.compute != Compute::Managed {
+                c.err(&["stages", "training", "max_runtime"], "`max_runtime` bounds a managed training job, and this training runs in galley's process (`compute: local`)", Some("remove `max_runtime`, or set `compute: managed`".into()));
+            }
+        }
         let fits = match (t.algorithm, bp.data.task) {
             (Algorithm::LogisticRegression, Task::Regression) => Some("logistic_regression is a classifier; use linear_regression or decision_tree for regression"),
             (Algorithm::LinearRegression, Task::Classification) => Some("linear_regression predicts numbers; use logistic_regression or decision_tree for classification"),
@@ -378,9 +390,24 @@ pub fn valid_endpoint(name: &str) -> bool {
 }
 
 fn valid_duration(s: &str) -> bool {
-    let Some(unit) = s.chars().last() else { return false };
+    duration_secs(s).is_some()
+}
+
+/// Seconds in a blueprint duration: a number and a unit, `90s`, `45m`, `12h`, `30d`.
+pub fn duration_secs(s: &str) -> Option<u64> {
+    let unit = s.chars().last()?;
     let digits = &s[..s.len() - unit.len_utf8()];
-    matches!(unit, 's' | 'm' | 'h' | 'd') && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let scale = match unit {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(scale)
 }
 
 /// Five-field cron: each field a list of `*`, `n`, `n-m`, each optionally `/step`, in range.

@@ -168,11 +168,34 @@ pub enum Command {
         #[arg(long, default_value = "-")]
         data: String,
     },
+    /// Be a managed training or serving container (SageMaker's contract: `train` and `serve`,
+    /// files under /opt/ml). The entrypoint of Galley's image; see the Dockerfile.
+    #[command(subcommand)]
+    Container(ContainerMode),
     /// Run a local endpoint server (started by `apply`; not for direct use).
     #[command(name = "__endpoint", hide = true)]
     Endpoint {
         #[arg(long)]
         config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerMode {
+    /// Train from <root>/input (hyperparameters and the `train` channel) into <root>/model.
+    Train {
+        #[arg(long, default_value = "/opt/ml", value_name = "DIR")]
+        root: PathBuf,
+    },
+    /// Serve <root>/model/model.json: GET /ping, POST /invocations (and /metrics, /version).
+    Serve {
+        #[arg(long, default_value = "/opt/ml", value_name = "DIR")]
+        root: PathBuf,
+        /// SageMaker sets SAGEMAKER_BIND_TO_PORT when it wants another port than 8080.
+        #[arg(long, env = "SAGEMAKER_BIND_TO_PORT", default_value_t = 8080)]
+        port: u16,
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: std::net::IpAddr,
     },
 }
 
@@ -189,7 +212,11 @@ impl Command {
             | Command::Destroy { bp, .. }
             | Command::Import { bp, .. }
             | Command::Predict { bp, .. } => Some(bp),
-            Command::Schema | Command::Completions { .. } | Command::ForceUnlock { .. } | Command::Endpoint { .. } => None,
+            Command::Schema
+            | Command::Completions { .. }
+            | Command::ForceUnlock { .. }
+            | Command::Endpoint { .. }
+            | Command::Container(_) => None,
         }
     }
 

@@ -13,7 +13,7 @@ use galley_engine::{Engine, EngineOptions, LifecycleAction, Plan};
 use serde_json::json;
 
 use crate::app::App;
-use crate::cli::{ApplyArgs, BlueprintArgs, Cli, Command, Output};
+use crate::cli::{ApplyArgs, BlueprintArgs, Cli, Command, ContainerMode, Output};
 use crate::error::CliError;
 use crate::render::{print_json, progress};
 
@@ -83,7 +83,51 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             galley_local_server(&config).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Container(ContainerMode::Train { root }) => {
+            let model = galley_lifecycle::container::train_in_container(&root)?;
+            say(&ctx, json!({ "ok": true, "model": model }), &format!("wrote {}", model.display()));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Container(ContainerMode::Serve { root, port, bind }) => {
+            container_server(&root, bind, port).await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// Serves `<root>/model/model.json` with SageMaker's inference contract. SageMaker signs and
+/// authorises every InvokeEndpoint before a request reaches the container, so the server binds
+/// every interface without a token of its own.
+#[cfg(feature = "local")]
+async fn container_server(root: &std::path::Path, bind: std::net::IpAddr, port: u16) -> Result<(), CliError> {
+    use galley_local::serving::config::{DEFAULT_MAX_BODY_BYTES, ServerConfig, VariantConfig};
+    let model_path = root.join("model").join(galley_lifecycle::container::MODEL_FILE);
+    let bytes = std::fs::read(&model_path)
+        .map_err(|e| CliError::message(format!("cannot read the model at {}: {e}", model_path.display())))?;
+    let model = galley_ml::TrainedModel::from_bytes(&bytes)?;
+    let run_dir = std::env::temp_dir().join(format!("galley-container-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).map_err(|e| CliError::message(format!("cannot create {}: {e}", run_dir.display())))?;
+    let config = ServerConfig {
+        endpoint: "container".into(),
+        bind,
+        port,
+        token_env: None,
+        token: None,
+        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        variants: vec![VariantConfig { name: "model".into(), model_path, weight: 1, model: None, version: None }],
+        signature: model.signature().clone(),
+        monitor_dir: None,
+        state_file: run_dir.join("state.json"),
+        platform_authenticated: true,
+    };
+    let path = run_dir.join("endpoint.json");
+    config.write(&path)?;
+    Ok(galley_local::serving::run_server(&path).await?)
+}
+
+#[cfg(not(feature = "local"))]
+async fn container_server(_root: &std::path::Path, _bind: std::net::IpAddr, _port: u16) -> Result<(), CliError> {
+    Err(CliError::message("this galley was built without the `local` platform, whose model server `container serve` runs"))
 }
 
 #[cfg(feature = "local")]

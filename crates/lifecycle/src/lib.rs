@@ -7,6 +7,7 @@
 //! [`StageSet`] and to `galley-ml`. Intermediate results live in the artifact store under
 //! content-derived keys, which is what makes a cached step's output valid in a later process.
 
+pub mod container;
 mod steps;
 mod store;
 

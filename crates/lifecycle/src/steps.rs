@@ -2,16 +2,17 @@
 
 use std::collections::BTreeMap;
 
-use galley_blueprint::{Blueprint, Promotion, Strategy};
+use galley_blueprint::{Blueprint, Compute, Promotion, Strategy};
 use galley_core::stages::{
     ApprovalStatus, ArtifactKey, ArtifactStoreExt, EndpointSpec, FeatureGroupSpec, Lineage, ModelVersion,
-    NewModelVersion, Signature, StepLogger, StepOutput, Variant,
+    NewModelVersion, Signature, StepLogger, StepOutput, TrainingJob, Variant,
 };
 use galley_core::table::Column;
 use galley_core::{DType, Error, Result, Table, Value};
 use galley_ml::{Frame, TrainedModel};
 use serde_json::{Value as Json, json};
 
+use crate::container;
 use crate::store::{digest, get_json, put_json};
 use crate::{CHAMPION, Lifecycle};
 
@@ -76,6 +77,24 @@ impl StepName {
             })
             .collect()
     }
+}
+
+/// SageMaker's own ceiling for a training job that sets none.
+const DEFAULT_MAX_RUNTIME_SECS: u64 = 24 * 3_600;
+
+/// A training job name every platform accepts (SageMaker: 1-63 letters, digits and single
+/// `-`), unique per blueprint and inputs.
+fn training_job_name(blueprint: &str, inputs: &str) -> String {
+    let mut stem = String::new();
+    for c in blueprint.chars() {
+        let c = if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' };
+        if !(c == '-' && (stem.is_empty() || stem.ends_with('-'))) {
+            stem.push(c);
+        }
+    }
+    stem.truncate(32);
+    let stem = stem.trim_end_matches('-');
+    format!("galley-{stem}{}{}", if stem.is_empty() { "" } else { "-" }, &inputs[..20])
 }
 
 /// Where the artifact store keeps its epoch (see `Lifecycle::store_epoch`).
@@ -283,8 +302,13 @@ impl Lifecycle {
                 let key = field_str(up, StepName::Prepare, "prepared_key")?;
                 let doc: PreparedDoc = get_json(artifacts, key).await?;
                 let training = bp.stages.training.as_ref().expect("checked in Lifecycle::new");
-                let model = galley_ml::train(training, bp.data.task, &doc.frame(false), &doc.signature)?;
-                let bytes = model.to_bytes();
+                let (bytes, job) = match training.compute {
+                    Compute::Local => (galley_ml::train(training, bp.data.task, &doc.frame(false), &doc.signature)?.to_bytes(), None),
+                    Compute::Managed => {
+                        let (bytes, job) = self.train_managed(up, training, &doc, log).await?;
+                        (bytes, Some(job))
+                    }
+                };
                 let sha = crate::store::digest(&[&String::from_utf8_lossy(&bytes)]);
                 let model_key = format!("models/{sha}/model.json");
                 let meta = artifacts.put_bytes(&ArtifactKey::new(&model_key)?, bytes.into()).await?;
@@ -293,11 +317,14 @@ impl Lifecycle {
                     params.insert("algorithm".into(), format!("{:?}", training.algorithm));
                     params.insert("data_hash".into(), field_str(up, StepName::Extract, "data_hash")?.to_owned());
                     params.insert("train_rows".into(), doc.train_y.len().to_string());
+                    if let Some(job) = &job {
+                        params.insert("training_job".into(), job.clone());
+                    }
                     self.stages.experiments.log_params(&run, &params).await?;
                     self.stages.experiments.log_artifact(&run, "model", &meta.uri).await?;
                 }
                 log.line(&format!("trained {:?} on {} rows; model {} ({} bytes)", training.algorithm, doc.train_y.len(), meta.uri, meta.size));
-                Ok(json!({ "model_key": model_key, "model_uri": meta.uri, "model_sha": meta.sha256 }))
+                Ok(json!({ "model_key": model_key, "model_uri": meta.uri, "model_sha": meta.sha256, "training_job": job }))
             }
             StepName::Evaluate => {
                 let model = self.load_model(field_str(up, StepName::Train, "model_key")?).await?;
@@ -342,6 +369,52 @@ impl Lifecycle {
                 Ok(json!({ "monitor": name, "baseline_rows": predictions.len() }))
             }
         }
+    }
+
+    /// `compute: managed`: hands the training split to the platform's training service and
+    /// waits for the model its job leaves. Returns the model's bytes and the job's id.
+    async fn train_managed(
+        &self,
+        up: &BTreeMap<String, StepOutput>,
+        training: &galley_blueprint::TrainingStage,
+        doc: &PreparedDoc,
+        log: &dyn StepLogger,
+    ) -> Result<(Vec<u8>, String)> {
+        let bp = &self.bp;
+        let image = training.image.clone().ok_or_else(|| {
+            Error::invalid("`training.compute: managed` needs `training.image` (validate reports this too)")
+        })?;
+        let input = container::training_input(training, bp.data.task, &doc.frame(false), &bp.data.target, &doc.signature)?;
+        // The job's name follows from what it trains on and how, so a run restarted after a
+        // crash finds the job it started (and its bill) instead of starting a second one.
+        let inputs = digest(&[
+            field_str(up, StepName::Prepare, "prepared_key")?,
+            &serde_json::to_string(&input.hyperparameters)?,
+            &image,
+            &self.code_version,
+        ]);
+        let name = training_job_name(&bp.name, &inputs);
+        let prefix = format!("galley/training/{name}");
+        for (file, bytes) in &input.files {
+            self.stages.artifacts.put_bytes(&ArtifactKey::new(format!("{prefix}/input/{file}"))?, bytes.clone().into()).await?;
+        }
+        let job = TrainingJob {
+            name: name.clone(),
+            image,
+            instance_type: training.instance_type.clone(),
+            input_prefix: format!("{prefix}/input/"),
+            output_prefix: format!("{prefix}/output/"),
+            model_file: container::MODEL_FILE.into(),
+            hyperparameters: input.hyperparameters,
+            max_runtime_secs: training.max_runtime.as_deref().and_then(galley_blueprint::duration_secs).unwrap_or(DEFAULT_MAX_RUNTIME_SECS),
+        };
+        log.line(&format!("training job `{name}` on {} ({} rows)", job.instance_type.as_deref().unwrap_or("the platform's default instance"), doc.train_y.len()));
+        let done = self.stages.orchestrator.run_training_job(&job, log).await?;
+        container::check_job_model(&done.model, &doc.signature, &done.job_id)?;
+        let billed = done.billable_seconds.map(|s| format!(", {s} s billed")).unwrap_or_default();
+        let reused = if done.reused { " (reused: started earlier with the same inputs)" } else { "" };
+        log.line(&format!("training job `{}` finished{reused}{billed}; output {}", done.job_id, done.output_uri));
+        Ok((done.model, done.job_id))
     }
 
     async fn load_model(&self, key: &str) -> Result<TrainedModel> {

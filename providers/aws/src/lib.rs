@@ -26,6 +26,7 @@ pub mod experiments;
 pub mod features;
 pub mod orchestrator;
 pub mod provider;
+pub mod training;
 
 pub use experiments::SageMakerExperiments;
 pub use features::SageMakerFeatures;

@@ -4,12 +4,14 @@
 //! round-trips exactly.
 //!
 //! Two ways to run:
-//! - `compute: local` (an executor is attached): Galley walks the DAG in its own process,
-//!   with retries, caching of unchanged steps and cancellation; runs, step logs and the cache
-//!   live in the artifact bucket under `galley/pipelines/`. No SageMaker execution starts, so
-//!   nothing is billed for steps that run locally.
-//! - `compute: managed` (no executor): StartPipelineExecution, then DescribePipelineExecution
-//!   and ListPipelineExecutionSteps for status, ListPipelineExecutions for history.
+//! - an executor is attached (what `galley run` does): Galley walks the DAG itself, with
+//!   retries, caching of unchanged steps and cancellation; runs, step logs and the cache live
+//!   in the artifact bucket under `galley/pipelines/`. No SageMaker execution starts, so
+//!   nothing is billed for steps that run in Galley's process. With `training.compute:
+//!   managed` the train step submits a SageMaker Training Job ([`crate::training`]).
+//! - no executor (the pipeline started from SageMaker, e.g. by its schedule):
+//!   StartPipelineExecution, then DescribePipelineExecution and ListPipelineExecutionSteps for
+//!   status, ListPipelineExecutions for history.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +21,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use galley_core::stages::{
     ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, Orchestrator, PipelineRun, PipelineSpec, RunState, StepExecutor,
-    StepLogger, StepOutput, StepRun, Trigger, now_ms,
+    StepLogger, StepOutput, StepRun, TrainingJob, TrainingJobResult, Trigger, now_ms,
 };
 use galley_core::{Error, ErrorKind, PlatformKind, Result, RetryPolicy, Stage};
 use serde_json::{Value as Json, json};
@@ -41,8 +43,8 @@ pub struct SageMakerPipelines {
     cancels: Arc<Mutex<HashMap<String, Arc<AtomicBool>>>>,
     /// Delay between retries of a failed step.
     retry: RetryPolicy,
-    /// The blueprint asked for `compute: managed`: in-process steps are refused.
-    managed_compute: bool,
+    /// Overrides the training job waiter's delay (tests poll in milliseconds).
+    pub poll_delay: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for SageMakerPipelines {
@@ -170,15 +172,8 @@ impl SageMakerPipelines {
             executors: Default::default(),
             cancels: Default::default(),
             retry: RetryPolicy { max_attempts: 1, base_delay: std::time::Duration::from_millis(200), ..Default::default() },
-            managed_compute: false,
+            poll_delay: None,
         }
-    }
-
-    /// For `training.compute: managed`: steps must run as SageMaker jobs, never silently in
-    /// Galley's process.
-    pub fn with_managed_compute(mut self, managed: bool) -> Self {
-        self.managed_compute = managed;
-        self
     }
 
     fn run_key(run: &str) -> Result<ArtifactKey> {
@@ -578,14 +573,17 @@ impl Orchestrator for SageMakerPipelines {
         }
     }
 
+    async fn run_training_job(&self, job: &TrainingJob, log: &dyn StepLogger) -> Result<TrainingJobResult> {
+        let training = crate::training::ManagedTraining {
+            clients: &self.clients,
+            bucket: self.store.bucket(),
+            default_instance_type: &self.instance_type,
+            poll_delay: self.poll_delay,
+        };
+        training.run(job, log).await.map_err(|e| e.platform(PlatformKind::Aws).stage(Stage::Training))
+    }
+
     fn attach_executor(&self, pipeline: &str, executor: Arc<dyn StepExecutor>) -> Result<()> {
-        if self.managed_compute {
-            return Err(Error::unsupported(format!(
-                "pipeline `{pipeline}`: `training.compute: managed` on aws would run the steps as SageMaker jobs, which this galley does not submit yet; set `training.compute: local` to train in galley's process (the model still goes to S3, the run to SageMaker Experiments, the version to the SageMaker model registry)"
-            ))
-            .platform(PlatformKind::Aws)
-            .stage(Stage::Pipeline));
-        }
         self.executors.lock().unwrap_or_else(|p| p.into_inner()).insert(pipeline.to_owned(), executor);
         Ok(())
     }

@@ -147,10 +147,12 @@ impl AwsProvider {
             artifacts: Arc::new(store.clone()),
             features: Arc::new(SageMakerFeatures::new(clients.clone(), store.clone(), ttl)?),
             experiments: Arc::new(SageMakerExperiments::new(clients.clone(), store.clone())),
-            orchestrator: Arc::new(
-                SageMakerPipelines::new(clients.clone(), store.clone(), image.clone(), training.and_then(|t| t.instance_type.clone()))
-                    .with_managed_compute(training.is_some_and(|t| t.compute == galley_blueprint::Compute::Managed)),
-            ),
+            orchestrator: Arc::new(SageMakerPipelines::new(
+                clients.clone(),
+                store.clone(),
+                image.clone(),
+                training.and_then(|t| t.instance_type.clone()),
+            )),
             registry: Arc::new(SageMakerRegistry::new(clients.clone(), image.clone())),
             serving: Arc::new(SageMakerServing::new(clients.clone(), image, serving.and_then(|s| s.instance_type.clone()))),
             monitor: Arc::new(AwsMonitor::new(store, clients.cloudwatch.clone())),

@@ -558,6 +558,7 @@ fn non_loopback_without_token_is_refused() {
         signature: signature(),
         monitor_dir: None,
         state_file: tmp.path().join("state.json"),
+        platform_authenticated: false,
     };
     let e = config.validate().unwrap_err();
     assert!(

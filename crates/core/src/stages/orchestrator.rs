@@ -98,6 +98,52 @@ pub trait Orchestrator: Described + Send + Sync {
             "pipeline `{pipeline}`: this platform's orchestrator does not run in-process steps"
         )))
     }
+    /// Runs one training job on the platform's own compute (`training.compute: managed`) to
+    /// the end and hands back the model file the container wrote. Platforms without managed
+    /// training answer `Unsupported` (validate refuses such blueprints first).
+    async fn run_training_job(&self, job: &TrainingJob, log: &dyn StepLogger) -> Result<TrainingJobResult> {
+        let _ = log;
+        Err(crate::Error::unsupported(format!(
+            "training job `{}`: this platform's orchestrator does not run managed training jobs; use `training.compute: local`",
+            job.name
+        )))
+    }
+}
+
+/// A training job for the platform's managed compute. The container contract is SageMaker's
+/// (`/opt/ml/input/config/hyperparameters.json`, `/opt/ml/input/data/<channel>/`,
+/// `/opt/ml/model/`), which Galley's own image implements (`galley container train`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainingJob {
+    /// Derived from the job's inputs, so a run restarted after a crash finds the job it
+    /// started instead of paying for a second one.
+    pub name: String,
+    pub image: String,
+    pub instance_type: Option<String>,
+    /// Artifact-store prefix whose objects become the `train` input channel.
+    pub input_prefix: String,
+    /// Artifact-store prefix under which the platform writes what the job produced.
+    pub output_prefix: String,
+    /// The file, relative to the container's model directory, handed back as the model.
+    pub model_file: String,
+    /// Passed to the container as strings, as every managed training service does.
+    pub hyperparameters: BTreeMap<String, String>,
+    /// The platform stops the job (and its bill) after this long.
+    pub max_runtime_secs: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingJobResult {
+    /// The platform's id for the job (an ARN on aws).
+    pub job_id: String,
+    /// The bytes of `TrainingJob::model_file`.
+    pub model: Vec<u8>,
+    /// Where the platform keeps the job's packed output.
+    pub output_uri: String,
+    /// True when the job had been started earlier with the same inputs and was reused.
+    pub reused: bool,
+    /// What the platform bills for, when it says.
+    pub billable_seconds: Option<u64>,
 }
 
 /// The small JSON a step hands to the steps after it (keys of artifacts, metrics, versions).

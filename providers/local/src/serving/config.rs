@@ -51,6 +51,11 @@ pub struct ServerConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitor_dir: Option<PathBuf>,
     pub state_file: PathBuf,
+    /// The platform authenticates every caller before a request reaches this server (inside
+    /// a SageMaker endpoint only SageMaker's IAM-signed InvokeEndpoint can). Only
+    /// `galley container serve` sets it; it lifts the rule that a non-loopback bind needs a token.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub platform_authenticated: bool,
 }
 
 fn loopback() -> IpAddr {
@@ -109,7 +114,7 @@ impl ServerConfig {
 
     /// Checks everything that would make the server unsafe or unable to serve.
     pub fn validate(&self) -> Result<()> {
-        if !self.bind.is_loopback() && self.token.is_none() {
+        if !self.bind.is_loopback() && self.token.is_none() && !self.platform_authenticated {
             return Err(Error::invalid(format!(
                 "refusing to serve endpoint `{}` on non-loopback address {} without authentication: \
                  set `auth.token_env` to an environment variable holding a bearer token, or bind to \

@@ -332,6 +332,7 @@ impl LocalServing {
                 .record_inferences
                 .then(|| self.monitors.join(&spec.name)),
             state_file: dir.join(STATE_FILE),
+            platform_authenticated: false,
         };
         // Validate as the server will (token presence included) before touching anything.
         let mut check = config.clone();

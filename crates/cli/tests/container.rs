@@ -1,0 +1,112 @@
+//! `galley container train|serve`: the entrypoint of Galley's image, run here as SageMaker
+//! runs a container (the `/opt/ml` layout, `train` and `serve`, `/ping` and `/invocations`).
+//! No container engine runs on this machine, so the binary is run directly on a directory laid
+//! out as SageMaker lays out `/opt/ml`; the image itself (the Dockerfile) is not built here.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use galley_blueprint::{LoadOptions, load_file};
+use galley_lifecycle::container::{self, MODEL_FILE};
+use serde_json::{Value, json};
+
+fn galley() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_galley"));
+    c.env("NO_COLOR", "1").env_remove("GALLEY_OUTPUT");
+    c
+}
+
+/// The quickstart's prepared training split, as the train step hands it to a managed job.
+fn quickstart_input() -> (container::TrainingInput, galley_ml::Prepared, galley_blueprint::TrainingStage) {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints/quickstart.yaml");
+    let bp = load_file(&file, &LoadOptions::default()).unwrap_or_else(|d| panic!("{}", d.render(false))).blueprint;
+    let ds = galley_ml::load_source(&bp.data.source, file.parent().unwrap()).unwrap();
+    let features: Vec<String> = bp.stages.features.as_ref().map(|f| f.features.clone()).unwrap_or_default();
+    let prepared = galley_ml::prepare(&ds.table, &bp.data, &features).unwrap();
+    let training = bp.stages.training.clone().unwrap();
+    let input = container::training_input(&training, bp.data.task, &prepared.train, &bp.data.target, &prepared.signature).unwrap();
+    (input, prepared, training)
+}
+
+#[test]
+fn trains_and_serves_with_sagemakers_container_contract() {
+    let (input, prepared, training) = quickstart_input();
+    let root = tempfile::tempdir().unwrap();
+    container::lay_out(root.path(), &input).unwrap();
+
+    let out = galley().args(["container", "train", "--root"]).arg(root.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let model = std::fs::read(root.path().join("model").join(MODEL_FILE)).unwrap();
+    let in_process = galley_ml::train(&training, prepared.task, &prepared.train, &prepared.signature).unwrap();
+    assert_eq!(model, in_process.to_bytes(), "the container trains exactly the model galley's process trains");
+
+    // Serve it: port 0 picks a free one; the server names its URL on stderr.
+    let mut server = Server(
+        galley()
+            .args(["container", "serve", "--bind", "127.0.0.1", "--port", "0", "--root"])
+            .arg(root.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the server exited before listening").unwrap();
+        if let Some(at) = line.find("http://") {
+            break line[at..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let ping = rt.block_on(http.get(format!("{url}/ping")).send()).unwrap();
+    assert_eq!(ping.status(), 200);
+
+    let columns: Vec<&str> = prepared.signature.inputs.iter().map(|c| c.name.as_str()).collect();
+    let rows: Vec<Vec<f64>> = prepared.test.x.iter().take(25).cloned().collect();
+    let body = json!({"dataframe_split": {"columns": columns, "data": rows}});
+    let answer = rt.block_on(async {
+        let r = http.post(format!("{url}/invocations")).header("content-type", "application/json").json(&body).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()
+    });
+    // The endpoint answers class labels (the model's score through its threshold).
+    let want: Vec<f64> = in_process.predict_matrix(&rows).into_iter().map(|s| in_process.label(s)).collect();
+    let got: Vec<f64> = answer["predictions"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(got, want, "{answer}");
+    assert!(got.contains(&0.0) && got.contains(&1.0), "both classes among the rows: {got:?}");
+}
+
+/// Stops the server however the test ends (a leftover would hold the test's output open).
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_failed_training_exits_non_zero_and_leaves_its_reason_for_the_platform() {
+    let (mut input, _, _) = quickstart_input();
+    input.hyperparameters.insert("galley_algorithm".into(), "gradient_boosting".into());
+    let root = tempfile::tempdir().unwrap();
+    container::lay_out(root.path(), &input).unwrap();
+    let out = galley().args(["container", "train", "--root"]).arg(root.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let reason = std::fs::read_to_string(root.path().join("output/failure")).unwrap();
+    assert!(reason.contains("gradient_boosting"), "{reason}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("gradient_boosting"));
+    assert!(!root.path().join("model").join(MODEL_FILE).exists());
+}
+
+#[test]
+fn serving_without_a_model_names_the_missing_file() {
+    let root = tempfile::tempdir().unwrap();
+    let out = galley().args(["container", "serve", "--port", "0", "--bind", "127.0.0.1", "--root"]).arg(root.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("model/model.json"), "{err}");
+}
