@@ -7,9 +7,8 @@
 //! Changes to the blueprint for the emulator, and why:
 //! - `platforms.aws.endpoint_url` = moto, region `us-east-1`, static test credentials.
 //! - unique resource names per run (moto is shared by the tests and cannot delete everything).
-//! - `data.source: builtin:winequality` (the CSV the blueprint names is not shipped) and
-//!   `training.compute: local` with a serving image (`compute: managed` would start a
-//!   SageMaker training job, and serving on SageMaker needs an image).
+//! - `training.image` names a test image: moto starts no container for an endpoint, and for a
+//!   training job `common::job_runtime` runs Galley's container entrypoint in its place.
 //!
 //! moto does not run models: InvokeEndpoint answers what the test queued, which is the
 //! prediction galley-ml computes from the model the run stored in S3. The check is therefore
@@ -73,8 +72,13 @@ struct Setup {
 }
 
 const STATE_KEY: &str = "galley/wine-quality/state.json";
+const IMAGE: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:test";
 
 async fn setup(url: &str, keep: &dyn Fn(&mut galley_blueprint::Blueprint)) -> Setup {
+    setup_env(url, None, keep).await
+}
+
+async fn setup_env(url: &str, env: Option<&str>, keep: &dyn Fn(&mut galley_blueprint::Blueprint)) -> Setup {
     log_buffer();
     let raw = common::clients(url).await;
     let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
@@ -85,6 +89,7 @@ async fn setup(url: &str, keep: &dyn Fn(&mut galley_blueprint::Blueprint)) -> Se
     let source = std::fs::read_to_string(&path).unwrap();
     let opts = LoadOptions {
         vars: BTreeMap::from([("region".to_owned(), common::REGION.to_owned()), ("state_bucket".to_owned(), state_bucket.clone())]),
+        env: env.map(str::to_owned),
         ..Default::default()
     };
     let mut loaded = galley_blueprint::load_str_with_env("blueprints/aws.yaml", &source, &opts, &BTreeMap::new())
@@ -94,9 +99,7 @@ async fn setup(url: &str, keep: &dyn Fn(&mut galley_blueprint::Blueprint)) -> Se
     bp.platforms.aws.as_mut().unwrap().endpoint_url = Some(url.to_owned());
     bp.data.source = "builtin:winequality".into();
     let s = &mut bp.stages;
-    let training = s.training.as_mut().unwrap();
-    training.compute = Compute::Local;
-    training.image = Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/galley-serve:test".into());
+    s.training.as_mut().unwrap().image = Some(IMAGE.into());
     s.artifacts.as_mut().unwrap().bucket = format!("galley-e2e-{suffix}");
     s.features.as_mut().unwrap().group = format!("wine-features-{suffix}");
     s.experiments.as_mut().unwrap().name = format!("wine-quality-{suffix}");
@@ -344,4 +347,79 @@ async fn destroy_leaves_nothing_when_moto_can_delete_everything() {
     assert!(alarms.metric_alarms().is_empty(), "alarms leaked");
     let state = S3StateBackend::connect(&common::config(&url), &s.state_bucket, STATE_KEY).unwrap().load().unwrap().unwrap();
     assert!(state.resources.is_empty(), "state still lists {:?}", state.resources.keys().collect::<Vec<_>>());
+}
+
+/// `--env prod` trains with `compute: managed`: the train step submits a SageMaker Training
+/// Job (recorded by moto; its container run by `common::job_runtime`, see there), waits for it,
+/// reads the model from the job's `model.tar.gz`, and the rest of the lifecycle evaluates,
+/// gates and registers exactly that model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managed_training_runs_as_a_sagemaker_training_job() {
+    let Some(url) = common::moto_url() else { return };
+    let runtime = common::job_runtime::JobRuntime::start(&url).await;
+    let s = setup_env(&runtime.url, Some("prod"), &|bp| {
+        // Features (moto has no runtime for them) and serving are covered by the test above.
+        bp.stages.features = None;
+        bp.stages.serving = None;
+        bp.stages.monitoring = None;
+    })
+    .await;
+    let bp = s.bp().clone();
+    let training = bp.stages.training.as_ref().unwrap();
+    assert_eq!(training.compute, Compute::Managed, "the prod environment trains on SageMaker");
+    assert_eq!(training.max_runtime.as_deref(), Some("2h"));
+    let bucket = bp.stages.artifacts.as_ref().unwrap().bucket.clone();
+    let model_group = bp.stages.registry.as_ref().unwrap().model.clone();
+    let engine = s.engine();
+    assert!(engine.apply(None, no_events()).await.unwrap().is_success());
+
+    let stages = s.provider.open(&bp, &engine.outputs().unwrap()).await.unwrap();
+    let lifecycle = Arc::new(galley_lifecycle::Lifecycle::new(Arc::new(bp.clone()), stages.clone(), s.dir.path().to_path_buf(), &s.loaded.hash).unwrap());
+    let summary = lifecycle.run(None, false).await.unwrap();
+    assert_eq!(summary.state, RunState::Succeeded, "{summary:?}");
+
+    // ---- the job as the SDK sent it: valid for the botocore model, and what the blueprint asked ----
+    let jobs = runtime.created_jobs();
+    assert_eq!(jobs.len(), 1, "one training job per run: {jobs:?}");
+    let job = &jobs[0];
+    let problems = Model::load("sagemaker").check_request("CreateTrainingJob", job, &[]);
+    assert!(problems.is_empty(), "{problems:?}");
+    let name = job["TrainingJobName"].as_str().unwrap();
+    assert!(name.starts_with(&format!("galley-{}-", bp.name)), "{name}");
+    assert_eq!(job["AlgorithmSpecification"]["TrainingImage"], IMAGE);
+    assert_eq!(job["ResourceConfig"]["InstanceType"], "ml.c5.xlarge", "the prod instance type");
+    assert_eq!(job["StoppingCondition"]["MaxRuntimeInSeconds"], 7200, "max_runtime: 2h");
+    assert_eq!(job["RoleArn"], bp.platforms.aws.as_ref().unwrap().role_arn.clone().unwrap());
+    assert_eq!(job["HyperParameters"]["galley_algorithm"], "logistic_regression");
+    let input = job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"].as_str().unwrap();
+    assert_eq!(input, format!("s3://{bucket}/galley/training/{name}/input/"));
+
+    // ---- moto's record of the job, read without the adapter ----
+    let d = s.raw.sagemaker.describe_training_job().training_job_name(name).send().await.unwrap();
+    assert_eq!(d.training_job_status(), Some(&aws_sdk_sagemaker::types::TrainingJobStatus::Completed));
+    let artifacts = d.model_artifacts().unwrap().s3_model_artifacts().unwrap().to_owned();
+    let key = artifacts.strip_prefix(&format!("s3://{bucket}/")).unwrap();
+    let packed = s.raw.s3.get_object().bucket(&bucket).key(key).send().await.unwrap().body.collect().await.unwrap().into_bytes();
+    let from_job = galley_aws::training::unpack(&packed, "model.json").unwrap();
+
+    // ---- the registered version is the job's model, bit for bit, and it is a real model ----
+    let version = summary.registered_version.expect("the gate passed");
+    let mv = stages.registry.get_version(&model_group, version).await.unwrap();
+    let registered = stages.artifacts.get_bytes(&ArtifactKey::new(mv.artifact_uri.strip_prefix(&format!("s3://{bucket}/")).unwrap()).unwrap()).await.unwrap();
+    assert_eq!(registered.to_vec(), from_job, "the registry holds the model the training job left");
+    assert!(summary.metrics["roc_auc"] > 0.75, "{:?} {mv:?}", summary.metrics);
+    // (The version's own metrics are not compared: moto's UpdateModelPackage, which sets the
+    // approval, drops the package's CustomerMetadataProperties, where AWS keeps them.)
+    let trial = summary.experiment_run.clone().expect("an experiment run");
+    let logged = stages.experiments.get_run(&trial).await.unwrap();
+    assert_eq!(logged.params.get("training_job").map(String::as_str), d.training_job_arn(), "the run links its training job");
+
+    // ---- a later run with unchanged inputs reuses the trained model (no second job) ----
+    let again = lifecycle.run(None, false).await.unwrap();
+    assert_eq!(again.state, RunState::Succeeded);
+    assert_eq!(runtime.created_jobs().len(), 1, "cached: no second training job");
+
+    let destroyed = engine.destroy(no_events()).await.unwrap();
+    let failed: Vec<&str> = destroyed.failed.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(failed, vec!["registry.model"], "only what moto cannot delete may fail: {destroyed:?}");
 }

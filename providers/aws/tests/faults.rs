@@ -61,7 +61,8 @@ async fn endpoint_waiter_stops_at_failed_with_the_reason() {
         "EndpointStatus": "Failed", "FailureReason": "The primary container did not pass the ping health check.",
         "CreationTime": 1.7e9, "LastModifiedTime": 1.7e9,
     })
-    .to_string();
+    .to_string()
+    .into_bytes();
     let server = Scripted::start(vec![describe_endpoint("Creating"), failed, describe_endpoint("InService")]).await;
     let e = serving(clients_for(&server, 1).await).wait_in_service("wine").await.unwrap_err();
     assert!(!e.is_retryable(), "{e}");
@@ -132,35 +133,4 @@ async fn a_missing_profile_names_the_source_tried() {
     assert!(msg.starts_with("no AWS credentials: tried the profile"), "{msg}");
     assert!(msg.contains(&profile), "{msg}");
     assert_eq!(msg.lines().count(), 1, "one line, not a stack of SDK internals: {msg}");
-}
-
-struct NoSteps;
-
-#[async_trait::async_trait]
-impl galley_core::stages::StepExecutor for NoSteps {
-    async fn fingerprint(&self, _: &str, _: &std::collections::BTreeMap<String, galley_core::stages::StepOutput>) -> galley_core::Result<String> {
-        Ok(String::new())
-    }
-    async fn run(
-        &self,
-        _: &str,
-        _: &std::collections::BTreeMap<String, galley_core::stages::StepOutput>,
-        _: &dyn galley_core::stages::StepLogger,
-    ) -> galley_core::Result<galley_core::stages::StepOutput> {
-        Ok(Default::default())
-    }
-}
-
-#[tokio::test]
-async fn managed_compute_is_refused_instead_of_silently_training_locally() {
-    use galley_core::Orchestrator as _;
-    let config = AwsConfig::emulator("http://127.0.0.1:9", common::REGION, common::ACCESS_KEY, common::SECRET_KEY);
-    let c = AwsClients::connect(&config).await.unwrap();
-    let store = S3Artifacts::new(c.s3.clone(), "bucket");
-    let managed = galley_aws::SageMakerPipelines::new(c.clone(), store.clone(), None, None).with_managed_compute(true);
-    let e = managed.attach_executor("wine-retrain", std::sync::Arc::new(NoSteps)).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Unsupported);
-    assert!(e.to_string().contains("training.compute: local"), "{e}");
-    let local = galley_aws::SageMakerPipelines::new(c, store, None, None);
-    local.attach_executor("wine-retrain", std::sync::Arc::new(NoSteps)).unwrap();
 }

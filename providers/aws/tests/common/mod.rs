@@ -46,3 +46,4 @@ pub async fn fresh_bucket(c: &AwsClients) -> String {
 }
 pub mod scripted;
 pub mod botocore;
+pub mod job_runtime;

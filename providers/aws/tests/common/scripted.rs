@@ -16,17 +16,21 @@ use hyper_util::rt::TokioIo;
 pub struct Reply {
     pub status: u16,
     pub content_type: &'static str,
-    pub body: String,
+    pub body: Vec<u8>,
 }
 
 impl Reply {
     /// An awsJson 1.1 answer (SageMaker's protocol).
     pub fn json(status: u16, body: serde_json::Value) -> Self {
-        Reply { status, content_type: "application/x-amz-json-1.1", body: body.to_string() }
+        Reply { status, content_type: "application/x-amz-json-1.1", body: body.to_string().into_bytes() }
     }
     /// An S3 (restXml) answer.
     pub fn xml(status: u16, body: &str) -> Self {
-        Reply { status, content_type: "application/xml", body: body.to_owned() }
+        Reply { status, content_type: "application/xml", body: body.as_bytes().to_vec() }
+    }
+    /// An object's bytes, as S3's GetObject returns them.
+    pub fn object(body: Vec<u8>) -> Self {
+        Reply { status: 200, content_type: "application/octet-stream", body }
     }
     pub fn s3_error(status: u16, code: &str, message: &str) -> Self {
         Self::xml(status, &format!("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>{code}</Code><Message>{message}</Message><RequestId>r1</RequestId></Error>"))

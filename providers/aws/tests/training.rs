@@ -1,0 +1,248 @@
+//! `training.compute: managed` as SageMaker Training Jobs, driven through the real SDK against a
+//! scripted server: the multi-step polling of the official `TrainingJobCompletedOrStopped`
+//! waiter (moto reports `Completed` at once, so it never polls), failure and stop reasons, the
+//! reuse of a job started earlier with the same inputs (moto silently overwrites a job of the
+//! same name, where SageMaker answers ResourceInUse), and every request validated against the
+//! botocore model. The end-to-end run on moto is in tests/e2e.rs.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::botocore::Model;
+use common::scripted::{Recorded, Reply, Scripted};
+use galley_aws::{AwsClients, AwsConfig, S3Artifacts, SageMakerPipelines};
+use galley_core::stages::{Orchestrator, StepLogger, TrainingJob};
+use galley_core::ErrorKind;
+use serde_json::{Value as Json, json};
+
+const JOB_ARN: &str = "arn:aws:sagemaker:us-east-1:123456789012:training-job/galley-wine-0123456789abcdef0123";
+
+struct Lines(Mutex<Vec<String>>);
+
+impl StepLogger for Lines {
+    fn line(&self, message: &str) {
+        self.0.lock().unwrap().push(message.to_owned());
+    }
+}
+
+fn job() -> TrainingJob {
+    TrainingJob {
+        name: "galley-wine-0123456789abcdef0123".into(),
+        image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:0.1".into(),
+        instance_type: Some("ml.m5.large".into()),
+        input_prefix: "galley/training/galley-wine-0123456789abcdef0123/input/".into(),
+        output_prefix: "galley/training/galley-wine-0123456789abcdef0123/output/".into(),
+        model_file: "model.json".into(),
+        hyperparameters: BTreeMap::from([
+            ("galley_contract".to_owned(), "1".to_owned()),
+            ("galley_algorithm".to_owned(), "logistic_regression".to_owned()),
+            ("galley_task".to_owned(), "classification".to_owned()),
+            ("max_iterations".to_owned(), "100".to_owned()),
+        ]),
+        max_runtime_secs: 7_200,
+    }
+}
+
+fn target(r: &Recorded) -> String {
+    r.header("x-amz-target").and_then(|t| t.strip_prefix("SageMaker.")).unwrap_or("").to_owned()
+}
+
+fn described(status: &str, secondary: &str, extra: Json) -> Reply {
+    let mut body = json!({
+        "TrainingJobName": "galley-wine-0123456789abcdef0123",
+        "TrainingJobArn": JOB_ARN,
+        "TrainingJobStatus": status,
+        "SecondaryStatus": secondary,
+        "AlgorithmSpecification": {"TrainingImage": "img", "TrainingInputMode": "File"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 30},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 7200},
+        "CreationTime": 1.7e9,
+        "ModelArtifacts": {"S3ModelArtifacts": ""},
+    });
+    body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+    Reply::json(200, body)
+}
+
+fn packed_model(bytes: &[u8]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    let mut h = tar::Header::new_gnu();
+    h.set_size(bytes.len() as u64);
+    h.set_mode(0o644);
+    h.set_cksum();
+    tar.append_data(&mut h, "./model.json", bytes).unwrap();
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+async fn pipelines(server: &Scripted) -> SageMakerPipelines {
+    let mut config = AwsConfig::emulator(&server.url, common::REGION, common::ACCESS_KEY, common::SECRET_KEY)
+        .with_retry(galley_core::RetryPolicy { max_attempts: 1, ..Default::default() });
+    config.role_arn = Some("arn:aws:iam::123456789012:role/galley".into());
+    let c = AwsClients::connect(&config).await.unwrap();
+    let store = S3Artifacts::new(c.s3.clone(), "wine-bucket");
+    let mut p = SageMakerPipelines::new(c, store, None, None);
+    p.poll_delay = Some(Duration::from_millis(1));
+    p
+}
+
+/// Every SageMaker request, checked against the botocore model.
+fn check_sagemaker(requests: &[Recorded]) -> Vec<String> {
+    let model = Model::load("sagemaker");
+    let mut ops = Vec::new();
+    for r in requests.iter().filter(|r| r.header("x-amz-target").is_some()) {
+        let op = target(r);
+        let problems = model.check_request(&op, &r.json(), &[]);
+        assert!(problems.is_empty(), "{op} breaks the botocore model:\n{}\n{}", problems.join("\n"), r.json());
+        ops.push(op);
+    }
+    ops
+}
+
+#[tokio::test]
+async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_model() {
+    let model = br#"{"format": "galley-ml/model"}"#.to_vec();
+    let uri = "s3://wine-bucket/galley/training/galley-wine-0123456789abcdef0123/output/galley-wine-0123456789abcdef0123/output/model.tar.gz";
+    let polls = vec![
+        described("InProgress", "Starting", json!({})),
+        described("InProgress", "Downloading", json!({})),
+        described("InProgress", "Training", json!({})),
+        described("InProgress", "Training", json!({})),
+        described("Completed", "Completed", json!({"ModelArtifacts": {"S3ModelArtifacts": uri}, "BillableTimeInSeconds": 312})),
+    ];
+    let tarball = packed_model(&model);
+    let server = Scripted::route(move |r, _| match target(r).as_str() {
+        "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
+        "DescribeTrainingJob" => {
+            let n = POLLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            polls[n.min(polls.len() - 1)].clone()
+        }
+        _ if r.method == "GET" => Reply::object(tarball.clone()),
+        other => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unexpected {other}")})),
+    })
+    .await;
+    static POLLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let log = Lines(Mutex::default());
+    let done = pipelines(&server).await.run_training_job(&job(), &log).await.unwrap();
+
+    assert_eq!(done.model, model);
+    assert_eq!(done.job_id, JOB_ARN);
+    assert_eq!(done.output_uri, uri);
+    assert_eq!(done.billable_seconds, Some(312));
+    assert!(!done.reused);
+    let reqs = server.requests();
+    let ops = check_sagemaker(&reqs);
+    assert_eq!(ops.iter().filter(|o| *o == "DescribeTrainingJob").count(), 5, "one poll per answer until Completed: {ops:?}");
+    let get = reqs.iter().find(|r| r.method == "GET").expect("the model archive was read from S3");
+    assert!(get.path.contains("/wine-bucket/galley/training/") && get.path.contains("/output/model.tar.gz"), "{}", get.path);
+
+    let create = reqs.iter().find(|r| target(r) == "CreateTrainingJob").unwrap().json();
+    assert_eq!(create["AlgorithmSpecification"], json!({"TrainingImage": job().image, "TrainingInputMode": "File"}));
+    assert_eq!(create["InputDataConfig"][0]["ChannelName"], "train");
+    assert_eq!(
+        create["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"],
+        "s3://wine-bucket/galley/training/galley-wine-0123456789abcdef0123/input/"
+    );
+    assert_eq!(create["OutputDataConfig"]["S3OutputPath"], "s3://wine-bucket/galley/training/galley-wine-0123456789abcdef0123/output/");
+    assert_eq!(create["StoppingCondition"]["MaxRuntimeInSeconds"], 7200);
+    assert_eq!(create["HyperParameters"]["galley_algorithm"], "logistic_regression");
+    assert_eq!(create["RoleArn"], "arn:aws:iam::123456789012:role/galley");
+
+    let lines = log.0.lock().unwrap().clone();
+    let moves: Vec<&str> = lines.iter().filter_map(|l| l.rsplit(": ").next()).filter(|s| !s.contains(' ')).collect();
+    assert_eq!(moves, ["Starting", "Downloading", "Training", "Completed"], "each status once, as it moves: {lines:?}");
+}
+
+#[tokio::test]
+async fn a_failed_job_stops_the_wait_with_sagemakers_reason() {
+    let server = Scripted::route(|r, _| match target(r).as_str() {
+        "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
+        _ => match FAILS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+            0 => described("InProgress", "Training", json!({})),
+            _ => described("Failed", "Failed", json!({"FailureReason": "AlgorithmError: unknown algorithm `gradient_boosting`"})),
+        },
+    })
+    .await;
+    static FAILS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let e = pipelines(&server).await.run_training_job(&job(), &Lines(Mutex::default())).await.unwrap_err();
+    assert!(e.to_string().contains("unknown algorithm `gradient_boosting`"), "{e}");
+    assert!(!e.is_retryable(), "a failed job is not retried by resubmitting blindly: {e}");
+    let ops = check_sagemaker(&server.requests());
+    assert_eq!(ops, ["CreateTrainingJob", "DescribeTrainingJob", "DescribeTrainingJob"], "the waiter stops at Failed");
+}
+
+#[tokio::test]
+async fn a_stopped_job_is_an_error_not_a_model() {
+    let server = Scripted::route(|r, _| match target(r).as_str() {
+        "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
+        _ => described("Stopped", "MaxRuntimeExceeded", json!({})),
+    })
+    .await;
+    let e = pipelines(&server).await.run_training_job(&job(), &Lines(Mutex::default())).await.unwrap_err();
+    assert!(e.to_string().contains("was stopped before it finished"), "{e}");
+    assert!(server.requests().iter().all(|r| r.method == "POST"), "no model is read from a stopped job");
+}
+
+#[tokio::test]
+async fn a_job_started_earlier_with_the_same_inputs_is_reused_not_paid_twice() {
+    let model = br#"{"reused": true}"#.to_vec();
+    let tarball = packed_model(&model);
+    let uri = "s3://wine-bucket/galley/training/x/output/model.tar.gz";
+    let server = Scripted::route(move |r, _| match target(r).as_str() {
+        "CreateTrainingJob" => Reply::json(400, json!({"__type": "ResourceInUse", "message": "Training job names must be unique within an AWS account and region"})),
+        "DescribeTrainingJob" => described("Completed", "Completed", json!({"ModelArtifacts": {"S3ModelArtifacts": uri}})),
+        _ => Reply::object(tarball.clone()),
+    })
+    .await;
+    let log = Lines(Mutex::default());
+    let done = pipelines(&server).await.run_training_job(&job(), &log).await.unwrap();
+    assert!(done.reused);
+    assert_eq!(done.model, model);
+    let ops = check_sagemaker(&server.requests());
+    assert_eq!(ops.iter().filter(|o| *o == "CreateTrainingJob").count(), 1, "no second job: {ops:?}");
+    assert!(log.0.lock().unwrap().iter().any(|l| l.contains("instead of paying twice")));
+}
+
+#[tokio::test]
+async fn a_job_of_the_same_inputs_that_failed_before_is_submitted_again_under_a_new_name() {
+    let uri = "s3://wine-bucket/k/model.tar.gz";
+    let tarball = packed_model(b"{}");
+    let server = Scripted::route(move |r, _| {
+        let body = r.json();
+        let name = body["TrainingJobName"].as_str().unwrap_or("").to_owned();
+        match target(r).as_str() {
+            "CreateTrainingJob" if !name.ends_with("-r2") => Reply::json(400, json!({"__type": "ResourceInUse", "message": "in use"})),
+            "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": format!("{JOB_ARN}-r2")})),
+            "DescribeTrainingJob" if !name.ends_with("-r2") => described("Failed", "Failed", json!({"FailureReason": "ClientError: out of memory"})),
+            "DescribeTrainingJob" => described("Completed", "Completed", json!({"ModelArtifacts": {"S3ModelArtifacts": uri}})),
+            _ => Reply::object(tarball.clone()),
+        }
+    })
+    .await;
+    let log = Lines(Mutex::default());
+    let done = pipelines(&server).await.run_training_job(&job(), &log).await.unwrap();
+    assert!(!done.reused);
+    let names: Vec<String> = server
+        .requests()
+        .iter()
+        .filter(|r| target(r) == "CreateTrainingJob")
+        .map(|r| r.json()["TrainingJobName"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, [job().name, format!("{}-r2", job().name)]);
+    check_sagemaker(&server.requests());
+    assert!(log.0.lock().unwrap().iter().any(|l| l.contains("out of memory")), "the earlier failure is reported");
+}
+
+#[tokio::test]
+async fn a_job_without_a_role_is_refused_before_any_call() {
+    let server = Scripted::start(vec![Reply::json(500, json!({}))]).await;
+    let mut config = AwsConfig::emulator(&server.url, common::REGION, common::ACCESS_KEY, common::SECRET_KEY);
+    config.role_arn = None;
+    let c = AwsClients::connect(&config).await.unwrap();
+    let p = SageMakerPipelines::new(c.clone(), S3Artifacts::new(c.s3.clone(), "b"), None, None);
+    let e = p.run_training_job(&job(), &Lines(Mutex::default())).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+    assert!(e.to_string().contains("platforms.aws.role_arn"), "{e}");
+    assert!(server.requests().is_empty());
+}
