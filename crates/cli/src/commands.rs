@@ -374,6 +374,9 @@ pub(crate) fn report_run(
                     }
                 }
             }
+            if let Some(job) = &s.training_job {
+                println!("\ntrained by {job}");
+            }
             if !s.metrics.is_empty() {
                 println!("\nmetrics (held-out):");
                 for (k, v) in &s.metrics {

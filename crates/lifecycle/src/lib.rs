@@ -298,6 +298,9 @@ pub struct RunSummary {
     pub data_hash: Option<String>,
     /// The stored train/test split, for sampling held-out rows.
     pub prepared_key: Option<String>,
+    /// The platform's id of the managed training job that trained the model (`compute: managed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_job: Option<String>,
     pub metrics: BTreeMap<String, f64>,
     pub gate: Option<GateSummary>,
     pub registered_version: Option<u64>,
@@ -343,6 +346,11 @@ impl RunSummary {
             prepared_key: output(StepName::Prepare)
                 .as_ref()
                 .and_then(|p| p.get("prepared_key"))
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+            training_job: output(StepName::Train)
+                .as_ref()
+                .and_then(|t| t.get("training_job"))
                 .and_then(|v| v.as_str())
                 .map(str::to_owned),
             metrics: evaluate

@@ -417,6 +417,7 @@ async fn managed_training_runs_as_a_sagemaker_training_job() {
     // ---- a later run with unchanged inputs reuses the trained model (no second job) ----
     let again = lifecycle.run(None, false).await.unwrap();
     assert_eq!(again.state, RunState::Succeeded);
+    assert!(again.steps.iter().any(|s| s.name == "train" && s.cached), "{again:?}");
     assert_eq!(runtime.created_jobs().len(), 1, "cached: no second training job");
 
     let destroyed = engine.destroy(no_events()).await.unwrap();

@@ -9,7 +9,7 @@
 //! passes through to moto untouched.
 //!
 //! So what is emulated here is the container runtime only; the requests, the job record, its
-//! status and the S3 objects are moto's.
+//! status and the S3 objects are moto's. (Self-contained: the CLI's moto test includes it too.)
 #![allow(dead_code)]
 
 use std::convert::Infallible;
@@ -40,7 +40,9 @@ impl JobRuntime {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let created: Arc<Mutex<Vec<Json>>> = Arc::default();
-        let shared = Arc::new(Shared { moto: moto.to_owned(), http: reqwest::Client::new(), s3: super::clients(moto).await.s3, created: created.clone() });
+        let config = galley_aws::AwsConfig::emulator(moto, "us-east-1", "AKIAGALLEYTESTKEY001", "galley-test-secret");
+        let aws = galley_aws::AwsClients::connect(&config).await.expect("connect to moto");
+        let shared = Arc::new(Shared { moto: moto.to_owned(), http: reqwest::Client::new(), aws, created: created.clone() });
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
@@ -66,7 +68,7 @@ impl JobRuntime {
 struct Shared {
     moto: String,
     http: reqwest::Client,
-    s3: aws_sdk_s3::Client,
+    aws: galley_aws::AwsClients,
     created: Arc<Mutex<Vec<Json>>>,
 }
 
@@ -108,10 +110,10 @@ impl Shared {
         assert_eq!(channel["ChannelName"], container::CHANNEL, "Galley's image reads the `train` channel");
         let (bucket, prefix) = split(channel["DataSource"]["S3DataSource"]["S3Uri"].as_str().unwrap());
         let mut files = Vec::new();
-        let listed = self.s3.list_objects_v2().bucket(&bucket).prefix(&prefix).send().await.unwrap();
+        let listed = self.aws.s3.list_objects_v2().bucket(&bucket).prefix(&prefix).send().await.unwrap();
         for o in listed.contents() {
             let key = o.key().unwrap();
-            let got = self.s3.get_object().bucket(&bucket).key(key).send().await.unwrap();
+            let got = self.aws.s3.get_object().bucket(&bucket).key(key).send().await.unwrap();
             let bytes = got.body.collect().await.unwrap().into_bytes().to_vec();
             files.push((key[prefix.len()..].to_owned(), bytes));
         }
@@ -129,7 +131,7 @@ impl Shared {
         let packed = tar.into_inner().unwrap().finish().unwrap();
         let (out_bucket, out_prefix) = split(job["OutputDataConfig"]["S3OutputPath"].as_str().unwrap());
         let key = format!("{}/{name}/output/model.tar.gz", out_prefix.trim_end_matches('/'));
-        self.s3.put_object().bucket(out_bucket).key(key).body(packed.into()).send().await.unwrap();
+        self.aws.s3.put_object().bucket(out_bucket).key(key).body(packed.into()).send().await.unwrap();
     }
 }
 
