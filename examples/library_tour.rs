@@ -65,6 +65,7 @@ async fn main() -> Result<()> {
         params: indexmap::IndexMap::new(),
         compute: Compute::Local,
         image: None,
+        max_runtime: None,
         instance_type: None,
         gpu: false,
     };

@@ -55,6 +55,7 @@ fn training(algorithm: Algorithm, params: &[(&str, f64)]) -> TrainingStage {
             .collect(),
         compute: Default::default(),
         image: None,
+        max_runtime: None,
         instance_type: None,
         gpu: false,
     }

@@ -104,7 +104,7 @@ fn check_sagemaker(requests: &[Recorded]) -> Vec<String> {
 async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_model() {
     let model = br#"{"format": "galley-ml/model"}"#.to_vec();
     let uri = "s3://wine-bucket/galley/training/galley-wine-0123456789abcdef0123/output/galley-wine-0123456789abcdef0123/output/model.tar.gz";
-    let polls = vec![
+    let polls = [
         described("InProgress", "Starting", json!({})),
         described("InProgress", "Downloading", json!({})),
         described("InProgress", "Training", json!({})),
