@@ -178,6 +178,14 @@ pub fn lifecycle_actions(bp: &Blueprint) -> Vec<LifecycleAction> {
         return actions;
     }
     actions.push(LifecycleAction::RunPipeline { pipeline: galley_lifecycle::pipeline_name(bp), parameters: BTreeMap::new() });
+    if let Some(t) = bp.stages.training.as_ref().filter(|t| t.compute == galley_blueprint::Compute::Managed) {
+        actions.push(LifecycleAction::SubmitTrainingJob {
+            platform: bp.stage_platform(galley_core::Stage::Training).to_string(),
+            image: t.image.clone().unwrap_or_default(),
+            instance_type: t.instance_type.clone(),
+            max_runtime: t.max_runtime.clone().unwrap_or_else(|| galley_lifecycle::DEFAULT_MAX_RUNTIME.into()),
+        });
+    }
     let Some(reg) = &bp.stages.registry else { return actions };
     actions.push(LifecycleAction::RegisterVersion { model: reg.model.clone() });
     match galley_blueprint::effective_promotion(bp) {

@@ -190,6 +190,14 @@ fn managed_training_through_the_cli_on_moto() {
     let jobs = rt.block_on(job_runtime::JobRuntime::start(&url));
     let mut aws = fresh(&url, &jobs.url, &["--env", "prod"]);
 
+    // The plan says a billed training job will run, where, and for how long at most.
+    let (code, plan) = aws.json(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 2, "{plan}");
+    let submit = plan["lifecycle"].as_array().unwrap().iter().find(|a| a["action"] == "submit_training_job").unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!(submit["platform"], "aws");
+    assert_eq!(submit["instance_type"], "ml.c5.xlarge");
+    assert_eq!(submit["max_runtime"], "2h");
+
     let out = aws.galley(&["apply", "--auto-approve"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     queue_prediction(&url);

@@ -57,6 +57,8 @@ pub enum LifecycleAction {
     ShiftTraffic { endpoint: String, weights: BTreeMap<String, u32> },
     AttachMonitor { endpoint: String, method: String, threshold: f64 },
     RunPipeline { pipeline: String, #[serde(default)] parameters: BTreeMap<String, String> },
+    /// `compute: managed`: the train step runs as the platform's training job, which is billed.
+    SubmitTrainingJob { platform: String, image: String, instance_type: Option<String>, max_runtime: String },
 }
 
 impl LifecycleAction {
@@ -71,6 +73,10 @@ impl LifecycleAction {
             }
             LifecycleAction::AttachMonitor { endpoint, method, threshold } => {
                 format!("attach {method} monitor (threshold {threshold}) to endpoint `{endpoint}`")
+            }
+            LifecycleAction::SubmitTrainingJob { platform, image, instance_type, max_runtime } => {
+                let on = instance_type.as_deref().unwrap_or("the platform's default instance");
+                format!("train as a managed {platform} training job: image `{image}` on {on}, stopped after {max_runtime} at most")
             }
             LifecycleAction::RunPipeline { pipeline, parameters } => {
                 if parameters.is_empty() {

@@ -22,7 +22,7 @@ use galley_core::stages::{
 };
 use galley_core::{Error, Result, StageSet};
 
-pub use steps::{StepName, feature_group_spec};
+pub use steps::{DEFAULT_MAX_RUNTIME, StepName, feature_group_spec};
 
 /// The model alias the gate moves on platforms with aliases.
 pub const CHAMPION: &str = "champion";

@@ -80,7 +80,7 @@ impl StepName {
 }
 
 /// SageMaker's own ceiling for a training job that sets none.
-const DEFAULT_MAX_RUNTIME_SECS: u64 = 24 * 3_600;
+pub const DEFAULT_MAX_RUNTIME: &str = "24h";
 
 /// A training job name every platform accepts (SageMaker: 1-63 letters, digits and single
 /// `-`), unique per blueprint and inputs.
@@ -398,6 +398,9 @@ impl Lifecycle {
         for (file, bytes) in &input.files {
             self.stages.artifacts.put_bytes(&ArtifactKey::new(format!("{prefix}/input/{file}"))?, bytes.clone().into()).await?;
         }
+        let max_runtime = training.max_runtime.as_deref().unwrap_or(DEFAULT_MAX_RUNTIME);
+        let max_runtime_secs = galley_blueprint::duration_secs(max_runtime)
+            .ok_or_else(|| Error::invalid(format!("invalid `training.max_runtime` `{max_runtime}` (validate reports this too)")))?;
         let job = TrainingJob {
             name: name.clone(),
             image,
@@ -406,7 +409,7 @@ impl Lifecycle {
             output_prefix: format!("{prefix}/output/"),
             model_file: container::MODEL_FILE.into(),
             hyperparameters: input.hyperparameters,
-            max_runtime_secs: training.max_runtime.as_deref().and_then(galley_blueprint::duration_secs).unwrap_or(DEFAULT_MAX_RUNTIME_SECS),
+            max_runtime_secs,
         };
         log.line(&format!("training job `{name}` on {} ({} rows)", job.instance_type.as_deref().unwrap_or("the platform's default instance"), doc.train_y.len()));
         let done = self.stages.orchestrator.run_training_job(&job, log).await?;
