@@ -34,6 +34,7 @@ pub mod registry;
 pub mod runner;
 pub mod serving;
 pub mod support;
+pub mod training;
 
 pub use artifacts::run_artifacts;
 pub use capabilities::check_capabilities;
@@ -44,6 +45,7 @@ pub use orchestrator::run_orchestrator;
 pub use registry::run_registry;
 pub use runner::{Case, Report, TestResult};
 pub use serving::{ServingCtx, ServingFixture, run_serving};
+pub use training::{TrainingFixture, run_training};
 
 use galley_core::StageSet;
 use galley_core::stages::Described;
@@ -72,6 +74,7 @@ pub async fn run_stage_set(stages: &StageSet, serving: Option<ServingFixture>) -
     report.merge(run_features(stages.features.clone()).await);
     report.merge(run_experiments(stages.experiments.clone()).await);
     report.merge(run_orchestrator(stages.orchestrator.clone()).await);
+    report.merge(run_training(stages.orchestrator.clone(), None).await);
     report.merge(run_registry(stages.registry.clone()).await);
     match serving {
         Some(fixture) => report.merge(run_serving(stages.serving.clone(), fixture).await),

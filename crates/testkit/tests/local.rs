@@ -22,7 +22,7 @@ use galley_local::registry::LocalRegistry;
 use galley_local::serving::LocalServing;
 use galley_testkit::{
     check_capabilities, run_artifacts, run_experiments, run_features, run_monitor, run_orchestrator, run_registry,
-    run_serving, run_stage_set,
+    run_serving, run_stage_set, run_training,
 };
 use galley_testkit::serving::ServingFixture;
 
@@ -72,7 +72,11 @@ async fn local_monitor() {
 async fn local_orchestrator() {
     let dir = tempfile::tempdir().unwrap();
     let orch = Arc::new(LocalOrchestrator::open(dir.path().join("pipelines")).unwrap());
-    run_orchestrator(orch).await.assert_ok();
+    run_orchestrator(orch.clone()).await.assert_ok();
+    // No managed compute on local: the training suite checks the refusal.
+    let report = run_training(orch, None).await;
+    report.assert_ok();
+    assert_eq!(report.passed, ["training::without_managed_compute_a_job_is_refused"]);
 }
 
 const CONFIG_ENV: &str = "GALLEY_TESTKIT_ENDPOINT_CONFIG";

@@ -212,3 +212,44 @@ async fn shift_traffic_moves_the_weights_without_a_new_config() {
     let models = c.sagemaker.list_models().name_contains(&spec.name).send().await.unwrap();
     assert!(models.models().is_empty(), "models left after undeploy: {:?}", models.models());
 }
+
+/// The training suite: jobs recorded by moto, their container run by `common::job_runtime`
+/// (see there; moto runs no containers). The fixture stages the `train` channel of a small
+/// regression problem and expects the model galley-ml trains from it in-process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn training_suite_on_moto() {
+    use galley_core::stages::{ArtifactKey, ArtifactStoreExt, TrainingJob};
+    let Some(url) = common::moto_url() else { return };
+    let runtime = common::job_runtime::JobRuntime::start(&url).await;
+    let c = common::clients(&runtime.url).await;
+    let bucket = common::fresh_bucket(&c).await;
+    let store = S3Artifacts::new(c.s3.clone(), &bucket);
+
+    let signature = Signature { inputs: vec![Column::new("alcohol", DType::Float), Column::new("ph", DType::Float)], output: None };
+    let mut rng = fastrand::Rng::with_seed(5);
+    let x: Vec<Vec<f64>> = (0..120).map(|_| vec![8.0 + 6.0 * rng.f64(), 2.8 + 0.8 * rng.f64()]).collect();
+    let y: Vec<f64> = x.iter().map(|r| 0.6 * r[0] - 1.5 * r[1] + 3.0).collect();
+    let frame = galley_ml::Frame { features: vec!["alcohol".into(), "ph".into()], x, y };
+    let training: galley_blueprint::TrainingStage = serde_json::from_value(serde_json::json!({"algorithm": "linear_regression"})).unwrap();
+    let input = galley_lifecycle::container::training_input(&training, galley_ml::Task::Regression, &frame, "quality", &signature).unwrap();
+    let name = common::unique("galley-testkit-job");
+    for (file, bytes) in &input.files {
+        store.put_bytes(&ArtifactKey::new(format!("galley/training/{name}/input/{file}")).unwrap(), bytes.clone().into()).await.unwrap();
+    }
+    let expected_model = galley_ml::train(&training, galley_ml::Task::Regression, &frame, &signature).unwrap().to_bytes();
+    let job = TrainingJob {
+        name: name.clone(),
+        image: "galley:test".into(),
+        instance_type: Some("ml.m5.large".into()),
+        input_prefix: format!("galley/training/{name}/input/"),
+        output_prefix: format!("galley/training/{name}/output/"),
+        model_file: galley_lifecycle::container::MODEL_FILE.into(),
+        hyperparameters: input.hyperparameters,
+        max_runtime_secs: 600,
+    };
+    let pipelines = Arc::new(SageMakerPipelines::new(c, store, None, None));
+    let report = galley_testkit::run_training(pipelines, Some(galley_testkit::TrainingFixture { job, expected_model })).await;
+    report.assert_ok();
+    assert_eq!(report.passed.len(), 2, "{}", report.summary());
+    assert!(!runtime.created_jobs().is_empty());
+}
