@@ -14,7 +14,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use aws_sdk_sagemaker::types::{ContainerDefinition, DesiredWeightAndCapacity, EndpointStatus, ProductionVariant, ProductionVariantInstanceType, Tag};
+use aws_sdk_sagemaker::types::{
+    ContainerDefinition, DesiredWeightAndCapacity, EndpointStatus, ModelCompressionType, ModelDataSource, ProductionVariant,
+    ProductionVariantInstanceType, S3ModelDataSource, S3ModelDataType, Tag,
+};
 use aws_smithy_types::Blob;
 use galley_core::stages::{Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving, Signature, Variant};
 use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage, Table, Value};
@@ -121,7 +124,15 @@ impl SageMakerServing {
         tags.extend(crate::meta::encode(VARIANT_TAG, &meta, 10)?.into_iter().map(|(k, v)| tag(&k, &v)));
         let mut container = ContainerDefinition::builder().image(image);
         if v.artifact_uri.starts_with("s3://") {
-            container = container.model_data_url(&v.artifact_uri);
+            // A Galley model is one uncompressed file. ModelDataUrl would have to be a .tar.gz;
+            // an uncompressed S3Object is placed at /opt/ml/model/<its file name>, which is
+            // where `galley container serve` reads `model.json`.
+            let source = S3ModelDataSource::builder()
+                .s3_uri(&v.artifact_uri)
+                .s3_data_type(S3ModelDataType::S3Object)
+                .compression_type(ModelCompressionType::None)
+                .build();
+            container = container.model_data_source(ModelDataSource::builder().s3_data_source(source).build());
         }
         self.clients
             .sagemaker

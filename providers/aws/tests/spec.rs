@@ -5,7 +5,7 @@
 //! lengths, patterns). The scripted answers are shaped like AWS's, so the adapter's reading of
 //! them is tested too.
 //!
-//! Rungs: UpdateEndpoint, ListPipelineExecutionSteps, StopPipelineExecution, DeleteModelPackage,
+//! Rungs: CreateModel with an uncompressed ModelDataSource (moto accepts it; the shape is checked here), UpdateEndpoint, ListPipelineExecutionSteps, StopPipelineExecution, DeleteModelPackage,
 //! DeleteModelPackageGroup, DeleteFeatureGroup (SageMaker), PutRecord and BatchGetRecord
 //! (feature-store runtime).
 
@@ -97,6 +97,56 @@ async fn update_endpoint_moves_an_existing_endpoint_to_a_new_config() {
     assert_eq!(update.json()["EndpointName"], "wine");
     assert_eq!(update.json()["EndpointConfigName"], SageMakerServing::config_name(&spec, "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:1"));
     assert!(!seen.contains(&"CreateEndpoint".to_owned()), "an existing endpoint is updated, not recreated: {seen:?}");
+}
+
+#[tokio::test]
+async fn a_fresh_deploy_places_the_uncompressed_model_where_galleys_image_reads_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static CREATED: AtomicBool = AtomicBool::new(false);
+    let missing = |what: &str| Reply::json(400, json!({"__type": "ValidationException", "message": format!("Could not find {what} \"x\".")}));
+    let server = Scripted::route(move |r, _| match target(r).as_deref() {
+        Some("DescribeModel") if !CREATED.load(Ordering::SeqCst) => missing("model"),
+        Some("DescribeModel") => ok(json!({"ModelName": "m", "ModelArn": format!("{ARN}:model/m"), "CreationTime": 1.7e9})),
+        Some("CreateModel") => ok(json!({"ModelArn": format!("{ARN}:model/m")})),
+        Some("DescribeEndpointConfig") if !CREATED.load(Ordering::SeqCst) => missing("endpoint configuration"),
+        Some("DescribeEndpointConfig") => ok(json!({
+            "EndpointConfigName": "c", "EndpointConfigArn": format!("{ARN}:endpoint-config/c"), "CreationTime": 1.7e9,
+            "ProductionVariants": [{"VariantName": "v1", "ModelName": "m", "InitialVariantWeight": 100.0, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+        })),
+        Some("CreateEndpointConfig") => ok(json!({"EndpointConfigArn": format!("{ARN}:endpoint-config/c")})),
+        Some("DescribeEndpoint") if !CREATED.load(Ordering::SeqCst) => missing("endpoint"),
+        Some("DescribeEndpoint") => ok(json!({
+            "EndpointName": "wine", "EndpointArn": format!("{ARN}:endpoint/wine"), "EndpointConfigName": "c",
+            "EndpointStatus": "InService", "CreationTime": 1.7e9, "LastModifiedTime": 1.7e9,
+        })),
+        Some("CreateEndpoint") => {
+            CREATED.store(true, Ordering::SeqCst);
+            ok(json!({"EndpointArn": format!("{ARN}:endpoint/wine")}))
+        }
+        Some("ListTags") => ok(json!({"Tags": []})),
+        other => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unscripted {other:?}")})),
+    })
+    .await;
+    let image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:0.1";
+    let mut serving = SageMakerServing::new(clients(&server.url).await, Some(image.into()), None);
+    serving.poll_delay = Some(Duration::from_millis(1));
+    let spec = EndpointSpec {
+        name: "wine".into(),
+        variants: vec![Variant { name: "v1".into(), model: "wine".into(), version: 1, artifact_uri: "s3://b/models/ab12/model.json".into(), weight: 100 }],
+        signature: Signature { inputs: vec![Column::new("alcohol", DType::Float)], output: None },
+    };
+    serving.deploy(&spec).await.unwrap();
+    let seen = check_sagemaker(&server.requests());
+    assert!(seen.contains(&"CreateEndpoint".to_owned()), "{seen:?}");
+    let create = server.requests().into_iter().find(|r| target(r).as_deref() == Some("CreateModel")).unwrap().json();
+    let container = &create["PrimaryContainer"];
+    assert_eq!(container["Image"], image);
+    assert!(container.get("ModelDataUrl").is_none(), "ModelDataUrl must be a .tar.gz; a Galley model is one JSON file: {container}");
+    // SageMaker puts an uncompressed S3Object at /opt/ml/model/<last part of the key>: model.json.
+    assert_eq!(
+        container["ModelDataSource"],
+        json!({"S3DataSource": {"S3Uri": "s3://b/models/ab12/model.json", "S3DataType": "S3Object", "CompressionType": "None"}})
+    );
 }
 
 #[tokio::test]
