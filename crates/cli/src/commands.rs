@@ -334,7 +334,21 @@ async fn run(ctx: &Ctx, args: &BlueprintArgs, no_cache: bool) -> Result<ExitCode
             eprintln!("  {:<15} {state}{}", step.name, if step.cached { " (cached)" } else { "" });
         }
     };
-    let summary = lifecycle.run_with_progress(None, no_cache, &progress).await?;
+    // Ctrl-C stops the run properly, managed training job included (it is billed while it
+    // runs); a second Ctrl-C ends galley at once.
+    let run = lifecycle.run_with_progress(None, no_cache, &progress);
+    tokio::pin!(run);
+    let summary = tokio::select! {
+        done = &mut run => done?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("interrupted: cancelling the run (and any training job it started); Ctrl-C again to quit at once");
+            lifecycle.cancel().await?;
+            tokio::select! {
+                done = &mut run => done?,
+                _ = tokio::signal::ctrl_c() => return Err(CliError::message("interrupted twice: quit without waiting for the run to stop")),
+            }
+        }
+    };
     let sample = sample_prediction(&lifecycle, &stages, &summary).await;
     report_run(ctx, &summary, sample)
 }

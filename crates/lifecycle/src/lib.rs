@@ -45,6 +45,8 @@ pub struct Lifecycle {
     /// One run at a time through this object: `experiment_run` and `force_from` belong to
     /// the run in progress (a second trigger waits, then finds the orchestrator free).
     running: tokio::sync::Mutex<()>,
+    /// The orchestrator's id of the run in progress, for [`Lifecycle::cancel`].
+    pipeline_run: Mutex<Option<String>>,
 }
 
 impl Lifecycle {
@@ -65,6 +67,7 @@ impl Lifecycle {
             force_from: Mutex::new(None),
             extracted: Mutex::new(None),
             running: tokio::sync::Mutex::new(()),
+            pipeline_run: Mutex::new(None),
         })
     }
 
@@ -106,7 +109,12 @@ impl Lifecycle {
             params.insert("experiment_run".to_owned(), r.clone());
         }
         let run = match orchestrator.start(&spec.name, trigger, &params).await {
-            Ok(id) => wait_for(&*orchestrator, &id, on_step).await,
+            Ok(id) => {
+                *self.pipeline_run.lock().expect("pipeline run lock") = Some(id.clone());
+                let run = wait_for(&*orchestrator, &id, on_step).await;
+                *self.pipeline_run.lock().expect("pipeline run lock") = None;
+                run
+            }
             Err(e) => Err(e),
         };
         let run = match run {
@@ -122,6 +130,17 @@ impl Lifecycle {
         };
         self.end_experiment_run(&run).await?;
         Ok(RunSummary::from_run(run, run_id))
+    }
+
+    /// Asks the orchestrator to stop the run in progress (steps not started are cancelled, and
+    /// platforms stop the managed training job in flight, which is billed while it runs).
+    /// Returns false when no run is in progress. The run's own call returns once it has stopped.
+    pub async fn cancel(&self) -> Result<bool> {
+        let id = self.pipeline_run.lock().expect("pipeline run lock").clone();
+        match id {
+            Some(id) => self.stages.orchestrator.cancel(&id).await.map(|_| true),
+            None => Ok(false),
+        }
     }
 
     /// A fingerprint of the source data as it is now: the `new_data` trigger compares it with

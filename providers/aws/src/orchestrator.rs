@@ -45,6 +45,8 @@ pub struct SageMakerPipelines {
     retry: RetryPolicy,
     /// Overrides the training job waiter's delay (tests poll in milliseconds).
     pub poll_delay: Option<std::time::Duration>,
+    /// Names of the training jobs this object is waiting for; `cancel` stops them.
+    training_jobs: Arc<Mutex<BTreeSet<String>>>,
 }
 
 impl std::fmt::Debug for SageMakerPipelines {
@@ -173,6 +175,7 @@ impl SageMakerPipelines {
             cancels: Default::default(),
             retry: RetryPolicy { max_attempts: 1, base_delay: std::time::Duration::from_millis(200), ..Default::default() },
             poll_delay: None,
+            training_jobs: Default::default(),
         }
     }
 
@@ -562,6 +565,8 @@ impl Orchestrator for SageMakerPipelines {
                 .map_err(sdk(Stage::Pipeline, "StopPipelineExecution", run))?;
             return Ok(());
         }
+        // Runs of one pipeline never overlap, so a training job in flight belongs to this run.
+        crate::training::stop_jobs(&self.clients, &self.training_jobs).await?;
         let flag = self.cancels.lock().unwrap_or_else(|p| p.into_inner()).get(run).cloned();
         match flag {
             Some(f) => {
@@ -579,6 +584,7 @@ impl Orchestrator for SageMakerPipelines {
             bucket: self.store.bucket(),
             default_instance_type: &self.instance_type,
             poll_delay: self.poll_delay,
+            in_flight: &self.training_jobs,
         };
         training.run(job, log).await.map_err(|e| e.platform(PlatformKind::Aws).stage(Stage::Training))
     }

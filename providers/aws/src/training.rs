@@ -5,6 +5,7 @@
 //! SageMaker packs from the container's `/opt/ml/model`.
 
 use std::io::Read;
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -32,11 +33,40 @@ pub struct ManagedTraining<'a> {
     pub default_instance_type: &'a str,
     /// Overrides the waiter's delay (tests poll in milliseconds).
     pub poll_delay: Option<Duration>,
+    /// Jobs being waited for, so a cancelled run can stop them ([`stop_jobs`]).
+    pub in_flight: &'a Mutex<BTreeSet<String>>,
+}
+
+/// StopTrainingJob for every job in `in_flight` (a cancelled run): SageMaker bills a job until
+/// it ends. The waiter then sees `Stopped` and the train step fails as stopped.
+pub async fn stop_jobs(clients: &AwsClients, in_flight: &Mutex<BTreeSet<String>>) -> Result<()> {
+    let names: Vec<String> = in_flight.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+    for name in names {
+        let stopped = clients.sagemaker.stop_training_job().training_job_name(&name).send().await;
+        match stopped.map_err(sdk(Stage::Training, "StopTrainingJob", &name)) {
+            Ok(_) => {}
+            // Finished in the meantime: nothing left to stop.
+            Err(e) if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::InvalidInput) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Removes a job from the in-flight set however its wait ends.
+struct InFlight<'a>(&'a Mutex<BTreeSet<String>>, String);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.1);
+    }
 }
 
 impl ManagedTraining<'_> {
     pub async fn run(&self, job: &TrainingJob, log: &dyn StepLogger) -> Result<TrainingJobResult> {
         let (name, reused) = self.submit(job, log).await?;
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
+        let _in_flight = InFlight(self.in_flight, name.clone());
         let def = waiter::sagemaker("TrainingJobCompletedOrStopped")?;
         // SageMaker stops the job at its max runtime; poll at least that long (plus time to
         // upload the model) rather than the waiter's default six hours.

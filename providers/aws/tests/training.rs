@@ -246,3 +246,37 @@ async fn a_job_without_a_role_is_refused_before_any_call() {
     assert!(e.to_string().contains("platforms.aws.role_arn"), "{e}");
     assert!(server.requests().is_empty());
 }
+
+#[tokio::test]
+async fn cancelling_the_run_stops_the_billed_job() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    static STOPPED: AtomicBool = AtomicBool::new(false);
+    let server = Scripted::route(|r, _| match target(r).as_str() {
+        "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
+        "StopTrainingJob" => {
+            STOPPED.store(true, Ordering::SeqCst);
+            Reply::json(200, json!({}))
+        }
+        "DescribeTrainingJob" if STOPPED.load(Ordering::SeqCst) => described("Stopped", "Stopped", json!({})),
+        "DescribeTrainingJob" => described("InProgress", "Training", json!({})),
+        // The run record lookup of `cancel` (S3): this orchestrator never started that run.
+        _ => Reply::s3_error(404, "NoSuchKey", "The specified key does not exist."),
+    })
+    .await;
+    let p = std::sync::Arc::new(pipelines(&server).await);
+    let running = {
+        let p = p.clone();
+        tokio::spawn(async move { p.run_training_job(&job(), &Lines(Mutex::default())).await })
+    };
+    while !server.requests().iter().any(|r| target(r) == "DescribeTrainingJob") {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let cancelled = p.cancel("run-0123").await;
+    assert_eq!(cancelled.unwrap_err().kind(), ErrorKind::NotFound, "the run itself is unknown here");
+    let e = running.await.unwrap().unwrap_err();
+    assert!(e.to_string().contains("was stopped before it finished"), "{e}");
+    let ops = check_sagemaker(&server.requests());
+    assert_eq!(ops.iter().filter(|o| *o == "StopTrainingJob").count(), 1, "{ops:?}");
+    let stop = server.requests().into_iter().find(|r| target(r) == "StopTrainingJob").unwrap();
+    assert_eq!(stop.json(), json!({"TrainingJobName": job().name}));
+}
