@@ -156,7 +156,11 @@ impl ManagedTraining<'_> {
                 .map_err(sdk(Stage::Training, "CreateTrainingJob", &name));
             match created {
                 Ok(_) => {
-                    log.line(&format!("submitted SageMaker training job `{name}` ({instance}, image {})", job.image));
+                    let region = self.clients.region();
+                    log.line(&format!(
+                        "submitted SageMaker training job `{name}` ({instance}, image {}); console: https://{region}.console.aws.amazon.com/sagemaker/home?region={region}#/jobs/{name}",
+                        job.image
+                    ));
                     return Ok((name, false));
                 }
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {
