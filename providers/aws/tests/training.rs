@@ -150,8 +150,9 @@ async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_mode
     assert_eq!(create["RoleArn"], "arn:aws:iam::123456789012:role/galley");
 
     let lines = log.0.lock().unwrap().clone();
-    let moves: Vec<&str> = lines.iter().filter_map(|l| l.rsplit(": ").next()).filter(|s| !s.contains(' ')).collect();
+    let moves: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix(&format!("training job `{}`: ", job().name))).collect();
     assert_eq!(moves, ["Starting", "Downloading", "Training", "Completed"], "each status once, as it moves: {lines:?}");
+    assert!(lines[0].contains("console.aws.amazon.com/sagemaker/home?region=us-east-1#/jobs/galley-wine-"), "{lines:?}");
 }
 
 #[tokio::test]
