@@ -339,15 +339,18 @@ async fn run(ctx: &Ctx, args: &BlueprintArgs, no_cache: bool) -> Result<ExitCode
     let run = lifecycle.run_with_progress(None, no_cache, &progress);
     tokio::pin!(run);
     let summary = tokio::select! {
-        done = &mut run => done?,
+        // Polled first, so the handler is installed before the run prints its first step.
+        biased;
         _ = tokio::signal::ctrl_c() => {
             eprintln!("interrupted: cancelling the run (and any training job it started); Ctrl-C again to quit at once");
             lifecycle.cancel().await?;
             tokio::select! {
-                done = &mut run => done?,
+                biased;
                 _ = tokio::signal::ctrl_c() => return Err(CliError::message("interrupted twice: quit without waiting for the run to stop")),
+                done = &mut run => done?,
             }
         }
+        done = &mut run => done?,
     };
     let sample = sample_prediction(&lifecycle, &stages, &summary).await;
     report_run(ctx, &summary, sample)

@@ -254,3 +254,43 @@ fn a_dead_endpoint_server_is_deployed_again_by_the_next_run() {
     ok(&p.galley(&["destroy", "--auto-approve"]));
     assert!(!common::process_alive(new_pid));
 }
+
+/// Ctrl-C during `galley run` cancels the run through the orchestrator (on aws that also stops
+/// a managed training job, which is billed while it runs) instead of killing galley mid-step.
+#[test]
+fn ctrl_c_cancels_the_run_and_exits_1() {
+    use std::io::{BufRead, BufReader};
+    let p = Project::from_shipped("quickstart.yaml", |t| t);
+    ok(&p.galley(&["apply", "--auto-approve"]));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_galley"))
+        .current_dir(p.path())
+        .args(["run"])
+        .arg(&p.blueprint)
+        .arg("--no-cache")
+        .env("NO_COLOR", "1")
+        .env_remove("GALLEY_OUTPUT")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    // Interrupt once the first step is running.
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let started = line.contains("extract") && line.contains("running");
+        seen.push(line);
+        if started {
+            break;
+        }
+    }
+    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    seen.extend(lines.map_while(Result::ok));
+    let status = child.wait().unwrap();
+    let text = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{text}");
+    assert!(text.contains("interrupted: cancelling the run"), "{text}");
+    assert!(text.contains("monitor         cancelled"), "the steps not yet run are cancelled: {text}");
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+}

@@ -45,8 +45,9 @@ pub struct Lifecycle {
     /// One run at a time through this object: `experiment_run` and `force_from` belong to
     /// the run in progress (a second trigger waits, then finds the orchestrator free).
     running: tokio::sync::Mutex<()>,
-    /// The orchestrator's id of the run in progress, for [`Lifecycle::cancel`].
-    pipeline_run: Mutex<Option<String>>,
+    /// The orchestrator's id of the run in progress, and whether a cancel was asked before
+    /// the run had one (for [`Lifecycle::cancel`]).
+    pipeline_run: Mutex<(Option<String>, bool)>,
 }
 
 impl Lifecycle {
@@ -67,7 +68,7 @@ impl Lifecycle {
             force_from: Mutex::new(None),
             extracted: Mutex::new(None),
             running: tokio::sync::Mutex::new(()),
-            pipeline_run: Mutex::new(None),
+            pipeline_run: Mutex::new((None, false)),
         })
     }
 
@@ -93,6 +94,7 @@ impl Lifecycle {
         on_step: &(dyn Fn(&galley_core::stages::StepRun) + Send + Sync),
     ) -> Result<RunSummary> {
         let _one_at_a_time = self.running.lock().await;
+        *self.pipeline_run.lock().expect("pipeline run lock") = (None, false);
         let orchestrator = self.stages.orchestrator.clone();
         let spec = self.pipeline_spec();
         orchestrator.upsert_pipeline(&spec).await?;
@@ -110,9 +112,19 @@ impl Lifecycle {
         }
         let run = match orchestrator.start(&spec.name, trigger, &params).await {
             Ok(id) => {
-                *self.pipeline_run.lock().expect("pipeline run lock") = Some(id.clone());
-                let run = wait_for(&*orchestrator, &id, on_step).await;
-                *self.pipeline_run.lock().expect("pipeline run lock") = None;
+                let asked = {
+                    let mut current = self.pipeline_run.lock().expect("pipeline run lock");
+                    current.0 = Some(id.clone());
+                    current.1
+                };
+                let run = match asked {
+                    true => match orchestrator.cancel(&id).await {
+                        Ok(()) => wait_for(&*orchestrator, &id, on_step).await,
+                        Err(e) => Err(e),
+                    },
+                    false => wait_for(&*orchestrator, &id, on_step).await,
+                };
+                *self.pipeline_run.lock().expect("pipeline run lock") = (None, false);
                 run
             }
             Err(e) => Err(e),
@@ -133,13 +145,18 @@ impl Lifecycle {
     }
 
     /// Asks the orchestrator to stop the run in progress (steps not started are cancelled, and
-    /// platforms stop the managed training job in flight, which is billed while it runs).
-    /// Returns false when no run is in progress. The run's own call returns once it has stopped.
-    pub async fn cancel(&self) -> Result<bool> {
-        let id = self.pipeline_run.lock().expect("pipeline run lock").clone();
+    /// platforms stop the managed training job in flight, which is billed while it runs). Asked
+    /// before the run has started, it cancels the run as soon as it starts. The run's own call
+    /// returns once it has stopped.
+    pub async fn cancel(&self) -> Result<()> {
+        let id = {
+            let mut current = self.pipeline_run.lock().expect("pipeline run lock");
+            current.1 = true;
+            current.0.clone()
+        };
         match id {
-            Some(id) => self.stages.orchestrator.cancel(&id).await.map(|_| true),
-            None => Ok(false),
+            Some(id) => self.stages.orchestrator.cancel(&id).await,
+            None => Ok(()),
         }
     }
 
