@@ -51,20 +51,10 @@ pub async fn run_orchestrator(orch: Orch) -> Report {
     run_cases("orchestrator", orch, &caps, cases()).await
 }
 
-fn step(name: &str, depends_on: &[&str]) -> StepSpec {
-    StepSpec {
-        name: name.to_owned(),
-        depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
-        retries: 0,
-        cache: false,
-        image: None,
-    }
-}
-
 fn pipeline(name: &str) -> PipelineSpec {
     PipelineSpec {
         name: name.to_owned(),
-        steps: vec![step("extract", &[]), step("validate", &["extract"]), step("train", &["validate"])],
+        steps: vec![StepSpec::new("extract", &[]), StepSpec::new("validate", &["extract"]), StepSpec::new("train", &["validate"])],
         schedule: None,
         triggers: vec![],
     }
@@ -242,7 +232,7 @@ pub async fn upsert_then_describe_roundtrips(o: Orch) -> TestResult {
 pub async fn upsert_updates_the_definition(o: Orch) -> TestResult {
     with_pipeline(o, |o, spec| async move {
         let mut changed = spec.clone();
-        changed.steps.push(step("evaluate", &["train"]));
+        changed.steps.push(StepSpec::new("evaluate", &["train"]));
         changed.steps[2].retries = 2;
         o.upsert_pipeline(&changed).await?;
         ensure_eq!(o.describe_pipeline(&spec.name).await?, Some(changed), "describe after an update");
@@ -280,7 +270,7 @@ pub async fn describe_of_unknown_pipeline_is_none(o: Orch) -> TestResult {
 
 pub async fn upsert_refuses_unknown_dependency(o: Orch) -> TestResult {
     let mut spec = pipeline(&unique("gtk-pipe-"));
-    spec.steps.push(step("deploy", &["regsiter"]));
+    spec.steps.push(StepSpec::new("deploy", &["regsiter"]));
     let out = expect_kind(o.upsert_pipeline(&spec).await, ErrorKind::InvalidInput, "a step depending on an unknown step");
     let _ = o.delete_pipeline(&spec.name).await;
     out?;

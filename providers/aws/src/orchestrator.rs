@@ -601,7 +601,7 @@ mod tests {
     use galley_core::stages::StepSpec;
 
     fn step(name: &str, deps: &[&str]) -> StepSpec {
-        StepSpec { name: name.into(), depends_on: deps.iter().map(|d| d.to_string()).collect(), retries: 2, cache: true, image: None }
+        StepSpec { retries: 2, cache: true, ..StepSpec::new(name, deps) }
     }
 
     #[test]

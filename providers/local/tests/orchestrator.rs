@@ -151,16 +151,6 @@ impl StepExecutor for Recorder {
     }
 }
 
-fn step(name: &str, deps: &[&str]) -> StepSpec {
-    StepSpec {
-        name: name.into(),
-        depends_on: deps.iter().map(|d| d.to_string()).collect(),
-        retries: 0,
-        cache: false,
-        image: None,
-    }
-}
-
 fn pipeline(name: &str, steps: Vec<StepSpec>) -> PipelineSpec {
     PipelineSpec {
         name: name.into(),
@@ -212,11 +202,11 @@ async fn steps_run_after_their_dependencies() {
     let spec = pipeline(
         "order",
         vec![
-            step("train", &["prepare"]),
-            step("prepare", &["extract", "validate"]),
-            step("validate", &["extract"]),
-            step("extract", &[]),
-            step("deploy", &["train", "validate"]),
+            StepSpec::new("train", &["prepare"]),
+            StepSpec::new("prepare", &["extract", "validate"]),
+            StepSpec::new("validate", &["extract"]),
+            StepSpec::new("extract", &[]),
+            StepSpec::new("deploy", &["train", "validate"]),
         ],
     );
     let (orch, rec) = setup(dir.path(), &spec).await;
@@ -251,10 +241,10 @@ async fn independent_steps_overlap() {
     let spec = pipeline(
         "fan",
         vec![
-            step("a", &[]),
-            step("b", &["a"]),
-            step("c", &["a"]),
-            step("d", &["b", "c"]),
+            StepSpec::new("a", &[]),
+            StepSpec::new("b", &["a"]),
+            StepSpec::new("c", &["a"]),
+            StepSpec::new("d", &["b", "c"]),
         ],
     );
     let (orch, rec) = setup(dir.path(), &spec).await;
@@ -292,7 +282,7 @@ async fn concurrency_is_bounded() {
     .unwrap();
     let spec = pipeline(
         "wide",
-        (0..6).map(|i| step(&format!("s{i}"), &[])).collect(),
+        (0..6).map(|i| StepSpec::new(&format!("s{i}"), &[])).collect(),
     );
     orch.upsert_pipeline(&spec).await.unwrap();
     let rec = Arc::new(Recorder::default());
@@ -321,9 +311,9 @@ async fn concurrency_is_bounded() {
 #[tokio::test]
 async fn retryable_failures_are_retried_then_succeed() {
     let dir = tempfile::tempdir().unwrap();
-    let mut flaky = step("flaky", &[]);
+    let mut flaky = StepSpec::new("flaky", &[]);
     flaky.retries = 3;
-    let mut exhausted = step("exhausted", &[]);
+    let mut exhausted = StepSpec::new("exhausted", &[]);
     exhausted.retries = 1;
     let spec = pipeline("retry", vec![flaky, exhausted]);
     let (orch, rec) = setup(dir.path(), &spec).await;
@@ -358,16 +348,16 @@ async fn retryable_failures_are_retried_then_succeed() {
 #[tokio::test]
 async fn permanent_failure_skips_only_dependents() {
     let dir = tempfile::tempdir().unwrap();
-    let mut bad = step("bad", &["a"]);
+    let mut bad = StepSpec::new("bad", &["a"]);
     bad.retries = 3;
     let spec = pipeline(
         "perm",
         vec![
-            step("a", &[]),
+            StepSpec::new("a", &[]),
             bad,
-            step("after_bad", &["bad"]),
-            step("way_after", &["after_bad"]),
-            step("side", &["a"]),
+            StepSpec::new("after_bad", &["bad"]),
+            StepSpec::new("way_after", &["after_bad"]),
+            StepSpec::new("side", &["a"]),
         ],
     );
     let (orch, rec) = setup(dir.path(), &spec).await;
@@ -400,7 +390,7 @@ async fn unchanged_fingerprints_reuse_outputs_and_changes_rerun_what_they_reach(
     let dir = tempfile::tempdir().unwrap();
     let cached = |name: &str, deps: &[&str]| StepSpec {
         cache: true,
-        ..step(name, deps)
+        ..StepSpec::new(name, deps)
     };
     let spec = pipeline(
         "cache",
@@ -474,7 +464,7 @@ async fn unchanged_fingerprints_reuse_outputs_and_changes_rerun_what_they_reach(
 #[tokio::test]
 async fn steps_without_cache_always_run() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = pipeline("nocache", vec![step("a", &[])]);
+    let spec = pipeline("nocache", vec![StepSpec::new("a", &[])]);
     let (orch, rec) = setup(dir.path(), &spec).await;
     run(&orch, "nocache").await;
     let r = run(&orch, "nocache").await;
@@ -485,7 +475,7 @@ async fn steps_without_cache_always_run() {
 #[tokio::test]
 async fn history_and_logs_survive_reopening() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = pipeline("hist", vec![step("a", &[]), step("b", &["a"])]);
+    let spec = pipeline("hist", vec![StepSpec::new("a", &[]), StepSpec::new("b", &["a"])]);
     let (first, second) = {
         let (orch, _rec) = setup(dir.path(), &spec).await;
         let first = run(&orch, "hist").await;
@@ -543,7 +533,7 @@ async fn history_and_logs_survive_reopening() {
 #[tokio::test]
 async fn cancel_stops_pending_and_running_steps() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = pipeline("cancel", vec![step("slow", &[]), step("after", &["slow"])]);
+    let spec = pipeline("cancel", vec![StepSpec::new("slow", &[]), StepSpec::new("after", &["slow"])]);
     let (orch, rec) = setup(dir.path(), &spec).await;
     rec.plan(
         "slow",
@@ -589,7 +579,7 @@ async fn cancel_stops_pending_and_running_steps() {
 #[tokio::test]
 async fn a_cancel_request_from_another_process_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = pipeline("remote", vec![step("slow", &[]), step("after", &["slow"])]);
+    let spec = pipeline("remote", vec![StepSpec::new("slow", &[]), StepSpec::new("after", &["slow"])]);
     let (orch, rec) = setup(dir.path(), &spec).await;
     rec.plan(
         "slow",
@@ -617,7 +607,7 @@ async fn a_cancel_request_from_another_process_is_honoured() {
 #[tokio::test]
 async fn prune_keeps_the_newest_finished_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = pipeline("prune", vec![step("a", &[])]);
+    let spec = pipeline("prune", vec![StepSpec::new("a", &[])]);
     let (orch, _rec) = setup(dir.path(), &spec).await;
     let mut ids = Vec::new();
     for _ in 0..4 {
@@ -655,7 +645,7 @@ async fn invalid_pipelines_are_rejected_with_the_reason() {
     let orch = LocalOrchestrator::open(dir.path().into()).unwrap();
     let cyclic = pipeline(
         "cyc",
-        vec![step("a", &["c"]), step("b", &["a"]), step("c", &["b"])],
+        vec![StepSpec::new("a", &["c"]), StepSpec::new("b", &["a"]), StepSpec::new("c", &["b"])],
     );
     let err = orch.upsert_pipeline(&cyclic).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
@@ -670,7 +660,7 @@ async fn invalid_pipelines_are_rejected_with_the_reason() {
         "nothing stored"
     );
 
-    let unknown = pipeline("unk", vec![step("a", &["ghost"])]);
+    let unknown = pipeline("unk", vec![StepSpec::new("a", &["ghost"])]);
     assert!(
         orch.upsert_pipeline(&unknown)
             .await
@@ -678,7 +668,7 @@ async fn invalid_pipelines_are_rejected_with_the_reason() {
             .to_string()
             .contains("ghost")
     );
-    let dup = pipeline("dup", vec![step("a", &[]), step("a", &[])]);
+    let dup = pipeline("dup", vec![StepSpec::new("a", &[]), StepSpec::new("a", &[])]);
     assert!(
         orch.upsert_pipeline(&dup)
             .await
@@ -686,7 +676,7 @@ async fn invalid_pipelines_are_rejected_with_the_reason() {
             .to_string()
             .contains("twice")
     );
-    let mut bad_cron = pipeline("cron", vec![step("a", &[])]);
+    let mut bad_cron = pipeline("cron", vec![StepSpec::new("a", &[])]);
     bad_cron.schedule = Some("0 3 * *".into());
     assert!(
         orch.upsert_pipeline(&bad_cron)
@@ -710,7 +700,7 @@ async fn invalid_pipelines_are_rejected_with_the_reason() {
             .kind(),
         ErrorKind::NotFound
     );
-    orch.upsert_pipeline(&pipeline("noexec", vec![step("a", &[])]))
+    orch.upsert_pipeline(&pipeline("noexec", vec![StepSpec::new("a", &[])]))
         .await
         .unwrap();
     let err = orch
@@ -727,7 +717,7 @@ async fn delete_keeps_history_and_clears_cache() {
         "del",
         vec![StepSpec {
             cache: true,
-            ..step("a", &[])
+            ..StepSpec::new("a", &[])
         }],
     );
     let (orch, rec) = setup(dir.path(), &spec).await;
@@ -751,7 +741,7 @@ async fn delete_keeps_history_and_clears_cache() {
 #[tokio::test]
 async fn runs_of_a_dead_process_are_marked_interrupted() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = pipeline("crash", vec![step("a", &[])]);
+    let spec = pipeline("crash", vec![StepSpec::new("a", &[])]);
     let (orch, _rec) = setup(dir.path(), &spec).await;
     let r = run(&orch, "crash").await;
     // Rewrite the record as if a process that has since exited was still running it.
@@ -789,7 +779,7 @@ fn watch_spec(name: &str, schedule: Option<&str>, triggers: Vec<Trigger>) -> Pip
     PipelineSpec {
         schedule: schedule.map(String::from),
         triggers,
-        ..pipeline(name, vec![step("train", &[])])
+        ..pipeline(name, vec![StepSpec::new("train", &[])])
     }
 }
 

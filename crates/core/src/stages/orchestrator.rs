@@ -17,6 +17,19 @@ pub struct StepSpec {
     pub image: Option<String>,
 }
 
+impl StepSpec {
+    /// A step run in-process, without retries or caching.
+    pub fn new(name: &str, depends_on: &[&str]) -> StepSpec {
+        StepSpec {
+            name: name.to_owned(),
+            depends_on: depends_on.iter().map(|d| (*d).to_owned()).collect(),
+            retries: 0,
+            cache: false,
+            image: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {

@@ -182,15 +182,6 @@ mod tests {
     use super::*;
     use galley_core::stages::StepSpec;
 
-    fn step(name: &str, deps: &[&str]) -> StepSpec {
-        StepSpec {
-            name: name.into(),
-            depends_on: deps.iter().map(|d| d.to_string()).collect(),
-            retries: 0,
-            cache: false,
-            image: None,
-        }
-    }
     fn spec(steps: Vec<StepSpec>) -> PipelineSpec {
         PipelineSpec {
             name: "p".into(),
@@ -203,10 +194,10 @@ mod tests {
     #[test]
     fn cycle_is_named_in_run_order() {
         let s = spec(vec![
-            step("a", &["c"]),
-            step("b", &["a"]),
-            step("c", &["b"]),
-            step("d", &[]),
+            StepSpec::new("a", &["c"]),
+            StepSpec::new("b", &["a"]),
+            StepSpec::new("c", &["b"]),
+            StepSpec::new("d", &[]),
         ]);
         let err = validate(&s).unwrap_err().to_string();
         assert!(err.contains("dependency cycle"), "{err}");
@@ -222,7 +213,7 @@ mod tests {
 
     #[test]
     fn self_dependency_is_a_cycle() {
-        let err = validate(&spec(vec![step("a", &["a"])]))
+        let err = validate(&spec(vec![StepSpec::new("a", &["a"])]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("a -> a"), "{err}");
@@ -230,25 +221,25 @@ mod tests {
 
     #[test]
     fn rejects_unknown_and_duplicate_names() {
-        let err = validate(&spec(vec![step("a", &["zz"])]))
+        let err = validate(&spec(vec![StepSpec::new("a", &["zz"])]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("`zz`"), "{err}");
-        let err = validate(&spec(vec![step("a", &[]), step("a", &[])]))
+        let err = validate(&spec(vec![StepSpec::new("a", &[]), StepSpec::new("a", &[])]))
             .unwrap_err()
             .to_string();
         assert!(err.contains("twice"), "{err}");
-        assert!(validate(&spec(vec![step("../x", &[])])).is_err());
+        assert!(validate(&spec(vec![StepSpec::new("../x", &[])])).is_err());
         assert!(validate(&spec(vec![])).is_err());
     }
 
     #[test]
     fn ancestors_and_descendants() {
         let s = spec(vec![
-            step("a", &[]),
-            step("b", &["a"]),
-            step("c", &["b"]),
-            step("d", &["a"]),
+            StepSpec::new("a", &[]),
+            StepSpec::new("b", &["a"]),
+            StepSpec::new("c", &["b"]),
+            StepSpec::new("d", &["a"]),
         ]);
         assert_eq!(ancestors(&s, "c"), ["a", "b"].map(String::from).into());
         assert_eq!(descendants(&s, "b"), ["c"].map(String::from).into());
