@@ -271,29 +271,3 @@ fn described(d: &aws_sdk_sagemaker::operation::describe_training_job::DescribeTr
 fn reason(d: &Json) -> String {
     d["FailureReason"].as_str().map(|r| format!(": {r}")).unwrap_or_default()
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pack(files: &[(&str, &[u8])]) -> Vec<u8> {
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
-        for (name, bytes) in files {
-            let mut h = tar::Header::new_gnu();
-            h.set_size(bytes.len() as u64);
-            h.set_mode(0o644);
-            h.set_cksum();
-            tar.append_data(&mut h, name, *bytes).unwrap();
-        }
-        tar.into_inner().unwrap().finish().unwrap()
-    }
-
-    #[test]
-    fn the_model_file_is_found_in_sagemakers_archive() {
-        let packed = pack(&[("./other.txt", b"x"), ("./model.json", b"{\"m\":1}")]);
-        assert_eq!(unpack(&packed, "model.json").unwrap(), b"{\"m\":1}");
-        let e = unpack(&pack(&[("weights.bin", b"x")]), "model.json").unwrap_err();
-        assert!(e.to_string().contains("weights.bin"), "{e}");
-        assert_eq!(unpack(b"not gzip", "model.json").unwrap_err().kind(), ErrorKind::Corrupt);
-    }
-}

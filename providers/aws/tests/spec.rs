@@ -13,7 +13,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::botocore::Model;
+use common::botocore::{Model, check_sagemaker};
 use common::scripted::{Recorded, Reply, Scripted};
 use galley_aws::{AwsClients, AwsConfig, S3Artifacts, SageMakerFeatures, SageMakerPipelines, SageMakerRegistry, SageMakerServing};
 use galley_core::stages::{EndpointSpec, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, RunState, Serving, Signature, Variant};
@@ -22,23 +22,6 @@ use galley_core::{DType, Table, Value};
 use serde_json::{Value as Json, json};
 
 const ARN: &str = "arn:aws:sagemaker:us-east-1:123456789012";
-
-fn target(r: &Recorded) -> Option<String> {
-    r.header("x-amz-target").and_then(|t| t.strip_prefix("SageMaker.")).map(str::to_owned)
-}
-
-/// Every SageMaker request recorded, checked against the model; returns the operations seen.
-fn check_sagemaker(requests: &[Recorded]) -> Vec<String> {
-    let model = Model::load("sagemaker");
-    let mut seen = Vec::new();
-    for r in requests {
-        let Some(op) = target(r) else { continue };
-        let problems = model.check_request(&op, &r.json(), &[]);
-        assert!(problems.is_empty(), "{op} as the SDK sent it breaks the botocore model:\n{}\nbody: {}", problems.join("\n"), r.json());
-        seen.push(op);
-    }
-    seen
-}
 
 async fn clients(url: &str) -> AwsClients {
     let config = AwsConfig::emulator(url, common::REGION, common::ACCESS_KEY, common::SECRET_KEY).with_retry(galley_core::RetryPolicy {
@@ -68,7 +51,7 @@ fn the_validator_has_teeth() {
 
 #[tokio::test]
 async fn update_endpoint_moves_an_existing_endpoint_to_a_new_config() {
-    let server = Scripted::route(|r, _| match target(r).as_deref() {
+    let server = Scripted::route(|r, _| match r.sagemaker_op() {
         Some("DescribeEndpointConfig") => ok(json!({
             "EndpointConfigName": "wine-cfg", "EndpointConfigArn": format!("{ARN}:endpoint-config/wine-cfg"), "CreationTime": 1.7e9,
             "ProductionVariants": [{"VariantName": "v2", "ModelName": "wine-v2-abc", "InitialVariantWeight": 100.0, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
@@ -93,7 +76,7 @@ async fn update_endpoint_moves_an_existing_endpoint_to_a_new_config() {
     serving.deploy(&spec).await.unwrap();
     let seen = check_sagemaker(&server.requests());
     assert!(seen.contains(&"UpdateEndpoint".to_owned()), "{seen:?}");
-    let update = server.requests().into_iter().find(|r| target(r).as_deref() == Some("UpdateEndpoint")).unwrap();
+    let update = server.requests().into_iter().find(|r| r.sagemaker_op() == Some("UpdateEndpoint")).unwrap();
     assert_eq!(update.json()["EndpointName"], "wine");
     assert_eq!(update.json()["EndpointConfigName"], SageMakerServing::config_name(&spec, "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:1"));
     assert!(!seen.contains(&"CreateEndpoint".to_owned()), "an existing endpoint is updated, not recreated: {seen:?}");
@@ -104,7 +87,7 @@ async fn a_fresh_deploy_places_the_uncompressed_model_where_galleys_image_reads_
     use std::sync::atomic::{AtomicBool, Ordering};
     static CREATED: AtomicBool = AtomicBool::new(false);
     let missing = |what: &str| Reply::json(400, json!({"__type": "ValidationException", "message": format!("Could not find {what} \"x\".")}));
-    let server = Scripted::route(move |r, _| match target(r).as_deref() {
+    let server = Scripted::route(move |r, _| match r.sagemaker_op() {
         Some("DescribeModel") if !CREATED.load(Ordering::SeqCst) => missing("model"),
         Some("DescribeModel") => ok(json!({"ModelName": "m", "ModelArn": format!("{ARN}:model/m"), "CreationTime": 1.7e9})),
         Some("CreateModel") => ok(json!({"ModelArn": format!("{ARN}:model/m")})),
@@ -138,7 +121,7 @@ async fn a_fresh_deploy_places_the_uncompressed_model_where_galleys_image_reads_
     serving.deploy(&spec).await.unwrap();
     let seen = check_sagemaker(&server.requests());
     assert!(seen.contains(&"CreateEndpoint".to_owned()), "{seen:?}");
-    let create = server.requests().into_iter().find(|r| target(r).as_deref() == Some("CreateModel")).unwrap().json();
+    let create = server.requests().into_iter().find(|r| r.sagemaker_op() == Some("CreateModel")).unwrap().json();
     let container = &create["PrimaryContainer"];
     assert_eq!(container["Image"], image);
     assert!(container.get("ModelDataUrl").is_none(), "ModelDataUrl must be a .tar.gz; a Galley model is one JSON file: {container}");
@@ -152,7 +135,7 @@ async fn a_fresh_deploy_places_the_uncompressed_model_where_galleys_image_reads_
 #[tokio::test]
 async fn managed_pipeline_status_lists_steps_and_cancel_stops_the_execution() {
     let exec = format!("{ARN}:pipeline/wine-retrain/execution/abc123");
-    let server = Scripted::route(|r, _| match target(r).as_deref() {
+    let server = Scripted::route(|r, _| match r.sagemaker_op() {
         Some("DescribePipelineExecution") => ok(json!({
             "PipelineArn": format!("{ARN}:pipeline/wine-retrain"), "PipelineExecutionArn": format!("{ARN}:pipeline/wine-retrain/execution/abc123"),
             "PipelineExecutionStatus": "Executing", "CreationTime": 1.7e9, "LastModifiedTime": 1.7e9,
@@ -185,7 +168,7 @@ async fn managed_pipeline_status_lists_steps_and_cancel_stops_the_execution() {
 
 #[tokio::test]
 async fn deleting_a_model_deletes_its_versions_then_the_group() {
-    let server = Scripted::route(|r, _| match target(r).as_deref() {
+    let server = Scripted::route(|r, _| match r.sagemaker_op() {
         Some("DescribeModelPackageGroup") => ok(json!({
             "ModelPackageGroupName": "wine", "ModelPackageGroupArn": format!("{ARN}:model-package-group/wine"),
             "CreationTime": 1.7e9, "ModelPackageGroupStatus": "Completed",
@@ -207,7 +190,7 @@ async fn deleting_a_model_deletes_its_versions_then_the_group() {
     let deleted: Vec<Json> = server
         .requests()
         .iter()
-        .filter(|r| target(r).as_deref() == Some("DeleteModelPackage"))
+        .filter(|r| r.sagemaker_op() == Some("DeleteModelPackage"))
         .map(|r| r.json()["ModelPackageName"].clone())
         .collect();
     assert_eq!(deleted, vec![json!(format!("{ARN}:model-package/wine/1")), json!(format!("{ARN}:model-package/wine/2"))]);
@@ -216,7 +199,7 @@ async fn deleting_a_model_deletes_its_versions_then_the_group() {
 #[tokio::test]
 async fn deleting_a_feature_group_removes_it_and_its_data() {
     let empty_listing = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><ListBucketResult xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><Name>b</Name><Prefix></Prefix><KeyCount>0</KeyCount><MaxKeys>1000</MaxKeys><IsTruncated>false</IsTruncated></ListBucketResult>";
-    let server = Scripted::route(move |r, _| match target(r).as_deref() {
+    let server = Scripted::route(move |r, _| match r.sagemaker_op() {
         Some("DeleteFeatureGroup") => ok(json!({})),
         Some(other) => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unscripted {other}")})),
         // S3 (path style): the group's data prefix is listed and found empty.

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::botocore::Model;
-use common::scripted::{Recorded, Reply, Scripted};
+use common::botocore::check_sagemaker;
+use common::job_runtime::pack;
+use common::scripted::{Reply, Scripted};
 use galley_aws::{AwsClients, AwsConfig, S3Artifacts, SageMakerPipelines};
 use galley_core::stages::{Orchestrator, StepLogger, TrainingJob};
 use galley_core::ErrorKind;
@@ -46,10 +47,6 @@ fn job() -> TrainingJob {
     }
 }
 
-fn target(r: &Recorded) -> String {
-    r.header("x-amz-target").and_then(|t| t.strip_prefix("SageMaker.")).unwrap_or("").to_owned()
-}
-
 fn described(status: &str, secondary: &str, extra: Json) -> Reply {
     let mut body = json!({
         "TrainingJobName": "galley-wine-0123456789abcdef0123",
@@ -66,16 +63,6 @@ fn described(status: &str, secondary: &str, extra: Json) -> Reply {
     Reply::json(200, body)
 }
 
-fn packed_model(bytes: &[u8]) -> Vec<u8> {
-    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
-    let mut h = tar::Header::new_gnu();
-    h.set_size(bytes.len() as u64);
-    h.set_mode(0o644);
-    h.set_cksum();
-    tar.append_data(&mut h, "./model.json", bytes).unwrap();
-    tar.into_inner().unwrap().finish().unwrap()
-}
-
 async fn pipelines(server: &Scripted) -> SageMakerPipelines {
     let mut config = AwsConfig::emulator(&server.url, common::REGION, common::ACCESS_KEY, common::SECRET_KEY)
         .with_retry(galley_core::RetryPolicy { max_attempts: 1, ..Default::default() });
@@ -87,17 +74,13 @@ async fn pipelines(server: &Scripted) -> SageMakerPipelines {
     p
 }
 
-/// Every SageMaker request, checked against the botocore model.
-fn check_sagemaker(requests: &[Recorded]) -> Vec<String> {
-    let model = Model::load("sagemaker");
-    let mut ops = Vec::new();
-    for r in requests.iter().filter(|r| r.header("x-amz-target").is_some()) {
-        let op = target(r);
-        let problems = model.check_request(&op, &r.json(), &[]);
-        assert!(problems.is_empty(), "{op} breaks the botocore model:\n{}\n{}", problems.join("\n"), r.json());
-        ops.push(op);
-    }
-    ops
+#[test]
+fn the_model_file_is_found_in_sagemakers_archive() {
+    let packed = pack(&[("./other.txt", b"x"), ("./model.json", b"{\"m\":1}")]);
+    assert_eq!(galley_aws::training::unpack(&packed, "model.json").unwrap(), b"{\"m\":1}");
+    let e = galley_aws::training::unpack(&pack(&[("weights.bin", b"x")]), "model.json").unwrap_err();
+    assert!(e.to_string().contains("weights.bin"), "{e}");
+    assert_eq!(galley_aws::training::unpack(b"not gzip", "model.json").unwrap_err().kind(), ErrorKind::Corrupt);
 }
 
 #[tokio::test]
@@ -111,8 +94,8 @@ async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_mode
         described("InProgress", "Training", json!({})),
         described("Completed", "Completed", json!({"ModelArtifacts": {"S3ModelArtifacts": uri}, "BillableTimeInSeconds": 312})),
     ];
-    let tarball = packed_model(&model);
-    let server = Scripted::route(move |r, _| match target(r).as_str() {
+    let tarball = pack(&[("./model.json", &model)]);
+    let server = Scripted::route(move |r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
         "DescribeTrainingJob" => {
             let n = POLLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -137,7 +120,7 @@ async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_mode
     let get = reqs.iter().find(|r| r.method == "GET").expect("the model archive was read from S3");
     assert!(get.path.contains("/wine-bucket/galley/training/") && get.path.contains("/output/model.tar.gz"), "{}", get.path);
 
-    let create = reqs.iter().find(|r| target(r) == "CreateTrainingJob").unwrap().json();
+    let create = reqs.iter().find(|r| r.sagemaker_op() == Some("CreateTrainingJob")).unwrap().json();
     assert_eq!(create["AlgorithmSpecification"], json!({"TrainingImage": job().image, "TrainingInputMode": "File"}));
     assert_eq!(create["InputDataConfig"][0]["ChannelName"], "train");
     assert_eq!(
@@ -157,7 +140,7 @@ async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_mode
 
 #[tokio::test]
 async fn a_failed_job_stops_the_wait_with_sagemakers_reason() {
-    let server = Scripted::route(|r, _| match target(r).as_str() {
+    let server = Scripted::route(|r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
         _ => match FAILS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
             0 => described("InProgress", "Training", json!({})),
@@ -175,7 +158,7 @@ async fn a_failed_job_stops_the_wait_with_sagemakers_reason() {
 
 #[tokio::test]
 async fn a_stopped_job_is_an_error_not_a_model() {
-    let server = Scripted::route(|r, _| match target(r).as_str() {
+    let server = Scripted::route(|r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
         _ => described("Stopped", "MaxRuntimeExceeded", json!({})),
     })
@@ -188,9 +171,9 @@ async fn a_stopped_job_is_an_error_not_a_model() {
 #[tokio::test]
 async fn a_job_started_earlier_with_the_same_inputs_is_reused_not_paid_twice() {
     let model = br#"{"reused": true}"#.to_vec();
-    let tarball = packed_model(&model);
+    let tarball = pack(&[("./model.json", &model)]);
     let uri = "s3://wine-bucket/galley/training/x/output/model.tar.gz";
-    let server = Scripted::route(move |r, _| match target(r).as_str() {
+    let server = Scripted::route(move |r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(400, json!({"__type": "ResourceInUse", "message": "Training job names must be unique within an AWS account and region"})),
         "DescribeTrainingJob" => described("Completed", "Completed", json!({"ModelArtifacts": {"S3ModelArtifacts": uri}})),
         _ => Reply::object(tarball.clone()),
@@ -208,11 +191,11 @@ async fn a_job_started_earlier_with_the_same_inputs_is_reused_not_paid_twice() {
 #[tokio::test]
 async fn a_job_of_the_same_inputs_that_failed_before_is_submitted_again_under_a_new_name() {
     let uri = "s3://wine-bucket/k/model.tar.gz";
-    let tarball = packed_model(b"{}");
+    let tarball = pack(&[("./model.json", b"{}")]);
     let server = Scripted::route(move |r, _| {
         let body = r.json();
         let name = body["TrainingJobName"].as_str().unwrap_or("").to_owned();
-        match target(r).as_str() {
+        match r.sagemaker_op().unwrap_or("") {
             "CreateTrainingJob" if !name.ends_with("-r2") => Reply::json(400, json!({"__type": "ResourceInUse", "message": "in use"})),
             "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": format!("{JOB_ARN}-r2")})),
             "DescribeTrainingJob" if !name.ends_with("-r2") => described("Failed", "Failed", json!({"FailureReason": "ClientError: out of memory"})),
@@ -227,7 +210,7 @@ async fn a_job_of_the_same_inputs_that_failed_before_is_submitted_again_under_a_
     let names: Vec<String> = server
         .requests()
         .iter()
-        .filter(|r| target(r) == "CreateTrainingJob")
+        .filter(|r| r.sagemaker_op() == Some("CreateTrainingJob"))
         .map(|r| r.json()["TrainingJobName"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(names, [job().name, format!("{}-r2", job().name)]);
@@ -252,7 +235,7 @@ async fn a_job_without_a_role_is_refused_before_any_call() {
 async fn cancelling_the_run_stops_the_billed_job() {
     use std::sync::atomic::{AtomicBool, Ordering};
     static STOPPED: AtomicBool = AtomicBool::new(false);
-    let server = Scripted::route(|r, _| match target(r).as_str() {
+    let server = Scripted::route(|r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
         "StopTrainingJob" => {
             STOPPED.store(true, Ordering::SeqCst);
@@ -269,7 +252,7 @@ async fn cancelling_the_run_stops_the_billed_job() {
         let p = p.clone();
         tokio::spawn(async move { p.run_training_job(&job(), &Lines(Mutex::default())).await })
     };
-    while !server.requests().iter().any(|r| target(r) == "DescribeTrainingJob") {
+    while !server.requests().iter().any(|r| r.sagemaker_op() == Some("DescribeTrainingJob")) {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let cancelled = p.cancel("run-0123").await;
@@ -278,6 +261,6 @@ async fn cancelling_the_run_stops_the_billed_job() {
     assert!(e.to_string().contains("was stopped before it finished"), "{e}");
     let ops = check_sagemaker(&server.requests());
     assert_eq!(ops.iter().filter(|o| *o == "StopTrainingJob").count(), 1, "{ops:?}");
-    let stop = server.requests().into_iter().find(|r| target(r) == "StopTrainingJob").unwrap();
+    let stop = server.requests().into_iter().find(|r| r.sagemaker_op() == Some("StopTrainingJob")).unwrap();
     assert_eq!(stop.json(), json!({"TrainingJobName": job().name}));
 }

@@ -8,6 +8,22 @@ use std::path::PathBuf;
 
 use serde_json::{Map, Value as Json};
 
+use super::scripted::Recorded;
+
+/// Checks every SageMaker request recorded against the botocore model (panicking with the
+/// problems found); returns the operations, in order.
+pub fn check_sagemaker(requests: &[Recorded]) -> Vec<String> {
+    let model = Model::load("sagemaker");
+    let mut seen = Vec::new();
+    for r in requests {
+        let Some(op) = r.sagemaker_op() else { continue };
+        let problems = model.check_request(op, &r.json(), &[]);
+        assert!(problems.is_empty(), "{op} as the SDK sent it breaks the botocore model:\n{}\nbody: {}", problems.join("\n"), r.json());
+        seen.push(op.to_owned());
+    }
+    seen
+}
+
 pub struct Model {
     pub service: String,
     shapes: Map<String, Json>,

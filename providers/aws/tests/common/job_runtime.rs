@@ -126,13 +126,29 @@ impl Shared {
             eprintln!("training job {name}: the container failed: {e}");
             return;
         }
-        let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
-        tar.append_dir_all(".", root.path().join("model")).unwrap();
-        let packed = tar.into_inner().unwrap().finish().unwrap();
+        let mut model = Vec::new();
+        for entry in std::fs::read_dir(root.path().join("model")).unwrap() {
+            let path = entry.unwrap().path();
+            model.push((format!("./{}", path.file_name().unwrap().to_string_lossy()), std::fs::read(&path).unwrap()));
+        }
+        let packed = pack(&model.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect::<Vec<_>>());
         let (out_bucket, out_prefix) = split(job["OutputDataConfig"]["S3OutputPath"].as_str().unwrap());
         let key = format!("{}/{name}/output/model.tar.gz", out_prefix.trim_end_matches('/'));
         self.aws.s3.put_object().bucket(out_bucket).key(key).body(packed.into()).send().await.unwrap();
     }
+}
+
+/// `files` packed as SageMaker packs a job's `/opt/ml/model` into `model.tar.gz`.
+pub fn pack(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    for (name, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, *bytes).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
 }
 
 fn split(uri: &str) -> (String, String) {

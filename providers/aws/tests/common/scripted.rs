@@ -49,6 +49,10 @@ impl Recorded {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+    /// The SageMaker operation an awsJson request calls (`X-Amz-Target: SageMaker.<op>`).
+    pub fn sagemaker_op(&self) -> Option<&str> {
+        self.header("x-amz-target").and_then(|t| t.strip_prefix("SageMaker."))
+    }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
