@@ -9,28 +9,35 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use galley_blueprint::{Algorithm, Compute, Data, Split, Task, TrainingStage};
+use galley_blueprint::{Algorithm, Data, PlatformRegistry, Split, Task};
 use galley_core::stages::{
     ArtifactKey, ArtifactStoreExt, EndpointSpec, Lineage, Metric, NewModelVersion, RunStatus, Variant,
 };
-use galley_core::{PlatformKind, Result, StageSet};
+use galley_core::{PlatformId, Result, StageSet};
 use galley_engine::{Provider, ProviderContext};
 
+/// The providers this program was built with, as the CLI registers them: a platform's rules
+/// and its provider, from its own crate.
+fn providers(dir: &std::path::Path) -> Result<Vec<Arc<dyn Provider>>> {
+    // A platform's own processes (the local model server) are this same program, re-run with
+    // `__platform <id> …`.
+    let galley_exe = std::env::current_exe().map_err(galley_core::Error::from)?;
+    let ctx = ProviderContext { project_dir: dir.to_path_buf(), work_dir: dir.join(".galley"), galley_exe };
+    Ok(vec![galley_local::provider(ctx)])
+}
+
 /// Opens the stages of `platform`. Only what this binary was built with is available.
-async fn open(platform: PlatformKind, dir: &std::path::Path) -> Result<StageSet> {
-    let ctx = ProviderContext { project_dir: dir.to_path_buf(), work_dir: dir.join(".galley") };
-    let provider: Arc<dyn Provider> = match platform {
-        PlatformKind::Local => {
-            // The model server is this same program, re-run with `__endpoint --config FILE`.
-            let exe = std::env::current_exe().map_err(galley_core::Error::from)?;
-            Arc::new(galley_local::provider::LocalProvider::new(ctx, vec![exe.into(), "__endpoint".into()]))
-        }
-        other => return Err(galley_core::Error::unsupported(format!("platform `{other}` is not built into this example"))),
-    };
+async fn open(platform: PlatformId, dir: &std::path::Path) -> Result<StageSet> {
+    let provider = providers(dir)?
+        .into_iter()
+        .find(|p| p.platform() == platform)
+        .ok_or_else(|| galley_core::Error::unsupported(format!("platform `{platform}` is not built into this example")))?;
+    let registry = PlatformRegistry::default().with(provider.rules());
     let bp = galley_blueprint::load_str(
         "tour.yaml",
-        "apiVersion: galley/v1\nname: tour\ndata: { source: builtin:winequality, target: quality }\nstages: { artifacts: { bucket: tour-artifacts } }\n",
+        &format!("apiVersion: galley/v1\nname: tour\nplatform: {platform}\ndata: {{ source: builtin:winequality, target: quality }}\nstages: {{ artifacts: {{ bucket: tour-artifacts }} }}\n"),
         &Default::default(),
+        &registry,
     )
     .map_err(|d| d.into_error())?;
     provider.open(&bp.blueprint, &BTreeMap::new()).await
@@ -39,11 +46,13 @@ async fn open(platform: PlatformKind, dir: &std::path::Path) -> Result<StageSet>
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("__endpoint") {
-        let config = args.get(3).expect("__endpoint --config FILE");
-        return galley_local::serving::run_server(std::path::Path::new(config)).await;
+    if args.get(1).map(String::as_str) == Some("__platform") {
+        let platform: PlatformId = args.get(2).map(String::as_str).unwrap_or_default().parse().map_err(galley_core::Error::invalid)?;
+        let dir = tempfile::tempdir()?;
+        let provider = providers(dir.path())?.into_iter().find(|p| p.platform() == platform);
+        return provider.ok_or_else(|| galley_core::Error::not_found(format!("no platform `{platform}`")))?.process(&args[3..]).await;
     }
-    let platform: PlatformKind = args.get(1).map(String::as_str).unwrap_or("local").parse().map_err(galley_core::Error::invalid)?;
+    let platform: PlatformId = args.get(1).map(String::as_str).unwrap_or("local").parse().map_err(galley_core::Error::invalid)?;
     let dir = tempfile::tempdir()?;
     let stages = open(platform, dir.path()).await?;
 
@@ -59,17 +68,7 @@ async fn main() -> Result<()> {
     let table = galley_ml::load_source(&data.source, dir.path())?.table;
     let features: Vec<String> = ["alcohol", "sulphates", "volatile_acidity"].map(String::from).to_vec();
     let prepared = galley_ml::prepare(&table, &data, &features)?;
-    let training = TrainingStage {
-        common: Default::default(),
-        algorithm: Algorithm::LogisticRegression,
-        params: indexmap::IndexMap::new(),
-        compute: Compute::Local,
-        image: None,
-        max_runtime: None,
-        instance_type: None,
-        gpu: false,
-    };
-    let model = galley_ml::train(&training, Task::Classification, &prepared.train, &prepared.signature)?;
+    let model = galley_ml::train(Algorithm::LogisticRegression, &Default::default(), Task::Classification, &prepared.train, &prepared.signature)?;
     let metrics = galley_ml::evaluate(&model, &prepared.test);
 
     // 2. Log the run.

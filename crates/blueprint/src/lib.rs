@@ -11,32 +11,32 @@
 pub mod diag;
 pub mod model;
 pub mod parse;
+pub mod platform;
 pub mod refs;
 pub mod schema;
 pub mod semantic;
-pub mod settings;
 pub mod span;
 pub mod subst;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use galley_core::{PlatformKind, Stage};
+pub use galley_core::{PlatformId, Stage};
 use sha2::{Digest, Sha256};
 
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
 pub use refs::{Reference, stage_outputs};
 pub use schema::json_schema;
+pub use platform::{BackendRule, Finding, PlatformRegistry, PlatformRules, native_promotion};
 pub use semantic::{duration_secs, effective_promotion};
-pub use settings::{OutputFormat, Settings, settings};
 pub use span::{Node, NodeValue, PathSeg, Span};
 
 /// What the caller (CLI, tests) decides on top of the file.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LoadOptions {
     /// Overrides `platform:` before validation, so portability is checked against it.
-    pub platform: Option<PlatformKind>,
+    pub platform: Option<PlatformId>,
     /// The `environments.<name>` overlay to apply.
     pub env: Option<String>,
     /// `--var k=v`; wins over `GALLEY_VAR_k` and the blueprint's `vars`.
@@ -55,8 +55,9 @@ pub struct Loaded {
     pub hash: String,
 }
 
-/// Reads and validates a blueprint file. Files over 8 MiB are refused before being read.
-pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
+/// Reads and validates a blueprint file against the platforms `registry` knows. Files over
+/// 8 MiB are refused before being read.
+pub fn load_file(path: &Path, opts: &LoadOptions, registry: &PlatformRegistry) -> Result<Loaded, Diagnostics> {
     let name = path.display().to_string();
     let fail = |d: Diagnostic| {
         let mut ds = Diagnostics::new(name.clone(), "");
@@ -68,7 +69,7 @@ pub fn load_file(path: &Path, opts: &LoadOptions) -> Result<Loaded, Diagnostics>
         return Err(fail(parse::too_large(meta.len() as usize)));
     }
     let bytes = std::fs::read(path).map_err(|e| fail(io_problem(path, e)))?;
-    let mut loaded = load_bytes(&name, &bytes, opts)?;
+    let mut loaded = load_bytes(&name, &bytes, opts, registry)?;
     loaded.path = path.to_path_buf();
     Ok(loaded)
 }
@@ -78,9 +79,9 @@ fn io_problem(path: &Path, e: std::io::Error) -> Diagnostic {
 }
 
 /// Validates blueprint bytes (checks UTF-8 first).
-pub fn load_bytes(name: &str, bytes: &[u8], opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
+pub fn load_bytes(name: &str, bytes: &[u8], opts: &LoadOptions, registry: &PlatformRegistry) -> Result<Loaded, Diagnostics> {
     match parse::check_bytes(bytes) {
-        Ok(source) => load_str(name, source, opts),
+        Ok(source) => load_str(name, source, opts, registry),
         Err(d) => {
             let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(parse::MAX_BYTES)]).into_owned();
             let mut ds = Diagnostics::new(name, shown);
@@ -91,13 +92,19 @@ pub fn load_bytes(name: &str, bytes: &[u8], opts: &LoadOptions) -> Result<Loaded
 }
 
 /// Validates blueprint text; `name` is used in diagnostics (usually the path).
-pub fn load_str(name: &str, source: &str, opts: &LoadOptions) -> Result<Loaded, Diagnostics> {
+pub fn load_str(name: &str, source: &str, opts: &LoadOptions, registry: &PlatformRegistry) -> Result<Loaded, Diagnostics> {
     let env: BTreeMap<String, String> = std::env::vars().collect();
-    load_str_with_env(name, source, opts, &env)
+    load_str_with_env(name, source, opts, registry, &env)
 }
 
 /// [`load_str`] with an explicit environment for `${env.X}` and `GALLEY_VAR_*`.
-pub fn load_str_with_env(name: &str, source: &str, opts: &LoadOptions, env: &BTreeMap<String, String>) -> Result<Loaded, Diagnostics> {
+pub fn load_str_with_env(
+    name: &str,
+    source: &str,
+    opts: &LoadOptions,
+    registry: &PlatformRegistry,
+    env: &BTreeMap<String, String>,
+) -> Result<Loaded, Diagnostics> {
     if source.len() > parse::MAX_BYTES {
         let mut ds = Diagnostics::new(name, "");
         ds.push(parse::too_large(source.len()));
@@ -140,12 +147,13 @@ pub fn load_str_with_env(name: &str, source: &str, opts: &LoadOptions, env: &BTr
         }
     }
 
+    let compiled = registry.schema();
     let (raw_refs, mut problems) = subst::substitute(&mut root, &opts.vars, env);
-    schema::coerce_substituted(&mut root, &mut Vec::new());
+    schema::coerce_substituted(compiled, &mut root, &mut Vec::new());
     let references = refs::check(&root, raw_refs, &mut problems);
 
     let json = root.to_json();
-    for d in schema::validate(&root, &json) {
+    for d in schema::validate(compiled, &root, &json) {
         // A value already reported (an undefined var left in a number field) is not reported twice.
         if !problems.iter().any(|p| p.path == d.path && p.line == d.line) {
             problems.push(d);
@@ -164,7 +172,7 @@ pub fn load_str_with_env(name: &str, source: &str, opts: &LoadOptions, env: &BTr
             return fail(ds);
         }
     };
-    let semantic = semantic::check(&blueprint, &root);
+    let semantic = semantic::check(&blueprint, &root, registry);
     if !semantic.is_empty() {
         ds.extend(semantic);
         return fail(ds);

@@ -7,13 +7,22 @@
 
 use std::collections::BTreeMap;
 
+use galley_core::PlatformId;
 use galley_core::stages::DriftMethod;
-use galley_core::{DType, PlatformKind};
 use indexmap::IndexMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use galley_core::ml::{Algorithm, ColumnRule, Data, Gate, PositiveWhen, Split, Task, VarValue};
+
 pub const API_VERSION: &str = "galley/v1";
+
+/// The platform of a blueprint that names none.
+pub const DEFAULT_PLATFORM: PlatformId = PlatformId::from_static("local");
+
+fn default_platform() -> PlatformId {
+    DEFAULT_PLATFORM
+}
 
 /// A Galley blueprint: one ML system's whole MLOps stack and lifecycle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -26,9 +35,9 @@ pub struct Blueprint {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
-    /// The default platform for every stage; `--platform` overrides it.
-    #[serde(default)]
-    pub platform: PlatformKind,
+    /// The default platform for every stage (`local` when absent); `--platform` overrides it.
+    #[serde(default = "default_platform")]
+    pub platform: PlatformId,
     /// Where Galley keeps its state.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<Backend>,
@@ -37,121 +46,41 @@ pub struct Blueprint {
     pub vars: IndexMap<String, VarValue>,
     pub data: Data,
     pub stages: Stages,
-    /// Per-platform settings; only the platforms in use are read.
-    #[serde(default)]
-    pub platforms: Platforms,
+    /// Per-platform settings, `platforms.<platform>`. Each platform publishes the schema of its
+    /// own section; only the platforms in use are read.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub platforms: IndexMap<String, serde_json::Value>,
     /// Named overlays (`--env prod`), merged over the blueprint before validation.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     #[schemars(with = "IndexMap<String, serde_json::Value>")]
     pub environments: IndexMap<String, serde_json::Value>,
 }
 
+/// Where Galley keeps its state: `type: local` (a file, the default) or a backend a platform
+/// offers (`type: s3` with the aws platform). Each backend publishes the schema of its fields.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
-pub enum VarValue {
-    String(String),
-    Number(f64),
-    Bool(bool),
+pub struct Backend {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(flatten)]
+    #[schemars(with = "IndexMap<String, serde_json::Value>")]
+    pub settings: IndexMap<String, serde_json::Value>,
 }
 
-impl std::fmt::Display for VarValue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            VarValue::String(s) => f.write_str(s),
-            VarValue::Number(n) => write!(f, "{n}"),
-            VarValue::Bool(b) => write!(f, "{b}"),
-        }
+impl Backend {
+    /// The type every galley has: a state file.
+    pub const LOCAL: &'static str = "local";
+
+    /// A backend field as a string.
+    pub fn str(&self, field: &str) -> Option<&str> {
+        self.settings.get(field).and_then(serde_json::Value::as_str)
     }
-}
 
-/// State backend.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum Backend {
-    /// A local file (default `.galley/state.json`).
-    Local {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        path: Option<String>,
-    },
-    /// An S3 object, locked with a conditional write.
-    S3 {
-        bucket: String,
-        key: String,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        region: Option<String>,
-    },
-    Gcs { bucket: String, key: String },
-    Azblob { account: String, container: String, key: String },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum Task {
-    #[default]
-    Classification,
-    Regression,
-}
-
-/// The training data and how to read it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Data {
-    /// `builtin:winequality`, `builtin:iris`, `builtin:diabetes` (shipped with Galley, nothing is
-    /// downloaded), or the path of a CSV file relative to the blueprint.
-    pub source: String,
-    /// The column to predict.
-    pub target: String,
-    #[serde(default)]
-    pub task: Task,
-    /// Turns a numeric target into a binary label (1 when the value is at least this).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub positive_when: Option<PositiveWhen>,
-    /// Checks run on the extracted data before anything trains on it.
-    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
-    pub schema: IndexMap<String, ColumnRule>,
-    #[serde(default)]
-    pub split: Split,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PositiveWhen {
-    pub at_least: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ColumnRule {
-    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
-    pub dtype: Option<DType>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max: Option<f64>,
-    #[serde(default)]
-    pub nullable: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Split {
-    /// Share of rows held out for evaluation, in (0, 1).
-    #[serde(default = "default_test_size")]
-    pub test_size: f64,
-    #[serde(default = "default_seed")]
-    pub seed: u64,
-}
-
-fn default_test_size() -> f64 {
-    0.2
-}
-fn default_seed() -> u64 {
-    42
-}
-
-impl Default for Split {
-    fn default() -> Self {
-        Split { test_size: default_test_size(), seed: default_seed() }
+    /// The backend's fields as the type that reads them (its published schema checked them).
+    pub fn settings_as<T: serde::de::DeserializeOwned>(&self) -> Result<T, String> {
+        let map: serde_json::Map<String, serde_json::Value> = self.settings.clone().into_iter().collect();
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| format!("backend `{}`: {e}", self.kind))
     }
 }
 
@@ -161,7 +90,7 @@ impl Default for Split {
 pub struct StageCommon {
     /// Run this stage on another platform than the blueprint's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<PlatformKind>,
+    pub platform: Option<PlatformId>,
     /// Refuse to destroy or replace this stage's resources unless `--force`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub protect: bool,
@@ -268,14 +197,6 @@ pub struct PipelineStage {
     pub retries: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Algorithm {
-    LogisticRegression,
-    DecisionTree,
-    LinearRegression,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Compute {
@@ -321,22 +242,6 @@ pub enum Promotion {
     Approval,
     /// Move the version to the Production stage (Azure ML, MLflow stages).
     Stage,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Gate {
-    /// The evaluation metric the gate reads: accuracy, f1, roc_auc, rmse, r2.
-    pub metric: String,
-    /// Absolute floor (for metrics where higher is better).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_least: Option<f64>,
-    /// Absolute ceiling (for errors such as rmse).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub at_most: Option<f64>,
-    /// The candidate must beat the current champion by at least this margin.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub beat_champion_by: Option<f64>,
 }
 
 /// The model registry: the quality gate and how a passing version is promoted.
@@ -469,81 +374,9 @@ pub struct MonitoringStage {
     pub alarms: Vec<Alarm>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Platforms {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub local: Option<LocalSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub onprem: Option<OnpremSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aws: Option<AwsSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gcp: Option<GcpSettings>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub azure: Option<AzureSettings>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LocalSettings {
-    /// Where the local platform keeps its files, relative to the blueprint (default `.galley/local`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dir: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct OnpremSettings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mlflow_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub feast_repo: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub airflow_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prometheus_url: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AwsSettings {
-    pub region: String,
-    /// Override the service endpoint (emulators such as moto).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-    /// Credentials profile; otherwise the standard chain (env, SSO, IMDS).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub profile: Option<String>,
-    /// The IAM role SageMaker assumes for training and serving.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub role_arn: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GcpSettings {
-    pub project: String,
-    pub location: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct AzureSettings {
-    pub subscription: String,
-    pub resource_group: String,
-    pub workspace: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub storage_account: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub endpoint_url: Option<String>,
-}
-
 impl Blueprint {
     /// The platform a stage runs on: its own override, else the blueprint's.
-    pub fn stage_platform(&self, stage: galley_core::Stage) -> PlatformKind {
+    pub fn stage_platform(&self, stage: galley_core::Stage) -> PlatformId {
         use galley_core::Stage as S;
         let common = match stage {
             S::Artifacts => self.stages.artifacts.as_ref().map(|s| &s.common),
@@ -556,6 +389,24 @@ impl Blueprint {
             S::Monitoring => self.stages.monitoring.as_ref().map(|s| &s.common),
         };
         common.and_then(|c| c.platform).unwrap_or(self.platform)
+    }
+
+    /// `platforms.<platform>` read as the platform's settings type; `Ok(None)` when the
+    /// section is absent. The platform's published schema has checked it during validation.
+    pub fn platform_settings<T: serde::de::DeserializeOwned>(&self, platform: PlatformId) -> Result<Option<T>, String> {
+        match self.platforms.get(platform.as_str()) {
+            None => Ok(None),
+            Some(v) => serde_json::from_value(v.clone()).map(Some).map_err(|e| format!("platforms.{platform}: {e}")),
+        }
+    }
+
+    /// Every platform the blueprint uses: its own and each declared stage's, sorted.
+    pub fn platforms_used(&self) -> Vec<PlatformId> {
+        let mut used: Vec<PlatformId> = self.declared_stages().into_iter().map(|s| self.stage_platform(s)).collect();
+        used.push(self.platform);
+        used.sort();
+        used.dedup();
+        used
     }
 
     /// The stages the blueprint declares, in lifecycle order.

@@ -1,35 +1,113 @@
 //! The published JSON Schema and the first validation pass: raw tree against the schema, with
 //! every error mapped back to its source span and worded for a person.
-
-use std::sync::OnceLock;
+//!
+//! The schema is generated from the typed model, then completed from the platform registry:
+//! the platform names it knows, each platform's `platforms.<id>` settings schema and each state
+//! backend's fields. So `galley schema`, the validator and the typed model never disagree, and a
+//! new platform adds its own settings without touching this crate.
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::ValidationError;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::diag::Diagnostic;
-use crate::model::Blueprint;
+use crate::model::{Backend, Blueprint};
+use crate::platform::PlatformRegistry;
 use crate::span::{Node, NodeValue, PathSeg, did_you_mean, dotted};
 
-/// What `galley schema` prints: the JSON Schema of [`Blueprint`].
-pub fn json_schema() -> Value {
-    cached_schema().clone()
+/// The blueprint schema for one registry, compiled once.
+pub struct CompiledSchema {
+    value: Value,
+    validator: Option<jsonschema::Validator>,
 }
 
-fn cached_schema() -> &'static Value {
-    static SCHEMA: OnceLock<Value> = OnceLock::new();
-    SCHEMA.get_or_init(|| schemars::schema_for!(Blueprint).to_value())
+impl CompiledSchema {
+    pub fn new(registry: &PlatformRegistry) -> CompiledSchema {
+        let value = compose(registry);
+        let validator = jsonschema::validator_for(&value).ok();
+        CompiledSchema { value, validator }
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
 }
 
-fn validator() -> Option<&'static jsonschema::Validator> {
-    static VALIDATOR: OnceLock<Option<jsonschema::Validator>> = OnceLock::new();
-    VALIDATOR.get_or_init(|| jsonschema::validator_for(cached_schema()).ok()).as_ref()
+/// What `galley schema` prints: the JSON Schema of [`Blueprint`] for the platforms `registry`
+/// knows.
+pub fn json_schema(registry: &PlatformRegistry) -> Value {
+    registry.schema().value().clone()
 }
 
+fn compose(registry: &PlatformRegistry) -> Value {
+    let mut schema = schemars::schema_for!(Blueprint).to_value();
+    let names: Vec<&str> = registry.names();
+    schema["$defs"]["PlatformId"] = json!({
+        "type": "string",
+        "enum": names,
+        "description": "A platform this galley knows (`galley platforms` lists them).",
+    });
+    let mut settings = serde_json::Map::new();
+    for rules in registry.all() {
+        let mut section = rules.settings_schema().unwrap_or_else(|| json!({"type": "object", "additionalProperties": false}));
+        hoist_defs(&mut schema, &mut section);
+        settings.insert(rules.id().to_string(), section);
+    }
+    schema["properties"]["platforms"] = json!({
+        "description": "Per-platform settings, `platforms.<platform>`; each platform defines its own.",
+        "type": "object",
+        "properties": settings,
+        "additionalProperties": false,
+    });
+    let mut backends = vec![backend_branch(Backend::LOCAL, &json!({
+        "type": "object",
+        "properties": {"path": {"type": "string", "description": "The state file, relative to the blueprint (default `.galley/state.json`)."}},
+    }))];
+    for rules in registry.all() {
+        for b in rules.state_backends() {
+            let mut fields = b.schema.clone();
+            hoist_defs(&mut schema, &mut fields);
+            backends.push(backend_branch(b.kind, &fields));
+        }
+    }
+    let backend = json!({
+        "description": "Where Galley keeps its state: `type: local` (a file) or a backend a platform offers.",
+        "oneOf": backends,
+    });
+    // `backend` is optional: schemars wrote `anyOf [Backend, null]` or a `$ref`.
+    schema["properties"]["backend"] = json!({"anyOf": [backend, {"type": "null"}]});
+    if let Some(defs) = schema.get_mut("$defs").and_then(Value::as_object_mut) {
+        defs.remove("Backend");
+    }
+    schema
+}
+
+/// One `oneOf` branch: the backend's fields plus its `type` tag, nothing else.
+fn backend_branch(kind: &str, fields: &Value) -> Value {
+    let mut properties = fields.get("properties").cloned().unwrap_or_else(|| json!({}));
+    properties["type"] = json!({"type": "string", "const": kind});
+    let mut required = vec![json!("type")];
+    if let Some(r) = fields.get("required").and_then(Value::as_array) {
+        required.extend(r.iter().cloned());
+    }
+    json!({"type": "object", "properties": properties, "required": required, "additionalProperties": false})
+}
+
+/// Moves a platform schema's own `$defs` into the blueprint schema's (names prefixed so two
+/// platforms never collide) and drops its `$schema`, so it can sit inside the blueprint schema.
+fn hoist_defs(root: &mut Value, part: &mut Value) {
+    if let Some(obj) = part.as_object_mut() {
+        obj.remove("$schema");
+        if let Some(Value::Object(defs)) = obj.remove("$defs") {
+            for (name, def) in defs {
+                root["$defs"][name] = def;
+            }
+        }
+    }
+}
 /// The subschemas that describe the value at `path`, following `$ref`, `anyOf`, `oneOf`,
 /// `allOf`, `properties`, `additionalProperties` and `items`.
-fn schemas_at(path: &[PathSeg]) -> Vec<&'static Value> {
-    let root = cached_schema();
+fn schemas_at<'a>(root: &'a Value, path: &[PathSeg]) -> Vec<&'a Value> {
     let mut current = expand(root, vec![root]);
     for seg in path {
         let mut next = Vec::new();
@@ -50,7 +128,7 @@ fn schemas_at(path: &[PathSeg]) -> Vec<&'static Value> {
     current
 }
 
-fn expand(root: &'static Value, schemas: Vec<&'static Value>) -> Vec<&'static Value> {
+fn expand<'a>(root: &'a Value, schemas: Vec<&'a Value>) -> Vec<&'a Value> {
     let mut out = Vec::new();
     let mut todo = schemas;
     let mut budget = 256; // schemars output is finite, but never loop on a self-referencing $ref
@@ -74,9 +152,9 @@ fn expand(root: &'static Value, schemas: Vec<&'static Value>) -> Vec<&'static Va
     out
 }
 
-fn accepted_types(path: &[PathSeg]) -> Vec<&'static str> {
+fn accepted_types<'a>(root: &'a Value, path: &[PathSeg]) -> Vec<&'a str> {
     let mut types = Vec::new();
-    for s in schemas_at(path) {
+    for s in schemas_at(root, path) {
         match s.get("type") {
             Some(Value::String(t)) => types.push(t.as_str()),
             Some(Value::Array(ts)) => types.extend(ts.iter().filter_map(Value::as_str)),
@@ -89,8 +167,8 @@ fn accepted_types(path: &[PathSeg]) -> Vec<&'static str> {
     types
 }
 
-fn known_properties(path: &[PathSeg]) -> Vec<&'static str> {
-    let mut names: Vec<&str> = schemas_at(path)
+fn known_properties<'a>(root: &'a Value, path: &[PathSeg]) -> Vec<&'a str> {
+    let mut names: Vec<&str> = schemas_at(root, path)
         .into_iter()
         .filter_map(|s| s.get("properties").and_then(Value::as_object))
         .flat_map(|p| p.keys().map(String::as_str))
@@ -101,9 +179,9 @@ fn known_properties(path: &[PathSeg]) -> Vec<&'static str> {
 
 /// Gives substituted values the type the schema wants at their place: `port: ${var.port}` with
 /// `--var port=8080` is the number 8080, `name: ${var.n}` with `n: 7` is the string "7".
-pub fn coerce_substituted(node: &mut Node, path: &mut Vec<PathSeg>) {
+pub fn coerce_substituted(schema: &CompiledSchema, node: &mut Node, path: &mut Vec<PathSeg>) {
     if node.substituted {
-        let types = accepted_types(path);
+        let types = accepted_types(&schema.value, path);
         let wants = |t: &str| types.contains(&t);
         let replacement = match &node.value {
             NodeValue::Str(s) if !wants("string") => {
@@ -130,14 +208,14 @@ pub fn coerce_substituted(node: &mut Node, path: &mut Vec<PathSeg>) {
         NodeValue::Seq(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 path.push(PathSeg::Index(i));
-                coerce_substituted(item, path);
+                coerce_substituted(schema, item, path);
                 path.pop();
             }
         }
         NodeValue::Map(entries) => {
             for (k, v) in entries.iter_mut() {
                 path.push(PathSeg::Key(k.clone()));
-                coerce_substituted(v, path);
+                coerce_substituted(schema, v, path);
                 path.pop();
             }
         }
@@ -146,13 +224,13 @@ pub fn coerce_substituted(node: &mut Node, path: &mut Vec<PathSeg>) {
 }
 
 /// Validates the tree against the schema; one diagnostic per problem, each at its span.
-pub fn validate(root: &Node, json: &Value) -> Vec<Diagnostic> {
-    let Some(validator) = validator() else {
+pub fn validate(schema: &CompiledSchema, root: &Node, json: &Value) -> Vec<Diagnostic> {
+    let Some(validator) = &schema.validator else {
         return vec![Diagnostic::error(crate::span::Span::start(), "", "internal error: the blueprint schema does not compile")];
     };
     let mut out = Vec::new();
     for error in validator.iter_errors(json) {
-        describe(root, &error, &mut out);
+        describe(&schema.value, root, &error, &mut out);
     }
     out
 }
@@ -205,7 +283,7 @@ fn type_name(t: &str) -> &'static str {
     }
 }
 
-fn describe(root: &Node, error: &ValidationError<'_>, out: &mut Vec<Diagnostic>) {
+fn describe(schema: &Value, root: &Node, error: &ValidationError<'_>, out: &mut Vec<Diagnostic>) {
     let path = instance_path(root, error);
     let span = root.locate(&path);
     let here = dotted(&path);
@@ -216,7 +294,7 @@ fn describe(root: &Node, error: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
     };
     match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let known = known_properties(&path);
+            let known = known_properties(schema, &path);
             for name in unexpected {
                 let mut p = path.clone();
                 p.push(PathSeg::Key(name.clone()));
@@ -258,7 +336,7 @@ fn describe(root: &Node, error: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
             out.push(Diagnostic::error(span, here, format!("{field} must be at most {limit}, found {}", error.instance())));
         }
         ValidationErrorKind::AnyOf { context } | ValidationErrorKind::OneOfNotValid { context } => {
-            describe_union(root, &path, context, out);
+            describe_union(schema, root, &path, context, out);
         }
         _ => out.push(Diagnostic::error(span, here, error.to_string())),
     }
@@ -267,7 +345,7 @@ fn describe(root: &Node, error: &ValidationError<'_>, out: &mut Vec<Diagnostic>)
 /// A value that matched no branch of a union (`Option<T>`, the `backend` variants, `VarValue`).
 /// The branch the user evidently meant (right shape, right `type` tag) speaks for itself;
 /// otherwise the message lists what was possible.
-fn describe_union(root: &Node, path: &[PathSeg], context: &[Vec<ValidationError<'static>>], out: &mut Vec<Diagnostic>) {
+fn describe_union(schema: &Value, root: &Node, path: &[PathSeg], context: &[Vec<ValidationError<'static>>], out: &mut Vec<Diagnostic>) {
     let depth = path.len();
     let misses_shape = |errors: &Vec<ValidationError<'static>>| {
         errors.iter().any(|e| {
@@ -281,7 +359,7 @@ fn describe_union(root: &Node, path: &[PathSeg], context: &[Vec<ValidationError<
     let candidates: Vec<&Vec<ValidationError<'static>>> = context.iter().filter(|b| !misses_shape(b)).collect();
     if candidates.len() == 1 {
         for e in candidates[0] {
-            describe(root, e, out);
+            describe(schema, root, e, out);
         }
         return;
     }

@@ -1,18 +1,21 @@
-//! Checks the schema cannot express: naming rules of the target services, cross-stage
-//! requirements, and portability (does the platform a stage runs on support what it asks for).
+//! Checks the schema cannot express: cross-stage requirements, portability (does the platform
+//! a stage runs on support what it asks for), each platform's own rules (bucket and endpoint
+//! names, required settings), all asked of the [`PlatformRegistry`].
 
 use std::net::IpAddr;
 
 use galley_core::capability::{Capabilities, Feature};
 use galley_core::stages::DriftMethod;
-use galley_core::{PlatformKind, Stage};
+use galley_core::Stage;
 
 use crate::diag::Diagnostic;
 use crate::model::*;
+use crate::platform::{PlatformRegistry, native_promotion};
 use crate::span::{Node, dotted, keys};
 
 struct Checker<'a> {
     root: &'a Node,
+    registry: &'a PlatformRegistry,
     out: Vec<Diagnostic>,
 }
 
@@ -23,38 +26,33 @@ impl Checker<'_> {
     }
 }
 
-/// The promotion a registry uses: the blueprint's, else the registry platform's native one
-/// (alias where aliases exist, else approval status, else stages).
-pub fn effective_promotion(bp: &Blueprint) -> Promotion {
-    if let Some(p) = bp.stages.registry.as_ref().and_then(|r| r.promotion) {
-        return p;
-    }
-    native_promotion(bp.stage_platform(Stage::Registry))
+/// The promotion a registry uses: the blueprint's, else the native one of the platform whose
+/// capabilities are `registry_platform` (alias where aliases exist, else approval status).
+pub fn effective_promotion(bp: &Blueprint, registry_platform: &Capabilities) -> Promotion {
+    bp.stages.registry.as_ref().and_then(|r| r.promotion).unwrap_or_else(|| native_promotion(registry_platform))
 }
 
-fn native_promotion(platform: PlatformKind) -> Promotion {
-    let caps = Capabilities::of(platform);
-    if caps.supports(Feature::ModelAliases) {
-        Promotion::Alias
-    } else if caps.supports(Feature::ApprovalStatus) {
-        Promotion::Approval
-    } else {
-        Promotion::Stage
+impl Checker<'_> {
+    /// The declaration of the platform a stage runs on (every used platform is known by now).
+    fn caps(&self, stage: Stage, bp: &Blueprint) -> Capabilities {
+        let p = bp.stage_platform(stage);
+        self.registry.get(p).map(|r| r.capabilities()).unwrap_or_else(|| Capabilities::new(p, &[]))
     }
 }
 
-fn is_reference(s: &str) -> bool {
+/// Whether a value is still a `${stages.…}` reference (resolved at apply time, so not checkable now).
+pub fn is_reference(s: &str) -> bool {
     s.contains("${")
 }
 
-pub fn check(bp: &Blueprint, root: &Node) -> Vec<Diagnostic> {
-    let mut c = Checker { root, out: Vec::new() };
+pub fn check(bp: &Blueprint, root: &Node, registry: &PlatformRegistry) -> Vec<Diagnostic> {
+    let mut c = Checker { root, registry, out: Vec::new() };
     identity(bp, &mut c);
     data(bp, &mut c);
     stages(bp, &mut c);
     dependencies(bp, &mut c);
     portability(bp, &mut c);
-    platform_settings(bp, &mut c);
+    platform_rules(bp, &mut c);
     c.out
 }
 
@@ -102,12 +100,6 @@ fn data(bp: &Blueprint, c: &mut Checker) {
 
 fn stages(bp: &Blueprint, c: &mut Checker) {
     let s = &bp.stages;
-    if let Some(a) = &s.artifacts
-        && !is_reference(&a.bucket)
-        && let Err(why) = check_bucket(&a.bucket)
-    {
-        c.err(&["stages", "artifacts", "bucket"], format!("invalid bucket name `{}`: {why}", a.bucket), Some("bucket names are 3-63 characters of lower-case letters, digits, `-` and `.`, starting and ending with a letter or digit".into()));
-    }
     if let Some(f) = &s.features
         && let Some(ttl) = &f.ttl
         && !valid_duration(ttl)
@@ -122,7 +114,7 @@ fn stages(bp: &Blueprint, c: &mut Checker) {
     }
     if let Some(t) = &s.training {
         // Where managed training is not offered at all, portability says so instead.
-        let managed_here = Capabilities::of(bp.stage_platform(Stage::Training)).supports(Feature::ManagedCompute);
+        let managed_here = c.caps(Stage::Training, bp).supports(Feature::ManagedCompute);
         if t.compute == Compute::Managed && t.image.is_none() && managed_here {
             c.err(&["stages", "training", "compute"], "`compute: managed` runs the training job in a container, but `stages.training.image` is not set", Some("set `image:` to an image that follows SageMaker's training contract, such as one built from Galley's Dockerfile (`galley container train`), or use `compute: local`".into()));
         }
@@ -157,9 +149,6 @@ fn stages(bp: &Blueprint, c: &mut Checker) {
         }
     }
     if let Some(sv) = &s.serving {
-        if !is_reference(&sv.endpoint) && !valid_endpoint(&sv.endpoint) {
-            c.err(&["stages", "serving", "endpoint"], format!("invalid endpoint name `{}`: use 1-63 letters, digits and `-`, starting and ending with a letter or digit", sv.endpoint), None);
-        }
         if let Some(t) = &sv.traffic {
             match (t.strategy, t.percent) {
                 (Strategy::Canary, None) => c.err(&["stages", "serving", "traffic"], "a canary needs `percent`: the new version's share of traffic, 1-99", None),
@@ -255,24 +244,18 @@ fn portability(bp: &Blueprint, c: &mut Checker) {
         }
     }
     if let Some(r) = &s.registry {
-        let platform = bp.stage_platform(Stage::Registry);
-        if let Some(p) = r.promotion {
-            let (feature, name) = match p {
-                Promotion::Alias => (Feature::ModelAliases, "alias"),
-                Promotion::Approval => (Feature::ApprovalStatus, "approval"),
-                Promotion::Stage => (Feature::ModelStages, "stage"),
-            };
-            let native = native_promotion(platform);
-            let alt = (native != p).then(|| {
-                let what = match (platform, native) {
-                    (PlatformKind::Aws, Promotion::Approval) => " (SageMaker's ModelApprovalStatus)",
-                    (PlatformKind::Azure, Promotion::Stage) => " (Azure ML model stages)",
-                    _ => "",
-                };
-                format!("use `promotion: {}`{what}", promotion_name(native))
-            });
-            asks.push((Stage::Registry, feature, vec!["stages", "registry", "promotion"], format!("promotion: {name}"), alt));
-        }
+        let caps = c.caps(Stage::Registry, bp);
+        let native = native_promotion(&caps);
+        let asked = r.promotion.unwrap_or(native);
+        let (feature, name) = match asked {
+            Promotion::Alias => (Feature::ModelAliases, "alias"),
+            Promotion::Approval => (Feature::ApprovalStatus, "approval"),
+            Promotion::Stage => (Feature::ModelStages, "stage"),
+        };
+        let alt = (native != asked && caps.supports(promotion_feature(native))).then(|| format!("use `promotion: {}`", promotion_name(native)));
+        // Without `promotion:` the path is the registry stage itself: its platform has no way to promote.
+        let path = if r.promotion.is_some() { vec!["stages", "registry", "promotion"] } else { vec!["stages", "registry"] };
+        asks.push((Stage::Registry, feature, path, format!("promotion: {name}"), alt));
     }
     if let Some(sv) = &s.serving {
         if sv.traffic.as_ref().is_some_and(|t| t.strategy == Strategy::Canary) {
@@ -296,10 +279,10 @@ fn portability(bp: &Blueprint, c: &mut Checker) {
 
     for (stage, feature, path, field, alternative) in asks {
         let platform = bp.stage_platform(stage);
-        if Capabilities::of(platform).supports(feature) {
+        if c.caps(stage, bp).supports(feature) {
             continue;
         }
-        let others: Vec<String> = Capabilities::platforms_supporting(feature).iter().map(|p| p.to_string()).collect();
+        let others: Vec<String> = c.registry.platforms_supporting(feature).iter().map(|p| p.to_string()).collect();
         let elsewhere = if others.is_empty() {
             "no platform supports it yet".to_string()
         } else {
@@ -313,23 +296,33 @@ fn portability(bp: &Blueprint, c: &mut Checker) {
     }
 }
 
-fn platform_settings(bp: &Blueprint, c: &mut Checker) {
-    let mut used: Vec<PlatformKind> = bp.declared_stages().into_iter().map(|s| bp.stage_platform(s)).collect();
-    used.push(bp.platform);
-    used.sort();
-    used.dedup();
-    let p = &bp.platforms;
-    for platform in used {
-        let missing = match platform {
-            PlatformKind::Aws if p.aws.is_none() => Some("platforms.aws.region"),
-            PlatformKind::Gcp if p.gcp.is_none() => Some("platforms.gcp.project and platforms.gcp.location"),
-            PlatformKind::Azure if p.azure.is_none() => Some("platforms.azure.subscription, resource_group and workspace"),
-            _ => None,
-        };
-        if let Some(what) = missing {
-            let at: &[&str] = if c.root.get("platforms").is_some() { &["platforms"] } else { &["platform"] };
-            c.err(at, format!("platform `{platform}` is used but {what} is not set"), Some(format!("add a `platforms.{platform}` section")));
+/// Each used platform's required settings and its own rules, for the stages it runs.
+fn platform_rules(bp: &Blueprint, c: &mut Checker) {
+    for platform in bp.platforms_used() {
+        let Some(rules) = c.registry.get(platform).cloned() else { continue };
+        let section_missing = !bp.platforms.contains_key(platform.as_str());
+        if let Some(schema) = rules.settings_schema().filter(|_| section_missing) {
+            let required: Vec<&str> =
+                schema.get("required").and_then(|r| r.as_array()).into_iter().flatten().filter_map(|v| v.as_str()).collect();
+            if !required.is_empty() {
+                let fields: Vec<String> = required.iter().map(|f| format!("platforms.{platform}.{f}")).collect();
+                let at: &[&str] = if c.root.get("platforms").is_some() { &["platforms"] } else { &["platform"] };
+                c.err(at, format!("platform `{platform}` is used but {} is not set", fields.join(", ")), Some(format!("add a `platforms.{platform}` section")));
+            }
         }
+        let stages: Vec<Stage> = bp.declared_stages().into_iter().filter(|s| bp.stage_platform(*s) == platform).collect();
+        for f in rules.check(bp, &stages) {
+            let path: Vec<&str> = f.path.iter().map(String::as_str).collect();
+            c.err(&path, f.message, f.hint);
+        }
+    }
+}
+
+fn promotion_feature(p: Promotion) -> Feature {
+    match p {
+        Promotion::Alias => Feature::ModelAliases,
+        Promotion::Approval => Feature::ApprovalStatus,
+        Promotion::Stage => Feature::ModelStages,
     }
 }
 
@@ -354,39 +347,6 @@ fn task_name(t: Task) -> &'static str {
         Task::Classification => "classification",
         Task::Regression => "regression",
     }
-}
-
-/// S3's bucket naming rules (the strictest of the three clouds).
-pub fn check_bucket(name: &str) -> Result<(), String> {
-    let b = name.as_bytes();
-    if !(3..=63).contains(&b.len()) {
-        return Err(format!("must be 3-63 characters long, is {}", b.len()));
-    }
-    if let Some(ch) = name.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-' || *c == '.')) {
-        return Err(format!("`{ch}` is not allowed; use lower-case letters, digits, `-` and `.`"));
-    }
-    if !b[0].is_ascii_alphanumeric() || !b[b.len() - 1].is_ascii_alphanumeric() {
-        return Err("must start and end with a letter or digit".into());
-    }
-    if name.contains("..") {
-        return Err("must not contain `..`".into());
-    }
-    if name.parse::<std::net::Ipv4Addr>().is_ok() {
-        return Err("must not look like an IP address".into());
-    }
-    if name.starts_with("xn--") || name.ends_with("-s3alias") {
-        return Err("the prefix `xn--` and suffix `-s3alias` are reserved".into());
-    }
-    Ok(())
-}
-
-/// SageMaker's endpoint name pattern `^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}`.
-pub fn valid_endpoint(name: &str) -> bool {
-    let b = name.as_bytes();
-    (1..=63).contains(&b.len())
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
-        && b[0].is_ascii_alphanumeric()
-        && b[b.len() - 1].is_ascii_alphanumeric()
 }
 
 fn valid_duration(s: &str) -> bool {
@@ -473,21 +433,4 @@ mod tests {
         assert_eq!(check_cron("@daily"), Err("expected 5 fields, found 1".into()));
     }
 
-    #[test]
-    fn s3_bucket_rules() {
-        assert!(check_bucket("acme-ml-artifacts").is_ok());
-        assert!(check_bucket("a.b-c1").is_ok());
-        for bad in ["ab", "-abc", "abc-", "a..b", "192.168.1.1", "ABC", "a_b", "xn--abc", &"a".repeat(64)] {
-            assert!(check_bucket(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn sagemaker_endpoint_rules() {
-        assert!(valid_endpoint("wine-quality-2"));
-        assert!(valid_endpoint("W1"));
-        for bad in ["", "-a", "a-", "a_b", "a.b", &"a".repeat(64)] {
-            assert!(!valid_endpoint(bad), "{bad}");
-        }
-    }
 }

@@ -1,6 +1,9 @@
 //! Broken blueprints: each gives a diagnostic at the exact line and column, with the exact
 //! message. The fixtures live in /tests/blueprints/bad, one mistake each.
 
+mod common;
+
+use common::registry;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -11,7 +14,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn diagnostics(name: &str, opts: &LoadOptions) -> Diagnostics {
-    match load_file(&fixture(name), opts) {
+    match load_file(&fixture(name), opts, &registry()) {
         Ok(_) => panic!("{name} should not validate"),
         Err(d) => d,
     }
@@ -31,8 +34,8 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
     ("wrong_type.yaml", 14, 11, "stages.serving.port", "expected a whole number for `port`, found a string"),
     ("missing_required.yaml", 9, 3, "stages.artifacts.bucket", "missing required field `bucket` in `stages.artifacts`"),
     ("bad_enum.yaml", 11, 16, "stages.registry.promotion", "unknown value `alais` for `promotion`; expected one of alias, approval, stage"),
-    ("bad_platform.yaml", 3, 11, "platform", "unknown value `awz` for `platform`; expected one of local, onprem, aws, gcp, azure"),
-    ("bad_backend_type.yaml", 10, 9, "backend.type", "unknown `type` `s4` in `backend`; expected one of local, s3, gcs, azblob"),
+    ("bad_platform.yaml", 3, 11, "platform", "unknown value `awz` for `platform`; expected one of aws, local"),
+    ("bad_backend_type.yaml", 10, 9, "backend.type", "unknown `type` `s4` in `backend`; expected one of local, s3"),
     ("undefined_var.yaml", 10, 11, "stages.experiments.name", "undefined variable `experiment` in `${var.experiment}`"),
     ("undefined_env.yaml", 10, 11, "stages.experiments.name", "environment variable `GALLEY_TEST_SURELY_UNSET_VARIABLE` is not set (`${env.GALLEY_TEST_SURELY_UNSET_VARIABLE}`)"),
     ("unterminated_substitution.yaml", 10, 11, "stages.experiments.name", "unterminated `${` in `${var.name`"),
@@ -40,14 +43,14 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
     ("unknown_ref_output.yaml", 14, 12, "stages.serving.model", "stage `registry` has no output `modle`; it has model, model_id"),
     ("ref_cycle.yaml", 10, 12, "stages.registry.model", "reference cycle: registry → serving → registry"),
     ("aws_alias.yaml", 12, 16, "stages.registry.promotion", "platform `aws` cannot honour model aliases (champion, challenger) (stages.registry.promotion: alias)"),
-    ("onprem_canary.yaml", 15, 25, "stages.serving.traffic.strategy", "platform `onprem` cannot honour traffic split between model versions (canary) (stages.serving.traffic.strategy: canary)"),
+    ("aws_autoscaling.yaml", 17, 5, "stages.serving.autoscaling", "platform `aws` cannot honour endpoint autoscaling (stages.serving.autoscaling)"),
     ("local_managed_compute.yaml", 9, 14, "stages.training.compute", "platform `local` cannot honour managed training jobs (stages.training.compute: managed)"),
     ("managed_without_image.yaml", 10, 14, "stages.training.compute", "`compute: managed` runs the training job in a container, but `stages.training.image` is not set"),
     ("max_runtime_local.yaml", 9, 18, "stages.training.max_runtime", "`max_runtime` bounds a managed training job, and this training runs in galley's process (`compute: local`)"),
     ("bad_max_runtime.yaml", 12, 18, "stages.training.max_runtime", "invalid max_runtime `two hours`: expected a number and a unit, such as `2h` or `90m`"),
     ("aws_missing_region.yaml", 3, 11, "platform", "platform `aws` is used but platforms.aws.region is not set"),
-    ("bad_bucket.yaml", 10, 13, "stages.artifacts.bucket", "invalid bucket name `My_Bucket`: `M` is not allowed; use lower-case letters, digits, `-` and `.`"),
-    ("bad_endpoint.yaml", 13, 15, "stages.serving.endpoint", "invalid endpoint name `wine_api`: use 1-63 letters, digits and `-`, starting and ending with a letter or digit"),
+    ("bad_bucket.yaml", 11, 13, "stages.artifacts.bucket", "invalid S3 bucket name `My_Bucket`: `M` is not allowed; use lower-case letters, digits, `-` and `.`"),
+    ("bad_endpoint.yaml", 13, 15, "stages.serving.endpoint", "invalid endpoint name `wine_api`: use 1-63 letters, digits and `-`, not starting with `-`"),
     ("bad_cron.yaml", 11, 15, "stages.pipeline.schedule", "invalid schedule `0 3 * *`: expected 5 fields, found 4"),
     ("canary_zero.yaml", 14, 42, "stages.serving.traffic.percent", "canary percent must be between 1 and 99, found 0"),
     ("bind_without_auth.yaml", 14, 11, "stages.serving.bind", "serving binds `0.0.0.0`, which other machines can reach, without authentication"),
@@ -93,7 +96,7 @@ fn hints_carry_did_you_mean_and_alternatives() {
     assert_eq!(hint("unknown_ref_output.yaml"), "did you mean `model`?");
     assert_eq!(
         hint("aws_alias.yaml"),
-        "use `promotion: approval` (SageMaker's ModelApprovalStatus), or run the registry stage on a platform that supports it (`stages.registry.platform`): local, onprem, gcp"
+        "use `promotion: approval`, or run the registry stage on a platform that supports it (`stages.registry.platform`): local"
     );
     assert_eq!(hint("tabs.yaml"), "configure your editor to insert spaces in YAML files");
 }
@@ -117,9 +120,9 @@ fn unknown_environment_lists_the_defined_ones() {
     assert_eq!(d.message, "unknown environment `prdo`; defined: prod, staging");
     assert_eq!(d.hint.as_deref(), Some("did you mean `prod`?"));
     // The same file validates without `--env` and with a defined one.
-    assert!(load_file(&fixture("bad/unknown_environment.yaml"), &LoadOptions::default()).is_ok());
+    assert!(load_file(&fixture("bad/unknown_environment.yaml"), &LoadOptions::default(), &registry()).is_ok());
     let prod = LoadOptions { env: Some("prod".into()), ..Default::default() };
-    assert_eq!(load_file(&fixture("bad/unknown_environment.yaml"), &prod).unwrap().blueprint.name, "wine-prod");
+    assert_eq!(load_file(&fixture("bad/unknown_environment.yaml"), &prod, &registry()).unwrap().blueprint.name, "wine-prod");
 }
 
 #[test]
@@ -160,11 +163,11 @@ fn oversized_input_is_refused_before_parsing() {
         text.push_str(line);
     }
     std::fs::write(&path, &text).unwrap();
-    let ds = load_file(&path, &LoadOptions::default()).unwrap_err();
+    let ds = load_file(&path, &LoadOptions::default(), &registry()).unwrap_err();
     let d = &ds.items()[0];
     assert_eq!((d.line, d.column), (1, 1));
     assert_eq!(d.message, format!("the blueprint is 50.0 MiB ({} bytes); the limit is 8 MiB", text.len()));
-    let ds = load_str("huge.yaml", &text, &LoadOptions::default()).unwrap_err();
+    let ds = load_str("huge.yaml", &text, &LoadOptions::default(), &registry()).unwrap_err();
     assert!(ds.items()[0].message.ends_with("the limit is 8 MiB"));
 }
 
@@ -173,7 +176,7 @@ fn non_utf8_is_located_at_the_first_bad_byte() {
     let mut bytes = b"apiVersion: galley/v1\nname: caf".to_vec();
     bytes.push(0xe9); // Latin-1 'é'
     bytes.extend_from_slice(b"\n");
-    let ds = load_bytes("latin1.yaml", &bytes, &LoadOptions::default()).unwrap_err();
+    let ds = load_bytes("latin1.yaml", &bytes, &LoadOptions::default(), &registry()).unwrap_err();
     let d = &ds.items()[0];
     assert_eq!((d.line, d.column), (2, 10));
     assert_eq!(d.message, "the blueprint is not valid UTF-8: byte 0xe9 at line 2, column 10");
@@ -186,7 +189,7 @@ fn deep_nesting_stops_at_the_limit() {
         ("block", (0..200).map(|i| format!("{}k{i}:\n", " ".repeat(i))).collect::<String>()),
         ("flow-unclosed", "{a: ".repeat(10_000)),
     ] {
-        let ds = load_str(name, &text, &LoadOptions::default()).unwrap_err();
+        let ds = load_str(name, &text, &LoadOptions::default(), &registry()).unwrap_err();
         let d = &ds.items()[0];
         assert_eq!(d.message, "the blueprint nests deeper than 64 levels", "{name}");
         assert!(d.line >= 1 && d.column >= 1);
@@ -200,7 +203,7 @@ fn billion_laughs_is_refused_not_expanded() {
         let refs = vec![format!("*a{}", i - 1); 9].join(", ");
         text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
     }
-    let ds = load_str("laughs.yaml", &text, &LoadOptions::default()).unwrap_err();
+    let ds = load_str("laughs.yaml", &text, &LoadOptions::default(), &registry()).unwrap_err();
     let d = &ds.items()[0];
     assert_eq!((d.line, d.column), (2, 10));
     assert_eq!(d.message, "YAML aliases (`*name`) are not supported in blueprints");
@@ -229,7 +232,7 @@ stages:
 fn vars_come_from_file_env_and_overrides_and_keep_number_types() {
     let env: BTreeMap<String, String> = [("GALLEY_VAR_endpoint".to_string(), "from-env".to_string()), ("GALLEY_VAR_port".to_string(), "9000".to_string())].into();
     let opts = LoadOptions { vars: [("port".to_string(), "8080".to_string())].into(), ..Default::default() };
-    let loaded = load_str_with_env("vars.yaml", MINIMAL, &opts, &env).unwrap_or_else(|d| panic!("{}", d.render(false)));
+    let loaded = load_str_with_env("vars.yaml", MINIMAL, &opts, &registry(), &env).unwrap_or_else(|d| panic!("{}", d.render(false)));
     let serving = loaded.blueprint.stages.serving.unwrap();
     assert_eq!(serving.endpoint, "from-env");
     assert_eq!(serving.port, Some(8080), "--var wins over GALLEY_VAR_");
@@ -237,7 +240,7 @@ fn vars_come_from_file_env_and_overrides_and_keep_number_types() {
 
     // A var that is not a number where a number is needed is a located type error.
     let bad = LoadOptions { vars: [("port".to_string(), "http".to_string()), ("endpoint".to_string(), "e".to_string())].into(), ..Default::default() };
-    let ds = load_str_with_env("vars.yaml", MINIMAL, &bad, &BTreeMap::new()).unwrap_err();
+    let ds = load_str_with_env("vars.yaml", MINIMAL, &bad, &registry(), &BTreeMap::new()).unwrap_err();
     let d = &ds.items()[0];
     assert_eq!((d.line, d.column, d.path.as_str()), (16, 11, "stages.serving.port"));
     assert_eq!(d.message, "expected a whole number for `port`, found a string");
@@ -250,7 +253,7 @@ fn env_substitution_defaults_and_escapes() {
         .replace("model: wine", "model: \"$${literal}-${env.GALLEY_TEST_MODEL}\"");
     let env: BTreeMap<String, String> = [("GALLEY_TEST_MODEL".to_string(), "m1".to_string())].into();
     let opts = LoadOptions { vars: [("port".to_string(), "1".to_string())].into(), ..Default::default() };
-    let bp = load_str_with_env("env.yaml", &text, &opts, &env).unwrap_or_else(|d| panic!("{}", d.render(false))).blueprint;
+    let bp = load_str_with_env("env.yaml", &text, &opts, &registry(), &env).unwrap_or_else(|d| panic!("{}", d.render(false))).blueprint;
     assert_eq!(bp.stages.serving.unwrap().endpoint, "fallback");
     assert_eq!(bp.stages.registry.unwrap().model, "${literal}-m1");
 }
@@ -258,9 +261,22 @@ fn env_substitution_defaults_and_escapes() {
 #[test]
 fn platform_override_is_checked_for_portability() {
     let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../blueprints/quickstart.yaml"));
-    let opts = LoadOptions { platform: Some(galley_blueprint::PlatformKind::Onprem), ..Default::default() };
-    let ds = load_file(&path, &opts).unwrap_err();
+    let opts = LoadOptions { platform: Some(galley_blueprint::PlatformId::from_static("aws")), ..Default::default() };
+    let ds = load_file(&path, &opts, &registry()).unwrap_err();
     let messages: Vec<&str> = ds.items().iter().map(|d| d.message.as_str()).collect();
-    assert!(messages.contains(&"platform `onprem` cannot honour traffic split between model versions (canary) (stages.serving.traffic.strategy: canary)"), "{messages:?}");
-    assert!(messages.contains(&"platform `onprem` cannot honour caching of unchanged pipeline steps (stages.pipeline.cache: true)"), "{messages:?}");
+    assert!(messages.contains(&"platform `aws` cannot honour retraining on drift (stages.pipeline.retrain_on: drift)"), "{messages:?}");
+    assert!(messages.contains(&"platform `aws` cannot honour an online feature store (stages.features.online: true)"), "{messages:?}");
+    assert!(messages.contains(&"platform `aws` is used but platforms.aws.region is not set"), "{messages:?}");
+}
+
+#[test]
+fn a_platform_galley_does_not_know_is_named_with_the_ones_it_does() {
+    let text = "apiVersion: galley/v1\nname: w\nplatform: gcp\ndata: {source: builtin:iris, target: species}\nstages: {}\n";
+    let ds = load_str("gcp.yaml", text, &LoadOptions::default(), &registry()).unwrap_err();
+    assert_eq!(ds.items()[0].message, "unknown value `gcp` for `platform`; expected one of aws, local");
+    // A platform only this test registers is validated by its own rules like any other.
+    let toy = registry().with(galley_toy::rules());
+    let ds = load_str("toy.yaml", &text.replace("gcp", "toy").replace("stages: {}", "stages: {artifacts: {bucket: wine}}"), &LoadOptions::default(), &toy).unwrap_err();
+    assert_eq!(ds.items()[0].message, "toy buckets start with `toy-`, `wine` does not");
+    assert!(load_str("toy.yaml", &text.replace("gcp", "toy").replace("stages: {}", "stages: {artifacts: {bucket: toy-wine}}"), &LoadOptions::default(), &toy).is_ok());
 }

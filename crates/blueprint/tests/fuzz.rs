@@ -1,6 +1,9 @@
 //! Property tests: whatever the input, the loader returns a blueprint or diagnostics located
 //! inside the file; it never panics.
 
+mod common;
+
+use common::registry;
 use galley_blueprint::{Diagnostics, LoadOptions, load_bytes, load_str};
 use proptest::prelude::*;
 
@@ -60,18 +63,18 @@ proptest! {
 
     #[test]
     fn arbitrary_text_never_panics(s in "\\PC{0,400}") {
-        assert_located(&s, load_str("fuzz.yaml", &s, &LoadOptions::default()));
+        assert_located(&s, load_str("fuzz.yaml", &s, &LoadOptions::default(), &registry()));
     }
 
     #[test]
     fn yamlish_text_never_panics(s in "[a-z:{}\\[\\]\\-,&*!|>'\" \n\t#$.0-9]{0,300}") {
-        assert_located(&s, load_str("fuzz.yaml", &s, &LoadOptions::default()));
+        assert_located(&s, load_str("fuzz.yaml", &s, &LoadOptions::default(), &registry()));
     }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
         let shown = String::from_utf8_lossy(&bytes).into_owned();
-        match load_bytes("fuzz.yaml", &bytes, &LoadOptions::default()) {
+        match load_bytes("fuzz.yaml", &bytes, &LoadOptions::default(), &registry()) {
             Ok(_) => {}
             Err(ds) => {
                 for d in ds.items() {
@@ -91,6 +94,6 @@ proptest! {
     ) {
         let base = if which == 0 { QUICKSTART } else { AWS };
         let s = mutate(base, at, edit, &text);
-        assert_located(&s, load_str("mutated.yaml", &s, &LoadOptions::default()));
+        assert_located(&s, load_str("mutated.yaml", &s, &LoadOptions::default(), &registry()));
     }
 }

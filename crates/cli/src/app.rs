@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use galley_blueprint::{LoadOptions, Loaded};
+use galley_blueprint::{Backend, LoadOptions, Loaded};
 use galley_core::StageSet;
 use galley_engine::{Engine, EngineOptions, LocalBackend, ProviderContext, Providers};
 
@@ -15,7 +15,7 @@ pub struct App {
     pub loaded: Loaded,
     pub ctx: ProviderContext,
     pub providers: Providers,
-    /// Where state lives, for messages: a path or `s3://bucket/key`.
+    /// Where state lives, for messages: a path or the backend's own description.
     pub state_path: PathBuf,
     state: StateLocation,
 }
@@ -23,52 +23,58 @@ pub struct App {
 /// The blueprint's `backend`, with `--state` taking precedence.
 enum StateLocation {
     File(PathBuf),
-    #[cfg_attr(not(feature = "aws"), allow(dead_code))]
-    S3 { bucket: String, key: String, region: Option<String> },
+    /// A backend a platform offers (`type: s3`), opened by that platform's provider.
+    Platform(Backend),
 }
 
 impl App {
     pub fn load(args: &BlueprintArgs) -> Result<App, CliError> {
-        let loaded = load_blueprint(args)?;
         let project_dir = project_dir(&args.file);
-        let ctx = ProviderContext { work_dir: project_dir.join(".galley"), project_dir };
-        use galley_blueprint::Backend;
+        let galley_exe = std::env::current_exe().unwrap_or_else(|_| "galley".into());
+        let ctx = ProviderContext { work_dir: project_dir.join(".galley"), project_dir, galley_exe };
+        let providers = crate::platforms::providers(&ctx);
+        let loaded = load_blueprint(args, providers.registry())?;
         let state = match (&args.state, &loaded.blueprint.backend) {
             (Some(p), _) => StateLocation::File(p.clone()),
-            (None, Some(Backend::Local { path: Some(p) })) => StateLocation::File(ctx.project_dir.join(p)),
-            (None, Some(Backend::Local { path: None }) | None) => StateLocation::File(ctx.work_dir.join("state.json")),
-            (None, Some(Backend::S3 { bucket, key, region })) if cfg!(feature = "aws") => {
-                StateLocation::S3 { bucket: bucket.clone(), key: key.clone(), region: region.clone() }
-            }
-            (None, Some(other)) => {
-                return Err(CliError::message(format!(
-                    "the `{}` state backend arrives with its platform and is not built into this galley; \
-                     rebuild with its platform's feature, or pass `--state PATH` to keep state in a local file",
-                    backend_name(other)
-                )));
+            (None, None) => StateLocation::File(ctx.work_dir.join("state.json")),
+            (None, Some(b)) if b.kind == Backend::LOCAL => match b.str("path") {
+                Some(p) => StateLocation::File(ctx.project_dir.join(p)),
+                None => StateLocation::File(ctx.work_dir.join("state.json")),
+            },
+            (None, Some(b)) => {
+                // Validation knows every backend type; the platform offering it must be built in.
+                let (platform, _) = providers.registry().backend(&b.kind).ok_or_else(|| {
+                    CliError::message(format!("state backend `{}` is offered by no platform this galley knows", b.kind))
+                })?;
+                providers.get(platform).map_err(|e| {
+                    CliError::message(format!("the `{}` state backend comes with platform `{platform}`: {}", b.kind, e.message()))
+                })?;
+                StateLocation::Platform(b.clone())
             }
         };
         let state_path = match &state {
             StateLocation::File(p) => p.clone(),
-            StateLocation::S3 { bucket, key, .. } => PathBuf::from(format!("s3://{bucket}/{key}")),
+            StateLocation::Platform(b) => PathBuf::from(describe_backend(b)),
         };
-        Ok(App { providers: crate::platforms::providers(&ctx), loaded, ctx, state_path, state })
+        Ok(App { providers, loaded, ctx, state_path, state })
     }
 
     pub fn engine(&self, opts: EngineOptions) -> Result<Engine, CliError> {
         let backend: Box<dyn galley_engine::StateBackend> = match &self.state {
             StateLocation::File(path) => Box::new(LocalBackend::new(path.clone())),
-            #[cfg(feature = "aws")]
-            StateLocation::S3 { bucket, key, region } => Box::new(galley_aws::S3StateBackend::for_blueprint(
-                &self.loaded.blueprint,
-                bucket,
-                key,
-                region.as_deref(),
-            )?),
-            #[cfg(not(feature = "aws"))]
-            StateLocation::S3 { .. } => unreachable!("refused in App::load without the aws feature"),
+            StateLocation::Platform(b) => {
+                let bp = &self.loaded.blueprint;
+                let opened = self.providers.all().find_map(|p| p.state_backend(b, bp));
+                opened.ok_or_else(|| CliError::message(format!("no built-in platform opens state backend `{}`", b.kind)))??
+            }
         };
         Ok(Engine::for_blueprint(&self.loaded.blueprint, &self.providers, backend, opts)?)
+    }
+
+    /// Whether every resource of the blueprint is in state.
+    pub fn is_applied(&self, engine: &Engine) -> Result<bool, CliError> {
+        let state = engine.state()?;
+        Ok(engine.graph().ordered().all(|s| state.resources.contains_key(&s.address)))
     }
 
     /// Refuses to run against a stack that is not (fully) provisioned: opening the stages would
@@ -92,7 +98,7 @@ impl App {
     pub async fn stages(&self, engine: &Engine) -> Result<StageSet, CliError> {
         let bp = &self.loaded.blueprint;
         let outputs = engine.outputs()?;
-        let mut opened: std::collections::BTreeMap<galley_core::PlatformKind, StageSet> = Default::default();
+        let mut opened: std::collections::BTreeMap<galley_core::PlatformId, StageSet> = Default::default();
         for platform in galley_core::Stage::ALL.iter().map(|s| bp.stage_platform(*s)) {
             if !opened.contains_key(&platform) {
                 let set = self.providers.get(platform)?.open(bp, &outputs).await?;
@@ -122,18 +128,18 @@ impl App {
     }
 }
 
-/// The blueprint as the command line asks for it (`--platform`, `--env`, `--var`), validated.
-pub fn load_blueprint(args: &BlueprintArgs) -> Result<Loaded, CliError> {
+/// The blueprint as the command line asks for it (`--platform`, `--env`, `--var`), validated
+/// against every platform this galley knows.
+pub fn load_blueprint(args: &BlueprintArgs, registry: &galley_blueprint::PlatformRegistry) -> Result<Loaded, CliError> {
     let opts = LoadOptions { platform: args.platform, env: args.env.clone(), vars: args.vars.iter().cloned().collect() };
-    galley_blueprint::load_file(&args.file, &opts).map_err(CliError::Diagnostics)
+    galley_blueprint::load_file(&args.file, &opts, registry).map_err(CliError::Diagnostics)
 }
 
-fn backend_name(b: &galley_blueprint::Backend) -> &'static str {
-    match b {
-        galley_blueprint::Backend::Local { .. } => "local",
-        galley_blueprint::Backend::S3 { .. } => "s3",
-        galley_blueprint::Backend::Gcs { .. } => "gcs",
-        galley_blueprint::Backend::Azblob { .. } => "azblob",
+/// `type: s3` with `bucket` and `key` reads `s3://bucket/key`; other backends show their fields.
+fn describe_backend(b: &Backend) -> String {
+    match (b.str("bucket"), b.str("key")) {
+        (Some(bucket), Some(key)) => format!("{}://{bucket}/{key}", b.kind),
+        _ => format!("{} backend", b.kind),
     }
 }
 

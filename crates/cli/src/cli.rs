@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use galley_core::PlatformKind;
+use galley_core::PlatformId;
 
 #[derive(Parser, Debug)]
 #[command(name = "galley", version, about = "One blueprint, the whole MLOps lifecycle, any platform.")]
@@ -34,7 +34,7 @@ pub struct BlueprintArgs {
     /// Run every stage on this platform instead of the blueprint's `platform`
     /// [default: galley.toml, GALLEY_PLATFORM].
     #[arg(long, value_parser = parse_platform)]
-    pub platform: Option<PlatformKind>,
+    pub platform: Option<PlatformId>,
     /// Apply the named overlay from the blueprint's `environments` [default: galley.toml, GALLEY_ENV].
     #[arg(long)]
     pub env: Option<String>,
@@ -172,11 +172,17 @@ pub enum Command {
     /// files under /opt/ml). The entrypoint of Galley's image; see the Dockerfile.
     #[command(subcommand)]
     Container(ContainerMode),
-    /// Run a local endpoint server (started by `apply`; not for direct use).
-    #[command(name = "__endpoint", hide = true)]
-    Endpoint {
-        #[arg(long)]
-        config: PathBuf,
+    /// List the platforms this galley knows: what each offers, whether it is built in, and
+    /// how to get a build that has it.
+    Platforms,
+    /// Run one of a platform's own processes (a local endpoint's server; started by `apply`,
+    /// not for direct use).
+    #[command(name = "__platform", hide = true)]
+    Platform {
+        #[arg(value_parser = parse_platform)]
+        platform: PlatformId,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -215,7 +221,8 @@ impl Command {
             Command::Schema
             | Command::Completions { .. }
             | Command::ForceUnlock { .. }
-            | Command::Endpoint { .. }
+            | Command::Platforms
+            | Command::Platform { .. }
             | Command::Container(_) => None,
         }
     }
@@ -228,7 +235,7 @@ impl Command {
     }
 
     /// Layers `galley.toml` and `GALLEY_*` settings under what the command line said.
-    pub fn apply_settings(&mut self, settings: &galley_blueprint::settings::Settings) {
+    pub fn apply_settings(&mut self, settings: &crate::settings::Settings) {
         if let Some(bp) = self.blueprint_args_mut() {
             bp.platform = bp.platform.or(settings.platform);
             bp.env = bp.env.take().or_else(|| settings.env.clone());
@@ -240,7 +247,7 @@ impl Command {
     }
 }
 
-fn parse_platform(s: &str) -> Result<PlatformKind, String> {
+fn parse_platform(s: &str) -> Result<PlatformId, String> {
     s.parse()
 }
 

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 
-use galley_blueprint::{Blueprint, Promotion, Strategy};
 use galley_core::stages::{Prediction, RunState};
-use galley_core::{DType, Table, Value};
-use galley_engine::{Engine, EngineOptions, LifecycleAction, Plan};
+use galley_core::Table;
+use galley_engine::{Engine, EngineOptions, Plan};
 use serde_json::json;
 
 use crate::app::App;
 use crate::cli::{ApplyArgs, BlueprintArgs, Cli, Command, ContainerMode, Output};
+use galley_engine::ContainerCommand;
 use crate::error::CliError;
 use crate::render::{print_json, progress};
 
@@ -30,9 +30,10 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Validate(bp) => validate(&ctx, &bp),
         Command::Schema => {
-            print_json(&galley_blueprint::json_schema());
+            print_json(&galley_blueprint::json_schema(&crate::platforms::registry()));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Platforms => platforms(&ctx),
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "galley", &mut std::io::stdout());
@@ -79,65 +80,70 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Predict { bp, data } => predict(&ctx, &bp, &data).await,
-        Command::Endpoint { config } => {
-            galley_local_server(&config).await?;
+        Command::Platform { platform, args } => {
+            let providers = crate::platforms::providers(&process_context());
+            providers.get(platform)?.process(&args).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Container(ContainerMode::Train { root }) => {
-            let model = galley_lifecycle::container::train_in_container(&root)?;
-            say(&ctx, json!({ "ok": true, "model": model }), &format!("wrote {}", model.display()));
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Container(ContainerMode::Serve { root, port, bind }) => {
-            container_server(&root, bind, port).await?;
+        Command::Container(mode) => {
+            let command = match mode {
+                ContainerMode::Train { root } => ContainerCommand::Train { root },
+                ContainerMode::Serve { root, port, bind } => ContainerCommand::Serve { root, bind, port },
+            };
+            let providers = crate::platforms::providers(&process_context());
+            providers.container()?.container(&command).await?;
+            if let ContainerCommand::Train { root } = &command {
+                say(&ctx, json!({ "ok": true, "root": root }), &format!("trained: the model is under {}", root.join("model").display()));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// Serves `<root>/model/model.json` with SageMaker's inference contract. SageMaker signs and
-/// authorises every InvokeEndpoint before a request reaches the container, so the server binds
-/// every interface without a token of its own.
-#[cfg(feature = "local")]
-async fn container_server(root: &std::path::Path, bind: std::net::IpAddr, port: u16) -> Result<(), CliError> {
-    use galley_local::serving::config::{DEFAULT_MAX_BODY_BYTES, ServerConfig, VariantConfig};
-    let model_path = root.join("model").join(galley_lifecycle::container::MODEL_FILE);
-    let bytes = std::fs::read(&model_path)
-        .map_err(|e| CliError::message(format!("cannot read the model at {}: {e}", model_path.display())))?;
-    let model = galley_ml::TrainedModel::from_bytes(&bytes)?;
-    let run_dir = std::env::temp_dir().join(format!("galley-container-{}", std::process::id()));
-    std::fs::create_dir_all(&run_dir).map_err(|e| CliError::message(format!("cannot create {}: {e}", run_dir.display())))?;
-    let config = ServerConfig {
-        endpoint: "container".into(),
-        bind,
-        port,
-        token_env: None,
-        token: None,
-        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        variants: vec![VariantConfig { name: "model".into(), model_path, weight: 1, model: None, version: None }],
-        signature: model.signature().clone(),
-        monitor_dir: None,
-        state_file: run_dir.join("state.json"),
-        platform_authenticated: true,
-    };
-    let path = run_dir.join("endpoint.json");
-    config.write(&path)?;
-    Ok(galley_local::serving::run_server(&path).await?)
+/// The context of a process that reads no blueprint (a platform's own process, the container).
+fn process_context() -> galley_engine::ProviderContext {
+    let here = std::env::current_dir().unwrap_or_else(|_| ".".into());
+    galley_engine::ProviderContext {
+        work_dir: here.join(".galley"),
+        project_dir: here,
+        galley_exe: std::env::current_exe().unwrap_or_else(|_| "galley".into()),
+    }
 }
 
-#[cfg(not(feature = "local"))]
-async fn container_server(_root: &std::path::Path, _bind: std::net::IpAddr, _port: u16) -> Result<(), CliError> {
-    Err(CliError::message("this galley was built without the `local` platform, whose model server `container serve` runs"))
-}
-
-#[cfg(feature = "local")]
-async fn galley_local_server(config: &std::path::Path) -> Result<(), CliError> {
-    Ok(galley_local::serving::run_server(config).await?)
-}
-
-#[cfg(not(feature = "local"))]
-async fn galley_local_server(_config: &std::path::Path) -> Result<(), CliError> {
-    Err(CliError::message("this galley was built without the `local` platform"))
+/// `galley platforms`: every known platform, what it declares, and whether this build runs it.
+fn platforms(ctx: &Ctx) -> Result<ExitCode, CliError> {
+    let providers = crate::platforms::providers(&process_context());
+    let built: Vec<galley_core::PlatformId> = providers.platforms().collect();
+    let rows: Vec<serde_json::Value> = providers
+        .registry()
+        .all()
+        .map(|r| {
+            json!({
+                "platform": r.id(),
+                "built_in": built.contains(&r.id()),
+                "cargo_feature": r.cargo_feature(),
+                "services": r.summary(),
+                "capabilities": r.capabilities().features(),
+                "state_backends": r.state_backends().iter().map(|b| b.kind).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    match ctx.output {
+        Output::Json => print_json(&json!({ "platforms": rows })),
+        Output::Human => {
+            for r in providers.registry().all() {
+                let status = if built.contains(&r.id()) {
+                    "built in".to_owned()
+                } else {
+                    format!("not built in: `cargo install --path crates/cli --features {}`", r.cargo_feature())
+                };
+                println!("{} ({status})\n  {}", r.id(), r.summary());
+                let features: Vec<&str> = r.capabilities().features().iter().map(|f| f.describe()).collect();
+                println!("  declares: {}", if features.is_empty() { "nothing optional".to_owned() } else { features.join("; ") });
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn say(ctx: &Ctx, value: serde_json::Value, human: &str) {
@@ -148,7 +154,7 @@ fn say(ctx: &Ctx, value: serde_json::Value, human: &str) {
 }
 
 fn validate(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
-    let loaded = crate::app::load_blueprint(args)?;
+    let loaded = crate::app::load_blueprint(args, &crate::platforms::registry())?;
     let bp = &loaded.blueprint;
     let stages: Vec<String> = bp.declared_stages().iter().map(|s| format!("{s}@{}", bp.stage_platform(*s))).collect();
     say(
@@ -169,53 +175,19 @@ fn engine_options(a: &ApplyArgs) -> EngineOptions {
     }
 }
 
-/// What `galley run` will do once the resources exist, shown in the same plan. The gate decides
-/// at run time whether the version is registered and promoted; the plan says what follows if
-/// it passes.
-pub fn lifecycle_actions(bp: &Blueprint) -> Vec<LifecycleAction> {
-    let mut actions = Vec::new();
-    if bp.stages.training.is_none() {
-        return actions;
-    }
-    actions.push(LifecycleAction::RunPipeline { pipeline: galley_lifecycle::pipeline_name(bp), parameters: BTreeMap::new() });
-    if let Some(t) = bp.stages.training.as_ref().filter(|t| t.compute == galley_blueprint::Compute::Managed) {
-        actions.push(LifecycleAction::SubmitTrainingJob {
-            platform: bp.stage_platform(galley_core::Stage::Training).to_string(),
-            image: t.image.clone().unwrap_or_default(),
-            instance_type: t.instance_type.clone(),
-            max_runtime: t.max_runtime.clone().unwrap_or_else(|| galley_lifecycle::DEFAULT_MAX_RUNTIME.into()),
-        });
-    }
-    let Some(reg) = &bp.stages.registry else { return actions };
-    actions.push(LifecycleAction::RegisterVersion { model: reg.model.clone() });
-    match galley_blueprint::effective_promotion(bp) {
-        Promotion::Alias => actions.push(LifecycleAction::MoveAlias { model: reg.model.clone(), alias: galley_lifecycle::CHAMPION.into() }),
-        Promotion::Approval => actions.push(LifecycleAction::SetApproval { model: reg.model.clone(), status: "Approved".into() }),
-        Promotion::Stage => {}
-    }
-    if let Some(sv) = &bp.stages.serving {
-        let weights = match &sv.traffic {
-            Some(t) if t.strategy == Strategy::Canary => {
-                let p = t.percent.unwrap_or(10);
-                BTreeMap::from([("candidate".to_owned(), p), ("champion".to_owned(), 100 - p)])
-            }
-            _ => BTreeMap::from([("candidate".to_owned(), 100)]),
-        };
-        actions.push(LifecycleAction::ShiftTraffic { endpoint: sv.endpoint.clone(), weights });
-        if let Some(m) = &bp.stages.monitoring {
-            actions.push(LifecycleAction::AttachMonitor {
-                endpoint: sv.endpoint.clone(),
-                method: format!("{:?}", m.drift.method).to_lowercase(),
-                threshold: m.drift.threshold,
-            });
-        }
-    }
-    actions
-}
-
+/// The plan: resource changes, then what `galley run` will do once they exist, computed by the
+/// lifecycle's own functions over what the stack serves now (nothing yet, before the first apply).
 async fn make_plan(app: &App, engine: &Engine) -> Result<Plan, CliError> {
     let mut plan = engine.plan().await?;
-    plan.lifecycle = lifecycle_actions(&app.loaded.blueprint);
+    let bp = &app.loaded.blueprint;
+    let observed = if app.is_applied(engine)? {
+        let stages = app.stages(engine).await?;
+        galley_lifecycle::Observed::read(bp, &stages).await?
+    } else {
+        galley_lifecycle::Observed::default()
+    };
+    let registry = app.providers.registry().require(bp.stage_platform(galley_core::Stage::Registry)).map_err(CliError::message)?.capabilities();
+    plan.lifecycle = galley_lifecycle::plan_actions(bp, &registry, &observed);
     plan.blueprint_file = Some(std::path::absolute(&app.loaded.path)?);
     plan.seal();
     Ok(plan)
@@ -589,14 +561,10 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
             }
             match &drift {
                 Some(Ok(r)) if r.samples == 0 => println!("monitoring: no inferences recorded yet"),
+                Some(Ok(r)) if !r.enough_data() => println!("monitoring: {}", r.verdict()),
                 Some(Ok(r)) => {
-                    let scores: Vec<String> = r.features.iter().map(|f| format!("{}={:.3}", f.feature, if r.samples > 0 { f.psi } else { 0.0 })).collect();
-                    println!(
-                        "monitoring: {} inferences; {}; PSI {}",
-                        r.samples,
-                        if r.drifted { format!("DRIFT on {}", r.drifted_features().join(", ")) } else { "no drift".into() },
-                        scores.join(" ")
-                    );
+                    let scores: Vec<String> = r.features.iter().filter_map(|f| f.psi.map(|p| format!("{}={p:.3}", f.feature))).collect();
+                    println!("monitoring: {} inferences; {}; PSI {}", r.samples, r.verdict(), scores.join(" "));
                 }
                 Some(Err(e)) => println!("monitoring: {e}"),
                 None => {}
@@ -624,7 +592,8 @@ async fn monitor_report(
     report.transpose()
 }
 
-/// Scores rows given as an MLflow `dataframe_split` or `dataframe_records` body.
+/// Scores rows given in any of MLflow's scoring formats, checked against the endpoint's
+/// signature by the same decoder the model server uses.
 async fn predict(ctx: &Ctx, args: &BlueprintArgs, data: &str) -> Result<ExitCode, CliError> {
     let body = if data == "-" {
         let mut s = String::new();
@@ -633,40 +602,19 @@ async fn predict(ctx: &Ctx, args: &BlueprintArgs, data: &str) -> Result<ExitCode
     } else {
         data.to_owned()
     };
-    let rows = parse_rows(&body)?;
     let app = App::load(args)?;
     let sv = app.loaded.blueprint.stages.serving.as_ref().ok_or_else(|| CliError::message("the blueprint has no serving stage"))?;
     let engine = app.engine(EngineOptions::default())?;
     app.require_applied(&engine)?;
     let stages = app.stages(&engine).await?;
+    let info = stages
+        .serving
+        .describe(&sv.endpoint)
+        .await?
+        .ok_or_else(|| CliError::message(format!("endpoint `{}` is not deployed yet; `galley run` deploys it", sv.endpoint)))?;
+    let rows = galley_server::scoring::decode_table(body.as_bytes(), &info.signature)
+        .map_err(|e| CliError::message(format!("the request does not fit endpoint `{}`: {e}", sv.endpoint)))?;
     let p = stages.serving.invoke(&sv.endpoint, &rows).await?;
     say(ctx, serde_json::to_value(&p)?, &format!("{:?} (variant {})", p.predictions, p.variant));
     Ok(ExitCode::SUCCESS)
-}
-
-fn parse_rows(body: &str) -> Result<Table, CliError> {
-    let v: serde_json::Value = serde_json::from_str(body).map_err(|e| CliError::message(format!("the request is not JSON: {e}")))?;
-    let value = |j: &serde_json::Value| match j {
-        serde_json::Value::Number(n) => n.as_i64().map(Value::Int).unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
-        serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::String(s) => Value::String(s.clone()),
-        _ => Value::Null,
-    };
-    let mut table = Table::default();
-    if let Some(split) = v.get("dataframe_split") {
-        let cols: Vec<String> = serde_json::from_value(split.get("columns").cloned().unwrap_or_default())?;
-        table.columns = cols.into_iter().map(|c| galley_core::table::Column::new(c, DType::Float)).collect();
-        for r in split.get("data").and_then(|d| d.as_array()).into_iter().flatten() {
-            table.rows.push(r.as_array().map(|r| r.iter().map(value).collect()).unwrap_or_default());
-        }
-    } else if let Some(records) = v.get("dataframe_records").and_then(|r| r.as_array()) {
-        let first = records.first().and_then(|r| r.as_object()).ok_or_else(|| CliError::message("`dataframe_records` is empty"))?;
-        table.columns = first.keys().map(|c| galley_core::table::Column::new(c, DType::Float)).collect();
-        for r in records {
-            table.rows.push(table.columns.iter().map(|c| r.get(&c.name).map(value).unwrap_or(Value::Null)).collect());
-        }
-    } else {
-        return Err(CliError::message("expected a `dataframe_split` or `dataframe_records` body"));
-    }
-    Ok(table)
 }

@@ -6,6 +6,7 @@ mod commands;
 mod error;
 mod platforms;
 mod render;
+mod settings;
 mod watch;
 
 use std::process::ExitCode;
@@ -27,7 +28,7 @@ fn main() -> ExitCode {
         .and_then(|bp| bp.file.parent().map(|p| p.to_path_buf()))
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| std::path::PathBuf::from("."));
-    let settings = match galley_blueprint::settings::settings(&project_dir) {
+    let settings = match settings::settings(&project_dir) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("error: {e}");
@@ -36,8 +37,8 @@ fn main() -> ExitCode {
     };
     cli.command.apply_settings(&settings);
     let output = cli.output.unwrap_or(match settings.output {
-        galley_blueprint::settings::OutputFormat::Json => cli::Output::Json,
-        galley_blueprint::settings::OutputFormat::Human => cli::Output::Human,
+        settings::OutputFormat::Json => cli::Output::Json,
+        settings::OutputFormat::Human => cli::Output::Human,
     });
     cli.output = Some(output);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {

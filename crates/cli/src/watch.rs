@@ -1,15 +1,15 @@
 //! `galley watch`: MLOps level 2. Watches the pipeline's triggers — its cron schedule, new data
 //! (the source's content hash changed), drift (the monitor says so) — and runs the lifecycle
-//! when one fires. The trigger logic is the local orchestrator's `Watcher`; this file wires the
-//! lifecycle into it as the data probe, the drift probe and the launcher.
+//! when one fires. The trigger logic is the pipeline platform's
+//! (`Orchestrator::watch_triggers`); this file wires the lifecycle into it as the data probe,
+//! the drift probe and the launcher.
 
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use galley_core::stages::Trigger;
-use galley_core::{PlatformKind, Stage};
+use galley_core::stages::{Probes, Trigger, now_ms};
 use galley_engine::EngineOptions;
 
 use crate::app::App;
@@ -17,7 +17,6 @@ use crate::cli::BlueprintArgs;
 use crate::commands::{Ctx, report_run, sample_prediction};
 use crate::error::CliError;
 
-#[cfg(feature = "local")]
 pub async fn watch(
     ctx: &Ctx,
     args: &BlueprintArgs,
@@ -25,17 +24,8 @@ pub async fn watch(
     max_runs: Option<usize>,
     timeout: Option<Duration>,
 ) -> Result<ExitCode, CliError> {
-    use galley_local::orchestrator::{LocalOrchestrator, Probes, WatchOptions, Watcher};
-
     let app = App::load(args)?;
     let bp = &app.loaded.blueprint;
-    if bp.stage_platform(Stage::Pipeline) != PlatformKind::Local {
-        return Err(CliError::message(format!(
-            "`galley watch` drives pipelines on the local platform; this blueprint's pipeline runs on `{}`, \
-             whose own scheduler runs it",
-            bp.stage_platform(Stage::Pipeline)
-        )));
-    }
     let engine = app.engine(EngineOptions::default())?;
     app.require_applied(&engine)?;
     let stages = app.stages(&engine).await?;
@@ -55,8 +45,6 @@ pub async fn watch(
         }));
     }
 
-    let layout = galley_local::provider::Layout::for_blueprint(bp, &app.ctx);
-    let orchestrator = LocalOrchestrator::open(layout.pipelines())?;
     let runs = Arc::new(AtomicUsize::new(0));
     // The exit code of the last run: a CI job running `watch --max-runs 1` branches on it.
     let last_code = Arc::new(std::sync::atomic::AtomicU8::new(0));
@@ -94,10 +82,7 @@ pub async fn watch(
             }) as futures::future::BoxFuture<'static, galley_core::Result<()>>
         })
     };
-    let options = WatchOptions { poll_interval: interval, ..WatchOptions::default() };
-    let watcher = Watcher::new(orchestrator, &galley_lifecycle::pipeline_name(bp), probes, options)
-        .await?
-        .with_launcher(launch);
+    let watcher = stages.orchestrator.watch_triggers(&galley_lifecycle::pipeline_name(bp), probes, launch).await?;
     eprintln!(
         "watching pipeline `{}` (triggers: {:?}); checking every {}s",
         watcher.pipeline(),
@@ -108,7 +93,7 @@ pub async fn watch(
     let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
     loop {
         // One failed tick (a store briefly unavailable) does not end a long-lived watcher.
-        match watcher.tick(chrono::Utc::now()).await {
+        match watcher.tick(now_ms()).await {
             Ok(report) => {
                 for e in &report.probe_errors {
                     eprintln!("probe failed: {e}");
@@ -119,7 +104,9 @@ pub async fn watch(
         if max_runs.is_some_and(|m| runs.load(Ordering::SeqCst) >= m) {
             break;
         }
-        let sleep = tokio::time::sleep(interval);
+        // Sleep until the schedule's next time, or one poll interval, whichever comes first.
+        let wake_ms = watcher.next_wake(now_ms(), interval);
+        let sleep = tokio::time::sleep(std::time::Duration::from_millis(wake_ms.saturating_sub(now_ms()).max(200) as u64));
         tokio::select! {
             _ = sleep => {}
             _ = done.notified() => {}
@@ -131,15 +118,4 @@ pub async fn watch(
         }
     }
     Ok(ExitCode::from(last_code.load(Ordering::SeqCst)))
-}
-
-#[cfg(not(feature = "local"))]
-pub async fn watch(
-    _ctx: &Ctx,
-    _args: &BlueprintArgs,
-    _interval: Duration,
-    _max_runs: Option<usize>,
-    _timeout: Option<Duration>,
-) -> Result<ExitCode, CliError> {
-    Err(CliError::message("`galley watch` needs the local platform, which this galley was built without"))
 }

@@ -6,15 +6,22 @@
 //! What moto cannot do shapes two details, said here rather than hidden: moto has no SageMaker
 //! Feature Store runtime (PutRecord/GetRecord), so this blueprint keeps its features stage on
 //! `local` (a per-stage platform override — the aws features stage is covered by the aws
-//! crate's tests against botocore's model); moto answers InvokeEndpoint with bodies queued
-//! through its control API instead of running the model; and moto has no DeleteModelPackage,
-//! so destroy leaves the model package group and says so, while state keeps recording it.
+//! crate's tests against botocore's model); moto runs no containers, so SageMaker's container
+//! runtime is `sagemaker_runtime` (a proxy in front of moto running Galley's container code:
+//! the prediction is the registered model's); and moto has no DeleteModelPackage, so destroy
+//! leaves the model package group and says so, while state keeps recording it.
 
 #![cfg(feature = "aws")]
 
 mod common;
-#[path = "../../../providers/aws/tests/common/job_runtime.rs"]
-mod job_runtime;
+#[path = "../../../providers/aws/tests/common/botocore.rs"]
+mod botocore;
+#[path = "../../../providers/aws/tests/common/sagemaker_runtime.rs"]
+mod sagemaker_runtime;
+#[path = "../../../providers/aws/tests/common/scripted.rs"]
+mod scripted;
+#[path = "../../../providers/aws/tests/common/substrate.rs"]
+mod substrate;
 
 use std::io::{Read, Write};
 use std::process::Output;
@@ -25,13 +32,7 @@ use serde_json::Value;
 const SECRET: &str = "galley-planted-secret-7f3a9c";
 
 fn moto() -> Option<String> {
-    match std::env::var("GALLEY_TEST_MOTO_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            eprintln!("skipped: GALLEY_TEST_MOTO_URL is not set (.ci/run starts moto and sets it)");
-            None
-        }
-    }
+    substrate::moto_url()
 }
 
 /// A raw HTTP request to moto (it does not check signatures): bucket set-up and its control API.
@@ -116,22 +117,31 @@ fn fresh(url: &str, endpoint: &str, extra: &[&str]) -> Aws {
     Aws { project, url: endpoint.to_owned(), vars, seen: Vec::new() }
 }
 
-/// Queues the body moto's InvokeEndpoint returns next (moto does not run models).
-fn queue_prediction(url: &str) {
-    let (code, _) = http(
-        url,
-        "POST",
-        "/moto-api/static/sagemaker/endpoint-results",
-        r#"{"results": [{"Body": "{\"predictions\": [1.0]}", "ContentType": "application/json"}], "region": "us-east-1"}"#,
-    );
-    assert_eq!(code, 201);
+/// The prediction the run printed is the one the serving container answered (for the rows
+/// Galley sent), not a canned body: the two ends of InvokeEndpoint agree.
+fn check_sample(run: &Value, runtime: &sagemaker_runtime::SageMakerRuntime) {
+    let calls = runtime.invocations();
+    let last = calls.last().unwrap_or_else(|| panic!("the run invoked no endpoint: {run}"));
+    assert_eq!(last.status, 200, "{last:?}");
+    let answered: Value = serde_json::from_slice(&last.answer).unwrap();
+    assert_eq!(run["sample_prediction"]["prediction"]["predictions"], answered["predictions"], "deployed and invoked: {run}");
+    let label = answered["predictions"][0].as_f64().unwrap();
+    assert!(label == 0.0 || label == 1.0, "a class label: {answered}");
+    let sent: Value = serde_json::from_slice(&last.body).unwrap();
+    let record = &run["sample_prediction"]["request"][0];
+    let columns = sent["dataframe_split"]["columns"].as_array().unwrap();
+    for (i, c) in columns.iter().enumerate() {
+        assert_eq!(sent["dataframe_split"]["data"][0][i], record[c.as_str().unwrap()], "column {c} as sent");
+    }
 }
 
 #[test]
 fn aws_blueprint_through_the_cli_on_moto() {
     let Some(url) = moto() else { return };
     let _moto = MOTO.lock().unwrap_or_else(|p| p.into_inner());
-    let mut aws = fresh(&url, &url, &[]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let runtime = rt.block_on(sagemaker_runtime::SageMakerRuntime::start(&url));
+    let mut aws = fresh(&url, &runtime.url, &[]);
     let state_bucket = aws.vars[1].trim_start_matches("state_bucket=").to_owned();
 
     let out = aws.galley(&["apply", "--auto-approve"]);
@@ -144,14 +154,12 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert_eq!(platforms.iter().filter(|p| **p == "aws").count(), 6, "{status}");
     assert_eq!(platforms.iter().filter(|p| **p == "local").count(), 1, "{status}");
 
-    // moto does not run models: queue the body InvokeEndpoint returns for the run's sample.
-    queue_prediction(&url);
     let (code, run) = aws.json(&["run"]);
     assert_eq!(code, 0, "{run}");
     assert_eq!(run["run"]["registered_version"], 1);
     assert!(run["run"]["metrics"]["roc_auc"].as_f64().unwrap() > 0.75, "{run}");
     assert!(run["run"]["endpoint_url"].as_str().unwrap().contains("/endpoints/"), "{run}");
-    assert_eq!(run["sample_prediction"]["prediction"]["predictions"], serde_json::json!([1.0]), "moto's queued body: {run}");
+    check_sample(&run, &runtime);
 
     // The artifact bucket is protected: destroy refuses without --force.
     let out = aws.galley(&["destroy", "--auto-approve"]);
@@ -180,14 +188,14 @@ fn aws_blueprint_through_the_cli_on_moto() {
 }
 
 /// `--env prod` trains with `compute: managed`: `galley run` submits a SageMaker Training Job.
-/// moto records it; `job_runtime` (a proxy in front of moto) runs Galley's container entrypoint
+/// moto records it; `sagemaker_runtime` (a proxy in front of moto) runs Galley's container entrypoint
 /// where SageMaker would run the image, and puts `model.tar.gz` where SageMaker puts it.
 #[test]
 fn managed_training_through_the_cli_on_moto() {
     let Some(url) = moto() else { return };
     let _moto = MOTO.lock().unwrap_or_else(|p| p.into_inner());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let jobs = rt.block_on(job_runtime::JobRuntime::start(&url));
+    let jobs = rt.block_on(sagemaker_runtime::SageMakerRuntime::start(&url));
     let mut aws = fresh(&url, &jobs.url, &["--env", "prod"]);
 
     // The plan says a billed training job will run, where, and for how long at most.
@@ -200,7 +208,6 @@ fn managed_training_through_the_cli_on_moto() {
 
     let out = aws.galley(&["apply", "--auto-approve"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    queue_prediction(&url);
     let (code, run) = aws.json(&["run"]);
     assert_eq!(code, 0, "{run}");
     assert_eq!(run["run"]["registered_version"], 1, "{run}");
@@ -213,7 +220,7 @@ fn managed_training_through_the_cli_on_moto() {
     assert_eq!(created[0]["ResourceConfig"]["InstanceType"], "ml.c5.xlarge", "the prod instance type");
     assert_eq!(created[0]["StoppingCondition"]["MaxRuntimeInSeconds"], 7200, "prod's max_runtime: 2h");
 
-    assert_eq!(run["sample_prediction"]["prediction"]["predictions"], serde_json::json!([1.0]), "deployed and invoked: {run}");
+    check_sample(&run, &jobs);
     // (A second run is not made here: moto's UpdateModelPackage drops the champion's metrics, so
     // the gate would pass again and the redeploy would need UpdateEndpoint, which moto lacks.
     // The aws crate's e2e checks that a second run reuses the trained model.)

@@ -7,8 +7,9 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use galley_blueprint::{LoadOptions, load_file};
-use galley_lifecycle::container::{self, MODEL_FILE};
+use galley_aws::container::{self, MODEL_FILE};
+use galley_blueprint::{LoadOptions, PlatformRegistry, load_file};
+use galley_core::stages::{TrainingData, TrainingJob};
 use serde_json::{Value, json};
 
 fn galley() -> Command {
@@ -17,28 +18,45 @@ fn galley() -> Command {
     c
 }
 
-/// The quickstart's prepared training split, as the train step hands it to a managed job.
-fn quickstart_input() -> (container::TrainingInput, galley_ml::Prepared, galley_blueprint::TrainingStage) {
+/// The quickstart's prepared training split, as the train step hands it to a managed job and
+/// the aws provider lays it out for the container.
+fn quickstart_input() -> (container::TrainingInput, galley_ml::Prepared, TrainingJob) {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../blueprints/quickstart.yaml");
-    let bp = load_file(&file, &LoadOptions::default()).unwrap_or_else(|d| panic!("{}", d.render(false))).blueprint;
+    let registry = PlatformRegistry::default().with(galley_local::rules());
+    let bp = load_file(&file, &LoadOptions::default(), &registry).unwrap_or_else(|d| panic!("{}", d.render(false))).blueprint;
     let ds = galley_ml::load_source(&bp.data.source, file.parent().unwrap()).unwrap();
     let features: Vec<String> = bp.stages.features.as_ref().map(|f| f.features.clone()).unwrap_or_default();
     let prepared = galley_ml::prepare(&ds.table, &bp.data, &features).unwrap();
     let training = bp.stages.training.clone().unwrap();
-    let input = container::training_input(&training, bp.data.task, &prepared.train, &bp.data.target, &prepared.signature).unwrap();
-    (input, prepared, training)
+    let job = TrainingJob {
+        name: "quickstart".into(),
+        image: "galley:test".into(),
+        instance_type: None,
+        max_runtime_secs: 600,
+        algorithm: training.algorithm,
+        params: training.params.clone(),
+        task: bp.data.task,
+        data: TrainingData {
+            label: bp.data.target.clone(),
+            features: prepared.train.features.clone(),
+            x: prepared.train.x.clone(),
+            y: prepared.train.y.clone(),
+            signature: prepared.signature.clone(),
+        },
+    };
+    (container::training_input(&job).unwrap(), prepared, job)
 }
 
 #[test]
 fn trains_and_serves_with_sagemakers_container_contract() {
-    let (input, prepared, training) = quickstart_input();
+    let (input, prepared, job) = quickstart_input();
     let root = tempfile::tempdir().unwrap();
     container::lay_out(root.path(), &input).unwrap();
 
     let out = galley().args(["container", "train", "--root"]).arg(root.path()).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let model = std::fs::read(root.path().join("model").join(MODEL_FILE)).unwrap();
-    let in_process = galley_ml::train(&training, prepared.task, &prepared.train, &prepared.signature).unwrap();
+    let in_process = galley_ml::train(job.algorithm, &job.params, prepared.task, &prepared.train, &prepared.signature).unwrap();
     assert_eq!(model, in_process.to_bytes(), "the container trains exactly the model galley's process trains");
 
     // Serve it: port 0 picks a free one; the server names its URL on stderr.

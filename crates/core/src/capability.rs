@@ -1,15 +1,14 @@
-//! What each platform can honour, stage by stage.
+//! The optional abilities a platform may declare, stage by stage.
 //!
-//! The blueprint validator asks [`Capabilities::supports`] before any cloud call, so a blueprint
-//! that asks SageMaker for model aliases (it has approval status instead) fails in `validate`,
-//! naming the platform and the field, instead of half-way through an apply.
-//!
-//! The declarations describe the native service behind each platform (SageMaker, Vertex AI, …),
-//! so they hold whether or not that platform's provider is compiled into this binary. A provider
-//! must return exactly its declaration from here; the testkit checks that and skips behaviour
-//! tests by it.
+//! Core holds only the vocabulary ([`Feature`]); each platform declares its own set in its
+//! provider folder (`providers/<platform>/src/platform.rs`), next to the code that implements
+//! it. The blueprint validator asks [`Capabilities::supports`] before any cloud call, so a
+//! blueprint that asks SageMaker for model aliases fails in `validate`, naming the platform and
+//! the field. A declaration is a claim that must be proven: the testkit fails a platform whose
+//! declared features were not all exercised by a behaviour case that ran and passed on its test
+//! substrate (`galley_testkit::Report::assert_capabilities_proven`).
 
-use crate::platform::{PlatformKind, Stage};
+use crate::platform::{PlatformId, Stage};
 
 /// One optional ability. Mandatory behaviour (put/get an artifact, log a metric, …) is not
 /// listed: every platform must have it.
@@ -39,13 +38,12 @@ pub enum Feature {
     DriftKs,
     PredictionDrift,
     Alarms,
-    LocalCompute,
     ManagedCompute,
     GpuTraining,
 }
 
 impl Feature {
-    pub const ALL: [Feature; 26] = [
+    pub const ALL: [Feature; 25] = [
         Feature::ArtifactVersioning,
         Feature::ArtifactEncryption,
         Feature::OnlineStore,
@@ -69,7 +67,6 @@ impl Feature {
         Feature::DriftKs,
         Feature::PredictionDrift,
         Feature::Alarms,
-        Feature::LocalCompute,
         Feature::ManagedCompute,
         Feature::GpuTraining,
     ];
@@ -84,7 +81,7 @@ impl Feature {
             ModelAliases | ApprovalStatus | ModelStages => Stage::Registry,
             TrafficSplit | ShadowTraffic | Autoscaling | BearerAuth => Stage::Serving,
             DriftPsi | DriftKs | PredictionDrift | Alarms => Stage::Monitoring,
-            LocalCompute | ManagedCompute | GpuTraining => Stage::Training,
+            ManagedCompute | GpuTraining => Stage::Training,
         }
     }
 
@@ -115,7 +112,6 @@ impl Feature {
             DriftKs => "Kolmogorov-Smirnov drift",
             PredictionDrift => "prediction drift",
             Alarms => "alarms on monitoring metrics",
-            LocalCompute => "in-process training",
             ManagedCompute => "managed training jobs",
             GpuTraining => "GPU training",
         }
@@ -125,50 +121,15 @@ impl Feature {
 /// The set of optional features one platform supports.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Capabilities {
-    pub platform: PlatformKind,
+    pub platform: PlatformId,
     features: Vec<Feature>,
 }
 
 impl Capabilities {
-    /// The declaration for `platform`'s native services.
-    pub fn of(platform: PlatformKind) -> Capabilities {
-        use Feature::*;
-        let features: &[Feature] = match platform {
-            // Embedded: files, SQLite, an in-process server. Content-addressed, not versioned.
-            PlatformKind::Local => &[
-                OnlineStore, PointInTimeFetch, RunSearch, Schedules, NewDataTrigger, DriftTrigger,
-                StepCaching, StepRetries, ModelAliases, ApprovalStatus, TrafficSplit, BearerAuth,
-                DriftPsi, DriftKs, PredictionDrift, LocalCompute,
-            ],
-            // MLflow + Feast + Airflow + Prometheus. MLflow's model server hosts one model.
-            PlatformKind::Onprem => &[
-                OnlineStore, PointInTimeFetch, FeatureTtl, RunSearch, NestedRuns, Schedules,
-                NewDataTrigger, DriftTrigger, StepRetries, ModelAliases, ModelStages, DriftPsi,
-                DriftKs, PredictionDrift, Alarms, LocalCompute,
-            ],
-            // S3 + SageMaker + CloudWatch. The registry promotes by ModelApprovalStatus, no aliases.
-            PlatformKind::Aws => &[
-                ArtifactVersioning, ArtifactEncryption, OnlineStore, PointInTimeFetch, FeatureTtl,
-                RunSearch, Schedules, NewDataTrigger, DriftTrigger, StepCaching, StepRetries,
-                ApprovalStatus, ModelStages, TrafficSplit, ShadowTraffic, Autoscaling, DriftPsi,
-                DriftKs, PredictionDrift, Alarms, LocalCompute, ManagedCompute, GpuTraining,
-            ],
-            // Cloud Storage + Vertex AI. Vertex model versions carry aliases.
-            PlatformKind::Gcp => &[
-                ArtifactVersioning, ArtifactEncryption, OnlineStore, PointInTimeFetch, FeatureTtl,
-                RunSearch, NestedRuns, Schedules, DriftTrigger, StepCaching, StepRetries,
-                ModelAliases, TrafficSplit, Autoscaling, DriftPsi, DriftKs, PredictionDrift,
-                Alarms, LocalCompute, ManagedCompute, GpuTraining,
-            ],
-            // Blob Storage + Azure ML. Online endpoints split and mirror traffic; keys or tokens.
-            PlatformKind::Azure => &[
-                ArtifactVersioning, ArtifactEncryption, OnlineStore, PointInTimeFetch, FeatureTtl,
-                RunSearch, NestedRuns, Schedules, DriftTrigger, StepCaching, StepRetries,
-                ModelStages, TrafficSplit, ShadowTraffic, Autoscaling, BearerAuth, DriftPsi,
-                DriftKs, PredictionDrift, Alarms, LocalCompute, ManagedCompute, GpuTraining,
-            ],
-        };
-        Capabilities { platform, features: features.to_vec() }
+    /// `platform`'s declaration; duplicates are dropped and the order is [`Feature::ALL`]'s.
+    pub fn new(platform: PlatformId, features: &[Feature]) -> Capabilities {
+        let features = Feature::ALL.into_iter().filter(|f| features.contains(f)).collect();
+        Capabilities { platform, features }
     }
 
     pub fn supports(&self, feature: Feature) -> bool {
@@ -178,11 +139,6 @@ impl Capabilities {
     pub fn features(&self) -> &[Feature] {
         &self.features
     }
-
-    /// The platforms (of all five) that do support `feature`, for "use X instead" hints.
-    pub fn platforms_supporting(feature: Feature) -> Vec<PlatformKind> {
-        PlatformKind::ALL.into_iter().filter(|p| Capabilities::of(*p).supports(feature)).collect()
-    }
 }
 
 #[cfg(test)]
@@ -190,19 +146,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_platform_trains_somewhere_and_computes_drift() {
-        for p in PlatformKind::ALL {
-            let c = Capabilities::of(p);
-            assert!(c.supports(Feature::LocalCompute), "{p}");
-            assert!(c.supports(Feature::DriftPsi), "{p}");
-        }
+    fn a_declaration_is_a_set_in_a_stable_order() {
+        let p = PlatformId::from_static("toy");
+        let c = Capabilities::new(p, &[Feature::DriftKs, Feature::OnlineStore, Feature::DriftKs]);
+        assert_eq!(c.features(), &[Feature::OnlineStore, Feature::DriftKs]);
+        assert!(c.supports(Feature::DriftKs) && !c.supports(Feature::DriftPsi));
     }
 
     #[test]
-    fn sagemaker_promotes_by_approval_not_alias() {
-        let aws = Capabilities::of(PlatformKind::Aws);
-        assert!(aws.supports(Feature::ApprovalStatus));
-        assert!(!aws.supports(Feature::ModelAliases));
-        assert!(Capabilities::platforms_supporting(Feature::ModelAliases).contains(&PlatformKind::Gcp));
+    fn every_feature_belongs_to_a_stage_and_says_what_it_is() {
+        for f in Feature::ALL {
+            assert!(!f.describe().is_empty());
+            let _ = f.stage();
+        }
     }
 }

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use crate::platform::{PlatformKind, Stage};
+use crate::platform::{PlatformId, Stage};
 
 /// What kind of failure this is; decides whether a retry can help.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -41,7 +41,7 @@ impl ErrorKind {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorContext {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub platform: Option<PlatformKind>,
+    pub platform: Option<PlatformId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<Stage>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -103,7 +103,7 @@ impl Error {
         self
     }
     /// Fill in the platform unless an inner layer already did.
-    pub fn platform(mut self, platform: PlatformKind) -> Self {
+    pub fn platform(mut self, platform: PlatformId) -> Self {
         self.context.platform.get_or_insert(platform);
         self
     }
@@ -190,7 +190,7 @@ mod tests {
     #[test]
     fn display_names_context_and_retryability() {
         let e = Error::new(ErrorKind::Throttled, "slow down")
-            .platform(PlatformKind::Aws)
+            .platform(PlatformId::from_static("aws"))
             .stage(Stage::Serving)
             .operation("create_endpoint")
             .resource("wine-api");

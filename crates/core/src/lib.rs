@@ -4,8 +4,10 @@
 //! declared here, and declares what it can honour through [`Capabilities`]. Nothing in this
 //! crate talks to a cloud: it is the contract the engine, the CLI and the testkit share.
 
+pub mod actions;
 pub mod capability;
 pub mod error;
+pub mod ml;
 pub mod platform;
 pub mod resource;
 pub mod retry;
@@ -14,7 +16,7 @@ pub mod table;
 
 pub use capability::Capabilities;
 pub use error::{Error, ErrorKind, Result};
-pub use platform::{PlatformKind, Stage};
+pub use platform::{PlatformId, Stage};
 pub use retry::RetryPolicy;
 pub use stages::{
     ArtifactStore, ExperimentTracker, FeatureStore, ModelRegistry, Monitor, Orchestrator, Serving,

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::Value as Json;
 
-use crate::{PlatformKind, Result, Stage};
+use crate::{PlatformId, Result, Stage};
 
 /// A resource's stable address in the graph, e.g. `artifacts.store` or `serving.endpoint`.
 pub type Address = String;
@@ -16,7 +16,7 @@ pub type Address = String;
 pub struct ResourceSpec {
     pub address: Address,
     pub kind: String,
-    pub platform: PlatformKind,
+    pub platform: PlatformId,
     pub stage: Stage,
     /// Deterministic physical name, so a crashed apply finds what it made.
     pub name: String,

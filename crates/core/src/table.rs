@@ -109,6 +109,24 @@ impl Table {
         Table { columns, rows: Vec::new() }
     }
 
+    /// MLflow's `dataframe_split` scoring body for these rows, with the columns in `order`
+    /// (every column as it stands when `order` is empty): the one encoding Galley sends every
+    /// model server it calls (its own, SageMaker's, MLflow's). The server side's decoder is
+    /// `galley_server::scoring`.
+    pub fn to_dataframe_split(&self, order: &[Column]) -> crate::Result<serde_json::Value> {
+        let columns: Vec<&str> =
+            if order.is_empty() { self.columns.iter().map(|c| c.name.as_str()).collect() } else { order.iter().map(|c| c.name.as_str()).collect() };
+        let idx = columns
+            .iter()
+            .map(|c| {
+                self.column_index(c)
+                    .ok_or_else(|| crate::Error::invalid(format!("the rows lack `{c}`, an input of the endpoint's model signature")))
+            })
+            .collect::<crate::Result<Vec<usize>>>()?;
+        let data: Vec<Vec<&Value>> = self.rows.iter().map(|r| idx.iter().map(|i| &r[*i]).collect()).collect();
+        Ok(serde_json::json!({ "dataframe_split": { "columns": columns, "data": data } }))
+    }
+
     pub fn len(&self) -> usize {
         self.rows.len()
     }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use galley_blueprint::Blueprint;
 use galley_core::resource::{Address, ChangeKind, Observed, ResourceHandler, ResourceSpec};
-use galley_core::{Error, ErrorKind, PlatformKind, Result, RetryPolicy};
+use galley_core::{Error, ErrorKind, PlatformId, Result, RetryPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 
@@ -229,7 +229,7 @@ impl Engine {
         &self.opts
     }
 
-    pub(crate) fn handler(&self, kind: &str, platform: PlatformKind) -> Result<Arc<dyn ResourceHandler>> {
+    pub(crate) fn handler(&self, kind: &str, platform: PlatformId) -> Result<Arc<dyn ResourceHandler>> {
         if let Some(h) = self.handlers.get(kind) {
             return Ok(h.clone());
         }
@@ -728,7 +728,7 @@ mod tests {
             let spec = ResourceSpec {
                 address: format!("a.r{i}"),
                 kind: "test".into(),
-                platform: PlatformKind::Local,
+                platform: PlatformId::from_static("local"),
                 stage: galley_core::Stage::Artifacts,
                 name: format!("r{i}"),
                 desired: Json::Null,

@@ -8,7 +8,7 @@ use std::time::Instant;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use galley_core::resource::{Address, ChangeKind, Observed, OwnerTag, ResourceHandler, ResourceSpec};
-use galley_core::{Error, PlatformKind, Result};
+use galley_core::{Error, PlatformId, Result};
 use tokio::sync::Semaphore;
 
 use crate::engine::{ApplyEvent, ApplyReport, Engine, EventSink, Journal};
@@ -49,7 +49,7 @@ pub(crate) async fn execute(engine: &Engine, journal: &Journal<'_>, changes: &[R
     }
 
     let global = Semaphore::new(engine.opts.parallelism.max(1));
-    let per_platform: HashMap<PlatformKind, Semaphore> = changes
+    let per_platform: HashMap<PlatformId, Semaphore> = changes
         .iter()
         .map(|c| (c.platform, Semaphore::new(engine.opts.per_platform.max(1))))
         .collect();

@@ -263,14 +263,14 @@ fn topo_order(specs: &[ResourceSpec], deps: &[BTreeSet<usize>]) -> Result<Vec<us
 #[cfg(test)]
 mod tests {
     use super::*;
-    use galley_core::PlatformKind;
+    use galley_core::PlatformId;
     use serde_json::json;
 
     fn spec(address: &str, stage: Stage, desired: Json, deps: &[&str]) -> ResourceSpec {
         ResourceSpec {
             address: address.into(),
             kind: "test".into(),
-            platform: PlatformKind::Local,
+            platform: PlatformId::from_static("local"),
             stage,
             name: address.replace('.', "-"),
             desired,

@@ -20,7 +20,7 @@ mod exec;
 pub use engine::{ApplyEvent, ApplyReport, Drift, DriftKind, Engine, EngineOptions, EventSink, no_events};
 pub use graph::{Graph, StageOutputs, find_refs, resolve_refs};
 pub use plan::{AttrDiff, LifecycleAction, Plan, ResourceChange};
-pub use provider::{Provider, ProviderContext, Providers};
+pub use provider::{ContainerCommand, Provider, ProviderContext, Providers};
 pub use state::{
     LocalBackend, LockInfo, MemoryBackend, PendingOp, PendingEntry, ResourceState, State, StateBackend,
     force_unlock,

@@ -2,12 +2,11 @@
 //! adds. Savable (`--out PLANFILE`) and sealed with a sha256 of its canonical JSON, and tied
 //! to the state lineage and serial it was computed from.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
 use galley_core::resource::{Address, ChangeKind, ResourceSpec};
-use galley_core::{Error, PlatformKind, Result, Stage};
+use galley_core::{Error, PlatformId, Result, Stage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -27,7 +26,7 @@ pub struct ResourceChange {
     pub address: Address,
     pub action: ChangeKind,
     pub kind: String,
-    pub platform: PlatformKind,
+    pub platform: PlatformId,
     pub stage: Stage,
     pub name: String,
     pub protect: bool,
@@ -46,49 +45,7 @@ pub struct ResourceChange {
     pub spec: Option<ResourceSpec>,
 }
 
-/// What the lifecycle runner will do after (or instead of) provisioning. The plan only carries
-/// and renders these; the lifecycle runner computes and executes them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-pub enum LifecycleAction {
-    RegisterVersion { model: String },
-    MoveAlias { model: String, alias: String },
-    SetApproval { model: String, status: String },
-    ShiftTraffic { endpoint: String, weights: BTreeMap<String, u32> },
-    AttachMonitor { endpoint: String, method: String, threshold: f64 },
-    RunPipeline { pipeline: String, #[serde(default)] parameters: BTreeMap<String, String> },
-    /// `compute: managed`: the train step runs as the platform's training job, which is billed.
-    SubmitTrainingJob { platform: String, image: String, instance_type: Option<String>, max_runtime: String },
-}
-
-impl LifecycleAction {
-    pub fn describe(&self) -> String {
-        match self {
-            LifecycleAction::RegisterVersion { model } => format!("register a new version of model `{model}`"),
-            LifecycleAction::MoveAlias { model, alias } => format!("move alias `{alias}` of model `{model}`"),
-            LifecycleAction::SetApproval { model, status } => format!("set approval of model `{model}` to `{status}`"),
-            LifecycleAction::ShiftTraffic { endpoint, weights } => {
-                let w: Vec<String> = weights.iter().map(|(k, v)| format!("{k}={v}%")).collect();
-                format!("shift traffic on endpoint `{endpoint}` to {}", w.join(", "))
-            }
-            LifecycleAction::AttachMonitor { endpoint, method, threshold } => {
-                format!("attach {method} monitor (threshold {threshold}) to endpoint `{endpoint}`")
-            }
-            LifecycleAction::SubmitTrainingJob { platform, image, instance_type, max_runtime } => {
-                let on = instance_type.as_deref().unwrap_or("the platform's default instance");
-                format!("train as a managed {platform} training job: image `{image}` on {on}, stopped after {max_runtime} at most")
-            }
-            LifecycleAction::RunPipeline { pipeline, parameters } => {
-                if parameters.is_empty() {
-                    format!("run pipeline `{pipeline}`")
-                } else {
-                    let p: Vec<String> = parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    format!("run pipeline `{pipeline}` with {}", p.join(", "))
-                }
-            }
-        }
-    }
-}
+pub use galley_core::actions::LifecycleAction;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {

@@ -1,27 +1,48 @@
-//! What a platform gives the engine: the expansion of its stages into resources, a handler per
-//! resource kind, and the runtime stage objects once those resources exist.
+//! What a platform gives the engine and the CLI: its rules (what validation knows), the
+//! expansion of its stages into resources, a handler per resource kind, the runtime stage
+//! objects once those resources exist, the state backends it offers, and its own processes.
+//! The CLI reaches a platform only through this trait.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use galley_blueprint::Blueprint;
+use galley_blueprint::{Backend, Blueprint, PlatformRegistry, PlatformRules};
 use galley_core::resource::{ResourceHandler, ResourceSpec};
-use galley_core::{PlatformKind, Result, Stage, StageSet};
+use galley_core::{Error, PlatformId, Result, Stage, StageSet};
 
-/// Where the blueprint lives and where Galley may keep files for it.
+use crate::state::StateBackend;
+
+/// Where the blueprint lives, where Galley may keep files for it, and how to start this galley
+/// again for a platform's own processes.
 #[derive(Debug, Clone)]
 pub struct ProviderContext {
     /// The directory holding the blueprint; relative paths in it resolve from here.
     pub project_dir: PathBuf,
     /// `.galley` under the project directory: state, plans, the local platform's files.
     pub work_dir: PathBuf,
+    /// The galley executable, for processes a platform spawns (a local endpoint's server).
+    pub galley_exe: PathBuf,
+}
+
+impl ProviderContext {
+    /// The command that runs `platform`'s [`Provider::process`] with the arguments appended:
+    /// `galley __platform <platform> …`.
+    pub fn process_command(&self, platform: PlatformId) -> Vec<OsString> {
+        vec![self.galley_exe.clone().into_os_string(), "__platform".into(), platform.as_str().into()]
+    }
 }
 
 #[async_trait]
 pub trait Provider: Send + Sync {
-    fn platform(&self) -> PlatformKind;
+    /// What validation knows of this platform: the same rules the registry holds.
+    fn rules(&self) -> Arc<dyn PlatformRules>;
+
+    fn platform(&self) -> PlatformId {
+        self.rules().id()
+    }
 
     /// The resources that make `stages` (the ones assigned to this platform) exist, with
     /// deterministic names and their dependencies.
@@ -37,37 +58,111 @@ pub trait Provider: Send + Sync {
         blueprint: &Blueprint,
         outputs: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
     ) -> Result<StageSet>;
+
+    /// The state backend `backend` names, when this platform offers its type.
+    fn state_backend(&self, backend: &Backend, blueprint: &Blueprint) -> Option<Result<Box<dyn StateBackend>>> {
+        let _ = (backend, blueprint);
+        None
+    }
+
+    /// Runs one of this platform's own processes inside the galley binary, with the arguments
+    /// after `galley __platform <platform>` (the local platform's endpoint server).
+    async fn process(&self, args: &[String]) -> Result<()> {
+        Err(Error::unsupported(format!("platform `{}` runs no process of its own (asked: {})", self.platform(), args.join(" "))))
+    }
+
+    /// The container contract Galley's image implements for this platform's managed jobs and
+    /// endpoints (e.g. `SageMaker`), if it has one: `galley container …` runs it.
+    fn container_contract(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// `galley container …`: the entrypoint of Galley's image on this platform.
+    async fn container(&self, command: &ContainerCommand) -> Result<()> {
+        let _ = command;
+        Err(Error::unsupported(format!("platform `{}` has no container contract", self.platform())))
+    }
 }
 
-/// The providers compiled into this binary, by platform.
+/// What `galley container` is asked to do inside a platform's container.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ContainerCommand {
+    /// Train from the contract's input files under `root`, leaving the model where the
+    /// platform collects it.
+    Train { root: PathBuf },
+    /// Serve the model under `root` on `bind:port`.
+    Serve { root: PathBuf, bind: std::net::IpAddr, port: u16 },
+}
+
+/// The platforms this binary knows (every provider's rules) and the ones built in to run.
 #[derive(Default, Clone)]
 pub struct Providers {
-    by_platform: BTreeMap<PlatformKind, Arc<dyn Provider>>,
+    registry: PlatformRegistry,
+    by_platform: BTreeMap<PlatformId, Arc<dyn Provider>>,
 }
 
 impl Providers {
+    pub fn new(registry: PlatformRegistry) -> Self {
+        Providers { registry, by_platform: BTreeMap::new() }
+    }
+
+    /// Adds a built-in provider (its rules join the registry if they are not there yet).
     pub fn with(mut self, provider: Arc<dyn Provider>) -> Self {
+        if self.registry.get(provider.platform()).is_none() {
+            self.registry = self.registry.clone().with(provider.rules());
+        }
         self.by_platform.insert(provider.platform(), provider);
         self
     }
 
-    pub fn get(&self, platform: PlatformKind) -> Result<&Arc<dyn Provider>> {
-        self.by_platform.get(&platform).ok_or_else(|| {
-            galley_core::Error::unsupported(format!(
-                "platform `{platform}` is not built into this galley; rebuild with `--features {platform}`"
-            ))
+    pub fn registry(&self) -> &PlatformRegistry {
+        &self.registry
+    }
+
+    /// The provider of `platform`, or an error a user can act on: which build has it.
+    pub fn get(&self, platform: PlatformId) -> Result<&Arc<dyn Provider>> {
+        self.by_platform.get(&platform).ok_or_else(|| match self.registry.get(platform) {
+            Some(rules) => Error::unsupported(format!(
+                "platform `{platform}` is not built into this galley; build one that has it with \
+                 `cargo install --path crates/cli --features {feature}` (or `cargo run --release --features {feature} -- …`)",
+                feature = rules.cargo_feature()
+            )),
+            None => Error::unsupported(format!("unknown platform `{platform}`; this galley knows {}", self.registry.names().join(", "))),
         })
     }
 
-    pub fn platforms(&self) -> impl Iterator<Item = PlatformKind> + '_ {
+    pub fn platforms(&self) -> impl Iterator<Item = PlatformId> + '_ {
         self.by_platform.keys().copied()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<dyn Provider>> {
+        self.by_platform.values()
+    }
+
+    /// The built-in provider whose container contract `galley container` runs.
+    pub fn container(&self) -> Result<&Arc<dyn Provider>> {
+        let mut with = self.by_platform.values().filter(|p| p.container_contract().is_some());
+        match (with.next(), with.next()) {
+            (Some(p), None) => Ok(p),
+            (None, _) => {
+                let known: Vec<String> = self.registry.all().map(|r| format!("`{}` (feature `{}`)", r.id(), r.cargo_feature())).collect();
+                Err(Error::unsupported(format!(
+                    "`galley container` runs a platform's container contract, and none is built into this galley; \
+                     build Galley's image with the platform it serves (platforms known: {})",
+                    known.join(", ")
+                )))
+            }
+            (Some(_), Some(_)) => Err(Error::unsupported(
+                "this galley has more than one container contract; build the image with one platform's feature",
+            )),
+        }
     }
 }
 
 /// A resource spec as providers write them: addresses and dependencies as `&str`.
 #[allow(clippy::too_many_arguments)]
 pub fn resource(
-    platform: PlatformKind,
+    platform: PlatformId,
     address: &str,
     kind: &str,
     stage: Stage,

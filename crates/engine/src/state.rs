@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use galley_core::resource::{Address, Observed, ResourceSpec};
-use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage};
+use galley_core::{Error, ErrorKind, PlatformId, Result, Stage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use sha2::{Digest, Sha256};
@@ -42,7 +42,7 @@ pub struct State {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResourceState {
     pub kind: String,
-    pub platform: PlatformKind,
+    pub platform: PlatformId,
     pub stage: Stage,
     pub name: String,
     pub id: String,

@@ -22,7 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use galley_blueprint::Blueprint;
 use galley_core::resource::{Address, Observed, OwnerTag, ResourceHandler, ResourceSpec};
-use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage, StageSet};
+use galley_core::{Error, ErrorKind, PlatformId, Result, Stage, StageSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value as Json, json};
 
@@ -261,15 +261,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 
 /// A provider expanding to a fixed list of test resources (filtered by the stages asked for).
 pub struct TestProvider {
-    pub platform: PlatformKind,
+    pub platform: PlatformId,
     pub specs: Vec<ResourceSpec>,
     pub handler: Arc<TestHandler>,
 }
 
 #[async_trait]
 impl Provider for TestProvider {
-    fn platform(&self) -> PlatformKind {
-        self.platform
+    fn rules(&self) -> Arc<dyn galley_blueprint::PlatformRules> {
+        Arc::new(TestRules(self.platform))
     }
     fn expand(&self, _blueprint: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {
         Ok(self.specs.iter().filter(|s| stages.contains(&s.stage)).cloned().collect())
@@ -282,12 +282,30 @@ impl Provider for TestProvider {
     }
 }
 
+/// The rules of a test platform: nothing optional, no settings, no naming rules.
+pub struct TestRules(pub PlatformId);
+
+impl galley_blueprint::PlatformRules for TestRules {
+    fn id(&self) -> PlatformId {
+        self.0
+    }
+    fn summary(&self) -> &'static str {
+        "a test platform whose resources are JSON files"
+    }
+    fn capabilities(&self) -> galley_core::Capabilities {
+        galley_core::Capabilities::new(self.0, &[])
+    }
+    fn cargo_feature(&self) -> &'static str {
+        "testing"
+    }
+}
+
 /// A test resource spec named `<blueprint>-<address with . as ->`.
 pub fn test_spec(blueprint: &str, address: &str, stage: Stage, desired: Json, depends_on: &[String]) -> ResourceSpec {
     ResourceSpec {
         address: address.to_string(),
         kind: TEST_KIND.to_string(),
-        platform: PlatformKind::Local,
+        platform: PlatformId::from_static("local"),
         stage,
         name: format!("{blueprint}-{}", address.replace('.', "-")),
         desired,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use galley_blueprint::Blueprint;
 use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
-use galley_core::{PlatformKind, Result, Stage};
+use galley_core::{PlatformId, Result, Stage};
 use galley_engine::testing::{Faults, TestHandler, TestProvider, reality, test_spec};
 use galley_engine::{Engine, EngineOptions, Graph, MemoryBackend, Providers, no_events};
 use serde_json::json;
@@ -32,9 +32,9 @@ async fn blueprint_stages_expand_per_platform_in_stage_order() {
     let dir = tempfile::tempdir().unwrap();
     let handler = Arc::new(TestHandler::new(dir.path().join("reality"), Faults::default()));
     let mut onprem_spec = test_spec("wine", "experiments.tracker", Stage::Experiments, json!({"store": "${stages.artifacts.outputs.url}"}), &[]);
-    onprem_spec.platform = PlatformKind::Onprem;
+    onprem_spec.platform = PlatformId::from_static("onprem");
     let local = TestProvider {
-        platform: PlatformKind::Local,
+        platform: PlatformId::from_static("local"),
         // The local provider also knows an experiments resource; it must not be asked for it.
         specs: vec![
             test_spec("wine", "artifacts.bucket", Stage::Artifacts, json!({"versioning": true}), &[]),
@@ -42,7 +42,7 @@ async fn blueprint_stages_expand_per_platform_in_stage_order() {
         ],
         handler: handler.clone(),
     };
-    let onprem = TestProvider { platform: PlatformKind::Onprem, specs: vec![onprem_spec], handler };
+    let onprem = TestProvider { platform: PlatformId::from_static("onprem"), specs: vec![onprem_spec], handler };
     let providers = Providers::default().with(Arc::new(local)).with(Arc::new(onprem));
     let bp = blueprint();
     let engine = Engine::for_blueprint(&bp, &providers, Box::new(MemoryBackend::new()), EngineOptions::default()).unwrap();
@@ -56,12 +56,12 @@ async fn blueprint_stages_expand_per_platform_in_stage_order() {
     let tracker = files.iter().find(|f| f.address == "experiments.tracker").unwrap();
     assert_eq!(tracker.attributes["store"], json!("test://wine-artifacts-bucket"));
     let state = engine.state().unwrap();
-    assert_eq!(state.resources["experiments.tracker"].platform, PlatformKind::Onprem);
+    assert_eq!(state.resources["experiments.tracker"].platform, PlatformId::from_static("onprem"));
     assert!(tracker.owner.starts_with("wine/experiments.tracker/"));
 
     // A platform not built in is a clear error.
     let only_local = Providers::default().with(Arc::new(TestProvider {
-        platform: PlatformKind::Local,
+        platform: PlatformId::from_static("local"),
         specs: vec![],
         handler: Arc::new(TestHandler::new(dir.path().join("r2"), Faults::default())),
     }));
@@ -74,7 +74,7 @@ async fn blueprint_stages_expand_per_platform_in_stage_order() {
 struct Gauge {
     total: AtomicUsize,
     max_total: AtomicUsize,
-    by_platform: Mutex<HashMap<PlatformKind, (usize, usize)>>,
+    by_platform: Mutex<HashMap<PlatformId, (usize, usize)>>,
 }
 
 struct CountingHandler(Arc<Gauge>);
@@ -120,7 +120,7 @@ async fn apply_respects_global_and_per_platform_limits() {
             .map(|i| {
                 let mut s = test_spec("bp", &format!("artifacts.r{i}"), Stage::Artifacts, json!({}), &[]);
                 s.kind = "counted".into();
-                s.platform = if i % 2 == 0 { PlatformKind::Aws } else { PlatformKind::Gcp };
+                s.platform = if i % 2 == 0 { PlatformId::from_static("aws") } else { PlatformId::from_static("gcp") };
                 s
             })
             .collect();
@@ -180,7 +180,7 @@ async fn moving_a_resource_to_another_platform_replaces_it_without_orphans() {
         s
     };
     let on_aws = Engine::new(
-        Graph::new("wine", vec![spec("aws.feature_group", PlatformKind::Aws)]).unwrap(),
+        Graph::new("wine", vec![spec("aws.feature_group", PlatformId::from_static("aws"))]).unwrap(),
         HashMap::from([("aws.feature_group".to_string(), aws.clone())]),
         Box::new(galley_engine::LocalBackend::new(&state)),
         EngineOptions::default(),
@@ -189,7 +189,7 @@ async fn moving_a_resource_to_another_platform_replaces_it_without_orphans() {
     assert_eq!(reality(&aws_reality).unwrap().len(), 1);
 
     let on_local = Engine::new(
-        Graph::new("wine", vec![spec("local.feature_group", PlatformKind::Local)]).unwrap(),
+        Graph::new("wine", vec![spec("local.feature_group", PlatformId::from_static("local"))]).unwrap(),
         HashMap::from([("local.feature_group".to_string(), local), ("aws.feature_group".to_string(), aws)]),
         Box::new(galley_engine::LocalBackend::new(&state)),
         EngineOptions { refresh: true, ..EngineOptions::default() },
@@ -202,5 +202,5 @@ async fn moving_a_resource_to_another_platform_replaces_it_without_orphans() {
     assert_eq!(report.replaced, vec!["features.group".to_string()]);
     assert!(reality(&aws_reality).unwrap().is_empty(), "the aws resource must be deleted, not orphaned");
     assert_eq!(reality(&local_reality).unwrap().len(), 1);
-    assert_eq!(on_local.state().unwrap().resources["features.group"].platform, PlatformKind::Local);
+    assert_eq!(on_local.state().unwrap().resources["features.group"].platform, PlatformId::from_static("local"));
 }

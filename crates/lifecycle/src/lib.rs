@@ -7,7 +7,7 @@
 //! [`StageSet`] and to `galley-ml`. Intermediate results live in the artifact store under
 //! content-derived keys, which is what makes a cached step's output valid in a later process.
 
-pub mod container;
+pub mod actions;
 mod steps;
 mod store;
 
@@ -22,6 +22,7 @@ use galley_core::stages::{
 };
 use galley_core::{Error, Result, StageSet};
 
+pub use actions::{Observed, plan_actions};
 pub use steps::{DEFAULT_MAX_RUNTIME, StepName, feature_group_spec};
 
 /// The model alias the gate moves on platforms with aliases.
@@ -57,7 +58,7 @@ impl Lifecycle {
                 "the blueprint has no `stages.training`, so there is nothing to run; add e.g. `training: { algorithm: logistic_regression }`",
             ));
         }
-        let promotion = bp.stages.registry.as_ref().map(|_| galley_blueprint::effective_promotion(&bp));
+        let promotion = bp.stages.registry.as_ref().map(|_| galley_blueprint::effective_promotion(&bp, &stages.registry.capabilities()));
         Ok(Lifecycle {
             code_version: format!("galley-{}+{}", env!("CARGO_PKG_VERSION"), &blueprint_hash[..blueprint_hash.len().min(12)]),
             bp,
@@ -179,17 +180,7 @@ impl Lifecycle {
         };
         let name = self.monitor_name();
         let report = self.stages.monitor.drift(&name, &config).await?;
-        let mut gauges = vec![
-            ("drift.detected".to_owned(), if report.drifted { 1.0 } else { 0.0 }),
-            ("drift.samples".to_owned(), report.samples as f64),
-        ];
-        for f in report.features.iter().chain(report.prediction.as_ref()) {
-            for (stat, value) in [("psi", f.psi), ("ks", f.ks)] {
-                if value.is_finite() {
-                    gauges.push((format!("drift.{stat}.{}", f.feature), value));
-                }
-            }
-        }
+        let gauges = report.gauges();
         self.stages.monitor.publish(&name, &gauges).await?;
         Ok(Some(report))
     }
@@ -344,6 +335,10 @@ pub struct RunSummary {
     pub registered_new: bool,
     pub endpoint: Option<String>,
     pub endpoint_url: Option<String>,
+    /// What the endpoint serves after the deploy step: the variants, versions and weights the
+    /// plan's `shift_traffic` showed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<galley_core::stages::Variant>,
     pub error: Option<String>,
 }
 
@@ -401,6 +396,7 @@ impl RunSummary {
             registered_version,
             endpoint: deploy.as_ref().and_then(|d| d.get("endpoint")).and_then(|v| v.as_str()).map(str::to_owned),
             endpoint_url: deploy.as_ref().and_then(|d| d.get("url")).and_then(|v| v.as_str()).map(str::to_owned),
+            variants: deploy.as_ref().and_then(|d| d.get("variants")).and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default(),
             error: run.steps.iter().find_map(|s| s.error.clone()),
             steps: run
                 .steps

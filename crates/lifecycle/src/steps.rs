@@ -2,17 +2,16 @@
 
 use std::collections::BTreeMap;
 
-use galley_blueprint::{Blueprint, Compute, Promotion, Strategy};
+use galley_blueprint::{Blueprint, Compute, Promotion};
 use galley_core::stages::{
     ApprovalStatus, ArtifactKey, ArtifactStoreExt, EndpointSpec, FeatureGroupSpec, Lineage, ModelVersion,
-    NewModelVersion, Signature, StepLogger, StepOutput, TrainingJob, Variant,
+    NewModelVersion, Signature, StepLogger, StepOutput, TrainingData, TrainingJob, Variant,
 };
 use galley_core::table::Column;
 use galley_core::{DType, Error, Result, Table, Value};
 use galley_ml::{Frame, TrainedModel};
 use serde_json::{Value as Json, json};
 
-use crate::container;
 use crate::store::{digest, get_json, put_json};
 use crate::{CHAMPION, Lifecycle};
 
@@ -77,6 +76,17 @@ impl StepName {
             })
             .collect()
     }
+}
+
+/// Reads a model file a job left and checks it is the model the job was asked for.
+fn check_job_model(bytes: &[u8], signature: &Signature, job: &str) -> Result<TrainedModel> {
+    let model = TrainedModel::from_bytes(bytes).map_err(|e| Error::invalid(format!("training job `{job}` left a model galley cannot read: {e}")))?;
+    if model.signature() != signature {
+        return Err(Error::invalid(format!(
+            "training job `{job}` left a model whose input signature differs from the training data's; is its image a galley image of this version?"
+        )));
+    }
+    Ok(model)
 }
 
 /// SageMaker's own ceiling for a training job that sets none.
@@ -303,7 +313,7 @@ impl Lifecycle {
                 let doc: PreparedDoc = get_json(artifacts, key).await?;
                 let training = bp.stages.training.as_ref().expect("checked in Lifecycle::new");
                 let (bytes, job) = match training.compute {
-                    Compute::Local => (galley_ml::train(training, bp.data.task, &doc.frame(false), &doc.signature)?.to_bytes(), None),
+                    Compute::Local => (galley_ml::train(training.algorithm, &training.params, bp.data.task, &doc.frame(false), &doc.signature)?.to_bytes(), None),
                     Compute::Managed => {
                         let (bytes, job) = self.train_managed(up, training, &doc, log).await?;
                         (bytes, Some(job))
@@ -384,20 +394,15 @@ impl Lifecycle {
         let image = training.image.clone().ok_or_else(|| {
             Error::invalid("`training.compute: managed` needs `training.image` (validate reports this too)")
         })?;
-        let input = container::training_input(training, bp.data.task, &doc.frame(false), &bp.data.target, &doc.signature)?;
         // The job's name follows from what it trains on and how, so a run restarted after a
         // crash finds the job it started (and its bill) instead of starting a second one.
         let inputs = digest(&[
             field_str(up, StepName::Prepare, "prepared_key")?,
-            &serde_json::to_string(&input.hyperparameters)?,
+            &serde_json::to_string(&(training.algorithm, &training.params, bp.data.task))?,
             &image,
             &self.code_version,
         ]);
         let name = training_job_name(&bp.name, &inputs);
-        let prefix = format!("galley/training/{name}");
-        for (file, bytes) in &input.files {
-            self.stages.artifacts.put_bytes(&ArtifactKey::new(format!("{prefix}/input/{file}"))?, bytes.clone().into()).await?;
-        }
         let max_runtime = training.max_runtime.as_deref().unwrap_or(DEFAULT_MAX_RUNTIME);
         let max_runtime_secs = galley_blueprint::duration_secs(max_runtime)
             .ok_or_else(|| Error::invalid(format!("invalid `training.max_runtime` `{max_runtime}` (validate reports this too)")))?;
@@ -405,15 +410,21 @@ impl Lifecycle {
             name: name.clone(),
             image,
             instance_type: training.instance_type.clone(),
-            input_prefix: format!("{prefix}/input/"),
-            output_prefix: format!("{prefix}/output/"),
-            model_file: container::MODEL_FILE.into(),
-            hyperparameters: input.hyperparameters,
             max_runtime_secs,
+            algorithm: training.algorithm,
+            params: training.params.clone(),
+            task: bp.data.task,
+            data: TrainingData {
+                label: bp.data.target.clone(),
+                features: doc.features.clone(),
+                x: doc.train_x.clone(),
+                y: doc.train_y.clone(),
+                signature: doc.signature.clone(),
+            },
         };
         log.line(&format!("training job `{name}` on {} ({} rows)", job.instance_type.as_deref().unwrap_or("the platform's default instance"), doc.train_y.len()));
         let done = self.stages.orchestrator.run_training_job(&job, log).await?;
-        container::check_job_model(&done.model, &doc.signature, &done.job_id)?;
+        check_job_model(&done.model, &doc.signature, &done.job_id)?;
         let billed = done.billable_seconds.map(|s| format!(", {s} s billed")).unwrap_or_default();
         let reused = if done.reused { " (reused: started earlier with the same inputs)" } else { "" };
         log.line(&format!("training job `{}` finished{reused}{billed}; output {}", done.job_id, done.output_uri));
@@ -537,28 +548,17 @@ impl Lifecycle {
             }));
         };
         let mv = self.stages.registry.get_version(model, version).await?;
-        let new_variant = |weight| Variant {
-            name: format!("v{version}"),
+        let new = Variant {
+            name: crate::actions::variant_name(version),
             model: model.to_owned(),
             version,
             artifact_uri: mv.artifact_uri.clone(),
-            weight,
+            weight: 0,
         };
-        let stable = current
-            .as_ref()
-            .and_then(|c| c.variants.iter().filter(|v| v.version != version && v.weight > 0).max_by_key(|v| v.weight).cloned());
-        let variants = match (&serving.traffic, stable) {
-            (Some(t), Some(mut stable)) if t.strategy == Strategy::Canary => {
-                let p = t.percent.unwrap_or(10);
-                stable.weight = 100 - p;
-                log.line(&format!("canary: v{version} takes {p}% of traffic, {} keeps {}%", stable.name, 100 - p));
-                vec![stable, new_variant(p)]
-            }
-            _ => {
-                log.line(&format!("v{version} takes all traffic"));
-                vec![new_variant(100)]
-            }
-        };
+        let current_variants = current.map(|c| c.variants).unwrap_or_default();
+        let variants = crate::actions::traffic(serving, &current_variants, new);
+        let split: Vec<String> = variants.iter().map(|v| format!("{} {}%", v.name, v.weight)).collect();
+        log.line(&format!("traffic: {}", split.join(", ")));
         let info = self
             .stages
             .serving

@@ -101,6 +101,57 @@ fn bin_shares(sorted: &[f64], edges: &[f64]) -> Vec<f64> {
         .collect()
 }
 
+/// The drift scorer every monitor uses: the baseline (rows the model was trained on, with
+/// the model's predictions for them) against what was recorded since (numeric columns by name,
+/// and the predictions), judged by `config`. Below `config.min_samples` inferences no score is
+/// computed and nothing is drifted: the report says "not enough data" instead of a verdict.
+/// String columns are not scored (the statistics are numeric).
+pub fn drift_report(
+    monitor: &str,
+    baseline: &galley_core::Table,
+    baseline_predictions: &[f64],
+    current: &std::collections::BTreeMap<String, Vec<f64>>,
+    current_predictions: &[f64],
+    samples: usize,
+    config: &galley_core::stages::DriftConfig,
+) -> galley_core::stages::DriftReport {
+    use galley_core::stages::{DriftMethod, DriftReport, FeatureDrift};
+    let enough = samples > 0 && samples >= config.min_samples;
+    let score = |feature: &str, base: &[f64], cur: &[f64]| {
+        if !enough || base.is_empty() || cur.is_empty() {
+            return FeatureDrift { feature: feature.to_owned(), psi: None, ks: None, drifted: false };
+        }
+        let (p, k) = (psi(base, cur), ks(base, cur));
+        let s = match config.method {
+            DriftMethod::Psi => p,
+            DriftMethod::Ks => k,
+        };
+        let finite = |v: f64| v.is_finite().then_some(v);
+        FeatureDrift { feature: feature.to_owned(), psi: finite(p), ks: finite(k), drifted: s.is_finite() && s > config.threshold }
+    };
+    let features: Vec<FeatureDrift> = baseline
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.dtype != galley_core::DType::String)
+        .map(|(j, c)| {
+            let base: Vec<f64> = baseline.rows.iter().filter_map(|r| r.get(j).and_then(galley_core::Value::as_f64)).collect();
+            score(&c.name, &base, current.get(&c.name).map(Vec::as_slice).unwrap_or(&[]))
+        })
+        .collect();
+    let prediction = (!baseline_predictions.is_empty()).then(|| score("prediction", baseline_predictions, current_predictions));
+    let drifted = features.iter().any(|f| f.drifted) || prediction.as_ref().is_some_and(|p| p.drifted);
+    DriftReport {
+        monitor: monitor.to_owned(),
+        computed_ms: galley_core::stages::now_ms(),
+        samples,
+        min_samples: config.min_samples,
+        features,
+        prediction,
+        drifted,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use galley_blueprint::Gate;
+use galley_core::ml::Gate;
 
 use crate::metrics::higher_is_better;
 

@@ -15,8 +15,8 @@ pub mod prepare;
 pub mod validate;
 
 pub use dataset::{Dataset, builtin_columns, builtin_names, load_source};
-pub use drift::{ks, ks_pvalue, psi};
-pub use galley_blueprint::{Algorithm, Task};
+pub use drift::{drift_report, ks, ks_pvalue, psi};
+pub use galley_core::ml::{Algorithm, Task};
 pub use gate::{GateDecision, decide};
 pub use metrics::{evaluate, higher_is_better};
 pub use model::{MODEL_FORMAT, MODEL_FORMAT_VERSION, TrainedModel, train};

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use galley_blueprint::Task;
+use galley_core::ml::Task;
 
 use crate::model::TrainedModel;
 use crate::prepare::Frame;

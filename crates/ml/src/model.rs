@@ -7,7 +7,8 @@
 
 use std::collections::BTreeMap;
 
-use galley_blueprint::{Algorithm, Task, TrainingStage};
+use galley_core::ml::{Algorithm, Task, VarValue};
+use indexmap::IndexMap;
 use galley_core::stages::Signature;
 use galley_core::{DType, Error, ErrorKind, Result, Table, Value};
 use linfa::prelude::*;
@@ -63,17 +64,17 @@ enum Node {
     Leaf { value: f64 },
 }
 
-/// Fits `training.algorithm` on `train`. `signature` describes `train.features` (same names,
-/// same order) and becomes the model's input contract.
+/// Fits `algorithm` with `params` (the blueprint's `training.params`) on `train`. `signature`
+/// describes `train.features` (same names, same order) and becomes the model's input contract.
 pub fn train(
-    training: &TrainingStage,
+    algorithm: Algorithm,
+    params: &IndexMap<String, VarValue>,
     task: Task,
     train: &Frame,
     signature: &Signature,
 ) -> Result<TrainedModel> {
-    let algorithm = training.algorithm;
     let name = algorithm_name(algorithm);
-    let params = Params::parse(algorithm, &training.params)?;
+    let params = Params::parse(algorithm, params)?;
     check_task(algorithm, task)?;
     check_frame(train, signature)?;
     if task == Task::Classification && train.y.iter().any(|v| *v != 0.0 && *v != 1.0) {

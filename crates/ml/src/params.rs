@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use galley_blueprint::{Algorithm, VarValue};
+use galley_core::ml::{Algorithm, VarValue};
 use galley_core::{Error, Result};
 use indexmap::IndexMap;
 

@@ -4,7 +4,7 @@
 //! releases), so the same seed and data give the same split on every machine and every run:
 //! that is what makes a re-run comparable to the last one.
 
-use galley_blueprint::{Data, Task};
+use galley_core::ml::{Data, Task};
 use galley_core::stages::Signature;
 use galley_core::table::Column;
 use galley_core::{DType, Error, Result, Table, Value};
@@ -225,7 +225,7 @@ fn split_indices(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use galley_blueprint::{PositiveWhen, Split};
+    use galley_core::ml::{PositiveWhen, Split};
 
     pub(crate) fn wine_data() -> Data {
         Data {

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use galley_blueprint::{ColumnRule, Data};
+use galley_core::ml::{ColumnRule, Data};
 use galley_core::{DType, Table, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -285,7 +285,7 @@ fn did_you_mean(table: &Table, name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use galley_blueprint::Split;
+    use galley_core::ml::Split;
     use galley_core::table::Column;
     use indexmap::IndexMap;
 

@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use galley_blueprint::{
-    Algorithm, ColumnRule, Data, Gate, PositiveWhen, Split, Task, TrainingStage, VarValue,
-};
+use galley_core::ml::{Algorithm, ColumnRule, Data, Gate, PositiveWhen, Split, Task, VarValue};
 use galley_core::table::Column;
 use galley_core::{DType, ErrorKind, Table, Value};
 use galley_ml::*;
@@ -45,20 +43,16 @@ fn wine_data() -> Data {
     }
 }
 
-fn training(algorithm: Algorithm, params: &[(&str, f64)]) -> TrainingStage {
-    TrainingStage {
-        common: Default::default(),
-        algorithm,
-        params: params
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), VarValue::Number(*v)))
-            .collect(),
-        compute: Default::default(),
-        image: None,
-        max_runtime: None,
-        instance_type: None,
-        gpu: false,
-    }
+/// An algorithm and its parameters, as `training.algorithm` and `training.params` give them.
+type Training = (Algorithm, IndexMap<String, VarValue>);
+
+fn training(algorithm: Algorithm, params: &[(&str, f64)]) -> Training {
+    (algorithm, params.iter().map(|(k, v)| ((*k).to_owned(), VarValue::Number(*v))).collect())
+}
+
+/// `galley_ml::train` over a [`Training`].
+fn train(t: &Training, task: Task, frame: &Frame, signature: &galley_core::stages::Signature) -> galley_core::Result<TrainedModel> {
+    galley_ml::train(t.0, &t.1, task, frame, signature)
 }
 
 fn prepared() -> Prepared {

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::StreamExt;
+use galley_core::capability::Feature;
 use galley_core::stages::{ArtifactKey, ArtifactMeta, ArtifactStore, ArtifactStoreExt, ByteStream};
 use galley_core::{Error, ErrorKind};
 
@@ -15,7 +16,6 @@ type Store = Arc<dyn ArtifactStore>;
 
 pub fn cases() -> Vec<Case<Store>> {
     vec![
-        case!(declares_platform_capabilities),
         case!(put_get_roundtrip),
         case!(streamed_multi_megabyte_roundtrip),
         case!(empty_body_roundtrip),
@@ -31,6 +31,8 @@ pub fn cases() -> Vec<Case<Store>> {
         case!(readers_never_see_a_partial_overwrite),
         case!(failed_upload_leaves_previous_content),
         case!(bad_keys_are_refused_before_any_call),
+        case!(overwrites_keep_the_earlier_version, needs = [Feature::ArtifactVersioning]),
+        case!(objects_are_encrypted_at_rest, needs = [Feature::ArtifactEncryption]),
     ]
 }
 
@@ -97,10 +99,6 @@ fn check_meta(meta: &ArtifactMeta, key: &ArtifactKey, content: &[u8], what: &str
     ensure_eq!(meta.sha256, sha256_hex(content), "{what}: meta.sha256 (hex SHA-256 of the content)");
     anyhow::ensure!(!meta.uri.is_empty(), "{what}: meta.uri is empty; it must say where the object lives");
     Ok(())
-}
-
-pub async fn declares_platform_capabilities(store: Store) -> TestResult {
-    crate::capabilities::check_described(&*store)
 }
 
 pub async fn put_get_roundtrip(store: Store) -> TestResult {
@@ -369,4 +367,44 @@ pub async fn bad_keys_are_refused_before_any_call(_store: Store) -> TestResult {
     let parsed = serde_json::from_str::<ArtifactKey>("\"../../etc/shadow\"");
     anyhow::ensure!(parsed.is_err(), "an ArtifactKey deserialized from `../../etc/shadow`: {parsed:?}");
     Ok(())
+}
+
+/// A versioned store keeps what an overwrite replaced: both versions are listed, newest first,
+/// and the earlier one reads back byte for byte.
+pub async fn overwrites_keep_the_earlier_version(store: Store) -> TestResult {
+    Scratch::new(&store).run(|store, s| async move {
+        let key = s.key("versioned/model.json");
+        let (first, second) = (Bytes::from_static(b"{\"model\": 1}"), Bytes::from_static(b"{\"model\": 2, \"better\": true}"));
+        store.put_bytes(&key, first.clone()).await?;
+        store.put_bytes(&key, second.clone()).await?;
+        let versions = store.versions(&key).await?;
+        anyhow::ensure!(versions.len() >= 2, "versions after one overwrite: {versions:?}");
+        anyhow::ensure!(versions[0].latest && !versions[1].latest, "the newest version must come first and be the latest: {versions:?}");
+        ensure_eq!(versions[0].size, second.len() as u64, "size of the latest version");
+        ensure_eq!(versions[1].size, first.len() as u64, "size of the earlier version");
+        let mut earlier = Vec::new();
+        let mut stream = store.get_version(&key, &versions[1].version_id).await?;
+        while let Some(chunk) = stream.next().await {
+            earlier.extend_from_slice(&chunk?);
+        }
+        ensure_eq!(Bytes::from(earlier), first, "the earlier version's bytes");
+        ensure_eq!(store.get_bytes(&key).await?, second, "a plain get after the overwrite");
+        Ok(())
+    })
+    .await
+}
+
+/// An encrypting store says, per object, how the object is encrypted at rest.
+pub async fn objects_are_encrypted_at_rest(store: Store) -> TestResult {
+    Scratch::new(&store).run(|store, s| async move {
+        let key = s.key("encrypted/data.csv");
+        store.put_bytes(&key, Bytes::from_static(b"a,b\n1,2\n")).await?;
+        let meta = store.head(&key).await?;
+        anyhow::ensure!(
+            meta.encryption.as_deref().is_some_and(|e| !e.is_empty()),
+            "head of a new object reports no encryption at rest: {meta:?}"
+        );
+        Ok(())
+    })
+    .await
 }

@@ -16,7 +16,6 @@ type Tracker = Arc<dyn ExperimentTracker>;
 
 pub fn cases() -> Vec<Case<Tracker>> {
     vec![
-        case!(declares_platform_capabilities),
         case!(create_experiment_is_get_or_create),
         case!(run_lifecycle_from_start_to_end),
         case!(params_tags_and_artifacts_are_recorded),
@@ -46,10 +45,6 @@ async fn with_experiment<F: Future<Output = TestResult>>(t: Tracker, body: impl 
     let out = body(t.clone(), name.clone()).await;
     let _ = t.delete_experiment(&name).await;
     out
-}
-
-pub async fn declares_platform_capabilities(t: Tracker) -> TestResult {
-    crate::capabilities::check_described(&*t)
 }
 
 pub async fn create_experiment_is_get_or_create(t: Tracker) -> TestResult {

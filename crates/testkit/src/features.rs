@@ -16,7 +16,6 @@ type Store = Arc<dyn FeatureStore>;
 
 pub fn cases() -> Vec<Case<Store>> {
     vec![
-        case!(declares_platform_capabilities),
         case!(create_group_is_idempotent),
         case!(create_group_with_a_different_spec_conflicts),
         case!(describe_of_unknown_group_is_none),
@@ -81,10 +80,6 @@ async fn with_group<F: Future<Output = TestResult>>(store: Store, body: impl FnO
     let out = body(store.clone(), name.clone()).await;
     let _ = store.delete_group(&name).await;
     out
-}
-
-pub async fn declares_platform_capabilities(store: Store) -> TestResult {
-    crate::capabilities::check_described(&*store)
 }
 
 pub async fn create_group_is_idempotent(store: Store) -> TestResult {

@@ -1,28 +1,23 @@
-//! One behaviour suite per stage trait that every platform must pass.
+//! One behaviour suite per stage trait that every platform must pass, and the proof that a
+//! platform's declared capabilities are real.
 //!
 //! Each suite is a list of named async cases over the stage's trait object; the doc comments
-//! on the traits in `galley_core::stages` are the contract they check. A platform's tests call
-//! `run_<stage>(Arc::new(store)).await.assert_ok()`. Cases that need an optional capability
-//! (`galley_core::capability::Feature`) are skipped, by name and with the reason, where the
-//! platform's `capabilities()` lacks it. Every case uses fresh unique names and removes what
-//! it created, so the suites can run again and again against long-lived emulators.
+//! on the traits in `galley_core::stages` are the contract they check. Cases that need an
+//! optional capability (`galley_core::capability::Feature`) are skipped, by name and with the
+//! reason, where the platform lacks it; a case that passes records the features it needed as
+//! proven. A platform's test runs everything and then asks for the proof:
 //!
 //! ```ignore
-//! #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-//! async fn aws_artifacts() {
-//!     let store = Arc::new(S3Artifacts::open(bucket).await.unwrap());
-//!     let mut report = galley_testkit::check_capabilities(&store.capabilities(), PlatformKind::Aws);
-//!     report.merge(galley_testkit::run_artifacts(store).await);
-//!     report.assert_ok(); // prints passed/skipped(with reasons)/failed, panics on any failure
-//! }
+//! let report = galley_testkit::run_stage_set(&stages, &my_platform::capabilities(), fixtures).await;
+//! report.assert_ok(); // prints passed/skipped(with reasons)/failed, panics on any failure
+//! report.assert_capabilities_proven(&my_platform::capabilities()); // no claim without a case
 //! ```
 //!
-//! Run the suites inside a Tokio runtime; a multi-threaded one lets the concurrency cases
-//! (readers during an overwrite, parallel registrations) really overlap. Serving needs a model
-//! the platform can serve: pass a [`ServingFixture`] (see `tests/local.rs` for the local one).
-//!
-//! Each case is also a public `async fn(Arc<dyn Trait>) -> TestResult`, so a platform can call
-//! one directly while chasing a failure.
+//! Every case uses fresh unique names and removes what it created, so the suites can run again
+//! and again against long-lived emulators. Run them inside a multi-threaded Tokio runtime so the
+//! concurrency cases really overlap. Serving needs a model the platform can serve: pass a
+//! [`ServingFixture`] (see `tests/local.rs`). Each case is also a public
+//! `async fn(Arc<dyn Trait>) -> TestResult`, so a platform can call one directly.
 
 pub mod artifacts;
 pub mod capabilities;
@@ -35,6 +30,7 @@ pub mod runner;
 pub mod serving;
 pub mod support;
 pub mod training;
+pub mod triggers;
 
 pub use artifacts::run_artifacts;
 pub use capabilities::check_capabilities;
@@ -46,13 +42,24 @@ pub use registry::run_registry;
 pub use runner::{Case, Report, TestResult};
 pub use serving::{ServingCtx, ServingFixture, run_serving};
 pub use training::{TrainingFixture, run_training};
+pub use triggers::run_triggers;
 
-use galley_core::StageSet;
 use galley_core::stages::Described;
+use galley_core::{Capabilities, StageSet};
 
-/// Every suite over one platform's opened stages, with each stage's capability declaration
-/// checked first. Without a `serving` fixture the serving suite is reported as skipped.
-pub async fn run_stage_set(stages: &StageSet, serving: Option<ServingFixture>) -> Report {
+/// What only the platform can give the suites.
+#[derive(Debug, Clone, Default)]
+pub struct Fixtures {
+    /// A model deployed where the platform's server reads it; without it the serving suite is
+    /// reported as skipped.
+    pub serving: Option<ServingFixture>,
+    /// A job for managed training (`TrainingFixture::standard` with the platform's image).
+    pub training: Option<TrainingFixture>,
+}
+
+/// Every suite over one platform's opened stages, each stage's declaration checked against the
+/// platform's (`platform`, its rules' capabilities) first.
+pub async fn run_stage_set(stages: &StageSet, platform: &Capabilities, fixtures: Fixtures) -> Report {
     let mut report = Report::default();
     let declared: [(&str, &dyn Described); 7] = [
         ("artifacts", &*stages.artifacts),
@@ -64,19 +71,16 @@ pub async fn run_stage_set(stages: &StageSet, serving: Option<ServingFixture>) -
         ("monitor", &*stages.monitor),
     ];
     for (stage, object) in declared {
-        let mut r = check_capabilities(&object.capabilities(), object.platform());
-        for name in r.passed.iter_mut().chain(r.failed.iter_mut().map(|(n, _)| n)) {
-            *name = format!("{stage}::{name}");
-        }
-        report.merge(r);
+        report.merge(check_capabilities(stage, &object.capabilities(), platform));
     }
     report.merge(run_artifacts(stages.artifacts.clone()).await);
     report.merge(run_features(stages.features.clone()).await);
     report.merge(run_experiments(stages.experiments.clone()).await);
     report.merge(run_orchestrator(stages.orchestrator.clone()).await);
-    report.merge(run_training(stages.orchestrator.clone(), None).await);
+    report.merge(run_triggers(stages.orchestrator.clone()).await);
+    report.merge(run_training(stages.orchestrator.clone(), fixtures.training).await);
     report.merge(run_registry(stages.registry.clone()).await);
-    match serving {
+    match fixtures.serving {
         Some(fixture) => report.merge(run_serving(stages.serving.clone(), fixture).await),
         None => report.skipped.push((
             "serving::*".to_owned(),

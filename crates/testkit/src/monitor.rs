@@ -20,7 +20,6 @@ type Mon = Arc<dyn Monitor>;
 
 pub fn cases() -> Vec<Case<Mon>> {
     vec![
-        case!(declares_platform_capabilities),
         case!(psi_flags_only_the_shifted_feature, needs = [Feature::DriftPsi]),
         case!(ks_flags_only_the_shifted_feature, needs = [Feature::DriftKs]),
         case!(unshifted_data_shows_no_drift, needs = [Feature::DriftPsi]),
@@ -88,25 +87,28 @@ async fn flags_only_the_shifted_feature(m: Mon, config: DriftConfig) -> TestResu
         ensure_eq!(r.drifted_features(), vec![MOVED], "drifted features ({:?}, threshold {})", config.method, config.threshold);
         anyhow::ensure!(r.drifted, "report.drifted is false although `{MOVED}` drifted");
         let (still, moved) = (feature(&r, STILL)?, feature(&r, MOVED)?);
-        let score = |f: &galley_core::stages::FeatureDrift| match config.method {
-            DriftMethod::Psi => f.psi,
-            DriftMethod::Ks => f.ks,
+        let scores = |f: &galley_core::stages::FeatureDrift| -> anyhow::Result<(f64, f64)> {
+            match (f.psi, f.ks) {
+                (Some(p), Some(k)) => Ok((p, k)),
+                _ => anyhow::bail!("`{}` has no scores over {} samples (min_samples {}): {f:?}", f.feature, r.samples, r.min_samples),
+            }
         };
-        anyhow::ensure!(score(moved) > config.threshold, "`{MOVED}` scored {} ≤ threshold {}", score(moved), config.threshold);
-        anyhow::ensure!(score(still) < config.threshold, "`{STILL}` scored {} ≥ threshold {}", score(still), config.threshold);
+        let ((moved_psi, moved_ks), (still_psi, still_ks)) = (scores(moved)?, scores(still)?);
+        let (score_moved, score_still) = match config.method {
+            DriftMethod::Psi => (moved_psi, still_psi),
+            DriftMethod::Ks => (moved_ks, still_ks),
+        };
+        anyhow::ensure!(score_moved > config.threshold, "`{MOVED}` scored {score_moved} ≤ threshold {}", config.threshold);
+        anyhow::ensure!(score_still < config.threshold, "`{STILL}` scored {score_still} ≥ threshold {}", config.threshold);
         // Both statistics are reported whatever the method; a 3σ shift moves both.
-        anyhow::ensure!(moved.psi > still.psi && moved.ks > still.ks, "scores of the moved vs still feature: {moved:?} vs {still:?}");
-        anyhow::ensure!((0.0..=1.0).contains(&moved.ks), "a KS statistic must lie in [0, 1]; got {}", moved.ks);
+        anyhow::ensure!(moved_psi > still_psi && moved_ks > still_ks, "scores of the moved vs still feature: {moved:?} vs {still:?}");
+        anyhow::ensure!((0.0..=1.0).contains(&moved_ks), "a KS statistic must lie in [0, 1]; got {moved_ks}");
         if let Some(pred) = &r.prediction {
             anyhow::ensure!(!pred.drifted, "predictions depend only on `{STILL}` yet were flagged: {pred:?}");
         }
         Ok(())
     })
     .await
-}
-
-pub async fn declares_platform_capabilities(m: Mon) -> TestResult {
-    crate::capabilities::check_described(&*m)
 }
 
 pub async fn psi_flags_only_the_shifted_feature(m: Mon) -> TestResult {
@@ -136,8 +138,13 @@ pub async fn no_verdict_below_min_samples(m: Mon) -> TestResult {
         m.record(&name, &t, &p).await?;
         let r = m.drift(&name, &psi(0.2, 100)).await?;
         ensure_eq!(r.samples, 50, "report.samples");
+        ensure_eq!(r.min_samples, 100, "report.min_samples");
+        anyhow::ensure!(!r.enough_data(), "enough_data() with 50 of 100 samples");
         anyhow::ensure!(!r.drifted, "a verdict of drift from 50 samples although min_samples is 100");
         ensure_eq!(r.drifted_features(), Vec::<&str>::new(), "drifted features below min_samples");
+        // No scores either: a PSI over a handful of rows is noise, and must not be shown as one.
+        anyhow::ensure!(r.features.iter().all(|f| f.psi.is_none() && f.ks.is_none()), "scores below min_samples: {:?}", r.features);
+        anyhow::ensure!(r.verdict().contains("not enough data (50 of 100"), "verdict below min_samples: {}", r.verdict());
 
         // Past the minimum the same shifted data is a verdict.
         let (t, p) = sample(5, 100, 3.0)?;
@@ -192,14 +199,14 @@ pub async fn delete_forgets_the_monitor(m: Mon) -> TestResult {
 
 pub async fn publish_is_accepted(m: Mon) -> TestResult {
     with_baseline(m, |m, name| async move {
-        let metrics = vec![
-            (format!("drift_psi_{MOVED}"), 1.7),
-            ("latency_p95_ms".to_owned(), 12.5),
-            ("samples".to_owned(), 0.0),
-        ];
-        m.publish(&name, &metrics).await?;
+        let (t, p) = sample(9, 200, 3.0)?;
+        m.record(&name, &t, &p).await?;
+        // The gauges the lifecycle publishes: what a real report gives, labels and all.
+        let gauges = m.drift(&name, &psi(0.2, 100)).await?.gauges();
+        anyhow::ensure!(gauges.iter().any(|g| g.name == "galley_drift_psi" && g.labels.get("feature").map(String::as_str) == Some(MOVED)), "{gauges:?}");
+        m.publish(&name, &gauges).await?;
         // Publishing the same gauges again (the next monitoring tick) is fine too.
-        m.publish(&name, &metrics).await?;
+        m.publish(&name, &gauges).await?;
         Ok(())
     })
     .await

@@ -25,7 +25,6 @@ const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 pub fn cases() -> Vec<Case<Orch>> {
     vec![
-        case!(declares_platform_capabilities),
         case!(upsert_then_describe_roundtrips),
         case!(upsert_updates_the_definition),
         case!(schedule_roundtrips, needs = [Feature::Schedules]),
@@ -213,10 +212,6 @@ fn check_consistent(run: &PipelineRun, spec: &PipelineSpec) -> TestResult {
         anyhow::ensure!(run.state != RunState::Succeeded, "a step Failed but the run Succeeded");
     }
     Ok(())
-}
-
-pub async fn declares_platform_capabilities(o: Orch) -> TestResult {
-    crate::capabilities::check_described(&*o)
 }
 
 pub async fn upsert_then_describe_roundtrips(o: Orch) -> TestResult {

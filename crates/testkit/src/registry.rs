@@ -17,7 +17,6 @@ type Registry = Arc<dyn ModelRegistry>;
 
 pub fn cases() -> Vec<Case<Registry>> {
     vec![
-        case!(declares_platform_capabilities),
         case!(create_model_is_get_or_create),
         case!(delete_model_removes_it),
         case!(versions_are_numbered_from_one),
@@ -62,10 +61,6 @@ async fn with_model<F: Future<Output = TestResult>>(r: Registry, body: impl FnOn
     let out = body(r.clone(), name.clone()).await;
     let _ = r.delete_model(&name).await;
     out
-}
-
-pub async fn declares_platform_capabilities(r: Registry) -> TestResult {
-    crate::capabilities::check_described(&*r)
 }
 
 pub async fn create_model_is_get_or_create(r: Registry) -> TestResult {

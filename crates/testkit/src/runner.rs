@@ -8,10 +8,12 @@ use std::fmt::Write as _;
 use std::panic::AssertUnwindSafe;
 use std::time::Duration;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use futures::FutureExt;
 use futures::future::BoxFuture;
-use galley_core::Capabilities;
 use galley_core::capability::Feature;
+use galley_core::{Capabilities, PlatformId};
 
 /// What one case returns: `Err` carries a message naming what did not hold.
 pub type TestResult = anyhow::Result<()>;
@@ -41,6 +43,9 @@ pub struct Report {
     pub skipped: Vec<(String, String)>,
     /// (case, what went wrong)
     pub failed: Vec<(String, String)>,
+    /// The features each platform's passed cases needed: what its declaration has been shown
+    /// to deliver on its test substrate. Skipped cases prove nothing.
+    pub proven: BTreeMap<PlatformId, BTreeSet<Feature>>,
 }
 
 impl Report {
@@ -53,6 +58,32 @@ impl Report {
         self.passed.extend(other.passed);
         self.skipped.extend(other.skipped);
         self.failed.extend(other.failed);
+        for (platform, features) in other.proven {
+            self.proven.entry(platform).or_default().extend(features);
+        }
+    }
+
+    /// The features `declared` claims that no passed case of its platform needed.
+    pub fn unproven(&self, declared: &Capabilities) -> Vec<Feature> {
+        let proven = self.proven.get(&declared.platform);
+        declared.features().iter().copied().filter(|f| !proven.is_some_and(|p| p.contains(f))).collect()
+    }
+
+    /// Panics unless every feature `declared` claims was needed by a case that ran and passed
+    /// on the platform: a platform declares only what it has shown.
+    pub fn assert_capabilities_proven(&self, declared: &Capabilities) {
+        let missing = self.unproven(declared);
+        if !missing.is_empty() {
+            let list: Vec<String> = missing.iter().map(|f| format!("{f:?} ({})", f.describe())).collect();
+            panic!(
+                "platform `{}` declares {} that no behaviour case proved on its test substrate: {}\n\
+                 withdraw them from its capabilities, or add and pass a case that needs them\n{}",
+                declared.platform,
+                if missing.len() == 1 { "a feature" } else { "features" },
+                list.join(", "),
+                self.summary()
+            );
+        }
     }
 
     /// A human summary: counts, every skipped case with its reason, every failure.
@@ -70,6 +101,9 @@ impl Report {
         }
         for (name, why) in &self.failed {
             let _ = writeln!(s, "  FAILED  {name}: {why}");
+        }
+        for (platform, features) in &self.proven {
+            let _ = writeln!(s, "  proven on {platform}: {features:?}");
         }
         s
     }
@@ -149,7 +183,10 @@ pub async fn run_cases<T: Clone + Send + 'static>(
         }
         let fut = AssertUnwindSafe((case.run)(ctx.clone())).catch_unwind();
         match tokio::time::timeout(CASE_LIMIT, fut).await {
-            Ok(Ok(Ok(()))) => report.passed.push(name),
+            Ok(Ok(Ok(()))) => {
+                report.passed.push(name);
+                report.proven.entry(caps.platform).or_default().extend(case.needs.iter().copied());
+            }
             Ok(Ok(Err(e))) => match e.downcast_ref::<Skip>() {
                 Some(Skip(why)) => report.skipped.push((name, why.clone())),
                 None => report.failed.push((name, format!("{e:#}"))),
@@ -176,7 +213,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use galley_core::PlatformKind;
+    use galley_core::PlatformId;
 
     async fn passes(_: u8) -> TestResult {
         Ok(())
@@ -193,8 +230,8 @@ mod tests {
 
     #[tokio::test]
     async fn runner_reports_pass_fail_panic_and_skips_by_capability() {
-        // AWS has approval status but no aliases.
-        let caps = Capabilities::of(PlatformKind::Aws);
+        // A platform with approval status but no aliases.
+        let caps = Capabilities::new(PlatformId::from_static("demo"), &[Feature::ApprovalStatus]);
         let cases = vec![
             crate::case!(passes),
             crate::case!(fails),
@@ -214,8 +251,15 @@ mod tests {
         assert!(r.skipped[0].1.contains("lacks capability ModelAliases"), "{:?}", r.skipped);
         assert!(r.skipped[1].1.contains("supports ApprovalStatus"), "{:?}", r.skipped);
         let summary = r.summary();
-        assert!(summary.contains("SKIPPED demo::passes: platform `aws` lacks"), "{summary}");
+        assert!(summary.contains("SKIPPED demo::passes: platform `demo` lacks"), "{summary}");
         assert!(summary.contains("FAILED  demo::panics: panicked: boom"), "{summary}");
         assert!(std::panic::catch_unwind(|| r.assert_ok()).is_err());
+        // Only the passed case that needed ApprovalStatus proves it; a declared feature no passed
+        // case needed fails the proof.
+        assert_eq!(r.unproven(&caps), vec![]);
+        let more = Capabilities::new(caps.platform, &[Feature::ApprovalStatus, Feature::DriftKs]);
+        assert_eq!(r.unproven(&more), vec![Feature::DriftKs]);
+        let e = std::panic::catch_unwind(|| r.assert_capabilities_proven(&more)).unwrap_err();
+        assert!(e.downcast_ref::<String>().is_some_and(|m| m.contains("DriftKs")), "{e:?}");
     }
 }

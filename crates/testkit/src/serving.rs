@@ -14,12 +14,23 @@ use galley_core::capability::Feature;
 use galley_core::stages::{EndpointInfo, EndpointSpec, EndpointState, Serving, Variant};
 use galley_core::{ErrorKind, Table};
 
-use crate::runner::{Case, Report, TestResult, run_cases};
+use crate::runner::{Case, Report, Skip, TestResult, run_cases};
 use crate::support::{expect_kind, expect_kind_in, unique, wait_for};
 use crate::{case, ensure_eq};
 
 /// Managed endpoints take minutes to come into service.
 const DEPLOY_LIMIT: Duration = Duration::from_secs(840);
+
+/// Turns bearer authentication on for an endpoint name before it is deployed (platforms
+/// configure it outside `EndpointSpec`) and returns the token its clients must send.
+#[derive(Clone)]
+pub struct RequireToken(pub Arc<dyn Fn(&str) -> anyhow::Result<String> + Send + Sync>);
+
+impl std::fmt::Debug for RequireToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RequireToken(..)")
+    }
+}
 
 /// What the platform supplies so the suite can deploy and check a real model.
 #[derive(Debug, Clone)]
@@ -33,6 +44,8 @@ pub struct ServingFixture {
     pub expected: Vec<f64>,
     /// Largest absolute difference accepted per prediction (floats cross text formats).
     pub tolerance: f64,
+    /// For platforms with bearer authentication (the `BearerAuth` case).
+    pub require_token: Option<RequireToken>,
 }
 
 /// The context every serving case gets.
@@ -44,13 +57,14 @@ pub struct ServingCtx {
 
 pub fn cases() -> Vec<Case<ServingCtx>> {
     vec![
-        case!(declares_platform_capabilities),
         case!(fixture_is_well_formed),
         case!(deploy_comes_into_service_with_the_variants_asked),
         case!(invoke_returns_the_models_predictions),
         case!(invoke_with_missing_columns_is_invalid),
         case!(invoke_of_unknown_endpoint_is_not_found),
+        case!(shift_traffic_sets_the_weights_asked, needs = [Feature::TrafficSplit]),
         case!(shift_traffic_routes_by_weight, needs = [Feature::TrafficSplit]),
+        case!(bearer_auth_refuses_requests_without_the_token, needs = [Feature::BearerAuth]),
         case!(shift_traffic_refuses_weights_not_summing_to_100, needs = [Feature::TrafficSplit]),
         case!(undeploy_is_idempotent),
     ]
@@ -133,10 +147,6 @@ fn weights_of(info: &EndpointInfo) -> Vec<(String, u32)> {
     w
 }
 
-pub async fn declares_platform_capabilities(ctx: ServingCtx) -> TestResult {
-    crate::capabilities::check_described(&*ctx.serving)
-}
-
 /// A broken fixture would make every other failure here misleading.
 pub async fn fixture_is_well_formed(ctx: ServingCtx) -> TestResult {
     let fx = &ctx.fixture;
@@ -213,6 +223,67 @@ pub async fn invoke_with_missing_columns_is_invalid(ctx: ServingCtx) -> TestResu
 pub async fn invoke_of_unknown_endpoint_is_not_found(ctx: ServingCtx) -> TestResult {
     let name = unique("gtk-nothing-");
     expect_kind(ctx.serving.invoke(&name, &ctx.fixture.rows).await, ErrorKind::NotFound, "invoke of an endpoint never deployed")
+}
+
+/// The platform records the split asked: `shift_traffic` answers with it and a later describe
+/// (the platform's own record, e.g. SageMaker's current weights) shows it.
+pub async fn shift_traffic_sets_the_weights_asked(ctx: ServingCtx) -> TestResult {
+    let spec = two_variant_spec(&ctx.fixture);
+    with_endpoint(ctx, spec.clone(), |ctx, _| async move {
+        for split in [[0, 100], [70, 30]] {
+            let weights: Vec<(String, u32)> = spec.variants.iter().zip(split).map(|(v, w)| (v.name.clone(), w)).collect();
+            let info = ctx.serving.shift_traffic(&spec.name, &weights).await?;
+            let mut want = weights.clone();
+            want.sort();
+            ensure_eq!(weights_of(&info), want, "weights returned by shift_traffic");
+            let info = in_service(&ctx, &spec.name).await?;
+            ensure_eq!(weights_of(&info), want, "weights described after shift_traffic");
+            ensure_eq!(
+                info.variants.iter().map(|v| (v.name.clone(), v.artifact_uri.clone())).collect::<Vec<_>>(),
+                spec.variants.iter().map(|v| (v.name.clone(), v.artifact_uri.clone())).collect::<Vec<_>>(),
+                "variants (a shift changes weights, nothing else)"
+            );
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Where a request to `info`'s endpoint goes over HTTP.
+fn invocations_url(info: &EndpointInfo) -> String {
+    if info.url.ends_with("/invocations") { info.url.clone() } else { format!("{}/invocations", info.url.trim_end_matches('/')) }
+}
+
+/// An endpoint with authentication answers its platform's client (which sends the token) and
+/// refuses anyone without the token, or with a wrong one.
+pub async fn bearer_auth_refuses_requests_without_the_token(ctx: ServingCtx) -> TestResult {
+    let Some(require) = ctx.fixture.require_token.clone() else {
+        return Err(Skip("the fixture gives no RequireToken hook, which the BearerAuth case needs".into()).into());
+    };
+    let spec = fresh_spec(&ctx.fixture);
+    let token = (require.0)(&spec.name)?;
+    with_endpoint(ctx, spec.clone(), |ctx, info| async move {
+        let p = ctx.serving.invoke(&spec.name, &ctx.fixture.rows).await?;
+        check_predictions(&p.predictions, &ctx.fixture, "invoke through the platform's client")?;
+        let url = invocations_url(&info);
+        let body = ctx.fixture.rows.to_dataframe_split(&spec.signature.inputs)?;
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let send = |auth: Option<String>| {
+            let mut req = http.post(&url).json(&body);
+            if let Some(a) = auth {
+                req = req.header("authorization", a);
+            }
+            req.send()
+        };
+        let none = send(None).await?.status();
+        ensure_eq!(none.as_u16(), 401, "status of a request without a token");
+        let wrong = send(Some(format!("Bearer {token}x"))).await?.status();
+        anyhow::ensure!(matches!(wrong.as_u16(), 401 | 403), "a wrong token got status {wrong}");
+        let right = send(Some(format!("Bearer {token}"))).await?;
+        ensure_eq!(right.status().as_u16(), 200, "status with the token");
+        Ok(())
+    })
+    .await
 }
 
 pub async fn shift_traffic_routes_by_weight(ctx: ServingCtx) -> TestResult {

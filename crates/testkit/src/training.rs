@@ -3,28 +3,61 @@
 //! job of the same inputs hands back the same model; a platform without managed compute says
 //! so instead of training somewhere else.
 //!
-//! Only the platform can put a job's input where its jobs read it, so the platform supplies a
-//! [`TrainingFixture`]: a job whose `input_prefix` holds the `train` channel (Galley's container
-//! contract, `galley_lifecycle::container`) and the model bytes that input must produce,
-//! trained without the platform.
+//! The [`TrainingFixture`] is a small regression job and the model bytes it must produce,
+//! trained by galley-ml without the platform ([`TrainingFixture::standard`]); the platform
+//! only names the image its jobs run.
 
 use std::sync::{Arc, Mutex};
 
 use galley_core::ErrorKind;
 use galley_core::capability::Feature;
-use galley_core::stages::{Orchestrator, StepLogger, TrainingJob};
+use galley_core::stages::{TrainingData, Orchestrator, StepLogger, TrainingJob};
 
 use crate::runner::{Case, Report, Skip, TestResult, run_cases};
 use crate::support::expect_kind;
 use crate::{case, ensure_eq};
 
-/// What the platform supplies so the suite can run a real job.
+/// A job the suite runs on the platform, and the model it must hand back.
 #[derive(Debug, Clone)]
 pub struct TrainingFixture {
-    /// A job whose input is already staged under `input_prefix`.
     pub job: TrainingJob,
     /// The model the job must hand back, computed without the platform.
     pub expected_model: Vec<u8>,
+}
+
+impl TrainingFixture {
+    /// 120 rows of `0.6·alcohol − 1.5·ph + 3` and the linear model galley-ml fits to them in
+    /// this process; the job runs `image`, named `name` (unique per test run on shared
+    /// emulators).
+    pub fn standard(name: &str, image: &str) -> TrainingFixture {
+        use galley_core::ml::{Algorithm, Task};
+        use galley_core::stages::Signature;
+        use galley_core::table::Column;
+        let signature = Signature {
+            inputs: vec![Column::new("alcohol", galley_core::DType::Float), Column::new("ph", galley_core::DType::Float)],
+            output: None,
+        };
+        let mut rng = fastrand::Rng::with_seed(5);
+        let x: Vec<Vec<f64>> = (0..120).map(|_| vec![8.0 + 6.0 * rng.f64(), 2.8 + 0.8 * rng.f64()]).collect();
+        let y: Vec<f64> = x.iter().map(|r| 0.6 * r[0] - 1.5 * r[1] + 3.0).collect();
+        let features = vec!["alcohol".to_owned(), "ph".to_owned()];
+        let frame = galley_ml::Frame { features: features.clone(), x: x.clone(), y: y.clone() };
+        let params = Default::default();
+        let expected_model = galley_ml::train(Algorithm::LinearRegression, &params, Task::Regression, &frame, &signature)
+            .expect("the standard job trains in-process")
+            .to_bytes();
+        let job = TrainingJob {
+            name: name.to_owned(),
+            image: image.to_owned(),
+            instance_type: Some("ml.m5.large".into()),
+            max_runtime_secs: 600,
+            algorithm: Algorithm::LinearRegression,
+            params,
+            task: Task::Regression,
+            data: TrainingData { label: "quality".into(), features, x, y, signature },
+        };
+        TrainingFixture { job, expected_model }
+    }
 }
 
 #[derive(Clone)]
@@ -84,11 +117,17 @@ async fn without_managed_compute_a_job_is_refused(ctx: TrainingCtx) -> TestResul
         name: "galley-testkit-refused".into(),
         image: "galley:test".into(),
         instance_type: None,
-        input_prefix: "galley/training/refused/input/".into(),
-        output_prefix: "galley/training/refused/output/".into(),
-        model_file: "model.json".into(),
-        hyperparameters: Default::default(),
         max_runtime_secs: 60,
+        algorithm: galley_core::ml::Algorithm::LinearRegression,
+        params: Default::default(),
+        task: galley_core::ml::Task::Regression,
+        data: TrainingData {
+            label: "y".into(),
+            features: vec!["x".into()],
+            x: vec![vec![1.0], vec![2.0]],
+            y: vec![1.0, 2.0],
+            signature: Default::default(),
+        },
     };
     expect_kind(ctx.orchestrator.run_training_job(&job, &Lines::default()).await.map(|_| ()), ErrorKind::Unsupported, "run_training_job")
 }

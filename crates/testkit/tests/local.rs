@@ -9,8 +9,7 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
-use galley_core::PlatformKind;
-use galley_core::stages::{ArtifactStore, Described, EndpointSpec, Signature, Variant};
+use galley_core::stages::{ArtifactStore, EndpointSpec, Signature, Variant};
 use galley_core::table::Column;
 use galley_core::{DType, StageSet, Table, Value};
 use galley_local::artifacts::LocalArtifacts;
@@ -20,63 +19,20 @@ use galley_local::monitor::LocalMonitor;
 use galley_local::orchestrator::LocalOrchestrator;
 use galley_local::registry::LocalRegistry;
 use galley_local::serving::LocalServing;
-use galley_testkit::{
-    check_capabilities, run_artifacts, run_experiments, run_features, run_monitor, run_orchestrator, run_registry,
-    run_serving, run_stage_set, run_training,
-};
-use galley_testkit::serving::ServingFixture;
+use galley_local::serving::EndpointSettings;
+use galley_testkit::serving::{RequireToken, ServingFixture};
+use galley_testkit::{Fixtures, run_artifacts, run_stage_set};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_artifacts() {
+async fn local_artifacts_can_be_tested_again_and_again() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(LocalArtifacts::open(dir.path().join("artifacts")).unwrap());
-    let mut report = check_capabilities(&store.capabilities(), PlatformKind::Local);
-    report.merge(run_artifacts(store.clone()).await);
-    report.assert_ok();
+    run_artifacts(store.clone()).await.assert_ok();
     // Run again on the same store, as against a long-lived emulator: unique names keep the
     // runs apart, and each case removes what it wrote.
     run_artifacts(store.clone()).await.assert_ok();
     let left = store.list("galley-testkit/").await.unwrap();
     assert!(left.is_empty(), "the suite left objects behind: {left:?}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_features() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(LocalFeatures::open(dir.path().join("features.db")).unwrap());
-    run_features(store).await.assert_ok();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_experiments() {
-    let dir = tempfile::tempdir().unwrap();
-    let tracker = Arc::new(LocalExperiments::open(dir.path().join("experiments.db")).unwrap());
-    run_experiments(tracker).await.assert_ok();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_registry() {
-    let dir = tempfile::tempdir().unwrap();
-    let registry = Arc::new(LocalRegistry::open(dir.path().join("registry.db")).unwrap());
-    run_registry(registry).await.assert_ok();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_monitor() {
-    let dir = tempfile::tempdir().unwrap();
-    let monitor = Arc::new(LocalMonitor::open(dir.path().join("monitors")).unwrap());
-    run_monitor(monitor).await.assert_ok();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_orchestrator() {
-    let dir = tempfile::tempdir().unwrap();
-    let orch = Arc::new(LocalOrchestrator::open(dir.path().join("pipelines")).unwrap());
-    run_orchestrator(orch.clone()).await.assert_ok();
-    // No managed compute on local: the training suite checks the refusal.
-    let report = run_training(orch, None).await;
-    report.assert_ok();
-    assert_eq!(report.passed, ["training::without_managed_compute_a_job_is_refused"]);
 }
 
 const CONFIG_ENV: &str = "GALLEY_TESTKIT_ENDPOINT_CONFIG";
@@ -111,9 +67,8 @@ fn serving_fixture(dir: &Path) -> ServingFixture {
     let x: Vec<Vec<f64>> = (0..200).map(|_| vec![8.0 + 6.0 * rng.f64(), 2.8 + 0.8 * rng.f64()]).collect();
     let y: Vec<f64> = x.iter().map(|r| 0.6 * r[0] - 1.5 * r[1] + 3.0 + 0.05 * (rng.f64() - 0.5)).collect();
     let frame = galley_ml::Frame { features: vec!["alcohol".into(), "ph".into()], x, y };
-    let training: galley_blueprint::TrainingStage =
-        serde_json::from_value(serde_json::json!({ "algorithm": "linear_regression" })).unwrap();
-    let model = galley_ml::train(&training, galley_ml::Task::Regression, &frame, &signature).unwrap();
+    let model = galley_ml::train(galley_core::ml::Algorithm::LinearRegression, &Default::default(), galley_ml::Task::Regression, &frame, &signature)
+        .unwrap();
     let path = dir.join("model.json");
     std::fs::write(&path, model.to_bytes()).unwrap();
 
@@ -134,34 +89,44 @@ fn serving_fixture(dir: &Path) -> ServingFixture {
         rows,
         expected,
         tolerance: 1e-9,
+        require_token: None,
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_serving() {
-    let dir = tempfile::tempdir().unwrap();
-    let fixture = serving_fixture(dir.path());
-    let serving = Arc::new(LocalServing::new(dir.path().join("endpoints"), dir.path().join("monitors"), server_command()));
-    run_serving(serving, fixture).await.assert_ok();
-}
+/// The variable the bearer-auth case's endpoints read their token from; set once, first thing.
+const TOKEN_ENV: &str = "GALLEY_TESTKIT_LOCAL_TOKEN";
 
-/// The whole platform through `run_stage_set`, as a provider's own test would call it.
+/// The whole platform through `run_stage_set`, then the proof: every feature local declares was
+/// needed by a case that ran and passed here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn local_stage_set_without_serving_fixture() {
+async fn local_proves_every_declared_capability() {
+    let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    // SAFETY: set before this test starts any thread or process that reads the environment;
+    // no other test in this binary reads this variable.
+    unsafe { std::env::set_var(TOKEN_ENV, &token) };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    let serving = Arc::new(LocalServing::new(d.join("endpoints"), d.join("monitors"), server_command()));
     let stages = StageSet {
         artifacts: Arc::new(LocalArtifacts::open(d.join("artifacts")).unwrap()),
         features: Arc::new(LocalFeatures::open(d.join("features.db")).unwrap()),
         experiments: Arc::new(LocalExperiments::open(d.join("experiments.db")).unwrap()),
         orchestrator: Arc::new(LocalOrchestrator::open(d.join("pipelines")).unwrap()),
         registry: Arc::new(LocalRegistry::open(d.join("registry.db")).unwrap()),
-        serving: Arc::new(LocalServing::new(d.join("endpoints"), d.join("monitors"), server_command())),
+        serving: serving.clone(),
         monitor: Arc::new(LocalMonitor::open(d.join("monitors")).unwrap()),
     };
-    let report = run_stage_set(&stages, None).await;
+    let mut fixture = serving_fixture(d);
+    let configure = serving.clone();
+    fixture.require_token = Some(RequireToken(Arc::new(move |name: &str| {
+        let settings = EndpointSettings { token_env: Some(TOKEN_ENV.into()), ..EndpointSettings::default() };
+        configure.configure(name, &settings)?;
+        Ok(token.clone())
+    })));
+    let declared = galley_local::capabilities();
+    let report = run_stage_set(&stages, &declared, Fixtures { serving: Some(fixture), training: None }).await;
     report.assert_ok();
-    assert!(report.passed.contains(&"serving::capabilities::local::matches_the_declaration".to_owned()), "{}", report.summary());
-    assert!(report.skipped.iter().any(|(n, why)| n == "serving::*" && why.contains("ServingFixture")), "{}", report.summary());
-    assert!(report.passed.len() > 80, "{}", report.summary());
+    report.assert_capabilities_proven(&declared);
+    assert!(report.passed.iter().any(|n| n == "serving::bearer_auth_refuses_requests_without_the_token"), "{}", report.summary());
+    assert!(report.passed.iter().any(|n| n == "training::without_managed_compute_a_job_is_refused"), "{}", report.summary());
 }

@@ -13,8 +13,8 @@ use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{ChecksumAlgorithm, ChecksumMode, CompletedMultipartUpload, CompletedPart, MetadataDirective};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use galley_core::stages::{ArtifactKey, ArtifactMeta, ArtifactStore, ByteStream, Described};
-use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage};
+use galley_core::stages::{ArtifactKey, ArtifactMeta, ArtifactStore, ArtifactVersion, ByteStream, Described};
+use galley_core::{Error, ErrorKind, Result, Stage};
 use sha2::{Digest, Sha256};
 
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
@@ -205,6 +205,7 @@ impl S3Artifacts {
             sha256,
             uri: self.uri(key),
             modified_ms: head.last_modified().map(|t| t.to_millis().unwrap_or(0)).unwrap_or(0),
+            encryption: head.server_side_encryption().map(|e| e.as_str().to_owned()),
         })
     }
 
@@ -217,12 +218,15 @@ impl S3Artifacts {
         Ok(hex::encode(h.finalize()))
     }
 
-    async fn stream(&self, key: &str, expect_sha: Option<String>) -> Result<ByteStream> {
+    /// The object's bytes (`version`: an earlier version), checked against the SHA-256 it was
+    /// written with as they are read.
+    async fn stream_version(&self, key: &str, version: Option<&str>, expect_sha: Option<String>) -> Result<ByteStream> {
         let out = self
             .s3
             .get_object()
             .bucket(&self.bucket)
             .key(key)
+            .set_version_id(version.map(str::to_owned))
             .checksum_mode(ChecksumMode::Enabled)
             .send()
             .await
@@ -258,6 +262,10 @@ impl S3Artifacts {
             }
         })
         .boxed())
+    }
+
+    async fn stream(&self, key: &str, expect_sha: Option<String>) -> Result<ByteStream> {
+        self.stream_version(key, None, expect_sha).await
     }
 }
 
@@ -295,8 +303,8 @@ fn check_prefix(prefix: &str) -> Result<()> {
 }
 
 impl Described for S3Artifacts {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Aws
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 
@@ -408,6 +416,48 @@ impl ArtifactStore for S3Artifacts {
             .await
             .map_err(self.err("CopyObject", to.as_str()))?;
         self.meta_of(to.as_str()).await
+    }
+
+    /// ListObjectVersions for exactly `key` (the bucket is versioned unless the blueprint said
+    /// `versioning: false`); delete markers are not versions.
+    async fn versions(&self, key: &ArtifactKey) -> Result<Vec<ArtifactVersion>> {
+        let mut out = Vec::new();
+        let (mut key_marker, mut version_marker): (Option<String>, Option<String>) = (None, None);
+        loop {
+            let page = self
+                .s3
+                .list_object_versions()
+                .bucket(&self.bucket)
+                .prefix(key.as_str())
+                .set_key_marker(key_marker.take())
+                .set_version_id_marker(version_marker.take())
+                .send()
+                .await
+                .map_err(self.err("ListObjectVersions", key.as_str()))?;
+            for v in page.versions().iter().filter(|v| v.key() == Some(key.as_str())) {
+                out.push(ArtifactVersion {
+                    version_id: v.version_id().unwrap_or("null").to_owned(),
+                    size: v.size().unwrap_or(0).max(0) as u64,
+                    modified_ms: v.last_modified().and_then(|t| t.to_millis().ok()).unwrap_or(0),
+                    latest: v.is_latest().unwrap_or(false),
+                });
+            }
+            if !page.is_truncated().unwrap_or(false) {
+                break;
+            }
+            key_marker = page.next_key_marker().map(str::to_owned);
+            version_marker = page.next_version_id_marker().map(str::to_owned);
+        }
+        if out.is_empty() {
+            return Err(Error::not_found(format!("no versions of {}", self.uri(key.as_str()))));
+        }
+        // Newest first, with the current version ahead of any tie.
+        out.sort_by(|a, b| b.modified_ms.cmp(&a.modified_ms).then(b.latest.cmp(&a.latest)));
+        Ok(out)
+    }
+
+    async fn get_version(&self, key: &ArtifactKey, version_id: &str) -> Result<ByteStream> {
+        self.stream_version(key.as_str(), Some(version_id), None).await
     }
 }
 

@@ -13,7 +13,9 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials;
-use galley_blueprint::{AwsSettings, Blueprint};
+use galley_blueprint::Blueprint;
+
+use crate::platform::AwsSettings;
 use galley_core::{Error, ErrorKind, Result, RetryPolicy};
 
 /// Where credentials come from.
@@ -102,10 +104,10 @@ impl AwsConfig {
     }
 
     pub fn from_blueprint(bp: &Blueprint) -> Result<Self> {
-        let settings = bp.platforms.aws.as_ref().ok_or_else(|| {
+        let settings: AwsSettings = bp.platform_settings(crate::AWS).map_err(Error::invalid)?.ok_or_else(|| {
             Error::invalid("the blueprint uses platform `aws` but has no `platforms.aws` section; add `platforms: { aws: { region: eu-west-1 } }`")
         })?;
-        Ok(Self::from_settings(settings))
+        Ok(Self::from_settings(&settings))
     }
 
     /// For tests and emulators: explicit region, endpoint and static credentials, so the SDK

@@ -4,7 +4,7 @@
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
-use galley_core::{Error, ErrorKind, PlatformKind, Stage};
+use galley_core::{Error, ErrorKind, Stage};
 
 /// What an AWS error says, reduced to the parts that decide its kind.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,7 +153,7 @@ impl AwsFault {
             ErrorKind::Throttled => message.push_str(". AWS is throttling; the SDK retried with backoff and gave up"),
             _ => {}
         }
-        Error::new(kind, message).platform(PlatformKind::Aws).stage(stage).operation(operation).resource(resource)
+        Error::new(kind, message).platform(crate::platform::AWS).stage(stage).operation(operation).resource(resource)
     }
 }
 

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use galley_core::stages::{
     ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, ExperimentTracker, Metric, Run, RunQuery, RunStatus, now_ms,
 };
-use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage};
+use galley_core::{Error, ErrorKind, Result, Stage};
 
 use crate::artifacts::S3Artifacts;
 use crate::config::AwsClients;
@@ -66,7 +66,7 @@ impl SageMakerExperiments {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map_err(|e| Error::corrupt(format!("{}: not a galley run record ({e})", self.store.uri(key.as_str())))),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::not_found(format!("run `{run}` does not exist"))
-                .platform(PlatformKind::Aws)
+                .platform(crate::platform::AWS)
                 .stage(Stage::Experiments)),
             Err(e) => Err(e),
         }
@@ -196,8 +196,8 @@ fn ignore_missing(r: Result<()>) -> Result<()> {
 }
 
 impl Described for SageMakerExperiments {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Aws
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 

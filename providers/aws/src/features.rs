@@ -19,7 +19,7 @@ use aws_sdk_sagemakerfeaturestoreruntime::types::{BatchGetRecordIdentifier, Feat
 use bytes::Bytes;
 use galley_core::stages::{ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, FeatureGroupSpec, FeatureStore, TimestampMs, now_ms};
 use galley_core::table::Column;
-use galley_core::{DType, Error, ErrorKind, PlatformKind, Result, Stage, Table, Value};
+use galley_core::{DType, Error, ErrorKind, Result, Stage, Table, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::artifacts::S3Artifacts;
@@ -208,7 +208,7 @@ impl SageMakerFeatures {
     async fn spec_of(&self, group: &str) -> Result<FeatureGroupSpec> {
         self.describe_group(group).await?.ok_or_else(|| {
             Error::not_found(format!("feature group `{group}` does not exist; run `galley apply`"))
-                .platform(PlatformKind::Aws)
+                .platform(crate::platform::AWS)
                 .stage(Stage::Features)
         })
     }
@@ -236,8 +236,8 @@ impl SageMakerFeatures {
 }
 
 impl Described for SageMakerFeatures {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Aws
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 

@@ -1,34 +1,60 @@
 //! The `aws` platform: S3, SageMaker and CloudWatch through the official AWS SDK crates.
 //!
+//! Without the `runtime` feature only what needs no SDK is built: [`platform`] (the rules
+//! validation uses: capabilities, settings, naming, the `s3` state backend) and [`container`]
+//! (SageMaker's training contract, which Galley's image implements). The runtime adds:
 //! - [`config`]: region, endpoint override, credential source, the SDK clients.
 //! - [`error`]: every SDK error mapped to a Galley error kind, in one place.
 //! - [`artifacts`]: the artifact store on S3 (streamed multipart, SHA-256 checked).
 //! - [`state_backend`]: Galley's state in S3, locked with a conditional write.
+//! - the stages on SageMaker and CloudWatch, [`training`] jobs, and [`provider`].
 
+pub mod container;
+pub mod platform;
+
+pub use platform::{AWS, AwsSettings, capabilities, rules};
+
+#[cfg(feature = "runtime")]
+mod runtime {
+    pub use crate::artifacts::S3Artifacts;
+    pub use crate::config::{AwsClients, AwsConfig, CredentialSource};
+    pub use crate::experiments::SageMakerExperiments;
+    pub use crate::features::SageMakerFeatures;
+    pub use crate::monitor::AwsMonitor;
+    pub use crate::orchestrator::SageMakerPipelines;
+    pub use crate::provider::{AwsProvider, provider};
+    pub use crate::registry::SageMakerRegistry;
+    pub use crate::serving::SageMakerServing;
+    pub use crate::state_backend::S3StateBackend;
+}
+#[cfg(feature = "runtime")]
+pub use runtime::*;
+
+#[cfg(feature = "runtime")]
 pub mod artifacts;
+#[cfg(feature = "runtime")]
 pub mod config;
+#[cfg(feature = "runtime")]
 pub mod error;
-pub mod state_backend;
-
-pub use artifacts::S3Artifacts;
-pub use config::{AwsClients, AwsConfig, CredentialSource};
-pub use state_backend::S3StateBackend;
-pub mod meta;
-pub mod monitor;
-pub mod registry;
-pub mod serving;
-pub mod waiter;
-
-pub use monitor::AwsMonitor;
-pub use registry::SageMakerRegistry;
-pub use serving::SageMakerServing;
+#[cfg(feature = "runtime")]
 pub mod experiments;
+#[cfg(feature = "runtime")]
 pub mod features;
+#[cfg(feature = "runtime")]
+pub mod meta;
+#[cfg(feature = "runtime")]
+pub mod monitor;
+#[cfg(feature = "runtime")]
 pub mod orchestrator;
+#[cfg(feature = "runtime")]
 pub mod provider;
+#[cfg(feature = "runtime")]
+pub mod registry;
+#[cfg(feature = "runtime")]
+pub mod serving;
+#[cfg(feature = "runtime")]
+pub mod state_backend;
+#[cfg(feature = "runtime")]
 pub mod training;
-
-pub use experiments::SageMakerExperiments;
-pub use features::SageMakerFeatures;
-pub use orchestrator::SageMakerPipelines;
-pub use provider::AwsProvider;
+#[cfg(feature = "runtime")]
+pub mod waiter;

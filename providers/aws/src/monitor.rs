@@ -9,12 +9,9 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, MetricDatum, StandardUnit, Statistic};
 use bytes::Bytes;
-use galley_core::stages::{
-    ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, DriftConfig, DriftMethod, DriftReport, FeatureDrift, Monitor,
-    now_ms,
-};
+use galley_core::stages::{ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, DriftConfig, DriftReport, Gauge, Monitor, now_ms};
 use galley_core::table::Column;
-use galley_core::{DType, Error, ErrorKind, PlatformKind, Result, Stage, Table, Value};
+use galley_core::{Error, ErrorKind, Result, Stage, Table, Value};
 use serde::{Deserialize, Serialize};
 
 use crate::artifacts::S3Artifacts;
@@ -128,19 +125,6 @@ fn check_batch(what: &str, monitor: &str, t: &Table, predictions: &[f64]) -> Res
     Ok(())
 }
 
-fn score(feature: &str, baseline: &[f64], current: &[f64], config: &DriftConfig, enough: bool) -> FeatureDrift {
-    if baseline.is_empty() || current.is_empty() {
-        return FeatureDrift { feature: feature.to_owned(), psi: 0.0, ks: 0.0, drifted: false };
-    }
-    let psi = galley_ml::psi(baseline, current);
-    let ks = galley_ml::ks(baseline, current);
-    let s = match config.method {
-        DriftMethod::Psi => psi,
-        DriftMethod::Ks => ks,
-    };
-    FeatureDrift { feature: feature.to_owned(), psi, ks, drifted: enough && s.is_finite() && s > config.threshold }
-}
-
 /// A CloudWatch metric name from a free-form gauge name (CloudWatch allows 1–255 printable
 /// ASCII characters; Galley keeps to a conservative set).
 pub fn metric_name(name: &str) -> String {
@@ -153,8 +137,8 @@ pub fn metric_name(name: &str) -> String {
 }
 
 impl Described for AwsMonitor {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Aws
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 
@@ -202,35 +186,27 @@ impl Monitor for AwsMonitor {
                 col.extend(batch.rows.iter().filter_map(|r| r.get(j).and_then(Value::as_f64)));
             }
         }
-        let enough = samples > 0 && samples >= config.min_samples;
-        let features: Vec<FeatureDrift> = baseline
-            .columns
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.dtype != DType::String)
-            .map(|(j, c)| {
-                let base: Vec<f64> = baseline.rows.iter().filter_map(|r| r.get(j).and_then(Value::as_f64)).collect();
-                score(&c.name, &base, current.get(&c.name).map(Vec::as_slice).unwrap_or(&[]), config, enough)
-            })
-            .collect();
-        let prediction = (!baseline.predictions.is_empty())
-            .then(|| score("prediction", &baseline.predictions, &current_predictions, config, enough));
-        let drifted = features.iter().any(|f| f.drifted) || prediction.as_ref().is_some_and(|p| p.drifted);
-        Ok(DriftReport { monitor: monitor.to_owned(), computed_ms: now_ms(), samples, features, prediction, drifted })
+        let baseline_table = Table { columns: baseline.columns, rows: baseline.rows };
+        Ok(galley_ml::drift_report(monitor, &baseline_table, &baseline.predictions, &current, &current_predictions, samples, config))
     }
 
-    async fn publish(&self, monitor: &str, metrics: &[(String, f64)]) -> Result<()> {
+    /// Each gauge as a CloudWatch metric of the same name, with the monitor and the gauge's
+    /// labels as dimensions (CloudWatch's equivalent of Prometheus labels).
+    async fn publish(&self, monitor: &str, gauges: &[Gauge]) -> Result<()> {
         Self::prefix(monitor)?;
-        let data: Vec<MetricDatum> = metrics
+        let data: Vec<MetricDatum> = gauges
             .iter()
-            .filter(|(_, v)| v.is_finite())
-            .map(|(k, v)| {
-                MetricDatum::builder()
-                    .metric_name(metric_name(k))
+            .filter(|g| g.value.is_finite())
+            .map(|g| {
+                let mut datum = MetricDatum::builder()
+                    .metric_name(metric_name(&g.name))
                     .dimensions(Dimension::builder().name("Monitor").value(monitor).build())
-                    .value(*v)
-                    .unit(StandardUnit::None)
-                    .build()
+                    .value(g.value)
+                    .unit(StandardUnit::None);
+                for (k, v) in &g.labels {
+                    datum = datum.dimensions(Dimension::builder().name(k).value(v).build());
+                }
+                datum.build()
             })
             .collect();
         // PutMetricData takes at most 1,000 data points per call.

@@ -20,7 +20,7 @@ use aws_sdk_s3::types::{
 use galley_blueprint::Blueprint;
 use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
 use galley_core::stages::{ExperimentTracker, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, PipelineSpec, Serving};
-use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage, StageSet};
+use galley_core::{Error, ErrorKind, Result, Stage, StageSet};
 use galley_engine::{Provider, ProviderContext};
 use serde_json::{Value as Json, json};
 use tokio::sync::Mutex;
@@ -163,7 +163,7 @@ impl AwsProvider {
 /// The bucket every aws stage keeps its data in: the blueprint's artifacts stage on aws.
 pub fn artifact_bucket(bp: &Blueprint) -> Result<String> {
     match &bp.stages.artifacts {
-        Some(a) if bp.stage_platform(Stage::Artifacts) == PlatformKind::Aws => Ok(a.bucket.clone()),
+        Some(a) if bp.stage_platform(Stage::Artifacts) == crate::platform::AWS => Ok(a.bucket.clone()),
         _ => Err(Error::invalid(
             "the aws platform keeps features, runs, pipelines and monitoring data in the artifact bucket: declare `stages.artifacts` on aws",
         )),
@@ -171,13 +171,38 @@ pub fn artifact_bucket(bp: &Blueprint) -> Result<String> {
 }
 
 fn spec(address: &str, kind: &str, stage: Stage, name: &str, desired: Json, depends_on: &[&str], protect: bool) -> ResourceSpec {
-    galley_engine::provider::resource(PlatformKind::Aws, address, kind, stage, name, desired, depends_on, protect)
+    galley_engine::provider::resource(crate::platform::AWS, address, kind, stage, name, desired, depends_on, protect)
+}
+
+/// The aws platform's provider, for the CLI's registry (credentials from the blueprint's
+/// profile or the standard chain).
+pub fn provider(ctx: ProviderContext) -> Arc<dyn Provider> {
+    Arc::new(AwsProvider::new(ctx))
 }
 
 #[async_trait]
 impl Provider for AwsProvider {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Aws
+    fn rules(&self) -> Arc<dyn galley_blueprint::PlatformRules> {
+        crate::rules()
+    }
+
+    /// `backend: { type: s3 }`.
+    fn state_backend(&self, backend: &galley_blueprint::Backend, bp: &Blueprint) -> Option<Result<Box<dyn galley_engine::StateBackend>>> {
+        (backend.kind == crate::platform::S3_BACKEND).then(|| {
+            let settings: crate::platform::S3BackendSettings = backend.settings_as().map_err(Error::invalid)?;
+            Ok(Box::new(crate::S3StateBackend::for_blueprint(bp, &settings)?) as Box<dyn galley_engine::StateBackend>)
+        })
+    }
+
+    fn container_contract(&self) -> Option<&'static str> {
+        Some("SageMaker (`/opt/ml`, `train`, `serve` on port 8080 with `/ping` and `/invocations`)")
+    }
+
+    async fn container(&self, command: &galley_engine::ContainerCommand) -> Result<()> {
+        match command {
+            galley_engine::ContainerCommand::Train { root } => crate::container::train_in_container(root).map(|_| ()),
+            galley_engine::ContainerCommand::Serve { root, bind, port } => crate::container::serve(root, *bind, *port).await,
+        }
     }
 
     fn expand(&self, bp: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {

@@ -14,7 +14,7 @@ use aws_sdk_sagemaker::types::{
 };
 use futures::StreamExt;
 use galley_core::stages::{ApprovalStatus, Described, Lineage, ModelRegistry, ModelVersion, NewModelVersion, Signature};
-use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage};
+use galley_core::{Error, ErrorKind, Result, Stage};
 use serde::{Deserialize, Serialize};
 
 use crate::config::AwsClients;
@@ -159,7 +159,7 @@ impl SageMakerRegistry {
         Error::unsupported(format!(
             "model `{model}`: the SageMaker model registry has no aliases; promotion on aws is the version's approval status (`registry.promotion: approval`)"
         ))
-        .platform(PlatformKind::Aws)
+        .platform(crate::platform::AWS)
         .stage(Stage::Registry)
     }
 }
@@ -176,8 +176,8 @@ pub fn version_of(arn: &str) -> Option<u64> {
 }
 
 impl Described for SageMakerRegistry {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Aws
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 

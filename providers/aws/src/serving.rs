@@ -20,7 +20,7 @@ use aws_sdk_sagemaker::types::{
 };
 use aws_smithy_types::Blob;
 use galley_core::stages::{Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving, Signature, Variant};
-use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage, Table, Value};
+use galley_core::{Error, ErrorKind, Result, Stage, Table};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 
@@ -336,19 +336,7 @@ pub fn percentages(weights: &[f32]) -> Vec<u32> {
 
 /// The MLflow `dataframe_split` body for `rows`, in the signature's column order.
 pub fn scoring_body(rows: &Table, signature: &Signature) -> Result<Vec<u8>> {
-    let columns: Vec<&str> = if signature.inputs.is_empty() {
-        rows.columns.iter().map(|c| c.name.as_str()).collect()
-    } else {
-        signature.inputs.iter().map(|c| c.name.as_str()).collect()
-    };
-    let mut idx = Vec::new();
-    for c in &columns {
-        idx.push(rows.column_index(c).ok_or_else(|| {
-            Error::invalid(format!("the rows lack `{c}`, an input of the endpoint's model signature"))
-        })?);
-    }
-    let data: Vec<Vec<&Value>> = rows.rows.iter().map(|r| idx.iter().map(|i| &r[*i]).collect()).collect();
-    Ok(serde_json::to_vec(&json!({ "dataframe_split": { "columns": columns, "data": data } }))?)
+    Ok(serde_json::to_vec(&rows.to_dataframe_split(&signature.inputs)?)?)
 }
 
 /// Predictions from a scoring answer: `{"predictions": [...]}`, a bare JSON list (of numbers
@@ -376,8 +364,8 @@ pub fn parse_predictions(body: &[u8]) -> Result<Vec<f64>> {
 }
 
 impl Described for SageMakerServing {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Aws
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 
@@ -492,7 +480,7 @@ impl Serving for SageMakerServing {
     async fn invoke(&self, endpoint: &str, rows: &Table) -> Result<Prediction> {
         let info = self.describe(endpoint).await?.ok_or_else(|| {
             Error::not_found(format!("endpoint `{endpoint}` does not exist; deploy it with `galley run`"))
-                .platform(PlatformKind::Aws)
+                .platform(crate::platform::AWS)
                 .stage(Stage::Serving)
         })?;
         let body = scoring_body(rows, &info.signature).map_err(|e| e.resource(endpoint.to_owned()))?;
@@ -574,7 +562,7 @@ impl Serving for SageMakerServing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use galley_core::DType;
+    use galley_core::{DType, Value};
     use galley_core::table::Column;
 
     #[test]

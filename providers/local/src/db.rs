@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use galley_core::{Error, ErrorKind, PlatformKind, Result};
+use galley_core::{Error, ErrorKind, Result};
 use rusqlite::{Connection, ErrorCode};
 
 /// How long a writer waits for another process's lock before reporting `Unavailable`.
@@ -62,10 +62,10 @@ impl Db {
             std::fs::create_dir_all(parent).map_err(|e| {
                 Error::from(e)
                     .resource(path.display().to_string())
-                    .platform(PlatformKind::Local)
+                    .platform(crate::platform::LOCAL)
             })?;
         }
-        let connect = || Self::connect(path, schema).map_err(|e| map_sqlite_error(path, e).platform(PlatformKind::Local));
+        let connect = || Self::connect(path, schema).map_err(|e| map_sqlite_error(path, e).platform(crate::platform::LOCAL));
         let conn = connect()?;
         let reader = connect()?;
         Ok(Db { path: Arc::new(path.to_path_buf()), conn: Arc::new(Mutex::new(conn)), reader: Arc::new(Mutex::new(reader)) })
@@ -108,7 +108,7 @@ impl Db {
                 DbError::Sql(e) => map_sqlite_error(&self.path, e),
                 DbError::Galley(e) => e,
             })
-            .map_err(|e| e.platform(PlatformKind::Local))
+            .map_err(|e| e.platform(crate::platform::LOCAL))
     }
 
     /// Runs `f` with the connection on the blocking pool and maps its errors.
@@ -133,7 +133,7 @@ impl Db {
             DbError::Sql(e) => map_sqlite_error(&path, e),
             DbError::Galley(e) => e,
         })
-        .map_err(|e| e.platform(PlatformKind::Local))
+        .map_err(|e| e.platform(crate::platform::LOCAL))
     }
 }
 

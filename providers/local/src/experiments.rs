@@ -9,7 +9,7 @@ use galley_core::error::ResultExt;
 use galley_core::stages::{
     Comparison, Described, ExperimentTracker, Metric, Run, RunQuery, RunStatus, now_ms,
 };
-use galley_core::{Error, PlatformKind, Result, Stage};
+use galley_core::{Error, Result, Stage};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
 
@@ -205,8 +205,8 @@ fn check_key(what: &str, key: &str) -> Result<()> {
 }
 
 impl Described for LocalExperiments {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Local
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use galley_core::error::ResultExt;
 use galley_core::stages::{Described, FeatureGroupSpec, FeatureStore, TimestampMs, now_ms};
 use galley_core::table::{Column, DType, Table, Value};
-use galley_core::{Error, PlatformKind, Result, Stage};
+use galley_core::{Error, Result, Stage};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
 
@@ -283,8 +283,8 @@ fn entity_sql(key: EntityKey) -> SqlValue {
 }
 
 impl Described for LocalFeatures {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Local
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 

@@ -9,6 +9,10 @@ pub mod experiments;
 pub mod features;
 pub mod monitor;
 pub mod orchestrator;
+pub mod platform;
 pub mod provider;
 pub mod registry;
 pub mod serving;
+
+pub use platform::{LOCAL, capabilities, rules};
+pub use provider::provider;

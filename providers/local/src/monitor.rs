@@ -13,78 +13,25 @@ use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
-use galley_core::stages::{
-    Described, DriftConfig, DriftMethod, DriftReport, FeatureDrift, Monitor, now_ms,
-};
-use galley_core::table::{Column, DType, Table, Value};
-use galley_core::{Error, PlatformKind, Result, Stage};
+use galley_core::stages::{Described, DriftConfig, DriftReport, Gauge, Monitor, now_ms};
+use galley_core::table::{Column, Table, Value};
+use galley_core::{Error, Result, Stage};
 use serde::{Deserialize, Serialize};
 
-use crate::serving::config::write_atomic;
+use galley_server::capture::{INFERENCES_FILE, INFERENCES_ROTATED, InferenceLine, InferenceLineRef, METRICS_PROM, append_lines, encode_line};
+use galley_server::config::write_atomic;
 
 pub const BASELINE_FILE: &str = "baseline.json";
-pub const INFERENCES_FILE: &str = "inferences.jsonl";
-/// The previous inferences file: `inferences.jsonl` is rotated here past
-/// [`MAX_INFERENCE_FILE_BYTES`], so recording never fills the disk.
-pub const INFERENCES_ROTATED: &str = "inferences.1.jsonl";
-pub const MAX_INFERENCE_FILE_BYTES: u64 = 64 * 1024 * 1024;
 pub const METRICS_JSON: &str = "metrics.json";
-pub const METRICS_PROM: &str = "metrics.prom";
 
 /// Drift is computed over at most this many of the most recent recorded rows.
 pub const MAX_WINDOW_ROWS: usize = 200_000;
-
-/// One recorded batch, as written (borrowing) by the server and `record`.
-#[derive(Debug, Serialize)]
-pub struct InferenceLineRef<'a, R: Serialize> {
-    pub ts_ms: i64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub variant: Option<&'a str>,
-    pub columns: &'a [String],
-    pub rows: &'a R,
-    pub predictions: &'a [f64],
-}
-
-/// One recorded batch, as read back.
-#[derive(Debug, Deserialize)]
-pub struct InferenceLine {
-    pub ts_ms: i64,
-    #[serde(default)]
-    pub variant: Option<String>,
-    pub columns: Vec<String>,
-    pub rows: Vec<Vec<Value>>,
-    /// `null` where a prediction was not finite.
-    pub predictions: Vec<Option<f64>>,
-}
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Baseline {
     columns: Vec<Column>,
     rows: Vec<Vec<Value>>,
     predictions: Vec<f64>,
-}
-
-/// Appends `bytes` (whole lines) to `path` with one `write` on an `O_APPEND` file, rotating
-/// the file to [`INFERENCES_ROTATED`] (replacing the older one) once it is past
-/// [`MAX_INFERENCE_FILE_BYTES`].
-pub fn append_lines(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)?;
-    file.write_all(bytes)?;
-    if file.metadata()?.len() > MAX_INFERENCE_FILE_BYTES {
-        std::fs::rename(path, path.with_file_name(INFERENCES_ROTATED))?;
-    }
-    Ok(())
-}
-
-/// Serializes one batch as a JSON line into `out`.
-pub fn encode_line<R: Serialize>(out: &mut Vec<u8>, line: &InferenceLineRef<'_, R>) {
-    // Serializing plain numbers and strings into a Vec cannot fail.
-    if serde_json::to_writer(&mut *out, line).is_ok() {
-        out.push(b'\n');
-    }
 }
 
 #[derive(Default)]
@@ -116,7 +63,7 @@ impl LocalMonitor {
     }
 
     fn err(e: Error, op: &str, name: &str) -> Error {
-        e.platform(PlatformKind::Local)
+        e.platform(crate::platform::LOCAL)
             .stage(Stage::Monitoring)
             .operation(op.to_owned())
             .resource(name.to_owned())
@@ -208,74 +155,61 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-/// One feature's scores and verdict.
-fn score(
-    feature: &str,
-    baseline: &[f64],
-    current: &[f64],
-    config: &DriftConfig,
-    enough: bool,
-) -> FeatureDrift {
-    if baseline.is_empty() || current.is_empty() {
-        return FeatureDrift {
-            feature: feature.to_owned(),
-            psi: 0.0,
-            ks: 0.0,
-            drifted: false,
-        };
+/// Prometheus's metric and label name rule.
+fn prometheus_name(name: &str, label: bool) -> bool {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || (!label && c == ':'));
+    first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || (!label && c == ':'))
+}
+
+fn check_gauge(g: &Gauge) -> Result<()> {
+    if !prometheus_name(&g.name, false) {
+        return Err(Error::invalid(format!("`{}` is not a Prometheus metric name ([a-zA-Z_:][a-zA-Z0-9_:]*)", g.name)));
     }
-    let psi = galley_ml::psi(baseline, current);
-    let ks = galley_ml::ks(baseline, current);
-    let s = match config.method {
-        DriftMethod::Psi => psi,
-        DriftMethod::Ks => ks,
-    };
-    FeatureDrift {
-        feature: feature.to_owned(),
-        psi,
-        ks,
-        drifted: enough && s.is_finite() && s > config.threshold,
+    if let Some(l) = g.labels.keys().find(|l| !prometheus_name(l, true) || l.starts_with("__") || *l == "monitor") {
+        return Err(Error::invalid(format!("gauge `{}`: `{l}` cannot be a label name here", g.name)));
+    }
+    Ok(())
+}
+
+fn prom_value(value: f64) -> String {
+    if value.is_finite() {
+        value.to_string()
+    } else if value.is_nan() {
+        "NaN".into()
+    } else if value > 0.0 {
+        "+Inf".into()
+    } else {
+        "-Inf".into()
     }
 }
 
-/// A Prometheus metric name from a free-form gauge name.
-fn metric_name(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 7);
-    out.push_str("galley_");
-    for c in name.chars() {
-        out.push(if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
-            c
-        } else {
-            '_'
-        });
+/// The gauges in Prometheus's text format: each family once, with `# HELP` and `# TYPE`, every
+/// series labelled with the monitor.
+fn render_prom(monitor: &str, gauges: &[Gauge]) -> String {
+    let escape = galley_server::metrics::escape;
+    let mut families: BTreeMap<&str, Vec<&Gauge>> = BTreeMap::new();
+    for g in gauges {
+        families.entry(g.name.as_str()).or_default().push(g);
     }
-    out
-}
-
-fn render_prom(monitor: &str, gauges: &BTreeMap<String, f64>) -> String {
-    let label = crate::serving::metrics::escape(monitor);
     let mut out = String::new();
-    for (name, value) in gauges {
-        let metric = metric_name(name);
-        let value = if value.is_finite() {
-            value.to_string()
-        } else if value.is_nan() {
-            "NaN".into()
-        } else if *value > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
-        out.push_str(&format!(
-            "# TYPE {metric} gauge\n{metric}{{monitor=\"{label}\"}} {value}\n"
-        ));
+    for (name, series) in families {
+        let help = series[0].help.replace('\\', "\\\\").replace('\n', "\\n");
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} gauge\n"));
+        for g in series {
+            let mut labels = format!("monitor=\"{}\"", escape(monitor));
+            for (k, v) in &g.labels {
+                labels.push_str(&format!(",{k}=\"{}\"", escape(v)));
+            }
+            out.push_str(&format!("{name}{{{labels}}} {}\n", prom_value(g.value)));
+        }
     }
     out
 }
 
 impl Described for LocalMonitor {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Local
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 
@@ -356,67 +290,38 @@ impl Monitor for LocalMonitor {
                 predictions: current_predictions,
                 samples,
             } = Self::read_inferences(&dir)?;
-            let enough = samples >= config.min_samples && samples > 0;
-            let mut features = Vec::new();
-            for (j, column) in baseline.columns.iter().enumerate() {
-                // Drift statistics here are numeric; string features are not scored.
-                if column.dtype == DType::String {
-                    continue;
-                }
-                let base: Vec<f64> = baseline
-                    .rows
-                    .iter()
-                    .filter_map(|r| r.get(j).and_then(Value::as_f64))
-                    .collect();
-                let cur = current.get(&column.name).map(Vec::as_slice).unwrap_or(&[]);
-                features.push(score(&column.name, &base, cur, &config, enough));
-            }
-            let prediction = (!baseline.predictions.is_empty()).then(|| {
-                score(
-                    "prediction",
-                    &baseline.predictions,
-                    &current_predictions,
-                    &config,
-                    enough,
-                )
-            });
-            let drifted = features.iter().any(|f| f.drifted)
-                || prediction.as_ref().is_some_and(|p| p.drifted);
-            Ok(DriftReport {
-                monitor: name,
-                computed_ms: now_ms(),
-                samples,
-                features,
-                prediction,
-                drifted,
-            })
+            let baseline_table = Table { columns: baseline.columns.clone(), rows: baseline.rows.clone() };
+            Ok(galley_ml::drift_report(&name, &baseline_table, &baseline.predictions, &current, &current_predictions, samples, &config))
         })
         .await
         .map_err(|e| Error::internal(e.to_string()))?
         .map_err(|e| Self::err(e, "drift", monitor))
     }
 
-    async fn publish(&self, monitor: &str, metrics: &[(String, f64)]) -> Result<()> {
+    async fn publish(&self, monitor: &str, gauges: &[Gauge]) -> Result<()> {
         let dir = self.monitor_dir(monitor)?;
+        for g in gauges {
+            check_gauge(g).map_err(|e| Self::err(e, "publish", monitor))?;
+        }
         let name = monitor.to_owned();
-        let metrics = metrics.to_vec();
+        let gauges = gauges.to_vec();
         tokio::task::spawn_blocking(move || -> Result<()> {
             let json_path = dir.join(METRICS_JSON);
-            // Gauges accumulate across calls: a later publish updates, never forgets, others.
-            let mut gauges: BTreeMap<String, f64> = match std::fs::read(&json_path) {
+            // Gauges accumulate across calls: a later publish updates (same name and labels),
+            // never forgets, the others.
+            let mut all: Vec<Gauge> = match std::fs::read(&json_path) {
                 Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
-                Err(_) => BTreeMap::new(),
+                Err(_) => Vec::new(),
             };
-            for (k, v) in metrics {
-                gauges.insert(k, v);
+            for g in gauges {
+                match all.iter_mut().find(|o| o.name == g.name && o.labels == g.labels) {
+                    Some(o) => *o = g,
+                    None => all.push(g),
+                }
             }
-            let json =
-                serde_json::to_vec_pretty(&gauges).map_err(|e| Error::internal(e.to_string()))?;
+            let json = serde_json::to_vec_pretty(&all).map_err(|e| Error::internal(e.to_string()))?;
             write_atomic(&json_path, &json)?;
-            write_atomic(
-                &dir.join(METRICS_PROM),
-                render_prom(&name, &gauges).as_bytes(),
-            )
+            write_atomic(&dir.join(METRICS_PROM), render_prom(&name, &all).as_bytes())
         })
         .await
         .map_err(|e| Error::internal(e.to_string()))?
@@ -455,13 +360,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn metric_names_are_sanitized() {
-        assert_eq!(metric_name("drift.psi-x"), "galley_drift_psi_x");
-        let text = render_prom("m\"1", &BTreeMap::from([("a b".to_owned(), 1.5)]));
-        assert!(
-            text.contains("galley_a_b{monitor=\"m\\\"1\"} 1.5"),
-            "{text}"
-        );
+    fn gauges_render_one_family_each_with_help_and_labels() {
+        let gauges = vec![
+            Gauge::new("galley_drift_psi", "PSI", 0.5).label("feature", "a"),
+            Gauge::new("galley_drift_psi", "PSI", 0.25).label("feature", "b\"c"),
+            Gauge::new("galley_drift_detected", "1 on drift", 1.0),
+        ];
+        let text = render_prom("m\"1", &gauges);
+        assert_eq!(text.matches("# HELP galley_drift_psi PSI").count(), 1, "{text}");
+        assert!(text.contains("galley_drift_psi{monitor=\"m\\\"1\",feature=\"b\\\"c\"} 0.25"), "{text}");
+        assert!(text.contains("# TYPE galley_drift_detected gauge\ngalley_drift_detected{monitor=\"m\\\"1\"} 1"), "{text}");
+        assert!(check_gauge(&Gauge::new("drift.psi-x", "", 1.0)).is_err());
+        assert!(check_gauge(&Gauge::new("galley_x", "", 1.0).label("monitor", "m")).is_err());
     }
 
     #[test]

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use galley_blueprint::Blueprint;
 use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
 use galley_core::stages::{ExperimentTracker, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, PipelineSpec, Serving};
-use galley_core::{Error, PlatformKind, Result, Stage, StageSet};
+use galley_core::{Error, Result, Stage, StageSet};
 use galley_engine::{Provider, ProviderContext};
 use serde_json::{Value as Json, json};
 
@@ -42,7 +42,9 @@ pub struct Layout {
 
 impl Layout {
     pub fn for_blueprint(bp: &Blueprint, ctx: &ProviderContext) -> Layout {
-        let root = match bp.platforms.local.as_ref().and_then(|l| l.dir.as_deref()) {
+        // Validation checked `platforms.local` against its schema.
+        let settings: crate::platform::LocalSettings = bp.platform_settings(crate::LOCAL).ok().flatten().unwrap_or_default();
+        let root = match settings.dir {
             Some(dir) => ctx.project_dir.join(dir),
             None => ctx.work_dir.join("local"),
         };
@@ -77,12 +79,23 @@ impl Layout {
 
 pub struct LocalProvider {
     ctx: ProviderContext,
-    /// How to start an endpoint server process (the CLI passes itself with `__endpoint`).
+    /// How to start an endpoint server process: this galley's `__platform local endpoint`.
     server_command: Vec<OsString>,
     handlers: BTreeMap<&'static str, Arc<dyn ResourceHandler>>,
 }
 
+/// The first argument of [`Provider::process`] that runs an endpoint's model server.
+pub const ENDPOINT_PROCESS: &str = "endpoint";
+
+/// The local platform's provider, for the CLI's registry.
+pub fn provider(ctx: ProviderContext) -> Arc<dyn Provider> {
+    let mut command = ctx.process_command(crate::LOCAL);
+    command.push(ENDPOINT_PROCESS.into());
+    Arc::new(LocalProvider::new(ctx, command))
+}
+
 impl LocalProvider {
+    /// `server_command` starts an endpoint's model server; it gets `--config FILE` appended.
     pub fn new(ctx: ProviderContext, server_command: Vec<OsString>) -> Self {
         let handlers: Vec<Arc<dyn ResourceHandler>> = vec![
             Arc::new(ArtifactStoreHandler),
@@ -124,7 +137,7 @@ fn kind_static(kind: &str) -> &'static str {
 }
 
 fn spec(address: &str, kind: &str, stage: Stage, name: &str, desired: Json, depends_on: &[&str], protect: bool) -> ResourceSpec {
-    galley_engine::provider::resource(PlatformKind::Local, address, kind, stage, name, desired, depends_on, protect)
+    galley_engine::provider::resource(crate::platform::LOCAL, address, kind, stage, name, desired, depends_on, protect)
 }
 
 fn path_str(p: &Path) -> String {
@@ -133,8 +146,18 @@ fn path_str(p: &Path) -> String {
 
 #[async_trait]
 impl Provider for LocalProvider {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Local
+    fn rules(&self) -> Arc<dyn galley_blueprint::PlatformRules> {
+        crate::rules()
+    }
+
+    /// `endpoint --config FILE`: an endpoint's model server, as [`LocalServing`] spawns it.
+    async fn process(&self, args: &[String]) -> Result<()> {
+        match args {
+            [cmd, flag, config] if cmd == ENDPOINT_PROCESS && flag == "--config" => {
+                crate::serving::run_server(Path::new(config)).await
+            }
+            _ => Err(Error::invalid(format!("the local platform has no process `{}`; expected `{ENDPOINT_PROCESS} --config FILE`", args.join(" ")))),
+        }
     }
 
     fn expand(&self, bp: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {

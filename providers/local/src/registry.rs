@@ -6,7 +6,7 @@ use galley_core::error::ResultExt;
 use galley_core::stages::{
     ApprovalStatus, Described, ModelRegistry, ModelVersion, NewModelVersion, now_ms,
 };
-use galley_core::{Error, PlatformKind, Result, Stage};
+use galley_core::{Error, Result, Stage};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::db::{Db, DbResult};
@@ -166,8 +166,8 @@ fn require_version(conn: &Connection, model: &str, version: u64) -> DbResult<Mod
 }
 
 impl Described for LocalRegistry {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Local
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 

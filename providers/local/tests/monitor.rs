@@ -100,34 +100,34 @@ async fn drift_is_reported_on_exactly_the_shifted_features() {
             "predictions use f1 and f3 only: {prediction:?}"
         );
         let f2 = &report.features[1];
-        assert!(f2.psi > 1.0 && f2.ks > 0.5, "{f2:?}");
+        assert!(f2.psi.unwrap() > 1.0 && f2.ks.unwrap() > 0.5, "{f2:?}");
         let f1 = &report.features[0];
-        assert!(f1.psi < 0.1 && f1.ks < 0.1, "{f1:?}");
+        assert!(f1.psi.unwrap() < 0.1 && f1.ks.unwrap() < 0.1, "{f1:?}");
     }
+    let enough = monitor.drift("wine", &config(DriftMethod::Psi, 0.2, 100)).await.unwrap();
 
-    // Too few samples for the configured minimum: scores but no verdict.
+    // Too few samples for the configured minimum: no scores, no verdict, and it says so.
     let report = monitor
         .drift("wine", &config(DriftMethod::Psi, 0.2, 5000))
         .await
         .unwrap();
     assert!(!report.drifted && report.drifted_features().is_empty());
-    assert!(report.features[1].psi > 1.0);
+    assert!(report.features.iter().all(|f| f.psi.is_none() && f.ks.is_none()), "{report:?}");
+    assert_eq!(report.verdict(), "not enough data (1000 of 5000 inferences)");
 
-    // Gauges accumulate across publishes into Prometheus text.
-    monitor
-        .publish("wine", &[("drift_psi_f2".into(), report.features[1].psi)])
-        .await
-        .unwrap();
-    monitor
-        .publish("wine", &[("drift_detected".into(), 1.0)])
-        .await
-        .unwrap();
+    // Gauges accumulate across publishes into Prometheus text: one family per statistic, the
+    // feature and the monitor as labels, every family with `# HELP`.
+    monitor.publish("wine", &enough.gauges()).await.unwrap();
     let prom = std::fs::read_to_string(tmp.path().join("monitors/wine/metrics.prom")).unwrap();
-    assert!(prom.contains("# TYPE galley_drift_psi_f2 gauge"), "{prom}");
-    assert!(
-        prom.contains("galley_drift_detected{monitor=\"wine\"} 1"),
-        "{prom}"
-    );
+    assert!(prom.contains("# HELP galley_drift_psi Population stability index"), "{prom}");
+    assert!(prom.contains("# TYPE galley_drift_psi gauge"), "{prom}");
+    assert!(prom.contains("galley_drift_psi{monitor=\"wine\",feature=\"f2\"} "), "{prom}");
+    assert!(prom.contains("galley_drift_detected{monitor=\"wine\"} 1"), "{prom}");
+    common::promtool_check_metrics(&prom);
+    monitor.publish("wine", &report.gauges()).await.unwrap();
+    let prom = std::fs::read_to_string(tmp.path().join("monitors/wine/metrics.prom")).unwrap();
+    assert!(prom.contains("galley_drift_min_samples{monitor=\"wine\"} 5000"), "the later publish updates: {prom}");
+    assert!(prom.contains("galley_drift_detected{monitor=\"wine\"} 0"), "no verdict below min_samples: {prom}");
 
     monitor.delete("wine").await.unwrap();
     assert!(
@@ -218,13 +218,7 @@ async fn the_server_records_inferences_and_exposes_drift_gauges() {
         "x1 + x2 moved with x2"
     );
 
-    monitor
-        .publish(
-            "recorded",
-            &[("drift_psi_x2".into(), report.features[1].psi)],
-        )
-        .await
-        .unwrap();
+    monitor.publish("recorded", &report.gauges()).await.unwrap();
     let metrics = client
         .get(format!("{url}/metrics"))
         .send()
@@ -234,9 +228,12 @@ async fn the_server_records_inferences_and_exposes_drift_gauges() {
         .await
         .unwrap();
     assert!(
-        metrics.contains("galley_drift_psi_x2{monitor=\"recorded\"}"),
+        metrics.contains("galley_drift_psi{monitor=\"recorded\",feature=\"x2\"}"),
         "{metrics}"
     );
+    // The whole exposition — the server's own families and the monitor's — as Prometheus's own
+    // linter reads it.
+    common::promtool_check_metrics(&metrics);
     assert!(
         metrics.contains("galley_inference_records_dropped_total{endpoint=\"recorded\"} 0"),
         "{metrics}"

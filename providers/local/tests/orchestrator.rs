@@ -9,12 +9,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use galley_core::stages::{
-    Orchestrator, PipelineRun, PipelineSpec, RunState, StepLogger, StepSpec, Trigger,
+    Launch, Orchestrator, PipelineRun, PipelineSpec, Probes, RunState, StepLogger, StepSpec, Trigger,
 };
 use galley_core::{Error, ErrorKind, Result, RetryPolicy};
 use galley_local::orchestrator::{
-    Launch, LocalOrchestrator, Observation, OrchestratorOptions, Probes, StepExecutor, StepOutput,
-    WatchOptions, WatchState, Watcher,
+    LocalOrchestrator, Observation, RunnerOptions, StepExecutor, StepOutput, WatchOptions,
+    WatchState, Watcher,
 };
 use serde_json::json;
 use tokio::sync::{Barrier, Semaphore};
@@ -160,14 +160,15 @@ fn pipeline(name: &str, steps: Vec<StepSpec>) -> PipelineSpec {
     }
 }
 
-fn options() -> OrchestratorOptions {
-    OrchestratorOptions {
+fn options() -> RunnerOptions {
+    RunnerOptions {
         max_parallel: 4,
         retry: RetryPolicy {
             base_delay: Duration::from_millis(1),
             max_delay: Duration::from_millis(5),
             ..Default::default()
         },
+        cancel_poll: Duration::from_millis(500),
     }
 }
 
@@ -274,7 +275,7 @@ async fn concurrency_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
     let orch = LocalOrchestrator::open_with(
         dir.path().into(),
-        OrchestratorOptions {
+        RunnerOptions {
             max_parallel: 2,
             ..options()
         },

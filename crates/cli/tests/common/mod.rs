@@ -46,10 +46,13 @@ impl Project {
         let out = self.galley(&all);
         let code = out.status.code().unwrap_or(-1);
         let stdout = String::from_utf8_lossy(&out.stdout);
-        // Commands with progress print one JSON object per line; the last is the result.
-        let value = serde_json::from_str(&stdout)
-            .or_else(|_| serde_json::from_str(stdout.lines().last().unwrap_or("null")))
-            .unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr)));
+        // Commands with progress print one JSON document per event; the last is the result.
+        let value = serde_json::Deserializer::from_str(&stdout)
+            .into_iter::<Value>()
+            .collect::<Result<Vec<Value>, _>>()
+            .ok()
+            .and_then(|mut docs| docs.pop())
+            .unwrap_or_else(|| panic!("not JSON:\n{stdout}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr)));
         (code, value)
     }
 

@@ -73,6 +73,20 @@ pub struct ArtifactMeta {
     /// Where the platform keeps it (`file://…`, `s3://…`), for lineage and migration.
     pub uri: String,
     pub modified_ms: TimestampMs,
+    /// The encryption at rest the store reports for the object (`AES256`, `aws:kms`), where
+    /// the platform encrypts (the `ArtifactEncryption` feature).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<String>,
+}
+
+/// One stored version of a key, on a store that keeps versions (`ArtifactVersioning`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ArtifactVersion {
+    pub version_id: String,
+    pub size: u64,
+    pub modified_ms: TimestampMs,
+    /// Whether a plain `get` returns this version.
+    pub latest: bool,
 }
 
 #[async_trait]
@@ -86,6 +100,18 @@ pub trait ArtifactStore: Described + Send + Sync {
     /// Deleting an absent key succeeds (idempotent).
     async fn delete(&self, key: &ArtifactKey) -> Result<()>;
     async fn copy(&self, from: &ArtifactKey, to: &ArtifactKey) -> Result<ArtifactMeta>;
+
+    /// Every stored version of `key`, newest first (`ArtifactVersioning`): an overwritten model
+    /// or dataset can be read back as it was.
+    async fn versions(&self, key: &ArtifactKey) -> Result<Vec<ArtifactVersion>> {
+        Err(Error::unsupported(format!("artifact `{key}`: this store keeps no versions")))
+    }
+
+    /// One earlier version of `key`, by the id [`ArtifactStore::versions`] gave.
+    async fn get_version(&self, key: &ArtifactKey, version_id: &str) -> Result<ByteStream> {
+        let _ = version_id;
+        Err(Error::unsupported(format!("artifact `{key}`: this store keeps no versions")))
+    }
 }
 
 /// Convenience calls on top of the streaming trait, for small objects.

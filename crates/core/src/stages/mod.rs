@@ -19,7 +19,7 @@ pub use orchestrator::*;
 pub use registry::*;
 pub use serving::*;
 
-use crate::{Capabilities, PlatformKind};
+use crate::{Capabilities, PlatformId};
 
 /// Milliseconds since the Unix epoch, the one timestamp unit every stage uses.
 pub type TimestampMs = i64;
@@ -44,10 +44,11 @@ pub struct StageSet {
     pub monitor: Arc<dyn Monitor>,
 }
 
-/// Implemented by every stage object so callers (and the testkit) can ask what it supports.
+/// Implemented by every stage object so callers (and the testkit) can ask what it supports:
+/// its platform's own declaration, which the testkit holds it to.
 pub trait Described {
-    fn platform(&self) -> PlatformKind;
-    fn capabilities(&self) -> Capabilities {
-        Capabilities::of(self.platform())
+    fn capabilities(&self) -> Capabilities;
+    fn platform(&self) -> PlatformId {
+        self.capabilities().platform
     }
 }

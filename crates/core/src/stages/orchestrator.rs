@@ -77,6 +77,17 @@ pub struct StepRun {
     /// whose every step was cached.
     #[serde(default)]
     pub output: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_ms: Option<TimestampMs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_ms: Option<TimestampMs>,
+}
+
+impl StepRun {
+    /// A step of a run that has not started.
+    pub fn pending(name: &str) -> StepRun {
+        StepRun { name: name.to_owned(), state: RunState::Pending, attempts: 0, cached: false, error: None, output: None, started_ms: None, ended_ms: None }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -114,6 +125,17 @@ pub trait Orchestrator: Described + Send + Sync {
     /// Runs one training job on the platform's own compute (`training.compute: managed`) to
     /// the end and hands back the model file the container wrote. Platforms without managed
     /// training answer `Unsupported` (validate refuses such blueprints first).
+    /// Watches `pipeline`'s triggers from this process (`galley watch`): each
+    /// [`TriggerWatch::tick`] asks `probes`, and a due trigger starts a run through `launch`.
+    /// Platforms whose triggers fire on the platform's side (a cloud scheduler) answer
+    /// `Unsupported`.
+    async fn watch_triggers(&self, pipeline: &str, probes: Probes, launch: Launch) -> Result<Box<dyn TriggerWatch>> {
+        let _ = (probes, launch);
+        Err(crate::Error::unsupported(format!(
+            "pipeline `{pipeline}`: this platform's triggers fire on the platform itself, not from `galley watch`"
+        )))
+    }
+
     async fn run_training_job(&self, job: &TrainingJob, log: &dyn StepLogger) -> Result<TrainingJobResult> {
         let _ = log;
         Err(crate::Error::unsupported(format!(
@@ -123,9 +145,10 @@ pub trait Orchestrator: Described + Send + Sync {
     }
 }
 
-/// A training job for the platform's managed compute. The container contract is SageMaker's
-/// (`/opt/ml/input/config/hyperparameters.json`, `/opt/ml/input/data/<channel>/`,
-/// `/opt/ml/model/`), which Galley's own image implements (`galley container train`).
+/// A training job for the platform's managed compute, in neutral terms: what to train and on
+/// which rows. How the job receives them (files, channels, hyperparameters) is the platform's
+/// container contract, which its provider owns (aws: SageMaker's `/opt/ml` layout, which
+/// Galley's image implements).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainingJob {
     /// Derived from the job's inputs, so a run restarted after a crash finds the job it
@@ -133,16 +156,25 @@ pub struct TrainingJob {
     pub name: String,
     pub image: String,
     pub instance_type: Option<String>,
-    /// Artifact-store prefix whose objects become the `train` input channel.
-    pub input_prefix: String,
-    /// Artifact-store prefix under which the platform writes what the job produced.
-    pub output_prefix: String,
-    /// The file, relative to the container's model directory, handed back as the model.
-    pub model_file: String,
-    /// Passed to the container as strings, as every managed training service does.
-    pub hyperparameters: BTreeMap<String, String>,
     /// The platform stops the job (and its bill) after this long.
     pub max_runtime_secs: u64,
+    pub algorithm: crate::ml::Algorithm,
+    pub params: indexmap::IndexMap<String, crate::ml::VarValue>,
+    pub task: crate::ml::Task,
+    pub data: TrainingData,
+}
+
+/// The training split a job learns from.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TrainingData {
+    /// The target column's name.
+    pub label: String,
+    /// Feature names, in the order of each row of `x`.
+    pub features: Vec<String>,
+    pub x: Vec<Vec<f64>>,
+    pub y: Vec<f64>,
+    /// The input signature the trained model must carry.
+    pub signature: super::Signature,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -178,4 +210,75 @@ pub trait StepExecutor: Send + Sync {
     /// equals that of its last successful run is not run again; its output is reused.
     async fn fingerprint(&self, step: &str, upstream: &BTreeMap<String, StepOutput>) -> Result<String>;
     async fn run(&self, step: &str, upstream: &BTreeMap<String, StepOutput>, log: &dyn StepLogger) -> Result<StepOutput>;
+}
+
+/// Returns the content hash of the training data source; any string works, only a change
+/// matters (the `new_data` trigger).
+#[async_trait]
+pub trait DataProbe: Send + Sync {
+    async fn content_hash(&self) -> Result<String>;
+}
+
+/// Returns whether the monitor reports drift for the deployed model (the `drift` trigger).
+#[async_trait]
+pub trait DriftProbe: Send + Sync {
+    async fn drifted(&self) -> Result<bool>;
+}
+
+#[async_trait]
+impl<F, Fut> DataProbe for F
+where
+    F: Fn() -> Fut + Send + Sync,
+    Fut: std::future::Future<Output = Result<String>> + Send,
+{
+    async fn content_hash(&self) -> Result<String> {
+        self().await
+    }
+}
+
+#[async_trait]
+impl<F, Fut> DriftProbe for F
+where
+    F: Fn() -> Fut + Send + Sync,
+    Fut: std::future::Future<Output = Result<bool>> + Send,
+{
+    async fn drifted(&self) -> Result<bool> {
+        self().await
+    }
+}
+
+/// The probes a pipeline's triggers need: `data` for `new_data`, `drift` for `drift`.
+#[derive(Clone, Default)]
+pub struct Probes {
+    pub data: Option<std::sync::Arc<dyn DataProbe>>,
+    pub drift: Option<std::sync::Arc<dyn DriftProbe>>,
+}
+
+/// Starts a run for a fired trigger (the lifecycle's run, with its experiment run and a forced
+/// retrain on drift). The future is spawned, so it may wait for the run to end.
+pub type Launch = std::sync::Arc<dyn Fn(Trigger) -> futures::future::BoxFuture<'static, Result<()>> + Send + Sync>;
+
+/// The outcome of one [`TriggerWatch::tick`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TickReport {
+    /// Every trigger due at this tick, most urgent first.
+    pub due: Vec<Trigger>,
+    /// The trigger a run was launched for.
+    pub fired: Option<Trigger>,
+    /// The id of that run, when the orchestrator started it itself (not through a launcher).
+    pub run: Option<String>,
+    /// The active run the due triggers were folded into instead.
+    pub coalesced_into: Option<String>,
+    /// Probes that failed this tick (their trigger is skipped until the next one).
+    pub probe_errors: Vec<String>,
+}
+
+/// One pipeline's triggers, evaluated by this process at times the caller gives.
+#[async_trait]
+pub trait TriggerWatch: Send + Sync {
+    fn pipeline(&self) -> &str;
+    /// One round at `now_ms`: ask the probes, decide what is due, launch at most one run.
+    async fn tick(&self, now_ms: TimestampMs) -> Result<TickReport>;
+    /// When the next round is worth doing (a schedule's next time), at most `poll` from `now_ms`.
+    fn next_wake(&self, now_ms: TimestampMs, poll: std::time::Duration) -> TimestampMs;
 }

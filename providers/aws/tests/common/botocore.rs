@@ -6,6 +6,9 @@
 
 use std::path::PathBuf;
 
+use std::collections::HashMap;
+use std::sync::{LazyLock, Mutex};
+
 use serde_json::{Map, Value as Json};
 
 use super::scripted::Recorded;
@@ -13,7 +16,7 @@ use super::scripted::Recorded;
 /// Checks every SageMaker request recorded against the botocore model (panicking with the
 /// problems found); returns the operations, in order.
 pub fn check_sagemaker(requests: &[Recorded]) -> Vec<String> {
-    let model = Model::load("sagemaker");
+    let model = Model::cached("sagemaker");
     let mut seen = Vec::new();
     for r in requests {
         let Some(op) = r.sagemaker_op() else { continue };
@@ -22,6 +25,13 @@ pub fn check_sagemaker(requests: &[Recorded]) -> Vec<String> {
         seen.push(op.to_owned());
     }
     seen
+}
+
+/// What a value is held to: a request to everything the model says; an answer to its shape.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    Request,
+    Shape,
 }
 
 pub struct Model {
@@ -40,6 +50,13 @@ pub fn data_dir() -> Option<PathBuf> {
 }
 
 impl Model {
+    /// [`Model::load`], once per service per test process.
+    pub fn cached(service: &str) -> &'static Model {
+        static MODELS: LazyLock<Mutex<HashMap<String, &'static Model>>> = LazyLock::new(Default::default);
+        let mut models = MODELS.lock().unwrap();
+        models.entry(service.to_owned()).or_insert_with(|| Box::leak(Box::new(Model::load(service))))
+    }
+
     /// The newest API version of `service` (e.g. `sagemaker`).
     pub fn load(service: &str) -> Model {
         let dir = data_dir()
@@ -98,11 +115,11 @@ impl Model {
                 problems.push(format!("{op}: `{k}` belongs in the {} but was sent in the body", members[k]["location"]));
             }
         }
-        self.check(&shape_name, &Json::Object(all), op, &mut problems);
+        self.check(&shape_name, &Json::Object(all), op, &mut problems, Check::Request);
         problems
     }
 
-    fn check(&self, shape_name: &str, v: &Json, at: &str, problems: &mut Vec<String>) {
+    fn check(&self, shape_name: &str, v: &Json, at: &str, problems: &mut Vec<String>, mode: Check) {
         let Some(shape) = self.shapes.get(shape_name) else {
             problems.push(format!("{at}: unknown shape {shape_name}"));
             return;
@@ -120,25 +137,29 @@ impl Model {
                 for (k, val) in obj {
                     match members.get(k) {
                         None => problems.push(format!("{at}: `{k}` is not a member of {shape_name}")),
-                        Some(m) => self.check(m["shape"].as_str().unwrap_or(""), val, &format!("{at}.{k}"), problems),
+                        Some(m) => self.check(m["shape"].as_str().unwrap_or(""), val, &format!("{at}.{k}"), problems, mode),
                     }
                 }
             }
             "list" => {
                 let Some(items) = v.as_array() else { return problems.push(format!("{at}: expected a list ({shape_name})")) };
-                self.check_len(shape, items.len(), at, shape_name, problems);
+                if mode == Check::Request {
+                    self.check_len(shape, items.len(), at, shape_name, problems);
+                }
                 let member = shape["member"]["shape"].as_str().unwrap_or("");
                 for (i, item) in items.iter().enumerate() {
-                    self.check(member, item, &format!("{at}[{i}]"), problems);
+                    self.check(member, item, &format!("{at}[{i}]"), problems, mode);
                 }
             }
             "map" => {
                 let Some(obj) = v.as_object() else { return problems.push(format!("{at}: expected a map ({shape_name})")) };
-                self.check_len(shape, obj.len(), at, shape_name, problems);
+                if mode == Check::Request {
+                    self.check_len(shape, obj.len(), at, shape_name, problems);
+                }
                 let (ks, vs) = (shape["key"]["shape"].as_str().unwrap_or(""), shape["value"]["shape"].as_str().unwrap_or(""));
                 for (k, val) in obj {
-                    self.check(ks, &Json::String(k.clone()), &format!("{at}<key {k}>"), problems);
-                    self.check(vs, val, &format!("{at}[{k}]"), problems);
+                    self.check(ks, &Json::String(k.clone()), &format!("{at}<key {k}>"), problems, mode);
+                    self.check(vs, val, &format!("{at}[{k}]"), problems, mode);
                 }
             }
             "string" => {
@@ -148,23 +169,29 @@ impl Model {
                         problems.push(format!("{at}: `{s}` is not one of {shape_name}'s values {values:?}"));
                     }
                 }
+                if mode == Check::Shape {
+                    return;
+                }
                 self.check_len(shape, s.chars().count(), at, shape_name, problems);
                 if let Some(p) = shape["pattern"].as_str() {
-                    // botocore patterns are Java regexes matched against the whole value.
-                    if let Ok(re) = regex::Regex::new(&format!("^(?:{p})$")) {
-                        if !re.is_match(s) {
-                            problems.push(format!("{at}: `{s}` does not match {shape_name}'s pattern {p}"));
-                        }
+                    // botocore patterns are Java regexes matched against the whole value; some use
+                    // lookaround, which fancy-regex supports. A pattern that cannot be compiled
+                    // is a failure, never a silent pass.
+                    let re = pattern(p).unwrap_or_else(|e| panic!("{shape_name}'s pattern {p} does not compile: {e}"));
+                    if !re.is_match(s).unwrap_or_else(|e| panic!("matching {shape_name}'s pattern {p}: {e}")) {
+                        problems.push(format!("{at}: `{s}` does not match {shape_name}'s pattern {p}"));
                     }
                 }
             }
             "integer" | "long" => match v.as_i64() {
                 None => problems.push(format!("{at}: expected an integer ({shape_name}), got {v}")),
-                Some(n) => self.check_range(shape, n as f64, at, shape_name, problems),
+                Some(n) if mode == Check::Request => self.check_range(shape, n as f64, at, shape_name, problems),
+                Some(_) => {}
             },
             "float" | "double" => match v.as_f64() {
                 None => problems.push(format!("{at}: expected a number ({shape_name}), got {v}")),
-                Some(n) => self.check_range(shape, n, at, shape_name, problems),
+                Some(n) if mode == Check::Request => self.check_range(shape, n, at, shape_name, problems),
+                Some(_) => {}
             },
             "boolean" => {
                 if !v.is_boolean() {
@@ -185,6 +212,29 @@ impl Model {
         }
     }
 
+    /// Every string pattern in the model, so a test can prove each compiles.
+    pub fn patterns(&self) -> Vec<(String, String)> {
+        self.shapes.iter().filter_map(|(n, s)| s["pattern"].as_str().map(|p| (n.clone(), p.to_owned()))).collect()
+    }
+
+    /// Problems with `body` as `op`'s answer (its output shape): what a scripted server answers
+    /// must be what the service documents, or a test would pass against a reply AWS never gives.
+    pub fn check_response(&self, op: &str, body: &Json) -> Vec<String> {
+        let Some(shape) = self.operations.get(op).and_then(|o| o["output"]["shape"].as_str()).map(str::to_owned) else {
+            return if body.as_object().is_some_and(|o| o.is_empty()) || body.is_null() {
+                Vec::new()
+            } else {
+                vec![format!("{op} has no output, but the answer has a body: {body}")]
+            };
+        };
+        let mut problems = Vec::new();
+        // Patterns, lengths and ranges constrain what a client may send; botocore does not hold
+        // a service's answers to them (an in-progress job's S3ModelArtifacts is ""), so only
+        // the shape is checked in an answer: members, required members, types and enums.
+        self.check(&shape, body, &format!("{op} answer"), &mut problems, Check::Shape);
+        problems
+    }
+
     fn check_len(&self, shape: &Json, len: usize, at: &str, name: &str, problems: &mut Vec<String>) {
         if let Some(min) = shape["min"].as_u64() {
             if (len as u64) < min {
@@ -203,4 +253,42 @@ impl Model {
             problems.push(format!("{at}: {n} is outside {name}'s range"));
         }
     }
+}
+
+/// A botocore pattern as an anchored regex (compiled once per pattern). botocore's patterns are
+/// Java regexes, translated where Rust's syntax differs: lookaround is fancy-regex's own;
+/// `\uXXXX` escapes become `\u{XXXX}`, a UTF-16 surrogate pair (`\uD800\uDC00`) the code point
+/// it encodes; Java's POSIX classes (`\p{Alnum}`, `\p{Print}`, `\p{ASCII}`: US-ASCII only, as
+/// in Java) become bracket classes; and a quantified `$` anchor (`…${1,128}`, which Java accepts:
+/// a zero-width match repeated is the same match) becomes the anchor.
+pub fn pattern(p: &str) -> Result<fancy_regex::Regex, fancy_regex::Error> {
+    static CACHE: LazyLock<Mutex<HashMap<String, fancy_regex::Regex>>> = LazyLock::new(Default::default);
+    if let Some(re) = CACHE.lock().unwrap().get(p) {
+        return Ok(re.clone());
+    }
+    // Unicode classes under a long repetition (`[\w…]{1,1017}`) need more than the default NFA size.
+    let re = fancy_regex::RegexBuilder::new(&format!("^(?:{})$", from_java(p))).delegate_size_limit(256 << 20).build()?;
+    CACHE.lock().unwrap().insert(p.to_owned(), re.clone());
+    Ok(re)
+}
+
+fn from_java(p: &str) -> String {
+    static SURROGATES: LazyLock<fancy_regex::Regex> =
+        LazyLock::new(|| fancy_regex::Regex::new(r"(?i)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})").expect("a valid rewrite pattern"));
+    static ESCAPE: LazyLock<fancy_regex::Regex> =
+        LazyLock::new(|| fancy_regex::Regex::new(r"(?i)\\u([0-9a-f]{4})").expect("a valid rewrite pattern"));
+    static QUANTIFIED_ANCHOR: LazyLock<fancy_regex::Regex> =
+        LazyLock::new(|| fancy_regex::Regex::new(r"(?<!\\)([$^])\{\d+(,\d*)?\}").expect("a valid rewrite pattern"));
+    let pairs = SURROGATES.replace_all(p, |c: &fancy_regex::Captures| {
+        let hi = u32::from_str_radix(&c[1], 16).unwrap_or(0);
+        let lo = u32::from_str_radix(&c[2], 16).unwrap_or(0);
+        format!("\\u{{{:X}}}", 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+    });
+    let escapes = ESCAPE.replace_all(&pairs, "\\u{$1}");
+    // Nested brackets are a class inside a class too, so each works in either place.
+    let posix = escapes
+        .replace(r"\p{Alnum}", "[[:alnum:]]")
+        .replace(r"\p{Print}", "[[:print:]]")
+        .replace(r"\p{ASCII}", "[\\x00-\\x7F]");
+    QUANTIFIED_ANCHOR.replace_all(&posix, "$1").into_owned()
 }

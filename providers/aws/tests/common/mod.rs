@@ -1,5 +1,5 @@
-//! Shared by the moto tests: the emulator's address from `GALLEY_TEST_MOTO_URL` (CI's `.ci/run`
-//! starts moto and sets it), explicit region and static test credentials (so the SDK never
+//! Shared by the moto tests: the emulator's address ([`substrate`]: `scripts/stack up aws`
+//! starts moto and prints it), explicit region and static test credentials (so the SDK never
 //! probes the instance-metadata address), and fresh bucket names.
 #![allow(dead_code)]
 
@@ -10,16 +10,7 @@ pub const REGION: &str = "us-east-1";
 pub const SECRET_KEY: &str = "galleyTESTsecretKEY0nlyF0rM0t0doN0tLeak1234";
 pub const ACCESS_KEY: &str = "AKIAGALLEYTESTKEY001";
 
-/// The moto URL, or `None` (with the reason printed) when the tests should skip.
-pub fn moto_url() -> Option<String> {
-    match std::env::var("GALLEY_TEST_MOTO_URL") {
-        Ok(url) if !url.is_empty() => Some(url.trim_end_matches('/').to_owned()),
-        _ => {
-            println!("SKIPPED: GALLEY_TEST_MOTO_URL is not set (CI's .ci/run starts moto and sets it; locally: `moto_server -H 127.0.0.1 -p 5055` and GALLEY_TEST_MOTO_URL=http://127.0.0.1:5055)");
-            None
-        }
-    }
-}
+pub use substrate::moto_url;
 
 /// moto never throttles: two attempts keep its 500s for unimplemented operations quick.
 pub fn config(url: &str) -> AwsConfig {
@@ -46,4 +37,5 @@ pub async fn fresh_bucket(c: &AwsClients) -> String {
 }
 pub mod scripted;
 pub mod botocore;
-pub mod job_runtime;
+pub mod sagemaker_runtime;
+pub mod substrate;

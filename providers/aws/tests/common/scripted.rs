@@ -61,13 +61,29 @@ impl Recorded {
 pub struct Scripted {
     pub url: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Scripted SageMaker answers that break the operation's output shape in botocore's model.
+    bad_replies: Arc<Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Scripted {
     fn drop(&mut self) {
         self.task.abort();
+        let bad = self.bad_replies.lock().unwrap();
+        if !bad.is_empty() && !std::thread::panicking() {
+            panic!("the test scripted SageMaker answers AWS would never give:\n{}", bad.join("\n"));
+        }
     }
+}
+
+/// Problems with a scripted SageMaker success answer, checked against botocore's output shape.
+fn check_reply(rec: &Recorded, reply: &Reply) -> Vec<String> {
+    let Some(op) = rec.sagemaker_op() else { return Vec::new() };
+    if !(200..300).contains(&reply.status) || reply.content_type != "application/x-amz-json-1.1" {
+        return Vec::new();
+    }
+    let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap_or(serde_json::Value::Null);
+    super::botocore::Model::cached("sagemaker").check_response(op, &body)
 }
 
 impl Scripted {
@@ -82,15 +98,16 @@ impl Scripted {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let requests: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let bad_replies: Arc<Mutex<Vec<String>>> = Arc::default();
         let script = Arc::new(script);
-        let recorded = requests.clone();
+        let (recorded, bad) = (requests.clone(), bad_replies.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let (recorded, script) = (recorded.clone(), script.clone());
+                let (recorded, script, bad) = (recorded.clone(), script.clone(), bad.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (recorded, script) = (recorded.clone(), script.clone());
+                        let (recorded, script, bad) = (recorded.clone(), script.clone(), bad.clone());
                         async move {
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.map(|b| b.to_bytes().to_vec()).unwrap_or_default();
@@ -106,6 +123,10 @@ impl Scripted {
                                 r.len() - 1
                             };
                             let reply = script(&rec, n);
+                            let problems = check_reply(&rec, &reply);
+                            if !problems.is_empty() {
+                                bad.lock().unwrap().extend(problems);
+                            }
                             let resp = Response::builder()
                                 .status(reply.status)
                                 .header("content-type", reply.content_type)
@@ -119,7 +140,7 @@ impl Scripted {
                 });
             }
         });
-        Scripted { url, requests, task }
+        Scripted { url, requests, bad_replies, task }
     }
 
     pub fn requests(&self) -> Vec<Recorded> {

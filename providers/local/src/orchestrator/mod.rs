@@ -1,17 +1,17 @@
-//! The local platform's pipeline orchestrator: an in-process DAG runner.
+//! The local platform's pipeline orchestrator: Galley's DAG runner (`galley-pipeline`) over
+//! files in a directory.
 //!
 //! Step bodies come from the caller through a [`StepExecutor`] registered per pipeline; the
-//! orchestrator owns everything around them — dependency order, bounded concurrency, retries
-//! with [`RetryPolicy`] backoff, skipping the dependents of a failed step, cancellation,
-//! output caching by fingerprint, persistent run history and per-step logs. [`Watcher`]
-//! turns schedules, new data and drift into runs for `galley watch` (MLOps level 2).
+//! shared runner owns dependency order, bounded concurrency, retries, skipping the dependents
+//! of a failed step, cancellation and caching by fingerprint; this module keeps the run
+//! history, step logs and cache on disk ([`LocalJournal`]) and tells live runs from ones a
+//! crash interrupted. [`Watcher`] turns schedules, new data and drift into runs for
+//! `galley watch` (MLOps level 2).
 //!
 //! History lives in small JSON files under the directory given to [`LocalOrchestrator::open`]
 //! (see the layout in `store.rs`), replaced atomically, so `galley status` in one process can
 //! read what `galley watch` in another is running.
 
-mod dag;
-mod run;
 mod store;
 mod watch;
 
@@ -24,15 +24,16 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use galley_core::stages::{
-    Described, Orchestrator, PipelineRun, PipelineSpec, RunState, StepRun, Trigger, now_ms,
+    Described, Launch, Orchestrator, PipelineRun, PipelineSpec, Probes, RunState, Trigger, TriggerWatch, now_ms,
 };
-use galley_core::{Error, PlatformKind, Result, RetryPolicy};
+use galley_core::{Error, Result};
+use galley_pipeline::{CacheEntry, RunJournal, dag};
+pub use galley_pipeline::RunnerOptions;
 use tokio_util::sync::CancellationToken;
 
-use store::{RunRecord, Store};
+use store::{RunRecord, Store, read_json, write_json_atomic};
 pub use watch::{
-    DataProbe, Decision, DriftProbe, Launch, Observation, Probes, TickReport, WatchOptions,
-    WatchState, Watcher,
+    DataProbe, Decision, DriftProbe, Observation, TickReport, WatchOptions, WatchState, Watcher,
 };
 
 /// The step-body contract, shared by every platform that runs steps in Galley's process;
@@ -103,27 +104,6 @@ impl StepLogger for StepLog {
     }
 }
 
-/// Tuning for [`LocalOrchestrator::open_with`].
-#[derive(Debug, Clone)]
-pub struct OrchestratorOptions {
-    /// Steps of one run executing at the same time.
-    pub max_parallel: usize,
-    /// Backoff between attempts; `max_attempts` is replaced by each step's `retries + 1`.
-    pub retry: RetryPolicy,
-}
-
-impl Default for OrchestratorOptions {
-    fn default() -> Self {
-        OrchestratorOptions {
-            max_parallel: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-                .max(2),
-            retry: RetryPolicy::default(),
-        }
-    }
-}
-
 /// How often a run checks for a cancel request written by another process.
 const CANCEL_POLL: Duration = Duration::from_millis(500);
 
@@ -135,7 +115,7 @@ pub struct LocalOrchestrator {
 
 pub(crate) struct Inner {
     store: Store,
-    options: OrchestratorOptions,
+    options: RunnerOptions,
     executors: RwLock<HashMap<String, Arc<dyn StepExecutor>>>,
     /// Makes the "is a run active?" check and the start of a new run one step in-process.
     start_lock: tokio::sync::Mutex<()>,
@@ -168,12 +148,12 @@ struct ActiveRun {
 impl LocalOrchestrator {
     /// Opens (creating if needed) the orchestrator rooted at `dir`, with default options.
     pub fn open(dir: PathBuf) -> Result<Self> {
-        Self::open_with(dir, OrchestratorOptions::default())
+        Self::open_with(dir, RunnerOptions { cancel_poll: CANCEL_POLL, ..RunnerOptions::default() })
     }
 
     /// Opens the orchestrator; runs left `pending`/`running` by a process that no longer
     /// exists are marked failed ("interrupted") so they don't look alive forever.
-    pub fn open_with(dir: PathBuf, options: OrchestratorOptions) -> Result<Self> {
+    pub fn open_with(dir: PathBuf, options: RunnerOptions) -> Result<Self> {
         if options.max_parallel == 0 {
             return Err(Error::invalid("max_parallel must be at least 1"));
         }
@@ -363,8 +343,8 @@ fn new_run_id(started_ms: i64) -> String {
 }
 
 impl Described for LocalOrchestrator {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Local
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 
@@ -373,6 +353,9 @@ impl Orchestrator for LocalOrchestrator {
     /// Validates (names, unique steps, known dependencies, no cycle, cron syntax) and stores.
     async fn upsert_pipeline(&self, spec: &PipelineSpec) -> Result<()> {
         dag::validate(spec).map_err(|e| e.operation("upsert_pipeline"))?;
+        if let Some(expr) = &spec.schedule {
+            watch::parse_schedule(expr).map_err(|e| e.resource(&spec.name))?;
+        }
         store::write_json_atomic(&self.inner.store.spec_path(&spec.name), spec)
     }
 
@@ -449,30 +432,9 @@ impl Orchestrator for LocalOrchestrator {
         let started_ms = next_start_ms();
         let id = new_run_id(started_ms);
         let rec = RunRecord {
-            run: PipelineRun {
-                id: id.clone(),
-                pipeline: pipeline.to_string(),
-                state: RunState::Pending,
-                trigger,
-                started_ms,
-                ended_ms: None,
-                steps: spec
-                    .steps
-                    .iter()
-                    .map(|s| StepRun {
-                        name: s.name.clone(),
-                        state: RunState::Pending,
-                        attempts: 0,
-                        cached: false,
-                        error: None,
-                        output: None,
-                    })
-                    .collect(),
-                params: params.clone(),
-            },
+            run: galley_pipeline::new_run(&spec, &id, trigger, params, started_ms),
             spec,
             owner_pid: std::process::id(),
-            details: BTreeMap::new(),
         };
         let cancel = CancellationToken::new();
         let (tx, rx) = tokio::sync::watch::channel(None);
@@ -494,8 +456,11 @@ impl Orchestrator for LocalOrchestrator {
         let inner = self.inner.clone();
         let run_id = id.clone();
         tokio::spawn(async move {
-            let rec = run::execute(&inner, rec, exec, cancel).await;
-            let _ = tx.send(Some(rec.run));
+            let journal = Arc::new(LocalJournal { store: inner.store.clone(), spec: rec.spec.clone(), owner_pid: rec.owner_pid });
+            let cancel_file = inner.store.cancel_path(&rec.run.pipeline, &run_id);
+            let run = galley_pipeline::execute(&rec.spec, rec.run, exec, journal, &inner.options, cancel).await;
+            let _ = std::fs::remove_file(&cancel_file);
+            let _ = tx.send(Some(run));
             lock_active().remove(&run_id);
         });
         Ok(id)
@@ -576,6 +541,44 @@ impl Orchestrator for LocalOrchestrator {
         dag::check_name("pipeline", pipeline)?;
         self.register_executor(pipeline, executor);
         Ok(())
+    }
+
+    /// The local [`Watcher`]: schedules in UTC, new data and drift by the probes, runs started
+    /// through `launch`; its state survives restarts in the pipeline's directory.
+    async fn watch_triggers(&self, pipeline: &str, probes: Probes, launch: Launch) -> Result<Box<dyn TriggerWatch>> {
+        let watcher = Watcher::new(self.clone(), pipeline, probes, WatchOptions::default()).await?.with_launcher(launch);
+        Ok(Box::new(watcher))
+    }
+}
+
+/// Run records, step logs, the cache and cancel requests as files under the orchestrator's
+/// directory (the layout in `store.rs`).
+struct LocalJournal {
+    store: Store,
+    spec: PipelineSpec,
+    owner_pid: u32,
+}
+
+#[async_trait]
+impl RunJournal for LocalJournal {
+    async fn save(&self, run: &PipelineRun) -> Result<()> {
+        self.store.save_run(&RunRecord { run: run.clone(), spec: self.spec.clone(), owner_pid: self.owner_pid })
+    }
+
+    fn step_log(&self, run: &str, step: &str) -> Arc<dyn galley_core::stages::StepLogger> {
+        Arc::new(StepLog::new(self.store.log_path(&self.spec.name, run, step)))
+    }
+
+    async fn cache_get(&self, pipeline: &str, step: &str) -> Result<Option<CacheEntry>> {
+        read_json(&self.store.cache_path(pipeline, step))
+    }
+
+    async fn cache_put(&self, pipeline: &str, step: &str, entry: &CacheEntry) -> Result<()> {
+        write_json_atomic(&self.store.cache_path(pipeline, step), entry)
+    }
+
+    async fn cancel_requested(&self, run: &str) -> bool {
+        self.store.cancel_path(&self.spec.name, run).exists()
     }
 }
 

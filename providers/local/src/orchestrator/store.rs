@@ -12,18 +12,16 @@
 //! <dir>/<pipeline>/watch.json             trigger state of `galley watch`
 //! ```
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use galley_core::stages::{PipelineRun, PipelineSpec, TimestampMs};
+use galley_core::stages::{PipelineRun, PipelineSpec};
 use galley_core::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use super::StepOutput;
 
 /// What is persisted per run: the neutral [`PipelineRun`] plus what the local runner needs to
-/// resume reasoning about it (the spec it ran, per-step fingerprints and outputs, its owner).
+/// resume reasoning about it (the spec it ran and its owner).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct RunRecord {
     pub run: PipelineRun,
@@ -32,27 +30,6 @@ pub(crate) struct RunRecord {
     /// The process executing the run, so another process can tell a live run from one
     /// interrupted by a crash.
     pub owner_pid: u32,
-    #[serde(default)]
-    pub details: BTreeMap<String, StepDetail>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub(crate) struct StepDetail {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub started_ms: Option<TimestampMs>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ended_ms: Option<TimestampMs>,
-}
-
-/// A step's last successful, executed (not cached) output, keyed by what it read.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct CacheEntry {
-    pub fingerprint: String,
-    pub output: StepOutput,
-    pub run_id: String,
-    pub ended_ms: TimestampMs,
 }
 
 #[derive(Debug, Clone)]

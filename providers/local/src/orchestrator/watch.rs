@@ -14,15 +14,14 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
-use futures::future::BoxFuture;
-use galley_core::stages::{Orchestrator, PipelineSpec, Trigger};
+pub use galley_core::stages::{DataProbe, DriftProbe, Launch, Probes, TickReport};
+use galley_core::stages::{Orchestrator, PipelineSpec, TimestampMs, Trigger, TriggerWatch};
 use galley_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -49,48 +48,6 @@ pub(crate) fn parse_schedule(expr: &str) -> Result<Cron> {
                 "schedule `{expr}` is not a valid cron expression: {e}"
             ))
         })
-}
-
-/// Returns the content hash of the training data source (e.g. an artifact digest or the
-/// newest partition's ETag). Any string works; only equality matters.
-#[async_trait]
-pub trait DataProbe: Send + Sync {
-    async fn content_hash(&self) -> Result<String>;
-}
-
-/// Returns whether the monitor currently reports drift for the deployed model.
-#[async_trait]
-pub trait DriftProbe: Send + Sync {
-    async fn drifted(&self) -> Result<bool>;
-}
-
-#[async_trait]
-impl<F, Fut> DataProbe for F
-where
-    F: Fn() -> Fut + Send + Sync,
-    Fut: Future<Output = Result<String>> + Send,
-{
-    async fn content_hash(&self) -> Result<String> {
-        self().await
-    }
-}
-
-#[async_trait]
-impl<F, Fut> DriftProbe for F
-where
-    F: Fn() -> Fut + Send + Sync,
-    Fut: Future<Output = Result<bool>> + Send,
-{
-    async fn drifted(&self) -> Result<bool> {
-        self().await
-    }
-}
-
-/// The probes a pipeline's triggers need: `data` for `new_data`, `drift` for `drift`.
-#[derive(Clone, Default)]
-pub struct Probes {
-    pub data: Option<Arc<dyn DataProbe>>,
-    pub drift: Option<Arc<dyn DriftProbe>>,
 }
 
 #[derive(Debug, Clone)]
@@ -144,24 +101,6 @@ pub struct Decision {
     /// The active run the due triggers were coalesced into.
     pub coalesced_into: Option<String>,
     pub next_state: WatchState,
-}
-
-/// Starts a run for a fired trigger in place of [`Orchestrator::start`], for callers that wrap
-/// runs in their own bookkeeping (the lifecycle's experiment run, a forced retrain on drift).
-/// The future is spawned, so it may wait for the run to end; its error is logged.
-pub type Launch = Arc<dyn Fn(Trigger) -> BoxFuture<'static, Result<()>> + Send + Sync>;
-
-/// The outcome of one [`Watcher::tick`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TickReport {
-    pub due: Vec<Trigger>,
-    /// The trigger a run was started for this tick.
-    pub fired: Option<Trigger>,
-    /// The id of that run (`None` when a [`Launch`] hook started it).
-    pub run: Option<String>,
-    pub coalesced_into: Option<String>,
-    /// Probes that failed this tick (their source is skipped until the next tick).
-    pub probe_errors: Vec<String>,
 }
 
 /// Watches one pipeline's triggers and starts its runs.
@@ -304,9 +243,11 @@ impl Watcher {
     /// When the loop should look again: the next scheduled time or the poll interval,
     /// whichever is sooner.
     pub fn next_wake(&self, now: DateTime<Utc>, state: &WatchState) -> DateTime<Utc> {
-        let poll = now
-            + chrono::Duration::from_std(self.opts.poll_interval)
-                .unwrap_or(chrono::Duration::seconds(30));
+        self.wake_within(now, state, self.opts.poll_interval)
+    }
+
+    fn wake_within(&self, now: DateTime<Utc>, state: &WatchState, poll: Duration) -> DateTime<Utc> {
+        let poll = now + chrono::Duration::from_std(poll).unwrap_or(chrono::Duration::seconds(30));
         let scheduled = match (&self.cron, state.schedule_anchor_ms) {
             (Some(cron), Some(anchor)) => next_fire(cron, anchor),
             _ => None,
@@ -430,4 +371,22 @@ impl Watcher {
 fn next_fire(cron: &Cron, anchor_ms: i64) -> Option<DateTime<Utc>> {
     let anchor = Utc.timestamp_millis_opt(anchor_ms).single()?;
     cron.find_next_occurrence(&anchor, false).ok()
+}
+
+#[async_trait]
+impl TriggerWatch for Watcher {
+    fn pipeline(&self) -> &str {
+        &self.spec.name
+    }
+
+    async fn tick(&self, now_ms: TimestampMs) -> Result<TickReport> {
+        let now = Utc.timestamp_millis_opt(now_ms).single().ok_or_else(|| Error::invalid(format!("{now_ms} is not a time")))?;
+        Watcher::tick(self, now).await
+    }
+
+    fn next_wake(&self, now_ms: TimestampMs, poll: Duration) -> TimestampMs {
+        let now = Utc.timestamp_millis_opt(now_ms).single().unwrap_or_else(Utc::now);
+        let state = self.load_state().unwrap_or_default();
+        self.wake_within(now, &state, poll).timestamp_millis()
+    }
 }

@@ -8,12 +8,9 @@
 //! deploy starts the server detached in its own process group; later deploys and traffic
 //! shifts rewrite the config and hot-swap through `POST /admin/reload`, so no request fails.
 
-pub mod config;
-pub mod metrics;
 mod process;
-mod recorder;
-pub mod scoring;
-mod server;
+
+pub use galley_server::{config, metrics, scoring};
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -25,10 +22,9 @@ use galley_core::stages::{
     Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving,
 };
 use galley_core::table::Table;
-use galley_core::{Error, ErrorKind, PlatformKind, Result, Stage};
+use galley_core::{Error, ErrorKind, Result, Stage};
 
-pub use config::{DEFAULT_MAX_BODY_BYTES, ServerConfig, ServerState, VariantConfig};
-pub use server::{router, run_server, schedule};
+pub use galley_server::{DEFAULT_MAX_BODY_BYTES, ServerConfig, ServerState, VariantConfig, router, run_server, schedule};
 
 const SETTINGS_FILE: &str = "settings.json";
 const SPEC_FILE: &str = "spec.json";
@@ -105,7 +101,7 @@ pub struct LocalServing {
 }
 
 fn err(e: Error, op: &str, endpoint: &str) -> Error {
-    e.platform(PlatformKind::Local)
+    e.platform(crate::platform::LOCAL)
         .stage(Stage::Serving)
         .operation(op.to_owned())
         .resource(endpoint.to_owned())
@@ -141,7 +137,7 @@ pub fn artifact_path(uri: &str) -> Result<PathBuf> {
 impl LocalServing {
     /// Endpoints live under `endpoints/<name>/`, recorded inferences under
     /// `monitors/<name>/`. `server_command` starts the model server; it gets
-    /// `--config <file>` appended (the CLI passes `[current_exe, "__endpoint"]`).
+    /// `--config <file>` appended (the provider passes `galley __platform local endpoint`).
     pub fn new(
         endpoints: impl Into<PathBuf>,
         monitors: impl Into<PathBuf>,
@@ -492,8 +488,8 @@ fn status_kind(status: u16) -> ErrorKind {
 }
 
 impl Described for LocalServing {
-    fn platform(&self) -> PlatformKind {
-        PlatformKind::Local
+    fn capabilities(&self) -> galley_core::Capabilities {
+        crate::platform::capabilities()
     }
 }
 
@@ -549,8 +545,7 @@ impl Serving for LocalServing {
                 ),
             ))
         })?;
-        let columns: Vec<&str> = rows.columns.iter().map(|c| c.name.as_str()).collect();
-        let body = serde_json::json!({"dataframe_split": {"columns": columns, "data": rows.rows}});
+        let body = rows.to_dataframe_split(&[])?;
         let request = self
             .authorize(
                 endpoint,

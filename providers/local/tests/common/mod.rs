@@ -114,3 +114,33 @@ impl Drop for StopServersOnDrop {
         }
     }
 }
+
+/// Lints a Prometheus exposition with Prometheus's own `promtool check metrics` (Debian's
+/// `prometheus` package; `scripts/stack up local` says how to get it). Missing, the test fails
+/// saying so, unless `GALLEY_TEST_SKIP` lists `promtool`.
+pub fn promtool_check_metrics(exposition: &str) {
+    use std::io::Write;
+    let promtool = std::env::var("GALLEY_PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let child = std::process::Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) if std::env::var("GALLEY_TEST_SKIP").is_ok_and(|s| s.split(',').any(|p| p.trim() == "promtool")) => {
+            println!("SKIPPED (GALLEY_TEST_SKIP=promtool): promtool check metrics ({e})");
+            return;
+        }
+        Err(e) => panic!(
+            "`{promtool} check metrics` could not start ({e}): install Prometheus's promtool \
+             (`apt-get install prometheus`; `scripts/stack up local` checks for it), point \
+             GALLEY_PROMTOOL at it, or set GALLEY_TEST_SKIP=promtool"
+        ),
+    };
+    child.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && report.trim().is_empty(), "promtool check metrics found problems:\n{report}\nin:\n{exposition}");
+}

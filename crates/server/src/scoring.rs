@@ -670,6 +670,14 @@ fn columnar_rows<T: CellConvert>(
     Ok(rows)
 }
 
+/// A scoring body in any of MLflow's formats, checked against `signature`, as a table in the
+/// signature's column order (what `galley predict` sends on).
+pub fn decode_table(body: &[u8], signature: &Signature) -> Result<Table, BadInput> {
+    let sig = SignatureIndex::new(signature);
+    let rows = to_rows::<Value>(parse_request(body)?, &sig)?;
+    Ok(to_table(rows, &sig))
+}
+
 /// Rows of [`Value`]s as a table with the signature's columns.
 pub fn to_table(rows: Vec<Vec<Value>>, sig: &SignatureIndex) -> Table {
     Table {

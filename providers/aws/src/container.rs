@@ -1,22 +1,24 @@
-//! The container contract of `training.compute: managed`. It is SageMaker's training
-//! contract, which Vertex AI custom jobs and Azure ML command jobs can be given as well:
+//! The container contract of `training.compute: managed` on aws: SageMaker's training contract
+//! (which Vertex AI custom jobs and Azure ML command jobs can be given as well), compiled
+//! without the AWS SDK because Galley's image implements it (`galley container train`):
 //!
 //! - `<root>/input/config/hyperparameters.json`: a string → string object;
 //! - `<root>/input/data/train/`: the `train` channel (`train.csv`, `signature.json`);
 //! - `<root>/model/`: what the job leaves (`model.json`), packed by the platform;
 //! - `<root>/output/failure`: why the job failed, shown by the platform as its failure reason.
 //!
-//! Galley writes the channel and the hyperparameters ([`training_input`]) and Galley's image
-//! reads them ([`train_in_container`], `galley container train`), so the format is defined once.
+//! The provider writes the channel and the hyperparameters from a neutral
+//! [`TrainingJob`] ([`training_input`]) and Galley's image reads them ([`train_in_container`]),
+//! so the format is defined once, here.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use galley_blueprint::{Task, TrainingStage};
-use galley_core::stages::Signature;
+use galley_core::ml::{Algorithm, Task, VarValue};
+use galley_core::stages::{Signature, TrainingJob};
 use galley_core::{Error, Result};
-use galley_ml::{Frame, TrainedModel};
-use serde_json::json;
+use galley_ml::Frame;
+use indexmap::IndexMap;
 
 /// Where SageMaker mounts a job's files.
 pub const DEFAULT_ROOT: &str = "/opt/ml";
@@ -41,26 +43,29 @@ pub struct TrainingInput {
     pub hyperparameters: BTreeMap<String, String>,
 }
 
-/// The channel for `frame`: a CSV with the label first (the layout SageMaker's built-in
-/// algorithms read too) and a header naming the columns, plus the signature the model must carry.
-pub fn training_input(training: &TrainingStage, task: Task, frame: &Frame, label: &str, signature: &Signature) -> Result<TrainingInput> {
+/// The channel for `job`'s rows: a CSV with the label first (the layout SageMaker's built-in
+/// algorithms read too) and a header naming the columns, plus the signature the model must
+/// carry; the algorithm, task and params as hyperparameters.
+pub fn training_input(job: &TrainingJob) -> Result<TrainingInput> {
+    let data = &job.data;
     let mut csv = csv::Writer::from_writer(Vec::new());
-    let header = std::iter::once(label.to_owned()).chain(frame.features.iter().cloned());
+    let header = std::iter::once(data.label.clone()).chain(data.features.iter().cloned());
     csv.write_record(header).map_err(csv_error)?;
-    for (row, y) in frame.x.iter().zip(&frame.y) {
+    for (row, y) in data.x.iter().zip(&data.y) {
         // `Display` of f64 is the shortest text that reads back to the same bits, so a job
         // trains on exactly the numbers Galley holds.
         let cells = std::iter::once(y.to_string()).chain(row.iter().map(f64::to_string));
         csv.write_record(cells).map_err(csv_error)?;
     }
-    let data = csv.into_inner().map_err(|e| Error::internal(format!("cannot finish the training CSV: {e}")))?;
 
-    let mut hyperparameters = galley_blueprint::params_as_strings(&training.params);
+    let csv = csv.into_inner().map_err(|e| Error::internal(format!("cannot finish the training CSV: {e}")))?;
+
+    let mut hyperparameters: BTreeMap<String, String> = job.params.iter().map(|(k, v)| (k.clone(), v.to_string())).collect();
     hyperparameters.insert(HP_CONTRACT.into(), CONTRACT_VERSION.into());
-    hyperparameters.insert(HP_ALGORITHM.into(), enum_name(&training.algorithm)?);
-    hyperparameters.insert(HP_TASK.into(), enum_name(&task)?);
+    hyperparameters.insert(HP_ALGORITHM.into(), enum_name(&job.algorithm)?);
+    hyperparameters.insert(HP_TASK.into(), enum_name(&job.task)?);
     Ok(TrainingInput {
-        files: vec![(DATA_FILE.into(), data), (SIGNATURE_FILE.into(), serde_json::to_vec_pretty(signature)?)],
+        files: vec![(DATA_FILE.into(), csv), (SIGNATURE_FILE.into(), serde_json::to_vec_pretty(&data.signature)?)],
         hyperparameters,
     })
 }
@@ -111,17 +116,18 @@ fn train_at(root: &Path) -> Result<PathBuf> {
         }
     }
     let required = |k: &str| hp.get(k).ok_or_else(|| Error::invalid(format!("{}: hyperparameter `{k}` is missing", hp_path.display())));
-    let params: serde_json::Map<String, serde_json::Value> =
-        hp.iter().filter(|(k, _)| !k.starts_with("galley_")).map(|(k, v)| (k.clone(), json!(v))).collect();
-    let training: TrainingStage = serde_json::from_value(json!({ "algorithm": required(HP_ALGORITHM)?, "params": params }))
+    // Hyperparameters travel as strings; galley-ml reads numbers from strings.
+    let params: IndexMap<String, VarValue> =
+        hp.iter().filter(|(k, _)| !k.starts_with("galley_")).map(|(k, v)| (k.clone(), VarValue::String(v.clone()))).collect();
+    let algorithm: Algorithm = serde_json::from_value(serde_json::json!(required(HP_ALGORITHM)?))
         .map_err(|e| Error::invalid(format!("{}: {e}", hp_path.display())))?;
-    let task: Task = serde_json::from_value(json!(required(HP_TASK)?)).map_err(|e| Error::invalid(format!("{}: {e}", hp_path.display())))?;
+    let task: Task = serde_json::from_value(serde_json::json!(required(HP_TASK)?)).map_err(|e| Error::invalid(format!("{}: {e}", hp_path.display())))?;
 
     let channel = root.join("input/data").join(CHANNEL);
     let signature: Signature = serde_json::from_slice(&read(&channel.join(SIGNATURE_FILE))?)
         .map_err(|e| Error::invalid(format!("{}: {e}", channel.join(SIGNATURE_FILE).display())))?;
     let frame = read_frame(&channel.join(DATA_FILE))?;
-    let model = galley_ml::train(&training, task, &frame, &signature)?;
+    let model = galley_ml::train(algorithm, &params, task, &frame, &signature)?;
 
     let dir = root.join("model");
     std::fs::create_dir_all(&dir).map_err(|e| Error::from(e).resource(dir.display().to_string()))?;
@@ -130,15 +136,34 @@ fn train_at(root: &Path) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Reads a model file a job left and checks it is the model the job was asked for.
-pub fn check_job_model(bytes: &[u8], signature: &Signature, job: &str) -> Result<TrainedModel> {
-    let model = TrainedModel::from_bytes(bytes).map_err(|e| Error::invalid(format!("training job `{job}` left a model galley cannot read: {e}")))?;
-    if model.signature() != signature {
-        return Err(Error::invalid(format!(
-            "training job `{job}` left a model whose input signature differs from the training data's; is its image a galley image of this version?"
-        )));
-    }
-    Ok(model)
+/// Serves `<root>/model/model.json` with SageMaker's inference contract (`/ping`,
+/// `/invocations`) through Galley's model server. SageMaker signs and authorises every
+/// InvokeEndpoint before a request reaches the container, so the server binds every interface
+/// without a token of its own.
+#[cfg(feature = "runtime")]
+pub async fn serve(root: &Path, bind: std::net::IpAddr, port: u16) -> Result<()> {
+    use galley_server::{DEFAULT_MAX_BODY_BYTES, ServerConfig, VariantConfig};
+    let model_path = root.join("model").join(MODEL_FILE);
+    let bytes = read(&model_path).map_err(|e| Error::not_found(format!("cannot read the model at {}: {e}", model_path.display())))?;
+    let model = galley_ml::TrainedModel::from_bytes(&bytes)?;
+    let run_dir = std::env::temp_dir().join(format!("galley-container-{}", std::process::id()));
+    std::fs::create_dir_all(&run_dir).map_err(|e| Error::from(e).resource(run_dir.display().to_string()))?;
+    let config = ServerConfig {
+        endpoint: "container".into(),
+        bind,
+        port,
+        token_env: None,
+        token: None,
+        max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+        variants: vec![VariantConfig { name: "model".into(), model_path, weight: 1, model: None, version: None }],
+        signature: model.signature().clone(),
+        monitor_dir: None,
+        state_file: run_dir.join("state.json"),
+        platform_authenticated: true,
+    };
+    let path = run_dir.join("endpoint.json");
+    config.write(&path)?;
+    galley_server::run_server(&path).await
 }
 
 fn read_frame(path: &Path) -> Result<Frame> {
@@ -177,21 +202,34 @@ fn enum_name<T: serde::Serialize>(value: &T) -> Result<String> {
 mod tests {
     use super::*;
     use galley_core::DType;
+    use galley_core::stages::TrainingData;
     use galley_core::table::Column;
 
-    fn frame() -> (Frame, Signature) {
+    fn job(algorithm: Algorithm, params: &[(&str, f64)]) -> TrainingJob {
         let x: Vec<Vec<f64>> = (0..60).map(|i| vec![i as f64 * 0.1, (i % 7) as f64 / 3.0]).collect();
         let y = x.iter().map(|r| if r[0] + r[1] > 3.0 { 1.0 } else { 0.0 }).collect();
-        let sig = Signature { inputs: vec![Column::new("a", DType::Float), Column::new("b", DType::Float)], output: None };
-        (Frame { features: vec!["a".into(), "b".into()], x, y }, sig)
+        let signature = Signature { inputs: vec![Column::new("a", DType::Float), Column::new("b", DType::Float)], output: None };
+        TrainingJob {
+            name: "job".into(),
+            image: "galley:test".into(),
+            instance_type: None,
+            max_runtime_secs: 60,
+            algorithm,
+            params: params.iter().map(|(k, v)| ((*k).to_owned(), VarValue::Number(*v))).collect(),
+            task: Task::Classification,
+            data: TrainingData { label: "label".into(), features: vec!["a".into(), "b".into()], x, y, signature },
+        }
+    }
+
+    fn in_process(job: &TrainingJob) -> Vec<u8> {
+        let frame = Frame { features: job.data.features.clone(), x: job.data.x.clone(), y: job.data.y.clone() };
+        galley_ml::train(job.algorithm, &job.params, job.task, &frame, &job.data.signature).unwrap().to_bytes()
     }
 
     #[test]
     fn the_container_trains_the_same_model_as_galleys_process() {
-        let (frame, sig) = frame();
-        let training: TrainingStage =
-            serde_json::from_value(json!({"algorithm": "logistic_regression", "params": {"max_iterations": 50}})).unwrap();
-        let input = training_input(&training, Task::Classification, &frame, "label", &sig).unwrap();
+        let job = job(Algorithm::LogisticRegression, &[("max_iterations", 50.0)]);
+        let input = training_input(&job).unwrap();
         assert_eq!(input.hyperparameters["galley_algorithm"], "logistic_regression");
         assert_eq!(input.hyperparameters["max_iterations"], "50");
         let dir = tempfile::tempdir().unwrap();
@@ -199,16 +237,14 @@ mod tests {
 
         let path = train_in_container(dir.path()).unwrap();
         let in_container = std::fs::read(path).unwrap();
-        let in_process = galley_ml::train(&training, Task::Classification, &frame, &sig).unwrap().to_bytes();
-        assert_eq!(in_container, in_process, "the CSV round trip must not change a single bit");
-        check_job_model(&in_container, &sig, "job").unwrap();
+        assert_eq!(in_container, in_process(&job), "the CSV round trip must not change a single bit");
+        let model = galley_ml::TrainedModel::from_bytes(&in_container).unwrap();
+        assert_eq!(model.signature(), &job.data.signature);
     }
 
     #[test]
     fn a_failing_job_leaves_its_reason_where_the_platform_reads_it() {
-        let (frame, sig) = frame();
-        let training: TrainingStage = serde_json::from_value(json!({"algorithm": "logistic_regression"})).unwrap();
-        let mut input = training_input(&training, Task::Classification, &frame, "label", &sig).unwrap();
+        let mut input = training_input(&job(Algorithm::LogisticRegression, &[])).unwrap();
         input.hyperparameters.insert("galley_contract".into(), "99".into());
         let dir = tempfile::tempdir().unwrap();
         lay_out(dir.path(), &input).unwrap();
@@ -217,15 +253,5 @@ mod tests {
         let reason = std::fs::read_to_string(dir.path().join("output/failure")).unwrap();
         assert!(reason.contains("galley_contract"), "{reason}");
         assert!(!dir.path().join("model").join(MODEL_FILE).exists());
-    }
-
-    #[test]
-    fn a_model_with_another_signature_is_refused() {
-        let (frame, sig) = frame();
-        let training: TrainingStage = serde_json::from_value(json!({"algorithm": "decision_tree"})).unwrap();
-        let model = galley_ml::train(&training, Task::Classification, &frame, &sig).unwrap().to_bytes();
-        let other = Signature { inputs: vec![Column::new("zzz", DType::Float)], output: None };
-        assert!(check_job_model(&model, &other, "job-1").unwrap_err().to_string().contains("job-1"));
-        assert!(check_job_model(b"{}", &sig, "job-2").is_err());
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use galley_core::{Error, PlatformKind};
+use galley_core::{Error, PlatformId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -19,7 +19,7 @@ pub enum OutputFormat {
 #[serde(default)]
 pub struct Settings {
     /// Overrides the blueprint's `platform:`.
-    pub platform: Option<PlatformKind>,
+    pub platform: Option<PlatformId>,
     /// The environment overlay to apply (`--env`).
     pub env: Option<String>,
     /// Where the local state file lives, when the blueprint has no `backend`.
@@ -79,7 +79,7 @@ mod tests {
 
         std::fs::write(dir.path().join("galley.toml"), "platform = \"aws\"\nparallelism = 8\noutput = \"json\"\n").unwrap();
         let s = settings_with_env(dir.path(), &none).unwrap();
-        assert_eq!((s.platform, s.parallelism, s.output), (Some(PlatformKind::Aws), 8, OutputFormat::Json));
+        assert_eq!((s.platform, s.parallelism, s.output), (Some(PlatformId::from_static("aws")), 8, OutputFormat::Json));
 
         let env: BTreeMap<String, String> = [
             ("GALLEY_PARALLELISM".to_string(), "2".to_string()),
@@ -89,14 +89,14 @@ mod tests {
         .into();
         let s = settings_with_env(dir.path(), &env).unwrap();
         assert_eq!(s.parallelism, 2);
-        assert_eq!(s.platform, Some(PlatformKind::Aws));
+        assert_eq!(s.platform, Some(PlatformId::from_static("aws")));
         assert_eq!(s.state_path, Some(PathBuf::from("/tmp/s.json")));
     }
 
     #[test]
     fn bad_values_are_errors_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("galley.toml"), "platform = \"mars\"\n").unwrap();
+        std::fs::write(dir.path().join("galley.toml"), "platform = \"Mars!\"\n").unwrap();
         let e = settings_with_env(dir.path(), &BTreeMap::new()).unwrap_err();
         assert!(e.to_string().contains("galley.toml"), "{e}");
         std::fs::write(dir.path().join("galley.toml"), "parallelism = 0\n").unwrap();

@@ -14,8 +14,8 @@ use galley_core::stages::now_ms;
 use galley_core::table::Value;
 use serde::Serialize;
 
-use super::metrics::Metrics;
-use crate::monitor::{INFERENCES_FILE, InferenceLineRef, append_lines, encode_line};
+use crate::capture::{INFERENCES_FILE, InferenceLineRef, append_lines, encode_line};
+use crate::metrics::Metrics;
 
 /// Batches waiting to be written; past this, records are dropped.
 const CAPACITY: usize = 4096;

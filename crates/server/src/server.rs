@@ -25,11 +25,11 @@ use galley_ml::TrainedModel;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
-use super::config::{ServerConfig, ServerState, VariantConfig};
-use super::metrics::{Metrics, VariantCounters, escape};
-use super::recorder::{Entry, Recorder, Rows};
-use super::scoring::{self, BadInput, SignatureIndex};
-use crate::monitor::METRICS_PROM;
+use crate::capture::METRICS_PROM;
+use crate::config::{ServerConfig, ServerState, VariantConfig};
+use crate::metrics::{Metrics, VariantCounters, escape};
+use crate::recorder::{Entry, Recorder, Rows};
+use crate::scoring::{self, BadInput, SignatureIndex};
 
 /// Batches larger than this are scored on the blocking pool so they never stall the reactor.
 const BLOCKING_ROWS: usize = 2048;

@@ -1,6 +1,7 @@
 //! The model server's configuration file and the state file it leaves while it runs.
 //!
-//! The config is written by [`super::LocalServing`] and reread by the server on every
+//! The config is written by whoever hosts the server (the local platform's `LocalServing`,
+//! Galley's container entrypoint) and reread by the server on every
 //! `/admin/reload`, so it is the single source of truth for what an endpoint serves. The bearer
 //! token never appears in it: only the name of the environment variable that holds it.
 
@@ -182,7 +183,7 @@ impl ServerState {
 }
 
 /// Writes `bytes` to a sibling temp file and renames it over `path`.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::from(e).resource(dir.display().to_string()))?;
     let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");

@@ -1,0 +1,360 @@
+//! moto records SageMaker's resources but runs no container: it accepts CreateTrainingJob and
+//! reports `Completed` at once with no model in S3, and it answers InvokeEndpoint with bodies a
+//! test queued, not with a model's predictions. This proxy stands in front of moto and does
+//! SageMaker's container part, with Galley's own container code:
+//!
+//! - once moto has accepted a CreateTrainingJob: downloads the `train` channel's S3 prefix,
+//!   lays it out as `/opt/ml` (in a temporary directory) with the request's hyperparameters,
+//!   runs the entrypoint of Galley's image (`galley container train`, called here as the
+//!   library function that command is), and uploads `/opt/ml/model` packed as `model.tar.gz`
+//!   to `<S3OutputPath>/<job>/output/`, where SageMaker puts it and moto's DescribeTrainingJob
+//!   says it is;
+//! - InvokeEndpoint (`POST /endpoints/{name}/invocations`): checks the request against the
+//!   botocore sagemaker-runtime model, picks a variant as SageMaker does (the
+//!   `X-Amzn-SageMaker-Target-Variant` header, else at random by the variants' current weights
+//!   as moto's DescribeEndpoint reports them), finds the variant's model through moto
+//!   (DescribeEndpointConfig, DescribeModel, the model file in S3), runs Galley's serving
+//!   container for it (`galley container serve`, as the library function), and answers with
+//!   the container's bytes and `x-Amzn-Invoked-Production-Variant`.
+//!
+//! Every other request passes through to moto untouched. So what is emulated here is the
+//! container runtime only; the requests, the records, their status and the S3 objects are
+//! moto's, and the predictions are the model's. (Self-contained: the CLI's moto test includes it
+//! too.)
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use galley_aws::container::{self, TrainingInput};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value as Json;
+
+pub struct SageMakerRuntime {
+    pub url: String,
+    created: Arc<Mutex<Vec<Json>>>,
+    invocations: Arc<Mutex<Vec<Invocation>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// One InvokeEndpoint request as the SDK sent it, and what answered it.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub endpoint: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+    pub variant: String,
+    pub status: u16,
+    pub answer: Bytes,
+}
+
+impl Drop for SageMakerRuntime {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl SageMakerRuntime {
+    pub async fn start(moto: &str) -> SageMakerRuntime {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let created: Arc<Mutex<Vec<Json>>> = Arc::default();
+        let invocations: Arc<Mutex<Vec<Invocation>>> = Arc::default();
+        let config = galley_aws::AwsConfig::emulator(moto, "us-east-1", "AKIAGALLEYTESTKEY001", "galley-test-secret");
+        let aws = galley_aws::AwsClients::connect(&config).await.expect("connect to moto");
+        let shared = Arc::new(Shared {
+            moto: moto.to_owned(),
+            http: reqwest::Client::builder().no_proxy().build().unwrap(),
+            aws,
+            created: created.clone(),
+            invocations: invocations.clone(),
+            containers: Default::default(),
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let shared = shared.clone();
+                        async move { Ok::<_, Infallible>(shared.forward(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+        });
+        SageMakerRuntime { url, created, invocations, task }
+    }
+
+    /// The CreateTrainingJob requests moto accepted, as sent.
+    pub fn created_jobs(&self) -> Vec<Json> {
+        self.created.lock().unwrap().clone()
+    }
+
+    /// The InvokeEndpoint requests answered, as sent.
+    pub fn invocations(&self) -> Vec<Invocation> {
+        self.invocations.lock().unwrap().clone()
+    }
+}
+
+/// A serving container running for one model file: its URL and the files it serves.
+struct Container {
+    url: String,
+    _root: tempfile::TempDir,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Shared {
+    moto: String,
+    http: reqwest::Client,
+    aws: galley_aws::AwsClients,
+    created: Arc<Mutex<Vec<Json>>>,
+    invocations: Arc<Mutex<Vec<Invocation>>>,
+    /// One container per model S3 URI, started on the first request for it.
+    containers: tokio::sync::Mutex<HashMap<String, Container>>,
+}
+
+impl Shared {
+    async fn forward(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+        let path = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        if parts.method == hyper::Method::POST
+            && let Some(endpoint) = path.strip_prefix("/endpoints/").and_then(|p| p.strip_suffix("/invocations"))
+        {
+            return self.invoke(endpoint, &parts.headers, body).await;
+        }
+        let mut out = self.http.request(parts.method.clone(), format!("{}{path}", self.moto));
+        for (k, v) in &parts.headers {
+            if k != hyper::header::HOST && k != hyper::header::CONTENT_LENGTH {
+                out = out.header(k, v);
+            }
+        }
+        let answer = out.body(body.clone()).send().await.expect("moto answers");
+        let status = answer.status();
+        let headers = answer.headers().clone();
+        let bytes = answer.bytes().await.unwrap_or_default();
+        let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+        if target == Some("SageMaker.CreateTrainingJob") && status.is_success() {
+            let job: Json = serde_json::from_slice(&body).expect("a JSON CreateTrainingJob");
+            self.created.lock().unwrap().push(job.clone());
+            self.run_container(&job).await;
+        }
+        let mut resp = Response::builder().status(status.as_u16());
+        // A HEAD answer has no body but must keep the object's Content-Length (HeadObject's
+        // size); any other answer's length is the body's own.
+        let head = parts.method == hyper::Method::HEAD;
+        for (k, v) in &headers {
+            if (head || k != hyper::header::CONTENT_LENGTH) && k != hyper::header::TRANSFER_ENCODING {
+                resp = resp.header(k, v);
+            }
+        }
+        resp.body(Full::new(bytes)).unwrap()
+    }
+
+    /// SageMaker's part: channel in, container run, model out. A failing container leaves no
+    /// model (and its reason in the log), as on SageMaker.
+    async fn run_container(&self, job: &Json) {
+        let name = job["TrainingJobName"].as_str().unwrap().to_owned();
+        let channel = &job["InputDataConfig"][0];
+        assert_eq!(channel["ChannelName"], container::CHANNEL, "Galley's image reads the `train` channel");
+        let (bucket, prefix) = split(channel["DataSource"]["S3DataSource"]["S3Uri"].as_str().unwrap());
+        let mut files = Vec::new();
+        let listed = self.aws.s3.list_objects_v2().bucket(&bucket).prefix(&prefix).send().await.unwrap();
+        for o in listed.contents() {
+            let key = o.key().unwrap();
+            let got = self.aws.s3.get_object().bucket(&bucket).key(key).send().await.unwrap();
+            let bytes = got.body.collect().await.unwrap().into_bytes().to_vec();
+            files.push((key[prefix.len()..].to_owned(), bytes));
+        }
+        let hyperparameters = serde_json::from_value(job["HyperParameters"].clone()).unwrap_or_default();
+        let root = tempfile::tempdir().unwrap();
+        container::lay_out(root.path(), &TrainingInput { files, hyperparameters }).unwrap();
+        let dir = root.path().to_path_buf();
+        let trained = tokio::task::spawn_blocking(move || container::train_in_container(&dir)).await.unwrap();
+        if let Err(e) = trained {
+            eprintln!("training job {name}: the container failed: {e}");
+            return;
+        }
+        let mut model = Vec::new();
+        for entry in std::fs::read_dir(root.path().join("model")).unwrap() {
+            let path = entry.unwrap().path();
+            model.push((format!("./{}", path.file_name().unwrap().to_string_lossy()), std::fs::read(&path).unwrap()));
+        }
+        let packed = pack(&model.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect::<Vec<_>>());
+        let (out_bucket, out_prefix) = split(job["OutputDataConfig"]["S3OutputPath"].as_str().unwrap());
+        let key = format!("{}/{name}/output/model.tar.gz", out_prefix.trim_end_matches('/'));
+        self.aws.s3.put_object().bucket(out_bucket).key(key).body(packed.into()).send().await.unwrap();
+    }
+}
+
+impl Shared {
+    /// SageMaker's part of InvokeEndpoint: the variant, its model, its container's answer.
+    async fn invoke(&self, endpoint: &str, headers: &hyper::HeaderMap, body: Bytes) -> Response<Full<Bytes>> {
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let model = super::botocore::Model::cached("sagemaker-runtime");
+        let mut located = vec![("EndpointName", serde_json::json!(endpoint))];
+        for (member, name) in [("ContentType", "content-type"), ("Accept", "accept"), ("TargetVariant", "x-amzn-sagemaker-target-variant")] {
+            if let Some(v) = header(name) {
+                located.push((member, serde_json::json!(v)));
+            }
+        }
+        // The body is the blob payload; it is checked as the base64 string botocore would hold.
+        located.push(("Body", serde_json::json!(base64_len(body.len()))));
+        let problems = model.check_request("InvokeEndpoint", &serde_json::json!({}), &located);
+        assert!(problems.is_empty(), "InvokeEndpoint as the SDK sent it breaks the botocore model:\n{}", problems.join("\n"));
+
+        let described = match self.aws.sagemaker.describe_endpoint().endpoint_name(endpoint).send().await {
+            Ok(d) => d,
+            Err(_) => return error(400, "ValidationError", &format!("Endpoint {endpoint} of account 123456789012 not found.")),
+        };
+        let variants: Vec<(String, f32)> = described
+            .production_variants()
+            .iter()
+            .map(|v| (v.variant_name().unwrap_or_default().to_owned(), v.current_weight().unwrap_or(0.0)))
+            .collect();
+        let variant = match header("x-amzn-sagemaker-target-variant") {
+            Some(target) => target,
+            None => {
+                let total: f32 = variants.iter().map(|(_, w)| w).sum();
+                let mut draw = fastrand::f32() * total;
+                variants
+                    .iter()
+                    .find(|(_, w)| {
+                        let hit = draw < *w;
+                        draw -= w;
+                        hit
+                    })
+                    .or(variants.last())
+                    .map(|(n, _)| n.clone())
+                    .unwrap_or_default()
+            }
+        };
+        let config = self
+            .aws
+            .sagemaker
+            .describe_endpoint_config()
+            .endpoint_config_name(described.endpoint_config_name().unwrap_or_default())
+            .send()
+            .await
+            .expect("moto describes the endpoint's config");
+        let Some(model_name) = config.production_variants().iter().find(|v| v.variant_name() == Some(variant.as_str())).and_then(|v| v.model_name()) else {
+            return error(400, "ValidationError", &format!("Endpoint {endpoint} has no variant {variant}"));
+        };
+        let m = self.aws.sagemaker.describe_model().model_name(model_name).send().await.expect("moto describes the model");
+        let container = m.primary_container().expect("a model with a primary container");
+        let uri = container
+            .model_data_source()
+            .and_then(|s| s.s3_data_source())
+            .and_then(|s| s.s3_uri())
+            .map(str::to_owned)
+            .or_else(|| container.model_data_url().map(str::to_owned))
+            .expect("the model names its data in S3");
+        let url = self.container_for(&uri).await;
+        let mut call = self.http.post(format!("{url}/invocations")).body(body.clone());
+        for name in ["content-type", "accept"] {
+            if let Some(v) = header(name) {
+                call = call.header(name, v);
+            }
+        }
+        let answer = call.send().await.expect("the serving container answers");
+        let status = answer.status().as_u16();
+        let content_type = answer.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("application/json").to_owned();
+        let bytes = answer.bytes().await.unwrap_or_default();
+        self.invocations.lock().unwrap().push(Invocation {
+            endpoint: endpoint.to_owned(),
+            headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned())).collect(),
+            body,
+            variant: variant.clone(),
+            status,
+            answer: bytes.clone(),
+        });
+        if status != 200 {
+            // SageMaker wraps a container's error as ModelError (HTTP 424).
+            return error(424, "ModelError", &format!("Received client error ({status}) from primary with message \"{}\"", String::from_utf8_lossy(&bytes)));
+        }
+        Response::builder()
+            .status(200)
+            .header("content-type", content_type)
+            .header("x-amzn-invoked-production-variant", variant)
+            .body(Full::new(bytes))
+            .unwrap()
+    }
+
+    /// The URL of a serving container for the model at `uri`, started on first use: the model
+    /// file downloaded to `<root>/model/model.json` as SageMaker places it, then Galley's
+    /// container entrypoint serving it on a loopback port.
+    async fn container_for(&self, uri: &str) -> String {
+        let mut containers = self.containers.lock().await;
+        if let Some(c) = containers.get(uri) {
+            return c.url.clone();
+        }
+        let (bucket, key) = split(uri);
+        let got = self.aws.s3.get_object().bucket(&bucket).key(&key).send().await.expect("the model file is in S3");
+        let bytes = got.body.collect().await.unwrap().into_bytes();
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("model")).unwrap();
+        std::fs::write(root.path().join("model").join(container::MODEL_FILE), &bytes).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir: PathBuf = root.path().to_path_buf();
+        let task = tokio::spawn(async move {
+            if let Err(e) = container::serve(&dir, std::net::IpAddr::from([127, 0, 0, 1]), port).await {
+                eprintln!("the serving container for {} stopped: {e}", dir.display());
+            }
+        });
+        let url = format!("http://127.0.0.1:{port}");
+        for _ in 0..200 {
+            if self.http.get(format!("{url}/ping")).send().await.is_ok_and(|r| r.status() == 200) {
+                containers.insert(uri.to_owned(), Container { url: url.clone(), _root: root, task });
+                return url;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("the serving container for {uri} did not answer /ping");
+    }
+}
+
+/// An error answer in sagemaker-runtime's rest-json shape.
+fn error(status: u16, code: &str, message: &str) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .header("x-amzn-errortype", code)
+        .body(Full::new(Bytes::from(serde_json::json!({ "message": message }).to_string())))
+        .unwrap()
+}
+
+/// A base64 string as long as `len` bytes encode to, for checking the blob's length limits.
+fn base64_len(len: usize) -> String {
+    "A".repeat(len.div_ceil(3) * 4)
+}
+
+/// `files` packed as SageMaker packs a job's `/opt/ml/model` into `model.tar.gz`.
+pub fn pack(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default()));
+    for (name, bytes) in files {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, *bytes).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap()
+}
+
+fn split(uri: &str) -> (String, String) {
+    let (bucket, key) = uri.strip_prefix("s3://").unwrap().split_once('/').unwrap();
+    (bucket.to_owned(), key.to_owned())
+}
