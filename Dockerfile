@@ -8,11 +8,12 @@
 #   docker tag galley ACCOUNT.dkr.ecr.REGION.amazonaws.com/galley:0.1
 #   docker push ACCOUNT.dkr.ecr.REGION.amazonaws.com/galley:0.1
 #
-# Only the `local` feature is built: the container trains and serves, it provisions nothing.
+# The `aws` feature is built: the container contract (`galley container`) is the aws platform's
+# (SageMaker's `/opt/ml` layout), and the image reads the artifact store in S3.
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p galley-cli --bin galley
+RUN cargo build --release --locked -p galley-cli --bin galley --features aws
 
 FROM debian:bookworm-slim
 COPY --from=build /src/target/release/galley /usr/local/bin/galley

@@ -265,7 +265,7 @@ fn platform_override_is_checked_for_portability() {
     let ds = load_file(&path, &opts, &registry()).unwrap_err();
     let messages: Vec<&str> = ds.items().iter().map(|d| d.message.as_str()).collect();
     assert!(messages.contains(&"platform `aws` cannot honour retraining on drift (stages.pipeline.retrain_on: drift)"), "{messages:?}");
-    assert!(messages.contains(&"platform `aws` cannot honour an online feature store (stages.features.online: true)"), "{messages:?}");
+    assert!(messages.contains(&"platform `aws` cannot honour retraining when new data arrives (stages.pipeline.retrain_on: new_data)"), "{messages:?}");
     assert!(messages.contains(&"platform `aws` is used but platforms.aws.region is not set"), "{messages:?}");
 }
 

@@ -94,7 +94,8 @@ impl App {
         )))
     }
 
-    /// The runtime stage objects, each from the platform its stage runs on.
+    /// The runtime stage objects, each from the platform its stage runs on, behind the retry
+    /// layer every platform shares (`galley_core::layers`).
     pub async fn stages(&self, engine: &Engine) -> Result<StageSet, CliError> {
         let bp = &self.loaded.blueprint;
         let outputs = engine.outputs()?;
@@ -107,7 +108,7 @@ impl App {
         }
         let pick = |stage| opened[&bp.stage_platform(stage)].clone();
         use galley_core::Stage as S;
-        Ok(StageSet {
+        Ok(galley_core::layers::RetryLayer::default().layer(StageSet {
             artifacts: pick(S::Artifacts).artifacts,
             features: pick(S::Features).features,
             experiments: pick(S::Experiments).experiments,
@@ -115,7 +116,7 @@ impl App {
             registry: pick(S::Registry).registry,
             serving: pick(S::Serving).serving,
             monitor: pick(S::Monitoring).monitor,
-        })
+        }))
     }
 
     pub fn lifecycle(&self, stages: StageSet) -> Result<Arc<galley_lifecycle::Lifecycle>, CliError> {

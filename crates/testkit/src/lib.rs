@@ -40,7 +40,7 @@ pub use monitor::run_monitor;
 pub use orchestrator::run_orchestrator;
 pub use registry::run_registry;
 pub use runner::{Case, Report, TestResult};
-pub use serving::{ServingCtx, ServingFixture, run_serving};
+pub use serving::{ServingCtx, ServingFixture, StandardModel, run_serving};
 pub use training::{TrainingFixture, run_training};
 pub use triggers::run_triggers;
 

@@ -9,9 +9,9 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
-use galley_core::stages::{ArtifactStore, EndpointSpec, Signature, Variant};
-use galley_core::table::Column;
-use galley_core::{DType, StageSet, Table, Value};
+use galley_core::stages::ArtifactStore;
+
+use galley_core::StageSet;
 use galley_local::artifacts::LocalArtifacts;
 use galley_local::experiments::LocalExperiments;
 use galley_local::features::LocalFeatures;
@@ -21,7 +21,7 @@ use galley_local::registry::LocalRegistry;
 use galley_local::serving::LocalServing;
 use galley_local::serving::EndpointSettings;
 use galley_testkit::serving::{RequireToken, ServingFixture};
-use galley_testkit::{Fixtures, run_artifacts, run_stage_set};
+use galley_testkit::{Fixtures, StandardModel, run_artifacts, run_stage_set};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_artifacts_can_be_tested_again_and_again() {
@@ -58,39 +58,12 @@ fn server_command() -> Vec<OsString> {
     vec!["/bin/sh".into(), "-c".into(), script.into(), std::env::current_exe().unwrap().into_os_string()]
 }
 
-/// A linear model trained by galley-ml on synthetic data, saved where the server reads it,
-/// with predictions for sample rows computed by galley-ml directly, not by the server.
+/// The testkit's standard model, saved where the local server reads it.
 fn serving_fixture(dir: &Path) -> ServingFixture {
-    let inputs = vec![Column::new("alcohol", DType::Float), Column::new("ph", DType::Float)];
-    let signature = Signature { inputs: inputs.clone(), output: Some(Column::new("quality", DType::Float)) };
-    let mut rng = fastrand::Rng::with_seed(9);
-    let x: Vec<Vec<f64>> = (0..200).map(|_| vec![8.0 + 6.0 * rng.f64(), 2.8 + 0.8 * rng.f64()]).collect();
-    let y: Vec<f64> = x.iter().map(|r| 0.6 * r[0] - 1.5 * r[1] + 3.0 + 0.05 * (rng.f64() - 0.5)).collect();
-    let frame = galley_ml::Frame { features: vec!["alcohol".into(), "ph".into()], x, y };
-    let model = galley_ml::train(galley_core::ml::Algorithm::LinearRegression, &Default::default(), galley_ml::Task::Regression, &frame, &signature)
-        .unwrap();
+    let model = StandardModel::new();
     let path = dir.join("model.json");
-    std::fs::write(&path, model.to_bytes()).unwrap();
-
-    let mut rows = Table::new(inputs);
-    for (a, p) in [(9.5, 3.1), (12.25, 3.4), (13.0, 2.9), (10.0, 3.55)] {
-        rows.push(vec![Value::Float(a), Value::Float(p)]).unwrap();
-    }
-    let expected = model.predict(&rows).unwrap();
-    let variant = Variant {
-        name: "v1".into(),
-        model: "wine".into(),
-        version: 1,
-        artifact_uri: format!("file://{}", path.display()),
-        weight: 100,
-    };
-    ServingFixture {
-        spec: EndpointSpec { name: "gtk-wine".into(), variants: vec![variant], signature },
-        rows,
-        expected,
-        tolerance: 1e-9,
-        require_token: None,
-    }
+    std::fs::write(&path, &model.bytes).unwrap();
+    model.fixture(format!("file://{}", path.display()))
 }
 
 /// The variable the bearer-auth case's endpoints read their token from; set once, first thing.

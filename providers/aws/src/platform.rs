@@ -13,18 +13,17 @@ use serde::{Deserialize, Serialize};
 
 pub const AWS: PlatformId = PlatformId::from_static("aws");
 
-/// The features the aws stages implement and moto (with the stand-ins in `tests/common`) can
-/// show. Not declared, so validate refuses them on aws: schedules and new-data or drift
-/// triggers, autoscaling, alarms, GPU training, feature TTL, model stages, shadow traffic and
-/// the online feature store (the provisioning or runtime behind them is not built or cannot be
-/// exercised here yet).
+/// The features the aws stages implement and moto (with the runtime stand-in in
+/// `tests/common`) can show. Not declared, so validate refuses them on aws: schedules and
+/// new-data or drift triggers, autoscaling, alarms, GPU training, feature TTL, model stages and
+/// shadow traffic (the provisioning or runtime behind them is not built yet).
 pub fn capabilities() -> Capabilities {
     use Feature::*;
     Capabilities::new(
         AWS,
         &[
-            ArtifactVersioning, ArtifactEncryption, PointInTimeFetch, RunSearch, StepCaching, StepRetries, ApprovalStatus,
-            TrafficSplit, DriftPsi, DriftKs, PredictionDrift, ManagedCompute,
+            ArtifactVersioning, ArtifactEncryption, OnlineStore, PointInTimeFetch, RunSearch, StepCaching, StepRetries,
+            ApprovalStatus, TrafficSplit, DriftPsi, DriftKs, PredictionDrift, ManagedCompute,
         ],
     )
 }

@@ -334,6 +334,16 @@ pub fn percentages(weights: &[f32]) -> Vec<u32> {
     out
 }
 
+/// Whether two variant sets serve the same models under the same names (weights aside).
+fn same_variants(a: &[Variant], b: &[Variant]) -> bool {
+    let key = |vs: &[Variant]| {
+        let mut k: Vec<(String, String, u64, String)> = vs.iter().map(|v| (v.name.clone(), v.model.clone(), v.version, v.artifact_uri.clone())).collect();
+        k.sort();
+        k
+    };
+    key(a) == key(b)
+}
+
 /// The MLflow `dataframe_split` body for `rows`, in the signature's column order.
 pub fn scoring_body(rows: &Table, signature: &Signature) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&rows.to_dataframe_split(&signature.inputs)?)?)
@@ -378,6 +388,15 @@ impl Serving for SageMakerServing {
         let total: u32 = spec.variants.iter().map(|v| v.weight).sum();
         if total != 100 {
             return Err(Error::invalid(format!("endpoint `{}`: variant weights add up to {total}, not 100", spec.name)));
+        }
+        // The same variants with other weights is a traffic shift: UpdateEndpointWeightsAndCapacities
+        // moves the weights in place, with no new config, no new instances and no blue/green.
+        if let Some(current) = self.describe(&spec.name).await?
+            && same_variants(&current.variants, &spec.variants)
+        {
+            let weights: Vec<(String, u32)> = spec.variants.iter().map(|v| (v.name.clone(), v.weight)).collect();
+            let unchanged = spec.variants.iter().all(|v| current.variants.iter().any(|c| c.name == v.name && c.weight == v.weight));
+            return if unchanged { Ok(current) } else { self.shift_traffic(&spec.name, &weights).await };
         }
         let image = self.image()?;
         let role = self.clients.role_arn(&format!("endpoint `{}`", spec.name))?;

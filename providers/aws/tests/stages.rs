@@ -16,9 +16,8 @@ use galley_aws::{
     AwsClients, AwsMonitor, S3Artifacts, SageMakerExperiments, SageMakerFeatures, SageMakerPipelines, SageMakerRegistry,
     SageMakerServing,
 };
-use galley_core::stages::{Described, EndpointSpec, Signature, Variant};
-use galley_core::table::Column;
-use galley_core::{DType, StageSet, Table, Value};
+use galley_core::StageSet;
+use galley_core::stages::{Described, EndpointSpec, Variant};
 use galley_testkit::runner::{Case, Report, run_cases};
 use galley_testkit::{ServingCtx, ServingFixture, TrainingFixture};
 
@@ -61,32 +60,12 @@ async fn applied_bucket(url: &str) -> String {
     name
 }
 
-/// A linear model trained by galley-ml, uploaded to S3; its predictions computed by galley-ml.
+/// The testkit's standard model, uploaded to S3.
 async fn serving_fixture(store: &S3Artifacts) -> ServingFixture {
     use galley_core::stages::{ArtifactKey, ArtifactStoreExt};
-    let inputs = vec![Column::new("alcohol", DType::Float), Column::new("ph", DType::Float)];
-    let signature = Signature { inputs: inputs.clone(), output: Some(Column::new("quality", DType::Float)) };
-    let mut rng = fastrand::Rng::with_seed(9);
-    let x: Vec<Vec<f64>> = (0..200).map(|_| vec![8.0 + 6.0 * rng.f64(), 2.8 + 0.8 * rng.f64()]).collect();
-    let y: Vec<f64> = x.iter().map(|r| 0.6 * r[0] - 1.5 * r[1] + 3.0).collect();
-    let frame = galley_ml::Frame { features: vec!["alcohol".into(), "ph".into()], x, y };
-    let model = galley_ml::train(galley_core::ml::Algorithm::LinearRegression, &Default::default(), galley_ml::Task::Regression, &frame, &signature)
-        .unwrap();
-    let meta = store.put_bytes(&ArtifactKey::new("models/wine/1/model.json").unwrap(), model.to_bytes().into()).await.unwrap();
-    let mut rows = Table::new(inputs);
-    for (a, p) in [(9.5, 3.1), (12.25, 3.4), (13.0, 2.9), (10.0, 3.55)] {
-        rows.push(vec![Value::Float(a), Value::Float(p)]).unwrap();
-    }
-    let expected = model.predict(&rows).unwrap();
-    let variant = Variant { name: "v1".into(), model: "wine".into(), version: 1, artifact_uri: meta.uri, weight: 100 };
-    // The container answers through JSON text: a float's shortest round-trip text reads back exactly.
-    ServingFixture {
-        spec: EndpointSpec { name: "gtk-wine".into(), variants: vec![variant], signature },
-        rows,
-        expected,
-        tolerance: 1e-9,
-        require_token: None,
-    }
+    let model = galley_testkit::StandardModel::new();
+    let meta = store.put_bytes(&ArtifactKey::new("models/wine/1/model.json").unwrap(), model.bytes.clone().into()).await.unwrap();
+    model.fixture(meta.uri)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,4 +147,60 @@ async fn aws_proves_every_declared_capability() {
         assert_eq!(sent, want, "the body Galley sent InvokeEndpoint");
     }
     assert!(calls.iter().all(|c| c.status == 200 || c.status == 400), "{calls:?}");
+}
+
+/// A deploy of the same variants with other weights (a canary's next step) is a traffic shift:
+/// UpdateEndpointWeightsAndCapacities on the endpoint's config, not a new config and a
+/// blue/green update. Read from SageMaker's own record, by this test's own names only (moto
+/// ignores `NameContains`, so a listing would see other tests' resources).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_weights_only_deploy_shifts_traffic_without_a_new_config() {
+    use galley_core::Serving as _;
+    let Some(moto) = common::moto_url() else { return };
+    let c = common::clients(&moto).await;
+    let bucket = common::fresh_bucket(&c).await;
+    let store = S3Artifacts::new(c.s3.clone(), &bucket);
+    let fixture = serving_fixture(&store).await;
+    let serving = SageMakerServing::new(c.clone(), Some("galley/serve:test".into()), None);
+    let first = fixture.spec.variants[0].clone();
+    let spec = |blue: u32, green: u32| EndpointSpec {
+        name: "gtk-shift".to_owned(),
+        variants: vec![Variant { name: "blue".into(), weight: blue, ..first.clone() }, Variant { name: "green".into(), weight: green, ..first.clone() }],
+        signature: fixture.spec.signature.clone(),
+    };
+    let name = common::unique("gtk-shift");
+    let deploy = |blue, green| {
+        let s = EndpointSpec { name: name.clone(), ..spec(blue, green) };
+        let serving = &serving;
+        async move { serving.deploy(&s).await.unwrap() }
+    };
+    deploy(90, 10).await;
+    let before = c.sagemaker.describe_endpoint().endpoint_name(&name).send().await.unwrap();
+    let config = before.endpoint_config_name().unwrap().to_owned();
+    let info = deploy(0, 100).await;
+    let mut weights: Vec<(String, u32)> = info.variants.iter().map(|v| (v.name.clone(), v.weight)).collect();
+    weights.sort();
+    assert_eq!(weights, vec![("blue".into(), 0), ("green".into(), 100)]);
+    let after = c.sagemaker.describe_endpoint().endpoint_name(&name).send().await.unwrap();
+    assert_eq!(after.endpoint_config_name(), Some(config.as_str()), "the same config: weights moved in place");
+    let green = after.production_variants().iter().find(|v| v.variant_name() == Some("green")).unwrap();
+    assert_eq!(green.current_weight(), Some(100.0), "SageMaker's own current weight");
+
+    let models: Vec<String> = c
+        .sagemaker
+        .describe_endpoint_config()
+        .endpoint_config_name(&config)
+        .send()
+        .await
+        .unwrap()
+        .production_variants()
+        .iter()
+        .filter_map(|v| v.model_name().map(str::to_owned))
+        .collect();
+    serving.undeploy(&name).await.unwrap();
+    assert!(serving.describe(&name).await.unwrap().is_none());
+    assert!(c.sagemaker.describe_endpoint_config().endpoint_config_name(&config).send().await.is_err(), "config {config} left after undeploy");
+    for m in models {
+        assert!(c.sagemaker.describe_model().model_name(&m).send().await.is_err(), "model {m} left after undeploy");
+    }
 }

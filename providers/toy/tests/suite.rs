@@ -3,37 +3,16 @@
 
 
 
-use galley_core::stages::{ArtifactKey, ArtifactStoreExt, EndpointSpec, Signature, Variant};
-use galley_core::table::Column;
-use galley_core::{DType, Table, Value};
+use galley_core::stages::{ArtifactKey, ArtifactStoreExt};
 use galley_testkit::serving::ServingFixture;
-use galley_testkit::{Fixtures, run_stage_set};
+use galley_testkit::{Fixtures, StandardModel, run_stage_set};
 use galley_toy::World;
 
-/// A linear model trained by galley-ml, stored in the toy's artifact store.
+/// The testkit's standard model, stored in the toy's artifact store.
 async fn serving_fixture(stages: &galley_core::StageSet) -> ServingFixture {
-    let inputs = vec![Column::new("alcohol", DType::Float), Column::new("ph", DType::Float)];
-    let signature = Signature { inputs: inputs.clone(), output: Some(Column::new("quality", DType::Float)) };
-    let mut rng = fastrand::Rng::with_seed(9);
-    let x: Vec<Vec<f64>> = (0..200).map(|_| vec![8.0 + 6.0 * rng.f64(), 2.8 + 0.8 * rng.f64()]).collect();
-    let y: Vec<f64> = x.iter().map(|r| 0.6 * r[0] - 1.5 * r[1] + 3.0).collect();
-    let frame = galley_ml::Frame { features: vec!["alcohol".into(), "ph".into()], x, y };
-    let model = galley_ml::train(galley_core::ml::Algorithm::LinearRegression, &Default::default(), galley_core::ml::Task::Regression, &frame, &signature)
-        .unwrap();
-    let meta = stages.artifacts.put_bytes(&ArtifactKey::new("models/wine/1/model.json").unwrap(), model.to_bytes().into()).await.unwrap();
-    let mut rows = Table::new(inputs);
-    for (a, p) in [(9.5, 3.1), (12.25, 3.4), (13.0, 2.9), (10.0, 3.55)] {
-        rows.push(vec![Value::Float(a), Value::Float(p)]).unwrap();
-    }
-    let expected = model.predict(&rows).unwrap();
-    let variant = Variant { name: "v1".into(), model: "wine".into(), version: 1, artifact_uri: meta.uri, weight: 100 };
-    ServingFixture {
-        spec: EndpointSpec { name: "gtk-wine".into(), variants: vec![variant], signature },
-        rows,
-        expected,
-        tolerance: 0.0,
-        require_token: None,
-    }
+    let model = StandardModel::new();
+    let meta = stages.artifacts.put_bytes(&ArtifactKey::new("models/wine/1/model.json").unwrap(), model.bytes.clone().into()).await.unwrap();
+    model.fixture(meta.uri)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,9 +17,16 @@
 //!   container for it (`galley container serve`, as the library function), and answers with
 //!   the container's bytes and `x-Amzn-Invoked-Production-Variant`.
 //!
-//! Every other request passes through to moto untouched. So what is emulated here is the
-//! container runtime only; the requests, the records, their status and the S3 objects are
-//! moto's, and the predictions are the model's. (Self-contained: the CLI's moto test includes it
+//! - the feature-store runtime moto does not have: PutRecord (`PUT /FeatureGroup/{name}`) and
+//!   BatchGetRecord (`POST /BatchGetRecord`), each request checked against the botocore
+//!   sagemaker-featurestore-runtime model and each answer against its output shape, over an
+//!   online store kept here for the feature groups moto created with one, the newest event time
+//!   winning as in SageMaker. moto drops a group's `OnlineStoreConfig` from DescribeFeatureGroup
+//!   (it keeps the rest): the proxy puts back the one moto accepted in CreateFeatureGroup.
+//!
+//! Every other request passes through to moto untouched. So what is emulated here is what
+//! SageMaker runs (containers, the online store's data path); the requests, the records, their
+//! status and the S3 objects are moto's, and the predictions are the model's. (Self-contained: the CLI's moto test includes it
 //! too.)
 #![allow(dead_code)]
 
@@ -75,6 +82,8 @@ impl SageMakerRuntime {
             created: created.clone(),
             invocations: invocations.clone(),
             containers: Default::default(),
+            online: Default::default(),
+            online_configs: Default::default(),
         });
         let task = tokio::spawn(async move {
             loop {
@@ -124,6 +133,10 @@ struct Shared {
     invocations: Arc<Mutex<Vec<Invocation>>>,
     /// One container per model S3 URI, started on the first request for it.
     containers: tokio::sync::Mutex<HashMap<String, Container>>,
+    /// The online store: group → record identifier → (event time, the record's features).
+    online: Mutex<HashMap<String, HashMap<String, (f64, Vec<Json>)>>>,
+    /// The `OnlineStoreConfig` of each feature group moto created, as the request gave it.
+    online_configs: Mutex<HashMap<String, Json>>,
 }
 
 impl Shared {
@@ -135,6 +148,14 @@ impl Shared {
             && let Some(endpoint) = path.strip_prefix("/endpoints/").and_then(|p| p.strip_suffix("/invocations"))
         {
             return self.invoke(endpoint, &parts.headers, body).await;
+        }
+        if parts.method == hyper::Method::PUT
+            && let Some(group) = path.strip_prefix("/FeatureGroup/")
+        {
+            return self.put_record(group, &body).await;
+        }
+        if parts.method == hyper::Method::POST && path == "/BatchGetRecord" {
+            return self.batch_get_record(&body).await;
         }
         let mut out = self.http.request(parts.method.clone(), format!("{}{path}", self.moto));
         for (k, v) in &parts.headers {
@@ -151,6 +172,23 @@ impl Shared {
             let job: Json = serde_json::from_slice(&body).expect("a JSON CreateTrainingJob");
             self.created.lock().unwrap().push(job.clone());
             self.run_container(&job).await;
+        }
+        let mut bytes = bytes;
+        if target == Some("SageMaker.CreateFeatureGroup") && status.is_success() {
+            let request: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+            if let (Some(group), Some(config)) = (request["FeatureGroupName"].as_str(), request.get("OnlineStoreConfig")) {
+                self.online_configs.lock().unwrap().insert(group.to_owned(), config.clone());
+            }
+        }
+        if target == Some("SageMaker.DescribeFeatureGroup") && status.is_success() {
+            let mut answer: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+            let group = answer["FeatureGroupName"].as_str().unwrap_or_default().to_owned();
+            if answer.get("OnlineStoreConfig").is_none()
+                && let Some(config) = self.online_configs.lock().unwrap().get(&group)
+            {
+                answer["OnlineStoreConfig"] = config.clone();
+                bytes = Bytes::from(answer.to_string());
+            }
         }
         let mut resp = Response::builder().status(status.as_u16());
         // A HEAD answer has no body but must keep the object's Content-Length (HeadObject's
@@ -323,6 +361,71 @@ impl Shared {
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
         panic!("the serving container for {uri} did not answer /ping");
+    }
+}
+
+impl Shared {
+    /// The group's record identifier and event-time feature names, when moto has the group and
+    /// it was created with an online store.
+    async fn online_group(&self, group: &str) -> Option<(String, String)> {
+        let enabled = self.online_configs.lock().unwrap().get(group).is_some_and(|c| c["EnableOnlineStore"] == true);
+        let d = self.aws.sagemaker.describe_feature_group().feature_group_name(group).send().await.ok()?;
+        enabled.then(|| (d.record_identifier_feature_name().unwrap_or_default().to_owned(), d.event_time_feature_name().unwrap_or_default().to_owned()))
+    }
+
+    async fn put_record(&self, group: &str, body: &Bytes) -> Response<Full<Bytes>> {
+        let model = super::botocore::Model::cached("sagemaker-featurestore-runtime");
+        let request: Json = serde_json::from_slice(body).unwrap_or(Json::Null);
+        let problems = model.check_request("PutRecord", &request, &[("FeatureGroupName", serde_json::json!(group))]);
+        assert!(problems.is_empty(), "PutRecord as the SDK sent it breaks the botocore model:\n{}", problems.join("\n"));
+        let Some((id_name, time_name)) = self.online_group(group).await else {
+            return error(400, "ResourceNotFound", &format!("Resource {group} not found (or it has no online store)"));
+        };
+        let record = request["Record"].as_array().cloned().unwrap_or_default();
+        let value = |name: &str| record.iter().find(|f| f["FeatureName"] == name).and_then(|f| f["ValueAsString"].as_str()).map(str::to_owned);
+        let (Some(id), Some(time)) = (value(&id_name), value(&time_name)) else {
+            return error(400, "ValidationError", &format!("the record lacks `{id_name}` or `{time_name}`"));
+        };
+        let time: f64 = time.parse().unwrap_or(0.0);
+        let mut online = self.online.lock().unwrap();
+        let group_records = online.entry(group.to_owned()).or_default();
+        if group_records.get(&id).is_none_or(|(t, _)| time >= *t) {
+            group_records.insert(id, (time, record));
+        }
+        Response::builder().status(200).body(Full::new(Bytes::new())).unwrap()
+    }
+
+    async fn batch_get_record(&self, body: &Bytes) -> Response<Full<Bytes>> {
+        let model = super::botocore::Model::cached("sagemaker-featurestore-runtime");
+        let request: Json = serde_json::from_slice(body).unwrap_or(Json::Null);
+        let problems = model.check_request("BatchGetRecord", &request, &[]);
+        assert!(problems.is_empty(), "BatchGetRecord as the SDK sent it breaks the botocore model:\n{}", problems.join("\n"));
+        let mut records = Vec::new();
+        let mut errors = Vec::new();
+        for ident in request["Identifiers"].as_array().into_iter().flatten() {
+            let group = ident["FeatureGroupName"].as_str().unwrap_or_default();
+            let wanted: Option<Vec<&str>> = ident["FeatureNames"].as_array().map(|a| a.iter().filter_map(Json::as_str).collect());
+            let known = self.online_group(group).await.is_some();
+            let online = self.online.lock().unwrap();
+            for id in ident["RecordIdentifiersValueAsString"].as_array().into_iter().flatten().filter_map(Json::as_str) {
+                if !known {
+                    errors.push(serde_json::json!({"FeatureGroupName": group, "RecordIdentifierValueAsString": id, "ErrorCode": "ResourceNotFound", "ErrorMessage": format!("Resource {group} not found")}));
+                    continue;
+                }
+                if let Some((_, record)) = online.get(group).and_then(|g| g.get(id)) {
+                    let record: Vec<Json> = record
+                        .iter()
+                        .filter(|f| wanted.as_ref().is_none_or(|w| w.iter().any(|n| f["FeatureName"] == *n)))
+                        .cloned()
+                        .collect();
+                    records.push(serde_json::json!({"FeatureGroupName": group, "RecordIdentifierValueAsString": id, "Record": record}));
+                }
+            }
+        }
+        let answer = serde_json::json!({"Records": records, "Errors": errors, "UnprocessedIdentifiers": []});
+        let problems = model.check_response("BatchGetRecord", &answer);
+        assert!(problems.is_empty(), "the stand-in's BatchGetRecord answer breaks the botocore model:\n{}", problems.join("\n"));
+        Response::builder().status(200).header("content-type", "application/json").body(Full::new(Bytes::from(answer.to_string()))).unwrap()
     }
 }
 
