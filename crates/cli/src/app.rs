@@ -101,9 +101,8 @@ impl App {
         let outputs = engine.outputs()?;
         let mut opened: std::collections::BTreeMap<galley_core::PlatformId, StageSet> = Default::default();
         for platform in galley_core::Stage::ALL.iter().map(|s| bp.stage_platform(*s)) {
-            if !opened.contains_key(&platform) {
-                let set = self.providers.get(platform)?.open(bp, &outputs).await?;
-                opened.insert(platform, set);
+            if let std::collections::btree_map::Entry::Vacant(slot) = opened.entry(platform) {
+                slot.insert(self.providers.get(platform)?.open(bp, &outputs).await?);
             }
         }
         let pick = |stage| opened[&bp.stage_platform(stage)].clone();

@@ -42,14 +42,14 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Plan { bp, out, detailed_exitcode, refresh } => plan(&ctx, &bp, out, detailed_exitcode, refresh).await,
         Command::Apply { mut bp, mut plan, auto_approve, apply: a } => {
             // `galley apply PLANFILE`: the plan names its blueprint.
-            if plan.is_none() {
-                if let Some(saved) = read_plan_file(&bp.file) {
-                    let saved = saved?;
-                    let file = saved.blueprint_file.clone().ok_or_else(|| {
-                        CliError::message(format!("plan {} does not name its blueprint; use `galley apply FILE --plan PLANFILE`", bp.file.display()))
-                    })?;
-                    plan = Some(std::mem::replace(&mut bp.file, file));
-                }
+            if plan.is_none()
+                && let Some(saved) = read_plan_file(&bp.file)
+            {
+                let saved = saved?;
+                let file = saved.blueprint_file.clone().ok_or_else(|| {
+                    CliError::message(format!("plan {} does not name its blueprint; use `galley apply FILE --plan PLANFILE`", bp.file.display()))
+                })?;
+                plan = Some(std::mem::replace(&mut bp.file, file));
             }
             apply(&ctx, &bp, plan, auto_approve, &a).await
         }

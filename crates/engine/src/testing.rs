@@ -114,6 +114,9 @@ pub struct Faults {
     pub latency: Duration,
     /// Probability that a create/update/delete call fails with a retryable error first.
     pub retryable_fraction: f64,
+    /// Seeds the draws that pick which calls fail, so a run's failures repeat run after run
+    /// (a test that asserts "some call was retried" must not depend on luck).
+    pub seed: u64,
     /// Creates of these addresses always fail with a permanent error.
     pub permanent: HashSet<Address>,
 }
@@ -124,6 +127,7 @@ pub struct TestHandler {
     crash: Option<CrashPoint>,
     creates: AtomicU64,
     replace_on: Vec<&'static str>,
+    draws: std::sync::Mutex<fastrand::Rng>,
 }
 
 impl TestHandler {
@@ -131,10 +135,11 @@ impl TestHandler {
     pub fn new(dir: impl Into<PathBuf>, faults: Faults) -> Self {
         TestHandler {
             dir: dir.into(),
-            faults,
             crash: CrashPoint::from_env(),
             creates: AtomicU64::new(0),
             replace_on: vec!["size"],
+            draws: std::sync::Mutex::new(fastrand::Rng::with_seed(faults.seed)),
+            faults,
         }
     }
 
@@ -146,7 +151,7 @@ impl TestHandler {
         if !self.faults.latency.is_zero() {
             tokio::time::sleep(self.faults.latency).await;
         }
-        if self.faults.retryable_fraction > 0.0 && fastrand::f64() < self.faults.retryable_fraction {
+        if self.faults.retryable_fraction > 0.0 && self.draws.lock().unwrap().f64() < self.faults.retryable_fraction {
             return Err(Error::new(ErrorKind::Unavailable, format!("injected transient failure of {what} `{}`", spec.name)));
         }
         Ok(())

@@ -24,7 +24,10 @@ const DEPLOY_LIMIT: Duration = Duration::from_secs(840);
 /// Turns bearer authentication on for an endpoint name before it is deployed (platforms
 /// configure it outside `EndpointSpec`) and returns the token its clients must send.
 #[derive(Clone)]
-pub struct RequireToken(pub Arc<dyn Fn(&str) -> anyhow::Result<String> + Send + Sync>);
+pub struct RequireToken(pub Arc<TokenFor>);
+
+/// Endpoint name → the bearer token now required for it.
+pub type TokenFor = dyn Fn(&str) -> anyhow::Result<String> + Send + Sync;
 
 impl std::fmt::Debug for RequireToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -362,10 +362,11 @@ impl ArtifactStore for S3Artifacts {
                 .await
                 .map_err(self.err("ListObjectsV2", prefix))?;
             for o in page.contents() {
-                if let Some(k) = o.key() {
-                    if !k.starts_with(STAGING_PREFIX) && ArtifactKey::new(k).is_ok() {
-                        keys.push(k.to_owned());
-                    }
+                if let Some(k) = o.key()
+                    && !k.starts_with(STAGING_PREFIX)
+                    && ArtifactKey::new(k).is_ok()
+                {
+                    keys.push(k.to_owned());
                 }
             }
             token = page.next_continuation_token().map(str::to_owned);

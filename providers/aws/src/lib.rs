@@ -30,31 +30,8 @@ mod runtime {
 #[cfg(feature = "runtime")]
 pub use runtime::*;
 
-#[cfg(feature = "runtime")]
-pub mod artifacts;
-#[cfg(feature = "runtime")]
-pub mod config;
-#[cfg(feature = "runtime")]
-pub mod error;
-#[cfg(feature = "runtime")]
-pub mod experiments;
-#[cfg(feature = "runtime")]
-pub mod features;
-#[cfg(feature = "runtime")]
-pub mod meta;
-#[cfg(feature = "runtime")]
-pub mod monitor;
-#[cfg(feature = "runtime")]
-pub mod orchestrator;
-#[cfg(feature = "runtime")]
-pub mod provider;
-#[cfg(feature = "runtime")]
-pub mod registry;
-#[cfg(feature = "runtime")]
-pub mod serving;
-#[cfg(feature = "runtime")]
-pub mod state_backend;
-#[cfg(feature = "runtime")]
-pub mod training;
-#[cfg(feature = "runtime")]
-pub mod waiter;
+/// Declares the modules that need the AWS SDK, each only with the `runtime` feature.
+macro_rules! runtime_modules {
+    ($($name:ident),* $(,)?) => { $(#[cfg(feature = "runtime")] pub mod $name;)* };
+}
+runtime_modules!(artifacts, config, error, experiments, features, meta, monitor, orchestrator, provider, registry, serving, state_backend, training, waiter);

@@ -119,7 +119,7 @@ impl Acceptor {
                 _ => false,
             },
             (Matcher::PathAny, Observation::Output { body, .. }) => match eval_path(body, self.argument.as_deref().unwrap_or("")) {
-                Json::Array(items) => items.iter().any(|i| *i == self.expected),
+                Json::Array(items) => items.contains(&self.expected),
                 _ => false,
             },
             _ => false,

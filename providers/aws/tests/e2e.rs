@@ -22,7 +22,6 @@
 mod common;
 
 use common::botocore::Model;
-use common::scripted::{Reply, Scripted};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -252,17 +251,7 @@ async fn aws_blueprint_applies_runs_serves_and_destroys_on_moto() {
     // ---- destroy, then check for leaks (by this run's own names: moto ignores NameContains,
     // so a listing would see other tests' resources) ----
     let config = c.sagemaker.describe_endpoint().endpoint_name(&endpoint).send().await.unwrap().endpoint_config_name().unwrap().to_owned();
-    let models: Vec<String> = c
-        .sagemaker
-        .describe_endpoint_config()
-        .endpoint_config_name(&config)
-        .send()
-        .await
-        .unwrap()
-        .production_variants()
-        .iter()
-        .filter_map(|v| v.model_name().map(str::to_owned))
-        .collect();
+    let models = common::config_models(&c, &config).await;
     assert!(!models.is_empty());
     let destroyed = engine.destroy(no_events()).await.unwrap();
     let mut failed: Vec<&str> = destroyed.failed.iter().map(|(a, _)| a.as_str()).collect();

@@ -13,11 +13,11 @@ mod common;
 use std::sync::Arc;
 
 use galley_aws::{
-    AwsClients, AwsMonitor, S3Artifacts, SageMakerExperiments, SageMakerFeatures, SageMakerPipelines, SageMakerRegistry,
+    AwsMonitor, S3Artifacts, SageMakerExperiments, SageMakerFeatures, SageMakerPipelines, SageMakerRegistry,
     SageMakerServing,
 };
 use galley_core::StageSet;
-use galley_core::stages::{Described, EndpointSpec, Variant};
+use galley_core::stages::{EndpointSpec, Variant};
 use galley_testkit::runner::{Case, Report, run_cases};
 use galley_testkit::{ServingCtx, ServingFixture, TrainingFixture};
 
@@ -186,17 +186,7 @@ async fn a_weights_only_deploy_shifts_traffic_without_a_new_config() {
     let green = after.production_variants().iter().find(|v| v.variant_name() == Some("green")).unwrap();
     assert_eq!(green.current_weight(), Some(100.0), "SageMaker's own current weight");
 
-    let models: Vec<String> = c
-        .sagemaker
-        .describe_endpoint_config()
-        .endpoint_config_name(&config)
-        .send()
-        .await
-        .unwrap()
-        .production_variants()
-        .iter()
-        .filter_map(|v| v.model_name().map(str::to_owned))
-        .collect();
+    let models = common::config_models(&c, &config).await;
     serving.undeploy(&name).await.unwrap();
     assert!(serving.describe(&name).await.unwrap().is_none());
     assert!(c.sagemaker.describe_endpoint_config().endpoint_config_name(&config).send().await.is_err(), "config {config} left after undeploy");

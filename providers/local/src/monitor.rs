@@ -9,7 +9,7 @@
 //!   Prometheus text format, which the model server's `/metrics` appends to its own.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, Write};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;

@@ -118,7 +118,6 @@ impl ResourceHandler for ToyHandler {
 
     async fn create(&self, spec: &ResourceSpec, owner: &galley_core::resource::OwnerTag) -> Result<galley_core::resource::Observed> {
         if let Some((world, model)) = Self::world_model(spec) {
-            use galley_core::stages::ModelRegistry;
             world.stages().registry.create_model(&model, None).await?;
         }
         self.0.create(spec, owner).await

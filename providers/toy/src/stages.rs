@@ -18,13 +18,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A run's record and its metric history by key.
+type RunRecord = (Run, BTreeMap<String, Vec<Metric>>);
+
 /// Every stage's data for one world; worlds are shared by name within the process.
 #[derive(Default)]
 pub struct World {
     objects: Mutex<BTreeMap<String, (Bytes, TimestampMs)>>,
     groups: Mutex<BTreeMap<String, (FeatureGroupSpec, u64)>>,
     experiments: Mutex<BTreeMap<String, String>>,
-    runs: Mutex<BTreeMap<String, (Run, BTreeMap<String, Vec<Metric>>)>>,
+    runs: Mutex<BTreeMap<String, RunRecord>>,
     pipelines: Mutex<BTreeMap<String, PipelineSpec>>,
     executors: Mutex<HashMap<String, Arc<dyn StepExecutor>>>,
     pipeline_runs: Mutex<BTreeMap<String, PipelineRun>>,

@@ -91,6 +91,7 @@ async fn run(args: Args) -> galley_core::Result<i32> {
         latency: Duration::from_millis(args.latency_ms),
         retryable_fraction: args.retryable,
         permanent: args.fail.iter().cloned().collect(),
+        ..Faults::default()
     };
     let handler: Arc<dyn ResourceHandler> = Arc::new(TestHandler::new(&args.reality, faults));
     let handlers = HashMap::from([(TEST_KIND.to_string(), handler)]);

@@ -164,10 +164,10 @@ impl Model {
             }
             "string" => {
                 let Some(s) = v.as_str() else { return problems.push(format!("{at}: expected a string ({shape_name}), got {v}")) };
-                if let Some(values) = shape["enum"].as_array() {
-                    if !values.iter().any(|e| e.as_str() == Some(s)) {
-                        problems.push(format!("{at}: `{s}` is not one of {shape_name}'s values {values:?}"));
-                    }
+                if let Some(values) = shape["enum"].as_array()
+                    && !values.iter().any(|e| e.as_str() == Some(s))
+                {
+                    problems.push(format!("{at}: `{s}` is not one of {shape_name}'s values {values:?}"));
                 }
                 if mode == Check::Shape {
                     return;
@@ -236,15 +236,15 @@ impl Model {
     }
 
     fn check_len(&self, shape: &Json, len: usize, at: &str, name: &str, problems: &mut Vec<String>) {
-        if let Some(min) = shape["min"].as_u64() {
-            if (len as u64) < min {
-                problems.push(format!("{at}: length {len} is below {name}'s minimum {min}"));
-            }
+        if let Some(min) = shape["min"].as_u64()
+            && (len as u64) < min
+        {
+            problems.push(format!("{at}: length {len} is below {name}'s minimum {min}"));
         }
-        if let Some(max) = shape["max"].as_u64() {
-            if len as u64 > max {
-                problems.push(format!("{at}: length {len} is above {name}'s maximum {max}"));
-            }
+        if let Some(max) = shape["max"].as_u64()
+            && len as u64 > max
+        {
+            problems.push(format!("{at}: length {len} is above {name}'s maximum {max}"));
         }
     }
 

@@ -10,6 +10,7 @@ pub const REGION: &str = "us-east-1";
 pub const SECRET_KEY: &str = "galleyTESTsecretKEY0nlyF0rM0t0doN0tLeak1234";
 pub const ACCESS_KEY: &str = "AKIAGALLEYTESTKEY001";
 
+#[allow(unused_imports)] // not every test binary reaches moto through this path
 pub use substrate::moto_url;
 
 /// moto never throttles: two attempts keep its 500s for unimplemented operations quick.
@@ -39,3 +40,19 @@ pub mod scripted;
 pub mod botocore;
 pub mod sagemaker_runtime;
 pub mod substrate;
+
+/// The models behind an endpoint config's variants, by this config's own name (moto ignores
+/// `NameContains`, so a listing would see other tests' resources).
+#[allow(dead_code)] // not every test binary checks for leaked models
+pub async fn config_models(c: &AwsClients, config: &str) -> Vec<String> {
+    c.sagemaker
+        .describe_endpoint_config()
+        .endpoint_config_name(config)
+        .send()
+        .await
+        .unwrap()
+        .production_variants()
+        .iter()
+        .filter_map(|v| v.model_name().map(str::to_owned))
+        .collect()
+}

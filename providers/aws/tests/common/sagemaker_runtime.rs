@@ -43,6 +43,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value as Json;
 
+/// One online-store record: its event time and its features.
+type OnlineRecord = (f64, Vec<Json>);
+
 pub struct SageMakerRuntime {
     pub url: String,
     created: Arc<Mutex<Vec<Json>>>,
@@ -134,7 +137,7 @@ struct Shared {
     /// One container per model S3 URI, started on the first request for it.
     containers: tokio::sync::Mutex<HashMap<String, Container>>,
     /// The online store: group → record identifier → (event time, the record's features).
-    online: Mutex<HashMap<String, HashMap<String, (f64, Vec<Json>)>>>,
+    online: Mutex<HashMap<String, HashMap<String, OnlineRecord>>>,
     /// The `OnlineStoreConfig` of each feature group moto created, as the request gave it.
     online_configs: Mutex<HashMap<String, Json>>,
 }
