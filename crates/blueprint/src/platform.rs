@@ -62,6 +62,13 @@ pub trait PlatformRules: Send + Sync {
         None
     }
 
+    /// The `platforms.<id>` settings that carry credentials (keys, tokens, client secrets).
+    /// Validation refuses them written into the blueprint: they must be read from the
+    /// environment (`${env.NAME}`), so the file can be committed and shared.
+    fn credential_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// State backends it offers besides the local file.
     fn state_backends(&self) -> Vec<BackendRule> {
         Vec::new()

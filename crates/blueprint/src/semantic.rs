@@ -53,6 +53,7 @@ pub fn check(bp: &Blueprint, root: &Node, registry: &PlatformRegistry) -> Vec<Di
     dependencies(bp, &mut c);
     portability(bp, &mut c);
     platform_rules(bp, &mut c);
+    credentials(&mut c);
     c.out
 }
 
@@ -315,6 +316,31 @@ fn platform_rules(bp: &Blueprint, c: &mut Checker) {
             let path: Vec<&str> = f.path.iter().map(String::as_str).collect();
             c.err(&path, f.message, f.hint);
         }
+    }
+}
+
+/// A credential a platform declares must come from the environment, never sit in the file:
+/// blueprints are committed, shared and pasted into issues.
+fn credentials(c: &mut Checker) {
+    let Some(sections) = c.root.get("platforms") else { return };
+    let mut literal = Vec::new();
+    for rules in c.registry.all() {
+        let id = rules.id();
+        for field in rules.credential_fields() {
+            if let Some(node) = sections.get(id.as_str()).and_then(|s| s.get(field))
+                && !node.substituted
+            {
+                literal.push((id, *field));
+            }
+        }
+    }
+    for (id, field) in literal {
+        let env = format!("{id}_{field}").to_uppercase().replace('-', "_");
+        c.err(
+            &["platforms", id.as_str(), field],
+            format!("`platforms.{id}.{field}` is a credential and is written into the blueprint; it would be committed with it"),
+            Some(format!("read it from the environment: `{field}: ${{env.{env}}}`, and remove the value from the file (and from its history if it was committed)")),
+        );
     }
 }
 

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Project, ok};
+use common::{Project, files_under, ok};
 
 #[test]
 fn every_shipped_blueprint_validates() {
@@ -151,4 +151,62 @@ stages:
     let (code, v) = p.galley_json(&["validate"]);
     assert_eq!(code, 1, "{v}");
     assert!(v["diagnostics"][0]["message"].as_str().unwrap().contains("platform `toy` cannot honour model approval status"), "{v}");
+}
+
+/// A credential the platform declares (`platforms.toy.api_token`) is refused written into the
+/// blueprint, at its line with the fix; read from the environment it is accepted, and its value
+/// appears in no output and no file Galley writes (state, plans, journals, logs).
+#[cfg(feature = "testing")]
+#[test]
+fn platform_credentials_come_from_the_environment_and_are_written_nowhere() {
+    const TOKEN: &str = "tok-7f3a9c1e5b2d4860aa17";
+    let blueprint = |token: &str| {
+        format!(
+            "apiVersion: galley/v1
+name: toy-secret
+platform: toy
+platforms:
+  toy:
+    api_token: {token}
+data: {{source: builtin:winequality, target: quality, positive_when: {{at_least: 6}}}}
+stages:
+  artifacts: {{bucket: toy-secret}}
+  experiments: {{name: secret}}
+  pipeline: {{name: secret-train}}
+  training: {{algorithm: logistic_regression}}
+  registry: {{model: secret, gate: {{metric: accuracy, at_least: 0.6}}}}
+  serving: {{endpoint: secret, model: \"${{stages.registry.outputs.model}}\"}}
+"
+        )
+    };
+    let p = Project::with_text("toy.yaml", &blueprint(TOKEN));
+    let (code, v) = p.galley_json(&["validate"]);
+    assert_eq!(code, 1, "{v}");
+    let d = &v["diagnostics"][0];
+    assert_eq!(d["path"], "platforms.toy.api_token", "{v}");
+    assert_eq!(d["line"], 6, "{v}");
+    assert!(d["hint"].as_str().unwrap().contains("${env.TOY_API_TOKEN}"), "{v}");
+    assert!(!v.to_string().contains(TOKEN), "the refusal must not repeat the credential: {v}");
+
+    let p = Project::with_text("toy.yaml", &blueprint("${env.TOY_API_TOKEN}"));
+    let galley = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_galley"))
+            .current_dir(p.path())
+            .args(args)
+            .env("TOY_API_TOKEN", TOKEN)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "galley {args:?}: {text}");
+        assert!(!text.contains(TOKEN), "galley {args:?} printed the credential: {text}");
+    };
+    galley(&["validate", "toy.yaml"]);
+    galley(&["plan", "toy.yaml", "--out", "saved.plan", "--output", "json"]);
+    // The toy's stages live in one process's memory: apply and run as one command.
+    galley(&["up", "toy.yaml", "--output", "json"]);
+    for file in files_under(p.path()) {
+        let bytes = std::fs::read(p.path().join(&file)).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&bytes).contains(TOKEN), "{file} holds the credential");
+    }
 }

@@ -40,6 +40,10 @@ pub struct ToySettings {
     /// Names the in-memory world the stages share; blueprints with the same world see the same data.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub world: Option<String>,
+    /// A credential, so the credential rule is exercised on a platform core knows nothing
+    /// about; the toy's stages need none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
 }
 
 pub struct ToyRules;
@@ -67,6 +71,10 @@ impl PlatformRules for ToyRules {
 
     fn settings_schema(&self) -> Option<serde_json::Value> {
         Some(schemars::schema_for!(ToySettings).to_value())
+    }
+
+    fn credential_fields(&self) -> &'static [&'static str] {
+        &["api_token"]
     }
 
     /// The toy's one naming rule, so validation of platform rules is exercised on a platform
