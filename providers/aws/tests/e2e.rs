@@ -251,7 +251,7 @@ async fn aws_blueprint_applies_runs_serves_and_destroys_on_moto() {
     // ---- destroy, then check for leaks (by this run's own names: moto ignores NameContains,
     // so a listing would see other tests' resources) ----
     let config = c.sagemaker.describe_endpoint().endpoint_name(&endpoint).send().await.unwrap().endpoint_config_name().unwrap().to_owned();
-    let models = common::config_models(&c, &config).await;
+    let models = common::config_models(c, &config).await;
     assert!(!models.is_empty());
     let destroyed = engine.destroy(no_events()).await.unwrap();
     let mut failed: Vec<&str> = destroyed.failed.iter().map(|(a, _)| a.as_str()).collect();
