@@ -119,10 +119,6 @@ impl PlatformRegistry {
         self.get(id).ok_or_else(|| format!("unknown platform `{id}`; this galley knows {}", self.names().join(", ")))
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = PlatformId> + '_ {
-        self.rules.keys().copied()
-    }
-
     pub fn names(&self) -> Vec<&'static str> {
         self.rules.keys().map(|p| p.as_str()).collect()
     }
@@ -141,15 +137,6 @@ impl PlatformRegistry {
         self.rules
             .values()
             .find_map(|r| r.state_backends().into_iter().find(|b| b.kind == kind).map(|b| (r.id(), b)))
-    }
-
-    /// Every backend type a blueprint may name: `local` first, then each platform's.
-    pub fn backend_kinds(&self) -> Vec<String> {
-        let mut kinds = vec![crate::model::Backend::LOCAL.to_owned()];
-        for r in self.rules.values() {
-            kinds.extend(r.state_backends().into_iter().map(|b| b.kind.to_owned()));
-        }
-        kinds
     }
 }
 

@@ -248,11 +248,7 @@ fn portability(bp: &Blueprint, c: &mut Checker) {
         let caps = c.caps(Stage::Registry, bp);
         let native = native_promotion(&caps);
         let asked = r.promotion.unwrap_or(native);
-        let (feature, name) = match asked {
-            Promotion::Alias => (Feature::ModelAliases, "alias"),
-            Promotion::Approval => (Feature::ApprovalStatus, "approval"),
-            Promotion::Stage => (Feature::ModelStages, "stage"),
-        };
+        let (feature, name) = (promotion_feature(asked), promotion_name(asked));
         let alt = (native != asked && caps.supports(promotion_feature(native))).then(|| format!("use `promotion: {}`", promotion_name(native)));
         // Without `promotion:` the path is the registry stage itself: its platform has no way to promote.
         let path = if r.promotion.is_some() { vec!["stages", "registry", "promotion"] } else { vec!["stages", "registry"] };

@@ -107,17 +107,10 @@ fn err(e: Error, op: &str, endpoint: &str) -> Error {
         .resource(endpoint.to_owned())
 }
 
+/// The rule validation applies to `stages.serving.endpoint` (`platform::endpoint_name`),
+/// checked again here for library callers that never went through a blueprint.
 fn check_endpoint_name(name: &str) -> Result<()> {
-    let ok = (1..=63).contains(&name.len())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        && !name.starts_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "endpoint name `{name}` is not valid: use letters, digits and `-` (not first), 1–63 characters"
-        )))
-    }
+    crate::platform::endpoint_name(name).map_err(|why| Error::invalid(format!("endpoint name `{name}` is not valid: {why}")))
 }
 
 /// The local path behind a `file://` artifact URI (or a plain absolute path).
