@@ -392,7 +392,7 @@ pub(crate) fn report_run(
                 _ => {}
             }
             if let Some(url) = &s.endpoint_url {
-                println!("endpoint: {}", invocations_url(url));
+                println!("endpoint: {}", galley_core::stages::invocations_url(url));
             }
             match sample {
                 Some(Ok((rows, p))) => println!(
@@ -413,12 +413,6 @@ pub(crate) fn report_run(
     } else {
         ExitCode::SUCCESS
     })
-}
-
-/// Where to POST scoring requests: local endpoints report their base URL, SageMaker its
-/// invocation URL already.
-fn invocations_url(url: &str) -> String {
-    if url.ends_with("/invocations") { url.to_owned() } else { format!("{}/invocations", url.trim_end_matches('/')) }
 }
 
 fn table_records(t: &Table) -> serde_json::Value {
@@ -500,7 +494,7 @@ async fn live_outputs(app: &App, engine: &Engine) -> Result<BTreeMap<String, BTr
         if let Some(info) = stages.serving.describe(&sv.endpoint).await? {
             let o = outputs.entry("serving.endpoint".to_owned()).or_default();
             o.insert("url".into(), json!(info.url));
-            o.insert("invocations_url".into(), json!(invocations_url(&info.url)));
+            o.insert("invocations_url".into(), json!(galley_core::stages::invocations_url(&info.url)));
             o.insert("state".into(), serde_json::to_value(info.state)?);
             o.insert("signature".into(), serde_json::to_value(&info.signature)?);
             o.insert("variants".into(), serde_json::to_value(&info.variants)?);

@@ -118,7 +118,6 @@ pub fn cases() -> Vec<Case<ServingCtx>> {
         case!(invoke_returns_the_models_predictions),
         case!(invoke_with_missing_columns_is_invalid),
         case!(invoke_of_unknown_endpoint_is_not_found),
-        case!(shift_traffic_sets_the_weights_asked, needs = [Feature::TrafficSplit]),
         case!(shift_traffic_routes_by_weight, needs = [Feature::TrafficSplit]),
         case!(bearer_auth_refuses_requests_without_the_token, needs = [Feature::BearerAuth]),
         case!(shift_traffic_refuses_weights_not_summing_to_100, needs = [Feature::TrafficSplit]),
@@ -281,35 +280,6 @@ pub async fn invoke_of_unknown_endpoint_is_not_found(ctx: ServingCtx) -> TestRes
     expect_kind(ctx.serving.invoke(&name, &ctx.fixture.rows).await, ErrorKind::NotFound, "invoke of an endpoint never deployed")
 }
 
-/// The platform records the split asked: `shift_traffic` answers with it and a later describe
-/// (the platform's own record, e.g. SageMaker's current weights) shows it.
-pub async fn shift_traffic_sets_the_weights_asked(ctx: ServingCtx) -> TestResult {
-    let spec = two_variant_spec(&ctx.fixture);
-    with_endpoint(ctx, spec.clone(), |ctx, _| async move {
-        for split in [[0, 100], [70, 30]] {
-            let weights: Vec<(String, u32)> = spec.variants.iter().zip(split).map(|(v, w)| (v.name.clone(), w)).collect();
-            let info = ctx.serving.shift_traffic(&spec.name, &weights).await?;
-            let mut want = weights.clone();
-            want.sort();
-            ensure_eq!(weights_of(&info), want, "weights returned by shift_traffic");
-            let info = in_service(&ctx, &spec.name).await?;
-            ensure_eq!(weights_of(&info), want, "weights described after shift_traffic");
-            ensure_eq!(
-                info.variants.iter().map(|v| (v.name.clone(), v.artifact_uri.clone())).collect::<Vec<_>>(),
-                spec.variants.iter().map(|v| (v.name.clone(), v.artifact_uri.clone())).collect::<Vec<_>>(),
-                "variants (a shift changes weights, nothing else)"
-            );
-        }
-        Ok(())
-    })
-    .await
-}
-
-/// Where a request to `info`'s endpoint goes over HTTP.
-fn invocations_url(info: &EndpointInfo) -> String {
-    if info.url.ends_with("/invocations") { info.url.clone() } else { format!("{}/invocations", info.url.trim_end_matches('/')) }
-}
-
 /// An endpoint with authentication answers its platform's client (which sends the token) and
 /// refuses anyone without the token, or with a wrong one.
 pub async fn bearer_auth_refuses_requests_without_the_token(ctx: ServingCtx) -> TestResult {
@@ -321,7 +291,7 @@ pub async fn bearer_auth_refuses_requests_without_the_token(ctx: ServingCtx) -> 
     with_endpoint(ctx, spec.clone(), |ctx, info| async move {
         let p = ctx.serving.invoke(&spec.name, &ctx.fixture.rows).await?;
         check_predictions(&p.predictions, &ctx.fixture, "invoke through the platform's client")?;
-        let url = invocations_url(&info);
+        let url = galley_core::stages::invocations_url(&info.url);
         let body = ctx.fixture.rows.to_dataframe_split(&spec.signature.inputs)?;
         let http = reqwest::Client::builder().no_proxy().build()?;
         let send = |auth: Option<String>| {
@@ -342,28 +312,43 @@ pub async fn bearer_auth_refuses_requests_without_the_token(ctx: ServingCtx) -> 
     .await
 }
 
+/// A shift sets the split asked (variants not named get none): `shift_traffic` answers with
+/// it, a later describe (the platform's own record, e.g. SageMaker's current weights) shows it,
+/// nothing but the weights changes, and requests follow it.
 pub async fn shift_traffic_routes_by_weight(ctx: ServingCtx) -> TestResult {
     let spec = two_variant_spec(&ctx.fixture);
     with_endpoint(ctx, spec.clone(), |ctx, _| async move {
         let (a, b) = (spec.variants[0].name.clone(), spec.variants[1].name.clone());
-        let mut weights: Vec<(String, u32)> = spec.variants.iter().map(|v| (v.name.clone(), 0)).collect();
-        weights[1].1 = 100;
-        ctx.serving.shift_traffic(&spec.name, &weights).await?;
-        in_service(&ctx, &spec.name).await?;
+        let shift = |asked: Vec<(String, u32)>, want: Vec<(String, u32)>| {
+            let (ctx, spec) = (ctx.clone(), spec.clone());
+            async move {
+                let info = ctx.serving.shift_traffic(&spec.name, &asked).await?;
+                let mut want = want;
+                want.sort();
+                ensure_eq!(weights_of(&info), want, "weights returned by shift_traffic({asked:?})");
+                let info = in_service(&ctx, &spec.name).await?;
+                ensure_eq!(weights_of(&info), want, "weights described after shift_traffic({asked:?})");
+                ensure_eq!(
+                    info.variants.iter().map(|v| (v.name.clone(), v.artifact_uri.clone())).collect::<Vec<_>>(),
+                    spec.variants.iter().map(|v| (v.name.clone(), v.artifact_uri.clone())).collect::<Vec<_>>(),
+                    "variants (a shift changes weights, nothing else)"
+                );
+                anyhow::Ok(())
+            }
+        };
+        shift(vec![(a.clone(), 0), (b.clone(), 100)], vec![(a.clone(), 0), (b.clone(), 100)]).await?;
         // A variant with weight 0 gets no traffic, so every answer now comes from `b`.
         for _ in 0..5 {
             let p = ctx.serving.invoke(&spec.name, &ctx.fixture.rows).await?;
             ensure_eq!(p.variant, b, "variant answering with all traffic on `{b}`");
             check_predictions(&p.predictions, &ctx.fixture, "invoke after the shift")?;
         }
-        weights[0].1 = 100;
-        weights[1].1 = 0;
-        ctx.serving.shift_traffic(&spec.name, &weights).await?;
-        in_service(&ctx, &spec.name).await?;
+        // Only `a` named: `b` is left with nothing.
+        shift(vec![(a.clone(), 100)], vec![(a.clone(), 100), (b.clone(), 0)]).await?;
         for _ in 0..5 {
             ensure_eq!(ctx.serving.invoke(&spec.name, &ctx.fixture.rows).await?.variant, a, "variant answering with all traffic on `{a}`");
         }
-        Ok(())
+        shift(vec![(a.clone(), 70), (b.clone(), 30)], vec![(a, 70), (b, 30)]).await
     })
     .await
 }
@@ -379,7 +364,8 @@ pub async fn shift_traffic_refuses_weights_not_summing_to_100(ctx: ServingCtx) -
         bad[1].1 = 60;
         bad[0].1 = 60;
         expect_kind(ctx.serving.shift_traffic(&spec.name, &bad).await, ErrorKind::InvalidInput, "weights summing to 120")?;
-        let unknown = vec![(names[0].clone(), 50), ("no-such-variant".to_owned(), 50)];
+        // Not the weight `names[0]` has now, so a shift applied in part before the refusal shows.
+        let unknown = vec![(names[0].clone(), 30), ("no-such-variant".to_owned(), 70)];
         expect_kind_in(
             ctx.serving.shift_traffic(&spec.name, &unknown).await,
             &[ErrorKind::InvalidInput, ErrorKind::NotFound],

@@ -19,7 +19,9 @@ use aws_sdk_sagemaker::types::{
     ProductionVariantInstanceType, S3ModelDataSource, S3ModelDataType, Tag,
 };
 use aws_smithy_types::Blob;
-use galley_core::stages::{Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving, Signature, Variant};
+use galley_core::stages::{
+    Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving, Signature, Variant, check_weights, shifted_weights,
+};
 use galley_core::{Error, ErrorKind, Result, Stage, Table};
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
@@ -81,12 +83,15 @@ impl SageMakerServing {
         bounded(&format!("{endpoint}-{}", v.name), &h)
     }
 
+    /// Names a config by what it serves (variants, models, image, signature) but not by the
+    /// weights: the same models at other weights are the same config, whose live weights
+    /// UpdateEndpointWeightsAndCapacities moves in place.
     pub fn config_name(spec: &EndpointSpec, image: &str) -> String {
         let mut parts: Vec<String> = vec![spec.name.clone(), image.to_owned(), serde_json::to_string(&spec.signature).unwrap_or_default()];
         let mut vs = spec.variants.clone();
         vs.sort_by(|a, b| a.name.cmp(&b.name));
         for v in &vs {
-            parts.push(format!("{}|{}|{}|{}|{}", v.name, v.model, v.version, v.artifact_uri, v.weight));
+            parts.push(format!("{}|{}|{}|{}", v.name, v.model, v.version, v.artifact_uri));
         }
         let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
         bounded(&spec.name, &short_hash(&refs))
@@ -145,6 +150,25 @@ impl SageMakerServing {
             .await
             .map_err(sdk(Stage::Serving, "CreateModel", &name))?;
         Ok(name)
+    }
+
+    /// UpdateEndpointWeightsAndCapacities with every variant's weight, then the endpoint as
+    /// SageMaker describes it once back in service.
+    async fn update_weights(&self, endpoint: &str, weights: &[(String, u32)]) -> Result<EndpointInfo> {
+        let desired: Vec<DesiredWeightAndCapacity> = weights
+            .iter()
+            .map(|(n, w)| DesiredWeightAndCapacity::builder().variant_name(n).desired_weight(*w as f32).build())
+            .collect();
+        self.clients
+            .sagemaker
+            .update_endpoint_weights_and_capacities()
+            .endpoint_name(endpoint)
+            .set_desired_weights_and_capacities(Some(desired))
+            .send()
+            .await
+            .map_err(sdk(Stage::Serving, "UpdateEndpointWeightsAndCapacities", endpoint))?;
+        self.wait_in_service(endpoint).await?;
+        self.describe(endpoint).await?.ok_or_else(|| Error::not_found(format!("endpoint `{endpoint}` vanished during a traffic shift")))
     }
 
     async fn ensure_config(&self, spec: &EndpointSpec, image: &str, role: &str) -> Result<String> {
@@ -334,16 +358,6 @@ pub fn percentages(weights: &[f32]) -> Vec<u32> {
     out
 }
 
-/// Whether two variant sets serve the same models under the same names (weights aside).
-fn same_variants(a: &[Variant], b: &[Variant]) -> bool {
-    let key = |vs: &[Variant]| {
-        let mut k: Vec<(String, String, u64, String)> = vs.iter().map(|v| (v.name.clone(), v.model.clone(), v.version, v.artifact_uri.clone())).collect();
-        k.sort();
-        k
-    };
-    key(a) == key(b)
-}
-
 /// The MLflow `dataframe_split` body for `rows`, in the signature's column order.
 pub fn scoring_body(rows: &Table, signature: &Signature) -> Result<Vec<u8>> {
     Ok(serde_json::to_vec(&rows.to_dataframe_split(&signature.inputs)?)?)
@@ -385,19 +399,7 @@ impl Serving for SageMakerServing {
         if spec.variants.is_empty() {
             return Err(Error::invalid(format!("endpoint `{}`: a deployment needs at least one variant", spec.name)));
         }
-        let total: u32 = spec.variants.iter().map(|v| v.weight).sum();
-        if total != 100 {
-            return Err(Error::invalid(format!("endpoint `{}`: variant weights add up to {total}, not 100", spec.name)));
-        }
-        // The same variants with other weights is a traffic shift: UpdateEndpointWeightsAndCapacities
-        // moves the weights in place, with no new config, no new instances and no blue/green.
-        if let Some(current) = self.describe(&spec.name).await?
-            && same_variants(&current.variants, &spec.variants)
-        {
-            let weights: Vec<(String, u32)> = spec.variants.iter().map(|v| (v.name.clone(), v.weight)).collect();
-            let unchanged = spec.variants.iter().all(|v| current.variants.iter().any(|c| c.name == v.name && c.weight == v.weight));
-            return if unchanged { Ok(current) } else { self.shift_traffic(&spec.name, &weights).await };
-        }
+        check_weights(&spec.name, spec.variants.iter().map(|v| v.weight))?;
         let image = self.image()?;
         let role = self.clients.role_arn(&format!("endpoint `{}`", spec.name))?;
         let config = self.ensure_config(spec, &image, &role).await?;
@@ -432,7 +434,15 @@ impl Serving for SageMakerServing {
             }
         }
         self.wait_in_service(&spec.name).await?;
-        self.describe(&spec.name).await?.ok_or_else(|| Error::not_found(format!("endpoint `{}` vanished right after deploy", spec.name)))
+        let info = self.describe(&spec.name).await?.ok_or_else(|| Error::not_found(format!("endpoint `{}` vanished right after deploy", spec.name)))?;
+        // The config serves the right models; the live weights may differ (the same models at
+        // other weights, e.g. a canary's next step): moved in place, with no new config, no new
+        // instances and no blue/green.
+        let mut want: Vec<(String, u32)> = spec.variants.iter().map(|v| (v.name.clone(), v.weight)).collect();
+        let mut live: Vec<(String, u32)> = info.variants.iter().map(|v| (v.name.clone(), v.weight)).collect();
+        want.sort();
+        live.sort();
+        if want == live { Ok(info) } else { self.update_weights(&spec.name, &want).await }
     }
 
     async fn describe(&self, endpoint: &str) -> Result<Option<EndpointInfo>> {
@@ -537,31 +547,11 @@ impl Serving for SageMakerServing {
     }
 
     async fn shift_traffic(&self, endpoint: &str, weights: &[(String, u32)]) -> Result<EndpointInfo> {
-        let total: u32 = weights.iter().map(|(_, w)| *w).sum();
-        if total != 100 {
-            return Err(Error::invalid(format!("endpoint `{endpoint}`: weights add up to {total}, not 100")));
-        }
+        check_weights(endpoint, weights.iter().map(|(_, w)| *w))?;
         let info = self.describe(endpoint).await?.ok_or_else(|| Error::not_found(format!("endpoint `{endpoint}` does not exist")))?;
-        for (name, _) in weights {
-            if !info.variants.iter().any(|v| &v.name == name) {
-                let have: Vec<&str> = info.variants.iter().map(|v| v.name.as_str()).collect();
-                return Err(Error::invalid(format!("endpoint `{endpoint}` has no variant `{name}`; it has {have:?}")));
-            }
-        }
-        let desired: Vec<DesiredWeightAndCapacity> = weights
-            .iter()
-            .map(|(n, w)| DesiredWeightAndCapacity::builder().variant_name(n).desired_weight(*w as f32).build())
-            .collect();
-        self.clients
-            .sagemaker
-            .update_endpoint_weights_and_capacities()
-            .endpoint_name(endpoint)
-            .set_desired_weights_and_capacities(Some(desired))
-            .send()
-            .await
-            .map_err(sdk(Stage::Serving, "UpdateEndpointWeightsAndCapacities", endpoint))?;
-        self.wait_in_service(endpoint).await?;
-        self.describe(endpoint).await?.ok_or_else(|| Error::not_found(format!("endpoint `{endpoint}` vanished during a traffic shift")))
+        // Every variant is named: SageMaker leaves the weight of a variant not named as it was.
+        let weights = shifted_weights(endpoint, &info.variants, weights)?;
+        self.update_weights(endpoint, &weights).await
     }
 
     async fn undeploy(&self, endpoint: &str) -> Result<()> {
@@ -601,8 +591,12 @@ mod tests {
         let spec = EndpointSpec { name: "wine".into(), variants: vec![v.clone()], signature: Signature::default() };
         let a = SageMakerServing::config_name(&spec, "img");
         assert_eq!(a, SageMakerServing::config_name(&spec, "img"));
-        let moved = EndpointSpec { variants: vec![Variant { weight: 90, ..v }], ..spec.clone() };
+        // Other weights are the same config (moved in place); another version is a new one.
+        let reweighted = EndpointSpec { variants: vec![Variant { weight: 90, ..v.clone() }], ..spec.clone() };
+        assert_eq!(a, SageMakerServing::config_name(&reweighted, "img"));
+        let moved = EndpointSpec { variants: vec![Variant { version: 2, ..v }], ..spec.clone() };
         assert_ne!(a, SageMakerServing::config_name(&moved, "img"));
+        assert_ne!(a, SageMakerServing::config_name(&spec, "img2"), "another image is another config");
         assert!(a.starts_with("wine-"));
     }
 

@@ -497,7 +497,7 @@ impl ModelRegistry for Toy {
 #[async_trait]
 impl Serving for Toy {
     async fn deploy(&self, spec: &EndpointSpec) -> Result<EndpointInfo> {
-        check_weights(&spec.variants.iter().map(|v| (v.name.clone(), v.weight)).collect::<Vec<_>>())?;
+        check_weights(&spec.name, spec.variants.iter().map(|v| v.weight))?;
         for v in &spec.variants {
             self.model(&v.artifact_uri).await?;
         }
@@ -533,14 +533,11 @@ impl Serving for Toy {
     }
 
     async fn shift_traffic(&self, endpoint: &str, weights: &[(String, u32)]) -> Result<EndpointInfo> {
-        check_weights(weights)?;
         let mut endpoints = lock(&self.0.endpoints);
         let spec = endpoints.get_mut(endpoint).ok_or_else(|| Error::not_found(format!("no endpoint `{endpoint}`")))?;
-        for (name, weight) in weights {
-            let v = spec.variants.iter_mut().find(|v| &v.name == name).ok_or_else(|| {
-                Error::invalid(format!("endpoint `{endpoint}` has no variant `{name}`"))
-            })?;
-            v.weight = *weight;
+        let shifted = shifted_weights(endpoint, &spec.variants, weights)?;
+        for (v, (_, weight)) in spec.variants.iter_mut().zip(shifted) {
+            v.weight = weight;
         }
         Ok(info(spec))
     }
@@ -556,14 +553,6 @@ impl Toy {
         let key = uri.strip_prefix("toy://").ok_or_else(|| Error::invalid(format!("the toy serves models from its own store (`toy://…`), not `{uri}`")))?;
         galley_ml::TrainedModel::from_bytes(&self.get_bytes(&ArtifactKey::new(key)?).await?)
     }
-}
-
-fn check_weights(weights: &[(String, u32)]) -> Result<()> {
-    let total: u32 = weights.iter().map(|(_, w)| w).sum();
-    if total != 100 {
-        return Err(Error::invalid(format!("variant weights add up to {total}, not 100")));
-    }
-    Ok(())
 }
 
 fn info(spec: &EndpointSpec) -> EndpointInfo {

@@ -3,7 +3,7 @@ use async_trait::async_trait;
 use super::Described;
 use super::Signature;
 use crate::table::Table;
-use crate::Result;
+use crate::{Error, Result};
 
 /// One model version behind an endpoint, with its share of traffic.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -43,6 +43,36 @@ pub struct EndpointInfo {
     pub signature: Signature,
 }
 
+/// Where to POST scoring requests over HTTP, given an endpoint's [`EndpointInfo::url`]: local
+/// endpoints report their base URL, SageMaker its invocation URL already.
+pub fn invocations_url(url: &str) -> String {
+    if url.ends_with("/invocations") { url.to_owned() } else { format!("{}/invocations", url.trim_end_matches('/')) }
+}
+
+/// Refuses a split of `endpoint`'s traffic whose weights do not add up to 100.
+pub fn check_weights(endpoint: &str, weights: impl IntoIterator<Item = u32>) -> Result<()> {
+    let total: u64 = weights.into_iter().map(u64::from).sum();
+    if total != 100 {
+        return Err(Error::invalid(format!("the traffic weights of endpoint `{endpoint}` add up to {total}; they must add up to 100")));
+    }
+    Ok(())
+}
+
+/// Every variant's weight after [`Serving::shift_traffic`] with `weights`: the named ones as
+/// asked, the others 0. Refuses, before anything is changed, a name the endpoint does not have
+/// and weights that do not add up to 100.
+pub fn shifted_weights(endpoint: &str, variants: &[Variant], weights: &[(String, u32)]) -> Result<Vec<(String, u32)>> {
+    check_weights(endpoint, weights.iter().map(|(_, w)| *w))?;
+    if let Some((name, _)) = weights.iter().find(|(n, _)| !variants.iter().any(|v| &v.name == n)) {
+        let have: Vec<&str> = variants.iter().map(|v| v.name.as_str()).collect();
+        return Err(Error::invalid(format!("endpoint `{endpoint}` has no variant `{name}`; it has [{}]", have.join(", "))));
+    }
+    Ok(variants
+        .iter()
+        .map(|v| (v.name.clone(), weights.iter().find(|(n, _)| *n == v.name).map_or(0, |(_, w)| *w)))
+        .collect())
+}
+
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Prediction {
     pub predictions: Vec<f64>,
@@ -57,7 +87,8 @@ pub trait Serving: Described + Send + Sync {
     async fn deploy(&self, spec: &EndpointSpec) -> Result<EndpointInfo>;
     async fn describe(&self, endpoint: &str) -> Result<Option<EndpointInfo>>;
     async fn invoke(&self, endpoint: &str, rows: &Table) -> Result<Prediction>;
-    /// Sets the weights by variant name; they must add up to 100.
+    /// Sets the weights by variant name; they must add up to 100, and variants not named get
+    /// no traffic ([`shifted_weights`]). Nothing changes when the weights are refused.
     async fn shift_traffic(&self, endpoint: &str, weights: &[(String, u32)]) -> Result<EndpointInfo>;
     /// Idempotent.
     async fn undeploy(&self, endpoint: &str) -> Result<()>;

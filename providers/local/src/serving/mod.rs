@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use galley_core::stages::{
-    Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving,
+    Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving, check_weights, shifted_weights,
 };
 use galley_core::table::Table;
 use galley_core::{Error, ErrorKind, Result, Stage};
@@ -338,14 +338,7 @@ impl LocalServing {
                 spec.name
             )));
         }
-        let total: u64 = spec.variants.iter().map(|v| v.weight as u64).sum();
-        if total != 100 {
-            return Err(Error::invalid(format!(
-                "the traffic weights of endpoint `{}` add up to {total}; they must add up to 100",
-                spec.name
-            )));
-        }
-        Ok(())
+        check_weights(&spec.name, spec.variants.iter().map(|v| v.weight))
     }
 
     async fn start(&self, name: &str, dir: &Path) -> Result<ServerState> {
@@ -617,21 +610,9 @@ impl Serving for LocalServing {
                 "endpoint `{endpoint}` is not deployed"
             )))
         })?;
-        for (name, _) in weights {
-            if !spec.variants.iter().any(|v| &v.name == name) {
-                let known: Vec<&str> = spec.variants.iter().map(|v| v.name.as_str()).collect();
-                return Err(fail(Error::invalid(format!(
-                    "endpoint `{endpoint}` has no variant `{name}`; it has [{}]",
-                    known.join(", ")
-                ))));
-            }
-        }
-        // Variants not named get no traffic.
-        for v in &mut spec.variants {
-            v.weight = weights
-                .iter()
-                .find(|(n, _)| *n == v.name)
-                .map_or(0, |(_, w)| *w);
+        let shifted = shifted_weights(endpoint, &spec.variants, weights).map_err(fail)?;
+        for (v, (_, weight)) in spec.variants.iter_mut().zip(shifted) {
+            v.weight = weight;
         }
         self.deploy_inner(&spec).await.map_err(fail)
     }
