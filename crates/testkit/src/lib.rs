@@ -39,10 +39,12 @@ pub use features::run_features;
 pub use monitor::run_monitor;
 pub use orchestrator::run_orchestrator;
 pub use registry::run_registry;
-pub use runner::{Case, Report, TestResult};
+pub use runner::{Case, KnownGap, Report, TestResult, run_suite};
 pub use serving::{ServingCtx, ServingFixture, StandardModel, run_serving};
 pub use training::{TrainingFixture, run_training};
 pub use triggers::run_triggers;
+
+use std::sync::Arc;
 
 use galley_core::stages::Described;
 use galley_core::{Capabilities, StageSet};
@@ -55,10 +57,13 @@ pub struct Fixtures {
     pub serving: Option<ServingFixture>,
     /// A job for managed training (`TrainingFixture::standard` with the platform's image).
     pub training: Option<TrainingFixture>,
+    /// Cases the test substrate cannot run, reported as skipped with the reason.
+    pub known_gaps: Vec<KnownGap>,
 }
 
 /// Every suite over one platform's opened stages, each stage's declaration checked against the
-/// platform's (`platform`, its rules' capabilities) first.
+/// platform's (`platform`, its rules' capabilities) first; cases are skipped by the platform's
+/// declaration.
 pub async fn run_stage_set(stages: &StageSet, platform: &Capabilities, fixtures: Fixtures) -> Report {
     let mut report = Report::default();
     let declared: [(&str, &dyn Described); 7] = [
@@ -73,20 +78,26 @@ pub async fn run_stage_set(stages: &StageSet, platform: &Capabilities, fixtures:
     for (stage, object) in declared {
         report.merge(check_capabilities(stage, &object.capabilities(), platform));
     }
-    report.merge(run_artifacts(stages.artifacts.clone()).await);
-    report.merge(run_features(stages.features.clone()).await);
-    report.merge(run_experiments(stages.experiments.clone()).await);
-    report.merge(run_orchestrator(stages.orchestrator.clone()).await);
-    report.merge(run_triggers(stages.orchestrator.clone()).await);
-    report.merge(run_training(stages.orchestrator.clone(), fixtures.training).await);
-    report.merge(run_registry(stages.registry.clone()).await);
+    let gaps = &fixtures.known_gaps;
+    let (caps, orch) = (platform, &stages.orchestrator);
+    report.merge(run_suite("artifacts", stages.artifacts.clone(), caps, artifacts::cases(), gaps).await);
+    report.merge(run_suite("features", stages.features.clone(), caps, features::cases(), gaps).await);
+    report.merge(run_suite("experiments", stages.experiments.clone(), caps, experiments::cases(), gaps).await);
+    report.merge(run_suite("orchestrator", orch.clone(), caps, orchestrator::cases(), gaps).await);
+    report.merge(run_suite("triggers", orch.clone(), caps, triggers::cases(), gaps).await);
+    let training = training::TrainingCtx { orchestrator: orch.clone(), fixture: fixtures.training.map(Arc::new) };
+    report.merge(run_suite("training", training, caps, training::cases(), gaps).await);
+    report.merge(run_suite("registry", stages.registry.clone(), caps, registry::cases(), gaps).await);
     match fixtures.serving {
-        Some(fixture) => report.merge(run_serving(stages.serving.clone(), fixture).await),
+        Some(fixture) => {
+            let ctx = ServingCtx { serving: stages.serving.clone(), fixture: Arc::new(fixture) };
+            report.merge(run_suite("serving", ctx, caps, serving::cases(), gaps).await)
+        }
         None => report.skipped.push((
             "serving::*".to_owned(),
             "no ServingFixture was given: the serving suite needs a model the platform can serve".to_owned(),
         )),
     }
-    report.merge(run_monitor(stages.monitor.clone()).await);
+    report.merge(run_suite("monitor", stages.monitor.clone(), caps, monitor::cases(), gaps).await);
     report
 }

@@ -97,7 +97,7 @@ async fn local_proves_every_declared_capability() {
         Ok(token.clone())
     })));
     let declared = galley_local::capabilities();
-    let report = run_stage_set(&stages, &declared, Fixtures { serving: Some(fixture), training: None }).await;
+    let report = run_stage_set(&stages, &declared, Fixtures { serving: Some(fixture), ..Fixtures::default() }).await;
     report.assert_ok();
     report.assert_capabilities_proven(&declared);
     assert!(report.passed.iter().any(|n| n == "serving::bearer_auth_refuses_requests_without_the_token"), "{}", report.summary());

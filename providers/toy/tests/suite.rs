@@ -1,8 +1,7 @@
 //! The toy platform passes the shared behaviour suite and proves every capability it declares:
 //! a platform written outside core, registered in one line, held to the same contract.
 
-
-
+use galley_core::capability::Feature;
 use galley_core::stages::{ArtifactKey, ArtifactStoreExt};
 use galley_testkit::serving::ServingFixture;
 use galley_testkit::{Fixtures, StandardModel, run_stage_set};
@@ -20,7 +19,7 @@ async fn toy_proves_every_declared_capability() {
     let stages = World::named("toy-suite").stages();
     let fixture = serving_fixture(&stages).await;
     let declared = galley_toy::capabilities();
-    let report = run_stage_set(&stages, &declared, Fixtures { serving: Some(fixture), training: None }).await;
+    let report = run_stage_set(&stages, &declared, Fixtures { serving: Some(fixture), ..Fixtures::default() }).await;
     report.assert_ok();
     report.assert_capabilities_proven(&declared);
     // What the toy does not declare was refused or skipped, never passed by accident.
@@ -34,10 +33,9 @@ async fn claiming_an_unproven_feature_fails_the_proof() {
     let stages = World::named("toy-overclaim").stages();
     let declared = galley_toy::capabilities();
     let report = run_stage_set(&stages, &declared, Fixtures::default()).await;
-    let more = galley_core::Capabilities::new(galley_toy::TOY, &[declared.features(), &[galley_core::capability::Feature::OnlineStore]].concat());
+    let more = galley_core::Capabilities::new(galley_toy::TOY, &[declared.features(), &[Feature::OnlineStore]].concat());
     // Without a serving fixture the serving cases do not run, so TrafficSplit, which the toy
     // declares, goes unproven as well as the OnlineStore it never implemented.
-    use galley_core::capability::Feature;
     assert_eq!(report.unproven(&more), vec![Feature::OnlineStore, Feature::TrafficSplit]);
     assert_eq!(report.unproven(&declared), vec![Feature::TrafficSplit], "{}", report.summary());
     assert!(std::panic::catch_unwind(|| report.assert_capabilities_proven(&declared)).is_err());
