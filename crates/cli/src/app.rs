@@ -1,6 +1,7 @@
 //! What every command needs: the loaded blueprint, the providers built into this binary, the
 //! engine over the state, the opened stages.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,8 +16,6 @@ pub struct App {
     pub loaded: Loaded,
     pub ctx: ProviderContext,
     pub providers: Providers,
-    /// Where state lives, for messages: a path or the backend's own description.
-    pub state_path: PathBuf,
     state: StateLocation,
 }
 
@@ -24,7 +23,7 @@ pub struct App {
 enum StateLocation {
     File(PathBuf),
     /// A backend a platform offers (`type: s3`), opened by that platform's provider.
-    Platform(Backend),
+    Platform(galley_core::PlatformId, Backend),
 }
 
 impl App {
@@ -49,40 +48,28 @@ impl App {
                 providers.get(platform).map_err(|e| {
                     CliError::message(format!("the `{}` state backend comes with platform `{platform}`: {}", b.kind, e.message()))
                 })?;
-                StateLocation::Platform(b.clone())
+                StateLocation::Platform(platform, b.clone())
             }
         };
-        let state_path = match &state {
-            StateLocation::File(p) => p.clone(),
-            StateLocation::Platform(b) => PathBuf::from(describe_backend(b)),
-        };
-        Ok(App { providers, loaded, ctx, state_path, state })
+        Ok(App { providers, loaded, ctx, state })
     }
 
     pub fn engine(&self, opts: EngineOptions) -> Result<Engine, CliError> {
         let backend: Box<dyn galley_engine::StateBackend> = match &self.state {
             StateLocation::File(path) => Box::new(LocalBackend::new(path.clone())),
-            StateLocation::Platform(b) => {
-                let bp = &self.loaded.blueprint;
-                let opened = self.providers.all().find_map(|p| p.state_backend(b, bp));
-                opened.ok_or_else(|| CliError::message(format!("no built-in platform opens state backend `{}`", b.kind)))??
+            StateLocation::Platform(platform, b) => {
+                let opened = self.providers.get(*platform)?.state_backend(b, &self.loaded.blueprint);
+                opened.ok_or_else(|| CliError::message(format!("platform `{platform}` does not open state backend `{}`", b.kind)))??
             }
         };
         Ok(Engine::for_blueprint(&self.loaded.blueprint, &self.providers, backend, opts)?)
-    }
-
-    /// Whether every resource of the blueprint is in state.
-    pub fn is_applied(&self, engine: &Engine) -> Result<bool, CliError> {
-        let state = engine.state()?;
-        Ok(engine.graph().ordered().all(|s| state.resources.contains_key(&s.address)))
     }
 
     /// Refuses to run against a stack that is not (fully) provisioned: opening the stages would
     /// otherwise create stores that no state records.
     pub fn require_applied(&self, engine: &Engine) -> Result<(), CliError> {
         let state = engine.state()?;
-        let missing: Vec<&str> =
-            engine.graph().ordered().map(|s| s.address.as_str()).filter(|a| !state.resources.contains_key(*a)).collect();
+        let missing = engine.not_in_state(&state);
         if missing.is_empty() {
             return Ok(());
         }
@@ -97,12 +84,16 @@ impl App {
     /// The runtime stage objects, each from the platform its stage runs on, behind the retry
     /// layer every platform shares (`galley_core::layers`).
     pub async fn stages(&self, engine: &Engine) -> Result<StageSet, CliError> {
+        self.stages_over(&engine.outputs()?).await
+    }
+
+    /// [`App::stages`] over the resource outputs of a state already read.
+    pub async fn stages_over(&self, outputs: &BTreeMap<String, BTreeMap<String, serde_json::Value>>) -> Result<StageSet, CliError> {
         let bp = &self.loaded.blueprint;
-        let outputs = engine.outputs()?;
         let mut opened: std::collections::BTreeMap<galley_core::PlatformId, StageSet> = Default::default();
         for platform in galley_core::Stage::ALL.iter().map(|s| bp.stage_platform(*s)) {
             if let std::collections::btree_map::Entry::Vacant(slot) = opened.entry(platform) {
-                slot.insert(self.providers.get(platform)?.open(bp, &outputs).await?);
+                slot.insert(self.providers.get(platform)?.open(bp, outputs).await?);
             }
         }
         let pick = |stage| opened[&bp.stage_platform(stage)].clone();
@@ -133,14 +124,6 @@ impl App {
 pub fn load_blueprint(args: &BlueprintArgs, registry: &galley_blueprint::PlatformRegistry) -> Result<Loaded, CliError> {
     let opts = LoadOptions { platform: args.platform, env: args.env.clone(), vars: args.vars.iter().cloned().collect() };
     galley_blueprint::load_file(&args.file, &opts, registry).map_err(CliError::Diagnostics)
-}
-
-/// `type: s3` with `bucket` and `key` reads `s3://bucket/key`; other backends show their fields.
-fn describe_backend(b: &Backend) -> String {
-    match (b.str("bucket"), b.str("key")) {
-        (Some(bucket), Some(key)) => format!("{}://{bucket}/{key}", b.kind),
-        _ => format!("{} backend", b.kind),
-    }
 }
 
 /// Relative paths in a blueprint resolve from its directory.

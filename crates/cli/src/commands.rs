@@ -180,8 +180,9 @@ fn engine_options(a: &ApplyArgs) -> EngineOptions {
 async fn make_plan(app: &App, engine: &Engine) -> Result<Plan, CliError> {
     let mut plan = engine.plan().await?;
     let bp = &app.loaded.blueprint;
-    let observed = if app.is_applied(engine)? {
-        let stages = app.stages(engine).await?;
+    let state = engine.state()?;
+    let observed = if engine.not_in_state(&state).is_empty() {
+        let stages = app.stages_over(&state.resource_outputs()).await?;
         galley_lifecycle::Observed::read(bp, &stages).await?
     } else {
         galley_lifecycle::Observed::default()
@@ -526,12 +527,11 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
     let state = engine.state()?;
     let outputs = live_outputs(&app, &engine).await?;
     let drift = monitor_report(&app, &engine, &state).await;
-    let planned: Vec<&str> = engine.graph().ordered().map(|s| s.address.as_str()).collect();
-    let missing: Vec<&str> = planned.iter().copied().filter(|a| !state.resources.contains_key(*a)).collect();
+    let missing = engine.not_in_state(&state);
     match ctx.output {
         Output::Json => print_json(&json!({
             "blueprint": app.loaded.blueprint.name,
-            "state": app.state_path,
+            "state": engine.describe_backend(),
             "serial": state.serial,
             "lineage": state.lineage,
             "resources": state.resources,
@@ -543,7 +543,7 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
             }),
         })),
         Output::Human => {
-            println!("blueprint `{}` — state {} (serial {})", app.loaded.blueprint.name, app.state_path.display(), state.serial);
+            println!("blueprint `{}` — state {} (serial {})", app.loaded.blueprint.name, engine.describe_backend(), state.serial);
             for (address, r) in &state.resources {
                 println!("  {address:<24} {:<24} {}{}", r.kind, r.id, if r.protect { "  [protected]" } else { "" });
             }

@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod capability;
 pub mod error;
+pub mod fs;
 pub mod layers;
 pub mod ml;
 pub mod platform;

@@ -246,6 +246,16 @@ impl Engine {
         Ok(self.backend.load()?.unwrap_or_default())
     }
 
+    /// Where state lives, for messages: a path, `s3://bucket/key`, …
+    pub fn describe_backend(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// The blueprint's resources that `state` does not hold yet, in graph order.
+    pub fn not_in_state<'a>(&'a self, state: &State) -> Vec<&'a str> {
+        self.graph.ordered().map(|s| s.address.as_str()).filter(|a| !state.resources.contains_key(*a)).collect()
+    }
+
     /// Outputs of every resource in state, by address.
     pub fn outputs(&self) -> Result<BTreeMap<Address, BTreeMap<String, Json>>> {
         Ok(self.state()?.resource_outputs())

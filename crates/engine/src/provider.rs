@@ -141,10 +141,11 @@ impl Providers {
 
     /// The built-in provider whose container contract `galley container` runs.
     pub fn container(&self) -> Result<&Arc<dyn Provider>> {
-        let mut with = self.by_platform.values().filter(|p| p.container_contract().is_some());
-        match (with.next(), with.next()) {
-            (Some(p), None) => Ok(p),
-            (None, _) => {
+        let with: Vec<(&Arc<dyn Provider>, &str)> =
+            self.by_platform.values().filter_map(|p| p.container_contract().map(|c| (p, c))).collect();
+        match with.as_slice() {
+            [(p, _)] => Ok(p),
+            [] => {
                 let known: Vec<String> = self.registry.all().map(|r| format!("`{}` (feature `{}`)", r.id(), r.cargo_feature())).collect();
                 Err(Error::unsupported(format!(
                     "`galley container` runs a platform's container contract, and none is built into this galley; \
@@ -152,9 +153,13 @@ impl Providers {
                     known.join(", ")
                 )))
             }
-            (Some(_), Some(_)) => Err(Error::unsupported(
-                "this galley has more than one container contract; build the image with one platform's feature",
-            )),
+            several => {
+                let contracts: Vec<String> = several.iter().map(|(p, c)| format!("{c} (`{}`)", p.platform())).collect();
+                Err(Error::unsupported(format!(
+                    "this galley has more than one container contract ({}); build the image with one platform's feature",
+                    contracts.join(", ")
+                )))
+            }
         }
     }
 }

@@ -7,11 +7,12 @@
 //! sees the old state or the new one, never half of one.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use galley_core::fs::write_atomic;
 use galley_core::resource::{Address, Observed, ResourceSpec};
 use galley_core::{Error, ErrorKind, PlatformId, Result, Stage};
 use serde::{Deserialize, Serialize};
@@ -289,27 +290,6 @@ fn io_err(e: io::Error, what: &str, path: &Path) -> Error {
     Error::from(e).operation(format!("{what} {}", path.display()))
 }
 
-/// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename, fsync
-/// the directory (so the rename itself survives a power cut).
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(|e| io_err(e, "creating directory", dir))?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp-{}", uuid::Uuid::new_v4().simple()));
-    let result = (|| -> io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        #[cfg(unix)]
-        File::open(dir)?.sync_all()?;
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result.map_err(|e| io_err(e, "writing", path))
-}
 
 fn parse_state(bytes: &[u8], path: &Path, backup: &Path) -> Result<State> {
     let restore = format!(

@@ -116,7 +116,7 @@ pub fn drift_report(
     config: &galley_core::stages::DriftConfig,
 ) -> galley_core::stages::DriftReport {
     use galley_core::stages::{DriftMethod, DriftReport, FeatureDrift};
-    let enough = samples > 0 && samples >= config.min_samples;
+    let enough = galley_core::stages::enough_samples(samples, config.min_samples);
     let score = |feature: &str, base: &[f64], cur: &[f64]| {
         if !enough || base.is_empty() || cur.is_empty() {
             return FeatureDrift { feature: feature.to_owned(), psi: None, ks: None, drifted: false };

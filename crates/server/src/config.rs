@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use galley_core::fs::write_atomic;
 use galley_core::stages::Signature;
 use galley_core::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -180,20 +181,4 @@ impl ServerState {
         let json = serde_json::to_vec_pretty(self).map_err(|e| Error::internal(e.to_string()))?;
         write_atomic(path, &json)
     }
-}
-
-/// Writes `bytes` to a sibling temp file and renames it over `path`.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(|e| Error::from(e).resource(dir.display().to_string()))?;
-    let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    // Unique per process and call, so concurrent writers never share a temp file.
-    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let tmp = dir.join(format!(".{file_name}.{}.{seq}.tmp", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::from(e).resource(tmp.display().to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::from(e).resource(path.display().to_string())
-    })
 }

@@ -19,7 +19,7 @@ use galley_core::{Error, Result, Stage};
 use serde::{Deserialize, Serialize};
 
 use galley_server::capture::{INFERENCES_FILE, INFERENCES_ROTATED, InferenceLine, InferenceLineRef, METRICS_PROM, append_lines, encode_line};
-use galley_server::config::write_atomic;
+use galley_core::fs::write_atomic;
 
 pub const BASELINE_FILE: &str = "baseline.json";
 pub const METRICS_JSON: &str = "metrics.json";
@@ -284,14 +284,14 @@ impl Monitor for LocalMonitor {
         let name = monitor.to_owned();
         let config = config.clone();
         tokio::task::spawn_blocking(move || -> Result<DriftReport> {
-            let baseline = Self::read_baseline(&dir, &name)?;
+            let Baseline { columns, rows, predictions } = Self::read_baseline(&dir, &name)?;
             let Recorded {
                 columns: current,
                 predictions: current_predictions,
                 samples,
             } = Self::read_inferences(&dir)?;
-            let baseline_table = Table { columns: baseline.columns.clone(), rows: baseline.rows.clone() };
-            Ok(galley_ml::drift_report(&name, &baseline_table, &baseline.predictions, &current, &current_predictions, samples, &config))
+            let baseline = Table { columns, rows };
+            Ok(galley_ml::drift_report(&name, &baseline, &predictions, &current, &current_predictions, samples, &config))
         })
         .await
         .map_err(|e| Error::internal(e.to_string()))?

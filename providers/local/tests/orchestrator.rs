@@ -1112,26 +1112,6 @@ async fn watcher_requires_probes_for_its_triggers() {
 }
 
 #[tokio::test]
-async fn watch_loop_stops_on_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let (orch, _rec) = setup(
-        dir.path(),
-        &watch_spec("loop", None, vec![Trigger::NewData]),
-    )
-    .await;
-    let probes = Probes {
-        data: Some(Arc::new(|| async { Ok("same".to_string()) })),
-        drift: None,
-    };
-    let w = Watcher::new(orch.clone(), "loop", probes, WatchOptions::default())
-        .await
-        .unwrap();
-    guard("watch", w.watch(async {})).await.unwrap();
-    // The loop ticked once before seeing the shutdown: the baseline is recorded.
-    assert_eq!(w.load_state().unwrap().data_hash.as_deref(), Some("same"));
-}
-
-#[tokio::test]
 async fn a_launch_hook_starts_fired_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (orch, _rec) = setup(dir.path(), &watch_spec("hook", None, vec![Trigger::Drift])).await;

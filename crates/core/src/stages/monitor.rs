@@ -47,6 +47,11 @@ pub struct DriftReport {
     pub drifted: bool,
 }
 
+/// Whether `samples` inferences are enough to judge drift (at least one, and `min_samples`).
+pub fn enough_samples(samples: usize, min_samples: usize) -> bool {
+    samples > 0 && samples >= min_samples
+}
+
 impl DriftReport {
     pub fn drifted_features(&self) -> Vec<&str> {
         self.features.iter().filter(|f| f.drifted).map(|f| f.feature.as_str()).collect()
@@ -54,7 +59,7 @@ impl DriftReport {
 
     /// Whether there were enough inferences for a verdict.
     pub fn enough_data(&self) -> bool {
-        self.samples > 0 && self.samples >= self.min_samples
+        enough_samples(self.samples, self.min_samples)
     }
 
     /// The verdict in words: "DRIFT on alcohol", "no drift", "not enough data (1 of 100 inferences)".

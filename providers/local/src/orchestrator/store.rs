@@ -12,7 +12,6 @@
 //! <dir>/<pipeline>/watch.json             trigger state of `galley watch`
 //! ```
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use galley_core::stages::{PipelineRun, PipelineSpec};
@@ -178,36 +177,7 @@ pub(crate) fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
 
 /// Replaces `path` atomically: readers see the old or the new content, never a mix.
 pub(crate) fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let ctx = |e: std::io::Error| {
-        Error::from(e)
-            .operation("write")
-            .resource(path.display().to_string())
-    };
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::internal(format!("{} has no parent directory", path.display())))?;
-    std::fs::create_dir_all(dir).map_err(ctx)?;
-    let bytes = serde_json::to_vec_pretty(value)?;
-    let file_name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("record");
-    let tmp = dir.join(format!(".{file_name}.tmp-{:08x}", fastrand::u32(..)));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        // Make the rename itself durable; best effort where directories can't be opened.
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(ctx)
+    galley_core::fs::write_atomic(path, &serde_json::to_vec_pretty(value)?)
 }
 
 /// Whether the process that owns a run is still alive. Unknown → assumed alive, so a live

@@ -10,10 +10,10 @@
 //!
 //! The decision is the pure [`Watcher::decide`] over an explicit clock, persisted
 //! [`WatchState`] and probe [`Observation`]s, so it is tested without waiting real time;
-//! [`Watcher::tick`] and [`Watcher::watch`] are the thin I/O around it.
+//! [`Watcher::tick`] is the thin I/O around it; `galley watch` loops over it through
+//! [`TriggerWatch`].
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -329,41 +329,6 @@ impl Watcher {
             }
         }
         Ok(report)
-    }
-
-    /// Ticks until `shutdown` completes. Errors of a tick are logged and the loop goes on, as
-    /// a daemon should; only a shutdown ends it.
-    pub async fn watch(&self, shutdown: impl Future<Output = ()>) -> Result<()> {
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let now = Utc::now();
-            match self.tick(now).await {
-                Ok(r) => {
-                    if let Some(trigger) = r.fired {
-                        tracing::info!(pipeline = %self.spec.name, ?trigger, run = ?r.run, "started a pipeline run");
-                    }
-                    if let Some(run) = &r.coalesced_into {
-                        tracing::info!(pipeline = %self.spec.name, due = ?r.due, %run, "coalesced into the active run");
-                    }
-                    for e in &r.probe_errors {
-                        tracing::warn!(pipeline = %self.spec.name, "{e}");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(pipeline = %self.spec.name, error = %e, "watch tick failed")
-                }
-            }
-            let state = self.load_state().unwrap_or_default();
-            let wake = self.next_wake(Utc::now(), &state);
-            let pause = (wake - Utc::now())
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .max(Duration::from_millis(200));
-            tokio::select! {
-                _ = &mut shutdown => return Ok(()),
-                _ = tokio::time::sleep(pause) => {}
-            }
-        }
     }
 }
 

@@ -10,7 +10,6 @@
 
 mod process;
 
-pub use galley_server::{config, metrics, scoring};
 
 use std::ffi::OsString;
 use std::net::IpAddr;
@@ -24,7 +23,8 @@ use galley_core::stages::{
 use galley_core::table::Table;
 use galley_core::{Error, ErrorKind, Result, Stage};
 
-pub use galley_server::{DEFAULT_MAX_BODY_BYTES, ServerConfig, ServerState, VariantConfig, router, run_server, schedule};
+pub use galley_server::{ServerConfig, VariantConfig, run_server};
+use galley_server::{DEFAULT_MAX_BODY_BYTES, ServerState};
 
 const SETTINGS_FILE: &str = "settings.json";
 const SPEC_FILE: &str = "spec.json";
@@ -170,7 +170,7 @@ impl LocalServing {
         settings.validate(name)?;
         let json =
             serde_json::to_vec_pretty(settings).map_err(|e| Error::internal(e.to_string()))?;
-        config::write_atomic(&self.endpoint_dir(name).join(SETTINGS_FILE), &json)
+        galley_core::fs::write_atomic(&self.endpoint_dir(name).join(SETTINGS_FILE), &json)
             .map_err(|e| err(e, "configure", name))
     }
 
@@ -436,7 +436,7 @@ impl LocalServing {
                 if let Err(e) = self.reload(&spec.name, &state.url).await {
                     // Put back the config that is still being served.
                     if let Some(prev) = previous {
-                        let _ = config::write_atomic(&config_path, &prev);
+                        let _ = galley_core::fs::write_atomic(&config_path, &prev);
                     }
                     return Err(e);
                 }
@@ -452,7 +452,7 @@ impl LocalServing {
         };
         let spec_json =
             serde_json::to_vec_pretty(spec).map_err(|e| Error::internal(e.to_string()))?;
-        config::write_atomic(&dir.join(SPEC_FILE), &spec_json)?;
+        galley_core::fs::write_atomic(&dir.join(SPEC_FILE), &spec_json)?;
         Ok(EndpointInfo {
             name: spec.name.clone(),
             url,
