@@ -220,7 +220,7 @@ impl S3Artifacts {
 
     /// The object's bytes (`version`: an earlier version), checked against the SHA-256 it was
     /// written with as they are read.
-    async fn stream_version(&self, key: &str, version: Option<&str>, expect_sha: Option<String>) -> Result<ByteStream> {
+    async fn stream(&self, key: &str, version: Option<&str>) -> Result<ByteStream> {
         let out = self
             .s3
             .get_object()
@@ -231,7 +231,7 @@ impl S3Artifacts {
             .send()
             .await
             .map_err(self.err("GetObject", key))?;
-        let expect = expect_sha.or_else(|| out.metadata().and_then(|m| m.get(SHA256_META)).cloned());
+        let expect = out.metadata().and_then(|m| m.get(SHA256_META)).cloned();
         let uri = self.uri(key);
         let state = (out.body, Sha256::new(), expect, uri, false);
         Ok(futures::stream::unfold(state, |(mut body, mut h, expect, uri, done)| async move {
@@ -262,10 +262,6 @@ impl S3Artifacts {
             }
         })
         .boxed())
-    }
-
-    async fn stream(&self, key: &str, expect_sha: Option<String>) -> Result<ByteStream> {
-        self.stream_version(key, None, expect_sha).await
     }
 }
 
@@ -458,7 +454,7 @@ impl ArtifactStore for S3Artifacts {
     }
 
     async fn get_version(&self, key: &ArtifactKey, version_id: &str) -> Result<ByteStream> {
-        self.stream_version(key.as_str(), Some(version_id), None).await
+        self.stream(key.as_str(), Some(version_id)).await
     }
 }
 

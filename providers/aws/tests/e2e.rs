@@ -14,7 +14,7 @@
 //! serving container running the model the run registered, and the test compares the answer
 //! with galley-ml's own predictions from the same model file.
 //!
-//! moto 5.2.5 does not implement DeleteFeatureGroup, DeleteModelPackage or
+//! moto 5.1.22 does not implement DeleteFeatureGroup, DeleteModelPackage or
 //! DeleteModelPackageGroup: destroying `blueprints/aws.yaml` on moto fails for exactly those
 //! two resources (and keeps the bucket they depend on); their requests are spec-checked in
 //! tests/spec.rs. A second test destroys a blueprint without them completely, leaving nothing.
@@ -171,10 +171,10 @@ fn assert_no_secret(what: &str, bytes: &[u8]) {
     assert!(!text.contains(common::SECRET_KEY), "the planted secret key leaked into {what}");
 }
 
+/// By this test's own name (a listing would page through every test's experiments). moto
+/// answers DescribeExperiment for a missing name with an error (a 500, not ResourceNotFound).
 async fn experiment_exists(c: &AwsClients, name: &str) -> bool {
-    // moto answers DescribeExperiment for a missing name with a 500, so list instead.
-    let list = c.sagemaker.list_experiments().send().await.unwrap();
-    list.experiment_summaries().iter().any(|e| e.experiment_name() == Some(name))
+    c.sagemaker.describe_experiment().experiment_name(name).send().await.is_ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -257,7 +257,6 @@ async fn aws_blueprint_applies_runs_serves_and_destroys_on_moto() {
     let mut failed: Vec<&str> = destroyed.failed.iter().map(|(a, _)| a.as_str()).collect();
     failed.sort();
     assert_eq!(failed, vec!["features.group", "registry.model"], "only what moto cannot delete may fail: {destroyed:?}");
-    let _ = group;
     assert_eq!(destroyed.skipped, vec!["artifacts.store".to_owned()], "the bucket outlives the resources that keep data in it");
     let mut deleted = destroyed.deleted.clone();
     deleted.sort();
@@ -269,8 +268,8 @@ async fn aws_blueprint_applies_runs_serves_and_destroys_on_moto() {
     }
     assert!(c.sagemaker.describe_pipeline().pipeline_name(&pipeline).send().await.is_err(), "pipeline leaked");
     assert!(!experiment_exists(c, &experiment).await, "experiment leaked");
-    let trials = c.sagemaker.list_trials().send().await.unwrap();
-    assert!(trials.trial_summaries().iter().all(|t| t.trial_name() != summary.experiment_run.as_deref()), "trial leaked");
+    let trial = summary.experiment_run.as_deref().expect("the run was tracked as a trial");
+    assert!(c.sagemaker.describe_trial().trial_name(trial).send().await.is_err(), "trial {trial} leaked");
 
     // ---- the planted secret is nowhere Galley wrote ----
     assert_no_secret("the plan", &plan_json);

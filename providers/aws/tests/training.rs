@@ -251,6 +251,7 @@ async fn cancelling_the_run_stops_the_billed_job() {
         tokio::spawn(async move { p.run_training_job(&job(), &Lines(Mutex::default())).await })
     };
     while !server.requests().iter().any(|r| r.sagemaker_op() == Some("DescribeTrainingJob")) {
+        assert!(!running.is_finished(), "the job ended before it was polled: {:?}", running.await);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let cancelled = p.cancel("run-0123").await;

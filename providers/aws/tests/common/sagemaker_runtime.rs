@@ -372,8 +372,12 @@ impl Shared {
     /// it was created with an online store.
     async fn online_group(&self, group: &str) -> Option<(String, String)> {
         let enabled = self.online_configs.lock().unwrap().get(group).is_some_and(|c| c["EnableOnlineStore"] == true);
+        if !enabled {
+            return None;
+        }
+        // Asked of moto each time, so a group deleted since has no online store either.
         let d = self.aws.sagemaker.describe_feature_group().feature_group_name(group).send().await.ok()?;
-        enabled.then(|| (d.record_identifier_feature_name().unwrap_or_default().to_owned(), d.event_time_feature_name().unwrap_or_default().to_owned()))
+        Some((d.record_identifier_feature_name().unwrap_or_default().to_owned(), d.event_time_feature_name().unwrap_or_default().to_owned()))
     }
 
     async fn put_record(&self, group: &str, body: &Bytes) -> Response<Full<Bytes>> {
