@@ -126,6 +126,12 @@ fn stages(bp: &Blueprint, c: &mut Checker) {
                 c.err(&["stages", "training", "max_runtime"], "`max_runtime` bounds a managed training job, and this training runs in galley's process (`compute: local`)", Some("remove `max_runtime`, or set `compute: managed`".into()));
             }
         }
+        // Every algorithm a blueprint can name today is a built-in one, on CPU; a GPU for it
+        // would be billed and idle. (A platform's GpuTraining becomes the question once
+        // training can be the user's own code.)
+        if t.gpu {
+            c.err(&["stages", "training", "gpu"], format!("`gpu: true` asks for a GPU instance, but the built-in algorithm `{}` runs on CPU only: the GPU would be billed and idle", algorithm_name(t.algorithm)), Some("remove `gpu: true`".into()));
+        }
         let fits = match (t.algorithm, bp.data.task) {
             (Algorithm::LogisticRegression, Task::Regression) => Some("logistic_regression is a classifier; use linear_regression or decision_tree for regression"),
             (Algorithm::LinearRegression, Task::Classification) => Some("linear_regression predicts numbers; use logistic_regression or decision_tree for classification"),
@@ -239,9 +245,6 @@ fn portability(bp: &Blueprint, c: &mut Checker) {
     if let Some(t) = &s.training {
         if t.compute == Compute::Managed {
             asks.push((Stage::Training, Feature::ManagedCompute, vec!["stages", "training", "compute"], "compute: managed".into(), Some("use `compute: local`".into())));
-        }
-        if t.gpu {
-            asks.push((Stage::Training, Feature::GpuTraining, vec!["stages", "training", "gpu"], "gpu: true".into(), None));
         }
     }
     if let Some(r) = &s.registry {

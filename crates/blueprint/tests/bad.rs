@@ -47,6 +47,7 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
     ("local_managed_compute.yaml", 9, 14, "stages.training.compute", "platform `local` cannot honour managed training jobs (stages.training.compute: managed)"),
     ("managed_without_image.yaml", 10, 14, "stages.training.compute", "`compute: managed` runs the training job in a container, but `stages.training.image` is not set"),
     ("max_runtime_local.yaml", 9, 18, "stages.training.max_runtime", "`max_runtime` bounds a managed training job, and this training runs in galley's process (`compute: local`)"),
+    ("gpu_builtin_algorithm.yaml", 10, 10, "stages.training.gpu", "`gpu: true` asks for a GPU instance, but the built-in algorithm `decision_tree` runs on CPU only: the GPU would be billed and idle"),
     ("bad_max_runtime.yaml", 12, 18, "stages.training.max_runtime", "invalid max_runtime `two hours`: expected a number and a unit, such as `2h` or `90m`"),
     ("aws_missing_region.yaml", 3, 11, "platform", "platform `aws` is used but platforms.aws.region is not set"),
     ("bad_bucket.yaml", 11, 13, "stages.artifacts.bucket", "invalid S3 bucket name `My_Bucket`: `M` is not allowed; use lower-case letters, digits, `-` and `.`"),

@@ -115,7 +115,7 @@ pub(crate) struct LockGuard<'a> {
 
 impl Drop for LockGuard<'_> {
     fn drop(&mut self) {
-        if let Err(e) = self.backend.unlock(&self.id) {
+        if let Err(e) = blocking(|| self.backend.unlock(&self.id)) {
             tracing::warn!("could not release the state lock {}: {e}", self.id);
         }
     }
@@ -171,19 +171,39 @@ impl<'a> Journal<'a> {
         }
         // Let operations that are ready right now add their changes to this save.
         tokio::task::yield_now().await;
-        let mut c = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        c.state.serial += 1;
-        c.state.refresh_outputs();
-        match self.backend.save(&c.state) {
+        // Save a snapshot, not the shared state: the mutex is never held across the backend
+        // call, so operations keep recording their changes (for the next save) meanwhile.
+        let (snapshot, covers) = {
+            let c = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut snapshot = c.state.clone();
+            snapshot.serial += 1;
+            snapshot.refresh_outputs();
+            (snapshot, c.generation)
+        };
+        match blocking(|| self.backend.save(&snapshot)) {
             Ok(()) => {
-                self.saved.store(c.generation, Ordering::SeqCst);
+                let mut c = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                c.state.serial = c.state.serial.max(snapshot.serial);
+                drop(c);
+                self.saved.fetch_max(covers, Ordering::SeqCst);
                 Ok(())
             }
-            Err(e) => {
-                c.state.serial -= 1;
-                Err(Error::new(e.kind(), format!("could not save state {}: {}", self.backend.describe(), e)))
-            }
+            Err(e) => Err(Error::new(e.kind(), format!("could not save state {}: {}", self.backend.describe(), e))),
         }
+    }
+}
+
+/// Runs a state-backend call (which blocks: a file write, or the S3 backend waiting on its
+/// helper thread) from async code without stalling the Tokio worker it is on. On a
+/// multi-threaded runtime `block_in_place` hands the worker's other tasks to another thread
+/// first; on a current-thread runtime it would panic (there is no other thread), so there —
+/// and outside any runtime — the call runs directly. `spawn_blocking` is no option: the
+/// journal and the lock guard borrow the backend, so the call is not `'static`.
+fn blocking<R>(call: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(call),
+        _ => call(),
     }
 }
 
@@ -243,7 +263,7 @@ impl Engine {
 
     /// The current state (an empty one when none exists yet).
     pub fn state(&self) -> Result<State> {
-        Ok(self.backend.load()?.unwrap_or_default())
+        Ok(blocking(|| self.backend.load())?.unwrap_or_default())
     }
 
     /// Where state lives, for messages: a path, `s3://bucket/key`, …
@@ -265,7 +285,7 @@ impl Engine {
         let info = LockInfo::new(operation);
         let started = Instant::now();
         loop {
-            match self.backend.lock(&info) {
+            match blocking(|| self.backend.lock(&info)) {
                 Ok(()) => return Ok(LockGuard { backend: self.backend.as_ref(), id: info.id }),
                 Err(e) if e.kind() == ErrorKind::Conflict => match self.opts.lock_timeout {
                     Some(t) if started.elapsed() < t => {
@@ -381,7 +401,7 @@ impl Engine {
 
     /// What apply would do now. Does not lock or write state.
     pub async fn plan(&self) -> Result<Plan> {
-        let loaded = self.backend.load()?;
+        let loaded = blocking(|| self.backend.load())?;
         let lineage = loaded.as_ref().map(|s| s.lineage.clone());
         let mut state = loaded.unwrap_or_default();
         let serial = state.serial;
@@ -503,7 +523,7 @@ impl Engine {
     /// Applies `plan` (exactly it, if it still matches the state) or, with `None`, a fresh plan.
     pub async fn apply(&self, plan: Option<&Plan>, events: EventSink) -> Result<ApplyReport> {
         let _lock = self.lock("apply").await?;
-        let loaded = self.backend.load()?;
+        let loaded = blocking(|| self.backend.load())?;
         if let Some(plan) = plan {
             plan.verify()?;
             check_plan_matches(plan, loaded.as_ref(), &self.backend.describe())?;
@@ -542,7 +562,7 @@ impl Engine {
     /// Destroys every resource in state, dependents first.
     pub async fn destroy(&self, events: EventSink) -> Result<ApplyReport> {
         let _lock = self.lock("destroy").await?;
-        let Some(mut state) = self.backend.load()? else {
+        let Some(mut state) = blocking(|| self.backend.load())? else {
             return Ok(ApplyReport::default());
         };
         let settled = self.settle_pending(&mut state).await?;
@@ -602,7 +622,7 @@ impl Engine {
     /// Like [`Engine::drift`], then records reality in state (vanished resources are forgotten).
     pub async fn refresh(&self) -> Result<Vec<Drift>> {
         let _lock = self.lock("refresh").await?;
-        let Some(mut state) = self.backend.load()? else {
+        let Some(mut state) = blocking(|| self.backend.load())? else {
             return Ok(Vec::new());
         };
         let settled = self.settle_pending(&mut state).await?;
@@ -645,7 +665,7 @@ impl Engine {
             Error::invalid(format!("`{address}` is not a resource of blueprint `{}`; see `galley plan` for the addresses", self.graph.blueprint()))
         })?;
         let _lock = self.lock("import").await?;
-        let mut state = self.backend.load()?.unwrap_or_default();
+        let mut state = blocking(|| self.backend.load())?.unwrap_or_default();
         self.settle_pending(&mut state).await?;
         if let Some(r) = state.resources.get(address) {
             return Err(Error::conflict(format!("`{address}` is already managed by galley (id `{}`); nothing to import", r.id)));
@@ -727,6 +747,77 @@ mod tests {
         assert_send(&engine.plan());
         assert_send(&engine.refresh());
         assert_send(&engine.import("a", "b"));
+    }
+
+    /// A backend whose save completes only once another task has read the journal while the
+    /// save is under way.
+    struct WaitsForAReader {
+        inner: MemoryBackend,
+        started: Arc<tokio::sync::Notify>,
+        read_during_save: std::sync::Mutex<std::sync::mpsc::Receiver<u64>>,
+    }
+
+    impl StateBackend for WaitsForAReader {
+        fn describe(&self) -> String {
+            "test".into()
+        }
+        fn load(&self) -> Result<Option<State>> {
+            self.inner.load()
+        }
+        fn save(&self, state: &State) -> Result<()> {
+            self.started.notify_one();
+            let rx = self.read_during_save.lock().unwrap();
+            rx.recv_timeout(Duration::from_secs(5))
+                .map_err(|_| Error::internal("nothing could read the journal while the state was being saved"))?;
+            self.inner.save(state)
+        }
+        fn lock(&self, info: &LockInfo) -> Result<()> {
+            self.inner.lock(info)
+        }
+        fn unlock(&self, id: &str) -> Result<()> {
+            self.inner.unlock(id)
+        }
+        fn lock_holder(&self) -> Result<Option<LockInfo>> {
+            self.inner.lock_holder()
+        }
+    }
+
+    /// A save blocks neither the runtime's only worker nor the journal: another task runs and
+    /// reads the state (still at the old serial) while the backend is writing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_save_in_progress_blocks_neither_the_worker_nor_the_journal() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let started = Arc::new(tokio::sync::Notify::new());
+        let backend: &'static WaitsForAReader = Box::leak(Box::new(WaitsForAReader {
+            inner: MemoryBackend::new(),
+            started: started.clone(),
+            read_during_save: std::sync::Mutex::new(rx),
+        }));
+        let journal: &'static Journal<'static> = Box::leak(Box::new(Journal::new(State::new(), backend)));
+        let reader = tokio::spawn(async move {
+            started.notified().await;
+            let _ = tx.send(journal.read(|s| s.serial));
+        });
+        // On a worker (a test's own body runs on the thread that called block_on).
+        tokio::spawn(journal.update(|s| s.outputs.clear())).await.unwrap().unwrap();
+        reader.await.unwrap();
+        assert_eq!(journal.read(|s| s.serial), 1, "the shared serial follows a successful save");
+        assert_eq!(backend.load().unwrap().unwrap().serial, 1);
+    }
+
+    /// A failed save leaves the shared serial where it was, so the next save reuses it.
+    #[tokio::test]
+    async fn a_failed_save_leaves_the_serial() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        drop(tx);
+        let backend = WaitsForAReader {
+            inner: MemoryBackend::new(),
+            started: Arc::new(tokio::sync::Notify::new()),
+            read_during_save: std::sync::Mutex::new(rx),
+        };
+        let journal = Journal::new(State::new(), &backend);
+        assert!(journal.update(|_| ()).await.is_err());
+        assert_eq!(journal.read(|s| s.serial), 0);
     }
 
     #[tokio::test]

@@ -4,7 +4,10 @@
 //! Every object carries its whole-content SHA-256 as `x-amz-meta-galley-sha256`. S3 keeps only
 //! per-part checksums for multipart uploads and its metadata is fixed when the upload starts,
 //! so a large upload goes to a staging key first and is then copied (server-side) to its key
-//! with the digest: readers see the old object or the complete new one, never a part.
+//! with the digest: readers see the old object or the complete new one, never a part. The
+//! staging object is then deleted by its version id, which in a versioned bucket removes it for
+//! good (a plain delete would only hide it behind a delete marker and keep a full-size
+//! noncurrent version, billed forever).
 
 use std::collections::HashMap;
 
@@ -123,7 +126,8 @@ impl S3Artifacts {
                     break;
                 }
             }
-            self.s3
+            let completed = self
+                .s3
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
                 .key(&staging)
@@ -132,14 +136,17 @@ impl S3Artifacts {
                 .send()
                 .await
                 .map_err(self.err("CompleteMultipartUpload", key))?;
-            Ok::<_, Error>(size)
+            Ok::<_, Error>((size, completed.version_id().map(str::to_owned)))
         }
         .await;
-        let size = match result {
-            Ok(size) => size,
+        let (size, staging_version) = match result {
+            Ok(done) => done,
             Err(e) => {
-                // Best effort: an abandoned upload is also reaped by a lifecycle rule.
-                let _ = self.s3.abort_multipart_upload().bucket(&self.bucket).key(&staging).upload_id(&upload_id).send().await;
+                // Best effort: S3 keeps an abandoned upload's parts (and bills them) until it is
+                // aborted; one that fails here shows in ListMultipartUploads.
+                if let Err(abort) = self.s3.abort_multipart_upload().bucket(&self.bucket).key(&staging).upload_id(&upload_id).send().await {
+                    tracing::warn!("could not abort the multipart upload {upload_id} of {}: {abort}", self.uri(&staging));
+                }
                 return Err(e);
             }
         };
@@ -158,7 +165,10 @@ impl S3Artifacts {
             .send()
             .await
             .map_err(self.err("CopyObject", key));
-        let _ = self.s3.delete_object().bucket(&self.bucket).key(&staging).send().await;
+        let removed = self.s3.delete_object().bucket(&self.bucket).key(&staging).set_version_id(staging_version).send().await;
+        if let Err(e) = removed {
+            tracing::warn!("could not delete the staging copy {}: {e}; delete it by hand", self.uri(&staging));
+        }
         copied?;
         Ok((size, sha_hex))
     }
@@ -344,33 +354,7 @@ impl ArtifactStore for S3Artifacts {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ArtifactMeta>> {
-        check_prefix(prefix)?;
-        let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let page = self
-                .s3
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.clone())
-                .send()
-                .await
-                .map_err(self.err("ListObjectsV2", prefix))?;
-            for o in page.contents() {
-                if let Some(k) = o.key()
-                    && !k.starts_with(STAGING_PREFIX)
-                    && ArtifactKey::new(k).is_ok()
-                {
-                    keys.push(k.to_owned());
-                }
-            }
-            token = page.next_continuation_token().map(str::to_owned);
-            if token.is_none() {
-                break;
-            }
-        }
-        keys.sort();
+        let keys = self.keys(prefix).await?;
         let heads: Vec<_> = keys.into_iter().map(|k| {
             let this = self.clone();
             async move { this.meta_of(&k).await }
@@ -460,6 +444,39 @@ impl ArtifactStore for S3Artifacts {
 
 impl S3Artifacts {
     /// The raw metadata of an object (for tests and the state backend).
+    /// The keys under `prefix`, sorted, without reading each object's metadata (which
+    /// `list` does): for objects Galley did not write, such as SageMaker's capture files.
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>> {
+        check_prefix(prefix)?;
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .s3
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.clone())
+                .send()
+                .await
+                .map_err(self.err("ListObjectsV2", prefix))?;
+            for o in page.contents() {
+                if let Some(k) = o.key()
+                    && !k.starts_with(STAGING_PREFIX)
+                    && ArtifactKey::new(k).is_ok()
+                {
+                    keys.push(k.to_owned());
+                }
+            }
+            token = page.next_continuation_token().map(str::to_owned);
+            if token.is_none() {
+                break;
+            }
+        }
+        keys.sort();
+        Ok(keys)
+    }
+
     pub async fn object_metadata(&self, key: &str) -> Result<HashMap<String, String>> {
         let head = self.s3.head_object().bucket(&self.bucket).key(key).send().await.map_err(self.err("HeadObject", key))?;
         Ok(head.metadata().cloned().unwrap_or_default())

@@ -15,6 +15,7 @@ use aws_credential_types::Credentials;
 use aws_credential_types::provider::ProvideCredentials;
 use galley_blueprint::Blueprint;
 
+use crate::error::RecordEndpoint;
 use crate::platform::AwsSettings;
 use galley_core::{Error, ErrorKind, Result, RetryPolicy};
 
@@ -196,20 +197,28 @@ pub struct AwsClients {
     pub sagemaker: aws_sdk_sagemaker::Client,
     pub runtime: aws_sdk_sagemakerruntime::Client,
     pub featurestore: aws_sdk_sagemakerfeaturestoreruntime::Client,
+    /// SageMaker Metrics: the only way metric points reach SageMaker Experiments from outside
+    /// a training job.
+    pub metrics: aws_sdk_sagemakermetrics::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl AwsClients {
     pub async fn connect(config: &AwsConfig) -> Result<Self> {
         let sdk = config.load().await?;
-        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.force_path_style).build();
+        // Every client records which endpoint answered, so an answer that is not AWS's (a
+        // proxy's error page, a wrong endpoint URL) is reported with who gave it.
+        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.force_path_style).interceptor(RecordEndpoint).build();
         Ok(AwsClients {
             config: config.clone(),
             s3: aws_sdk_s3::Client::from_conf(s3_conf),
-            sagemaker: aws_sdk_sagemaker::Client::new(&sdk),
-            runtime: aws_sdk_sagemakerruntime::Client::new(&sdk),
-            featurestore: aws_sdk_sagemakerfeaturestoreruntime::Client::new(&sdk),
-            cloudwatch: aws_sdk_cloudwatch::Client::new(&sdk),
+            sagemaker: aws_sdk_sagemaker::Client::from_conf(aws_sdk_sagemaker::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
+            runtime: aws_sdk_sagemakerruntime::Client::from_conf(aws_sdk_sagemakerruntime::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
+            featurestore: aws_sdk_sagemakerfeaturestoreruntime::Client::from_conf(
+                aws_sdk_sagemakerfeaturestoreruntime::config::Builder::from(&sdk).interceptor(RecordEndpoint).build(),
+            ),
+            metrics: aws_sdk_sagemakermetrics::Client::from_conf(aws_sdk_sagemakermetrics::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
+            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(aws_sdk_cloudwatch::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
         })
     }
 

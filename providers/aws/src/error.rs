@@ -1,8 +1,15 @@
 //! Every SDK error becomes a `galley_core::Error` here, in one place: the kind decides whether
 //! Galley's retry loop tries again, the message says what AWS said without SDK internals.
 
+use aws_smithy_runtime_api::box_error::BoxError;
+use aws_smithy_runtime_api::client::interceptors::Intercept;
+use aws_smithy_runtime_api::client::interceptors::context::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextRef,
+};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
+use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use galley_core::{Error, ErrorKind, Stage};
 
@@ -14,6 +21,100 @@ pub struct AwsFault {
     pub status: Option<u16>,
     /// The request never got an answer (connection refused, reset, timed out).
     pub transport: Option<TransportFault>,
+    /// The answer was not AWS's (a proxy's error page, a wrong endpoint).
+    pub foreign: Option<ForeignAnswer>,
+}
+
+/// An answer whose body is not an AWS answer, reduced to what a user needs to find who gave it.
+/// Never holds headers (other than the content type) or credentials.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ForeignAnswer {
+    /// Who answered, `scheme://host[:port]/`, when the client records it ([`RecordEndpoint`]).
+    pub endpoint: Option<String>,
+    pub content_type: Option<String>,
+    /// The body's first [`EXCERPT_CHARS`] characters, whitespace collapsed.
+    pub excerpt: String,
+}
+
+/// How much of a foreign body an error quotes.
+pub const EXCERPT_CHARS: usize = 80;
+
+impl ForeignAnswer {
+    /// `Some` when `raw` has a body; with `html_only`, only when that body is an HTML page.
+    fn of(raw: &HttpResponse, html_only: bool) -> Option<Self> {
+        let body = raw.body().bytes().filter(|b| !b.iter().all(u8::is_ascii_whitespace))?;
+        let content_type = raw.headers().get("content-type").map(str::to_owned);
+        let text = String::from_utf8_lossy(body);
+        let head = text.trim_start().get(..9).unwrap_or("").to_ascii_lowercase();
+        let html = content_type.as_deref().is_some_and(|c| c.contains("html"))
+            || head.starts_with("<!doctype")
+            || head.starts_with("<html");
+        if html_only && !html {
+            return None;
+        }
+        let endpoint = raw.extension::<AnsweredBy>().map(|a| a.0.clone());
+        Some(ForeignAnswer { endpoint, content_type, excerpt: excerpt(&text) })
+    }
+}
+
+fn excerpt(text: &str) -> String {
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut chars = flat.chars().filter(|c| !c.is_control());
+    let mut out: String = chars.by_ref().take(EXCERPT_CHARS).collect();
+    if chars.next().is_some() {
+        out.push('…');
+    }
+    out
+}
+
+/// Records on every response which endpoint answered (`scheme://host[:port]/`, nothing of the
+/// path, query or user info), so [`fault`] can name it when the answer is not AWS's. Install it
+/// on a client's config builder: `.interceptor(RecordEndpoint)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordEndpoint;
+
+/// The origin a response came from, as a response extension.
+#[derive(Debug, Clone)]
+struct AnsweredBy(String);
+
+impl Storable for AnsweredBy {
+    type Storer = StoreReplace<Self>;
+}
+
+impl Intercept for RecordEndpoint {
+    fn name(&self) -> &'static str {
+        "galley::RecordEndpoint"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        cfg.interceptor_state().store_put(AnsweredBy(origin(context.request().uri())));
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        context: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(a) = cfg.load::<AnsweredBy>() {
+            context.response_mut().add_extension(a.clone());
+        }
+        Ok(())
+    }
+}
+
+/// `scheme://host[:port]/` of a URL: no user info, path or query.
+fn origin(uri: &str) -> String {
+    let (scheme, rest) = uri.split_once("://").unwrap_or(("https", uri));
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}/")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,6 +222,15 @@ impl AwsFault {
     }
 
     fn describe(&self) -> String {
+        if let Some(f) = &self.foreign {
+            let who = f.endpoint.as_deref().unwrap_or("the endpoint");
+            let status = self.status.map(|st| format!(" HTTP {st}")).unwrap_or_default();
+            let what = f.content_type.as_deref().unwrap_or("no content type");
+            return format!(
+                "{who} answered{status} with a body that is not an AWS answer ({what}: {:?}): check the endpoint URL and any proxy",
+                f.excerpt
+            );
+        }
         let mut s = String::from("AWS answered");
         if let Some(st) = self.status {
             s.push_str(&format!(" HTTP {st}"));
@@ -144,6 +254,8 @@ impl AwsFault {
         let kind = self.kind();
         let mut message = self.describe();
         match kind {
+            // A foreign answer says nothing about credentials or AWS's throttling.
+            _ if self.foreign.is_some() => {}
             ErrorKind::Unauthenticated => message.push_str(
                 ". The AWS credentials were refused or missing: check AWS_PROFILE / AWS_ACCESS_KEY_ID, or `platforms.aws.profile`",
             ),
@@ -164,14 +276,24 @@ where
 {
     let status = err.raw_response().map(|r| r.status().as_u16());
     match err {
+        // Every AWS error answer carries a code: a body without one was not written by AWS.
+        SdkError::ServiceError(se) if se.err().code().is_none() && se.err().message().is_none() => {
+            match ForeignAnswer::of(se.raw(), false) {
+                Some(foreign) => AwsFault { code: None, message: None, status, transport: None, foreign: Some(foreign) },
+                None => AwsFault { code: None, message: Some(source_chain(err)), status, transport: None, foreign: None },
+            }
+        }
         SdkError::ServiceError(se) => AwsFault {
             code: se.err().code().map(str::to_owned),
             // Without a message, say what the SDK saw (never includes credentials).
             message: se.err().message().map(str::to_owned).or_else(|| Some(source_chain(err))),
             status,
             transport: None,
+            foreign: None,
         },
-        SdkError::TimeoutError(_) => AwsFault { code: None, message: None, status, transport: Some(TransportFault::Timeout) },
+        SdkError::TimeoutError(_) => {
+            AwsFault { code: None, message: None, status, transport: Some(TransportFault::Timeout), foreign: None }
+        }
         SdkError::DispatchFailure(d) => {
             let t = if d.is_timeout() {
                 TransportFault::Timeout
@@ -182,19 +304,30 @@ where
             } else {
                 TransportFault::Other
             };
-            AwsFault { code: None, message: None, status, transport: Some(t) }
+            AwsFault { code: None, message: None, status, transport: Some(t), foreign: None }
         }
         SdkError::ConstructionFailure(_) => {
-            AwsFault { code: None, message: None, status, transport: Some(TransportFault::Construction) }
+            AwsFault { code: None, message: None, status, transport: Some(TransportFault::Construction), foreign: None }
         }
-        // A response that could not be parsed: judge it by its status, and say why.
-        SdkError::ResponseError(_) => AwsFault {
+        // A response that could not be parsed: an HTML page is someone else's; otherwise judge
+        // it by its status, and say why.
+        SdkError::ResponseError(r) => match ForeignAnswer::of(r.raw(), true) {
+            Some(foreign) => AwsFault { code: None, message: None, status, transport: None, foreign: Some(foreign) },
+            None => AwsFault {
+                code: None,
+                message: Some(format!("an answer the SDK could not read ({})", source_chain(err))),
+                status,
+                transport: if status.is_none() { Some(TransportFault::Other) } else { None },
+                foreign: None,
+            },
+        },
+        _ => AwsFault {
             code: None,
-            message: Some(format!("an answer the SDK could not read ({})", source_chain(err))),
+            message: None,
             status,
             transport: if status.is_none() { Some(TransportFault::Other) } else { None },
+            foreign: None,
         },
-        _ => AwsFault { code: None, message: None, status, transport: if status.is_none() { Some(TransportFault::Other) } else { None } },
     }
 }
 
@@ -225,9 +358,10 @@ pub fn is_not_found(e: &Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aws_smithy_types::error::ErrorMetadata;
 
     fn svc(code: &str, message: &str, status: u16) -> AwsFault {
-        AwsFault { code: Some(code.into()), message: Some(message.into()), status: Some(status), transport: None }
+        AwsFault { code: Some(code.into()), message: Some(message.into()), status: Some(status), transport: None, foreign: None }
     }
 
     #[test]
@@ -258,8 +392,80 @@ mod tests {
         assert_eq!(svc("ValidationException", "1 validation error detected", 400).kind(), ErrorKind::InvalidInput);
         assert_eq!(svc("PreconditionFailed", "", 412).kind(), ErrorKind::Conflict);
         assert_eq!(svc("ResourceInUse", "", 400).kind(), ErrorKind::AlreadyExists);
-        let io = AwsFault { code: None, message: None, status: None, transport: Some(TransportFault::Io) };
+        let io = AwsFault { code: None, message: None, status: None, transport: Some(TransportFault::Io), foreign: None };
         assert_eq!(io.kind(), ErrorKind::Unavailable);
+    }
+
+    fn answer(status: u16, content_type: &str, body: &str, endpoint: Option<&str>) -> HttpResponse {
+        let status = aws_smithy_runtime_api::http::StatusCode::try_from(status).unwrap();
+        let mut raw = HttpResponse::new(status, aws_smithy_types::body::SdkBody::from(body));
+        raw.headers_mut().insert("content-type", content_type.to_owned());
+        raw.headers_mut().insert("x-amz-security-token", "SECRET-HEADER".to_owned());
+        if let Some(e) = endpoint {
+            raw.add_extension(AnsweredBy(e.into()));
+        }
+        raw
+    }
+
+    /// An error answer the SDK could not parse: no code, no message (what the SDK's error
+    /// parsers leave for an HTML page).
+    fn unparsed(raw: HttpResponse) -> SdkError<ErrorMetadata, HttpResponse> {
+        SdkError::service_error(ErrorMetadata::builder().build(), raw)
+    }
+
+    #[test]
+    fn a_foreign_error_page_names_the_operation_status_and_who_answered() {
+        let html = "<html><body>Bad gateway</body></html>";
+        let raw = answer(502, "text/html", html, Some("http://127.0.0.1:9/"));
+        let e = sdk(Stage::Artifacts, "PutObject", "s3://b/k")(unparsed(raw));
+        let s = e.to_string();
+        assert_eq!(
+            s,
+            "[aws artifacts PutObject s3://b/k] http://127.0.0.1:9/ answered HTTP 502 with a body that is not an AWS answer \
+             (text/html: \"<html><body>Bad gateway</body></html>\"): check the endpoint URL and any proxy"
+        );
+        assert_eq!(e.kind(), ErrorKind::Unavailable, "a 5xx is still worth retrying");
+        assert!(!s.contains("SECRET-HEADER"), "{s}");
+
+        // A proxy's 403 is not a credentials problem: no AWS hint.
+        let raw = answer(403, "text/html; charset=utf-8", &format!("<!DOCTYPE html>{}", "x".repeat(200)), None);
+        let s = sdk(Stage::Artifacts, "GetObject", "s3://b/k")(unparsed(raw)).to_string();
+        assert!(s.contains("the endpoint answered HTTP 403 with a body that is not an AWS answer"), "{s}");
+        assert!(!s.contains("credentials"), "{s}");
+        let quoted = s.split('"').nth(1).unwrap();
+        assert_eq!(quoted.chars().count(), EXCERPT_CHARS + 1, "{quoted}");
+        assert!(quoted.ends_with('…'), "{quoted}");
+    }
+
+    #[test]
+    fn aws_errors_and_readable_answers_are_not_called_foreign() {
+        let xml = "<Error><Code>NoSuchKey</Code><Message>gone</Message></Error>";
+        let coded = SdkError::service_error(
+            ErrorMetadata::builder().code("NoSuchKey").message("gone").build(),
+            answer(404, "application/xml", xml, Some("http://h/")),
+        );
+        let f = fault(&coded);
+        assert_eq!((&f.foreign, f.code.as_deref(), f.kind()), (&None, Some("NoSuchKey"), ErrorKind::NotFound));
+
+        // An empty error body (a HEAD) is AWS's way, not a foreign answer.
+        assert_eq!(fault(&unparsed(answer(404, "application/xml", "", None))).foreign, None);
+
+        // A success answer the SDK could not read is foreign only when it is an HTML page.
+        let unreadable = |raw| {
+            SdkError::<ErrorMetadata, HttpResponse>::response_error(std::io::Error::other("unexpected token '<'"), raw)
+        };
+        let f = fault(&unreadable(answer(200, "text/html", "<html>captive portal</html>", Some("http://proxy:3128/"))));
+        assert_eq!(f.foreign.as_ref().and_then(|f| f.endpoint.as_deref()), Some("http://proxy:3128/"));
+        let f = fault(&unreadable(answer(200, "application/json", "{\"Half\":", None)));
+        assert_eq!(f.foreign, None);
+        assert!(f.message.unwrap().contains("could not read"));
+    }
+
+    #[test]
+    fn the_recorded_endpoint_is_the_origin_only() {
+        assert_eq!(origin("http://127.0.0.1:9/b/k?x-id=PutObject"), "http://127.0.0.1:9/");
+        assert_eq!(origin("https://user:pw@b.s3.eu-west-1.amazonaws.com/k"), "https://b.s3.eu-west-1.amazonaws.com/");
+        assert_eq!(origin("https://api.sagemaker.us-east-1.amazonaws.com"), "https://api.sagemaker.us-east-1.amazonaws.com/");
     }
 
     #[test]

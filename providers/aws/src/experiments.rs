@@ -3,8 +3,10 @@
 //! parameters and output artifacts Galley keeps up to date (what the SageMaker console shows).
 //!
 //! SageMaker takes metric points only from training jobs or the separate SageMaker Metrics
-//! service, and its tag values refuse common characters, so the run's full record (tags,
-//! every metric point) is kept beside it in the artifact bucket under
+//! service: every point goes to SageMaker Metrics (BatchPutMetrics, what Studio's charts and
+//! DescribeTrialComponent's summaries read), but that service cannot be read back point by
+//! point, and tag values refuse common characters, so the run's full record (tags, every
+//! metric point) is also kept beside it in the artifact bucket under
 //! `galley/experiments/`: one object per `log_metrics` call, so concurrent loggers never
 //! overwrite each other, and one `run.json` per run. That record answers `get_run`,
 //! `metric_history` and `search_runs`.
@@ -13,6 +15,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use aws_sdk_sagemaker::types::{TrialComponentArtifact, TrialComponentParameterValue, TrialComponentPrimaryStatus, TrialComponentStatus};
+use aws_sdk_sagemakermetrics::types::{PutMetricsErrorCode, RawMetricData};
 use aws_smithy_types::DateTime;
 use bytes::Bytes;
 use galley_core::stages::{
@@ -188,6 +191,50 @@ impl SageMakerExperiments {
     }
 }
 
+impl SageMakerExperiments {
+    /// Sends the points to SageMaker Metrics, ten per call as the API allows. A value that is
+    /// not finite has no JSON number and stays only in Galley's record; a step outside
+    /// SageMaker's range (0..2^31) is sent without one.
+    async fn put_sagemaker_metrics(&self, run: &str, metrics: &[Metric]) -> Result<()> {
+        let points: Vec<&Metric> = metrics.iter().filter(|m| m.value.is_finite()).collect();
+        for chunk in points.chunks(10) {
+            let data = chunk
+                .iter()
+                .map(|m| {
+                    RawMetricData::builder()
+                        .metric_name(&m.key)
+                        .timestamp(time(m.timestamp_ms))
+                        .set_step(i32::try_from(m.step).ok().filter(|s| *s >= 0))
+                        .value(m.value)
+                        .build()
+                })
+                .collect();
+            let out = self
+                .clients
+                .metrics
+                .batch_put_metrics()
+                .trial_component_name(run)
+                .set_metric_data(Some(data))
+                .send()
+                .await
+                .map_err(sdk(Stage::Experiments, "BatchPutMetrics", run))?;
+            // The call succeeds as a whole and lists the points it refused.
+            if let Some(refused) = out.errors().first() {
+                let metric = refused.metric_index().and_then(|i| chunk.get(i as usize)).map_or("?", |m| m.key.as_str());
+                let code = refused.code().map_or("an unnamed error", |c| c.as_str());
+                let kind = match refused.code() {
+                    Some(PutMetricsErrorCode::InternalError | PutMetricsErrorCode::ConflictError) => ErrorKind::Unavailable,
+                    _ => ErrorKind::InvalidInput,
+                };
+                return Err(Error::new(kind, format!("SageMaker Metrics refused metric `{metric}` of run `{run}` ({code}), and {} more of {}", out.errors().len() - 1, chunk.len()))
+                    .platform(crate::platform::AWS)
+                    .stage(Stage::Experiments));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn ignore_missing(r: Result<()>) -> Result<()> {
     match r {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -291,6 +338,7 @@ impl ExperimentTracker for SageMakerExperiments {
         if metrics.is_empty() {
             return Ok(());
         }
+        self.put_sagemaker_metrics(run, metrics).await?;
         let key = ArtifactKey::new(format!("{ROOT}/runs/{run}/metrics/{:013}-{}.json", now_ms(), uuid::Uuid::new_v4().simple()))?;
         self.store.put_bytes(&key, Bytes::from(serde_json::to_vec(metrics)?)).await?;
         Ok(())

@@ -10,6 +10,8 @@
 //! runtime's PutRecord, and `get_online` reads it back with BatchGetRecord.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sagemaker::types::{
@@ -21,10 +23,12 @@ use galley_core::stages::{ArtifactKey, ArtifactStore, ArtifactStoreExt, Describe
 use galley_core::table::Column;
 use galley_core::{DType, Error, ErrorKind, Result, Stage, Table, Value};
 use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
 
 use crate::artifacts::S3Artifacts;
 use crate::config::AwsClients;
-use crate::error::sdk;
+use crate::error::{fault, sdk};
+use crate::waiter::{Acceptor, AcceptorState, Matcher, Observation, WaiterDef};
 
 const ROOT: &str = "galley/features";
 
@@ -34,6 +38,29 @@ pub struct SageMakerFeatures {
     store: S3Artifacts,
     /// Online values older than this are not served (SageMaker's online-store TTL).
     ttl: Option<TtlDuration>,
+    /// Overrides the creation waiter's delay (tests against scripted servers).
+    pub poll_delay: Option<Duration>,
+}
+
+/// A new feature group takes a minute or more to become usable: PutRecord on a group still
+/// `Creating` is refused. botocore defines no waiter for feature groups, so this one is
+/// written in its terms, over DescribeFeatureGroup's FeatureGroupStatus.
+fn group_created_waiter() -> &'static WaiterDef {
+    static DEF: OnceLock<WaiterDef> = OnceLock::new();
+    DEF.get_or_init(|| {
+        let path = |expected: &str, state| Acceptor {
+            matcher: Matcher::Path,
+            argument: Some("FeatureGroupStatus".into()),
+            state,
+            expected: Json::from(expected),
+        };
+        WaiterDef {
+            delay: 5,
+            max_attempts: 120,
+            operation: "DescribeFeatureGroup".into(),
+            acceptors: vec![path("Created", AcceptorState::Success), path("CreateFailed", AcceptorState::Failure)],
+        }
+    })
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,7 +115,24 @@ pub fn from_wire(s: &str, t: DType) -> Value {
 
 impl SageMakerFeatures {
     pub fn new(clients: AwsClients, store: S3Artifacts, ttl: Option<&str>) -> Result<Self> {
-        Ok(SageMakerFeatures { clients, store, ttl: ttl.map(ttl_duration).transpose()? })
+        Ok(SageMakerFeatures { clients, store, ttl: ttl.map(ttl_duration).transpose()?, poll_delay: None })
+    }
+
+    /// Waits until the group is `Created`; `CreateFailed` is an error with SageMaker's reason.
+    async fn wait_created(&self, group: &str) -> Result<()> {
+        let observe = || async {
+            match self.clients.sagemaker.describe_feature_group().feature_group_name(group).send().await {
+                Ok(d) => Observation::Output {
+                    status: 200,
+                    body: serde_json::json!({
+                        "FeatureGroupStatus": d.feature_group_status().map(|s| s.as_str()),
+                        "FailureReason": d.failure_reason(),
+                    }),
+                },
+                Err(e) => Observation::Error(fault(&e)),
+            }
+        };
+        group_created_waiter().wait(&format!("feature group `{group}`"), self.poll_delay, observe).await.map(|_| ())
     }
 
     fn check_name(name: &str) -> Result<()> {
@@ -148,10 +192,11 @@ impl SageMakerFeatures {
             Ok(_) => {
                 let key = Self::spec_key(&spec.name)?;
                 self.store.put_bytes(&key, Bytes::from(serde_json::to_vec(spec)?)).await?;
-                Ok(())
+                self.wait_created(&spec.name).await
             }
+            // Found again after a crash, perhaps still being created.
             Err(e) if matches!(e.kind(), ErrorKind::AlreadyExists | ErrorKind::Conflict) => match self.describe_group(&spec.name).await? {
-                Some(existing) if existing == *spec => Ok(()),
+                Some(existing) if existing == *spec => self.wait_created(&spec.name).await,
                 _ => Err(Error::conflict(format!(
                     "feature group `{}` exists with another definition; SageMaker cannot change a feature group's features in place — rename the group or delete it",
                     spec.name

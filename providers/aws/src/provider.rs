@@ -154,7 +154,11 @@ impl AwsProvider {
                 training.and_then(|t| t.instance_type.clone()),
             )),
             registry: Arc::new(SageMakerRegistry::new(clients.clone(), image.clone())),
-            serving: Arc::new(SageMakerServing::new(clients.clone(), image, serving.and_then(|s| s.instance_type.clone()))),
+            serving: Arc::new(
+                SageMakerServing::new(clients.clone(), image, serving.and_then(|s| s.instance_type.clone()))
+                    // The monitor's drift reads what the endpoint really served.
+                    .with_capture(bp.stages.monitoring.is_some().then(|| crate::capture::destination(&bucket))),
+            ),
             monitor: Arc::new(AwsMonitor::new(store, clients.cloudwatch.clone())),
         })
     }

@@ -11,13 +11,16 @@
 //! EndpointConfig is tagged `galley:endpoint` so undeploy removes exactly what Galley made.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sagemaker::types::{
-    ContainerDefinition, DesiredWeightAndCapacity, EndpointStatus, ModelCompressionType, ModelDataSource, ProductionVariant,
+    CaptureContentTypeHeader, CaptureMode, CaptureOption, DataCaptureConfig, ContainerDefinition, DesiredWeightAndCapacity, EndpointStatus, ModelCompressionType, ModelDataSource, ProductionVariant,
     ProductionVariantInstanceType, S3ModelDataSource, S3ModelDataType, Tag,
 };
+use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput;
+use aws_sdk_sagemaker::operation::describe_endpoint_config::DescribeEndpointConfigOutput;
 use aws_smithy_types::Blob;
 use galley_core::stages::{
     Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving, Signature, Variant, check_weights, shifted_weights,
@@ -32,7 +35,7 @@ use crate::waiter::{self, Observation};
 
 pub const ENDPOINT_TAG: &str = "galley:endpoint";
 const VARIANT_TAG: &str = "galley.variant";
-const SIGNATURE_TAG: &str = "galley.signature";
+pub const SIGNATURE_TAG: &str = "galley.signature";
 
 #[derive(Clone, Debug)]
 pub struct SageMakerServing {
@@ -42,6 +45,23 @@ pub struct SageMakerServing {
     instance_type: String,
     /// Overrides the waiters' delays (tests against scripted servers).
     pub poll_delay: Option<Duration>,
+    /// Where SageMaker captures every request and answer (`DataCaptureConfig`), for the
+    /// monitor's drift; `None` captures nothing.
+    capture: Option<String>,
+    /// What an invocation needs to know of each endpoint, read once rather than before every
+    /// prediction (that was 3 + 2 per variant control-plane calls, each billed against
+    /// SageMaker's API rate limits). Dropped by this object's own deploys and shifts, and
+    /// re-read when an invocation is refused, which is how another process's redeploy shows.
+    targets: Arc<Mutex<HashMap<String, InvokeTarget>>>,
+}
+
+/// The endpoint as InvokeEndpoint needs it: the config it serves, the columns its models take,
+/// and the variant that answers when SageMaker does not say (the only one with traffic).
+#[derive(Clone, Debug)]
+struct InvokeTarget {
+    config: String,
+    signature: Signature,
+    sole_live_variant: Option<String>,
 }
 
 /// What Galley records on each variant's Model.
@@ -75,7 +95,104 @@ impl SageMakerServing {
             image,
             instance_type: instance_type.unwrap_or_else(|| "ml.m5.large".to_owned()),
             poll_delay: None,
+            capture: None,
+            targets: Arc::default(),
         }
+    }
+
+    /// Captures every request and answer to `destination` (an `s3://` prefix).
+    pub fn with_capture(mut self, destination: Option<String>) -> Self {
+        self.capture = destination;
+        self
+    }
+
+    fn forget_target(&self, endpoint: &str) {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner()).remove(endpoint);
+    }
+
+    fn cached_target(&self, endpoint: &str) -> Option<InvokeTarget> {
+        self.targets.lock().unwrap_or_else(|p| p.into_inner()).get(endpoint).cloned()
+    }
+
+    /// Reads the endpoint's config and signature (DescribeEndpoint, DescribeEndpointConfig,
+    /// ListTags) and caches them.
+    async fn refresh_target(&self, endpoint: &str) -> Result<InvokeTarget> {
+        self.forget_target(endpoint);
+        let (d, config) = self.live_config(endpoint).await?.ok_or_else(|| {
+            Error::not_found(format!("endpoint `{endpoint}` does not exist; deploy it with `galley run`"))
+                .platform(crate::platform::AWS)
+                .stage(Stage::Serving)
+        })?;
+        let current = current_weights(&d);
+        let live: Vec<String> = config
+            .production_variants()
+            .iter()
+            .filter_map(|pv| {
+                let name = pv.variant_name()?;
+                let weight = current.get(name).copied().or(pv.initial_variant_weight()).unwrap_or(0.0);
+                (weight > 0.0).then(|| name.to_owned())
+            })
+            .collect();
+        let target = InvokeTarget {
+            config: config.endpoint_config_name().unwrap_or_default().to_owned(),
+            signature: self.signature_of(config.endpoint_config_arn().unwrap_or_default()).await?,
+            sole_live_variant: if live.len() == 1 { live.into_iter().next() } else { None },
+        };
+        self.targets.lock().unwrap_or_else(|p| p.into_inner()).insert(endpoint.to_owned(), target.clone());
+        Ok(target)
+    }
+
+    /// DescribeEndpoint and the config it points at; `None` when the endpoint does not exist.
+    async fn live_config(
+        &self,
+        endpoint: &str,
+    ) -> Result<Option<(DescribeEndpointOutput, DescribeEndpointConfigOutput)>> {
+        let d = match self.clients.sagemaker.describe_endpoint().endpoint_name(endpoint).send().await {
+            Ok(d) => d,
+            Err(e) => {
+                let e = sdk(Stage::Serving, "DescribeEndpoint", endpoint)(e);
+                return if e.kind() == ErrorKind::NotFound { Ok(None) } else { Err(e) };
+            }
+        };
+        let config_name = d.endpoint_config_name().unwrap_or_default().to_owned();
+        let config = self
+            .clients
+            .sagemaker
+            .describe_endpoint_config()
+            .endpoint_config_name(&config_name)
+            .send()
+            .await
+            .map_err(sdk(Stage::Serving, "DescribeEndpointConfig", &config_name))?;
+        Ok(Some((d, config)))
+    }
+
+    async fn invoke_target(&self, endpoint: &str, rows: &Table, target: &InvokeTarget) -> Result<Prediction> {
+        let body = scoring_body(rows, &target.signature).map_err(|e| e.resource(endpoint.to_owned()))?;
+        let out = self
+            .clients
+            .runtime
+            .invoke_endpoint()
+            .endpoint_name(endpoint)
+            .content_type("application/json")
+            .accept("application/json")
+            .body(Blob::new(body))
+            .send()
+            .await
+            .map_err(sdk(Stage::Serving, "InvokeEndpoint", endpoint))?;
+        let predictions = parse_predictions(out.body().map(|b| b.as_ref()).unwrap_or_default())?;
+        if predictions.len() != rows.len() {
+            return Err(Error::invalid(format!(
+                "endpoint `{endpoint}` answered {} predictions for {} rows",
+                predictions.len(),
+                rows.len()
+            )));
+        }
+        // SageMaker names the variant that answered; without it, the only variant with traffic.
+        let variant = match out.invoked_production_variant() {
+            Some(v) => v.to_owned(),
+            None => target.sole_live_variant.clone().unwrap_or_default(),
+        };
+        Ok(Prediction { predictions, variant })
     }
 
     pub fn model_name(endpoint: &str, v: &Variant, image: &str) -> String {
@@ -86,8 +203,11 @@ impl SageMakerServing {
     /// Names a config by what it serves (variants, models, image, signature) but not by the
     /// weights: the same models at other weights are the same config, whose live weights
     /// UpdateEndpointWeightsAndCapacities moves in place.
-    pub fn config_name(spec: &EndpointSpec, image: &str) -> String {
+    pub fn config_name(spec: &EndpointSpec, image: &str, capture: Option<&str>) -> String {
         let mut parts: Vec<String> = vec![spec.name.clone(), image.to_owned(), serde_json::to_string(&spec.signature).unwrap_or_default()];
+        if let Some(destination) = capture {
+            parts.push(format!("capture|{destination}"));
+        }
         let mut vs = spec.variants.clone();
         vs.sort_by(|a, b| a.name.cmp(&b.name));
         for v in &vs {
@@ -172,7 +292,7 @@ impl SageMakerServing {
     }
 
     async fn ensure_config(&self, spec: &EndpointSpec, image: &str, role: &str) -> Result<String> {
-        let name = Self::config_name(spec, image);
+        let name = Self::config_name(spec, image, self.capture.as_deref());
         match self.clients.sagemaker.describe_endpoint_config().endpoint_config_name(&name).send().await {
             Ok(_) => return Ok(name),
             Err(e) => {
@@ -202,6 +322,7 @@ impl SageMakerServing {
             .create_endpoint_config()
             .endpoint_config_name(&name)
             .set_production_variants(Some(variants))
+            .set_data_capture_config(self.capture.as_deref().map(data_capture))
             .set_tags(Some(tags))
             .send()
             .await
@@ -323,6 +444,23 @@ fn ignore_missing(r: Result<()>) -> Result<()> {
     }
 }
 
+/// Every request and answer, JSON kept as text (so the capture file holds the request as sent).
+fn data_capture(destination: &str) -> DataCaptureConfig {
+    DataCaptureConfig::builder()
+        .enable_capture(true)
+        .initial_sampling_percentage(100)
+        .destination_s3_uri(destination)
+        .capture_options(CaptureOption::builder().capture_mode(CaptureMode::Input).build())
+        .capture_options(CaptureOption::builder().capture_mode(CaptureMode::Output).build())
+        .capture_content_type_header(CaptureContentTypeHeader::builder().json_content_types("application/json").build())
+        .build()
+}
+
+/// Current weights (after a traffic shift), which win over the config's initial ones.
+fn current_weights(d: &DescribeEndpointOutput) -> BTreeMap<String, f32> {
+    d.production_variants().iter().filter_map(|v| Some((v.variant_name()?.to_owned(), v.current_weight()?))).collect()
+}
+
 pub fn tag(k: &str, v: &str) -> Tag {
     Tag::builder().key(k).value(v).build()
 }
@@ -400,6 +538,7 @@ impl Serving for SageMakerServing {
             return Err(Error::invalid(format!("endpoint `{}`: a deployment needs at least one variant", spec.name)));
         }
         check_weights(&spec.name, spec.variants.iter().map(|v| v.weight))?;
+        self.forget_target(&spec.name);
         let image = self.image()?;
         let role = self.clients.role_arn(&format!("endpoint `{}`", spec.name))?;
         let config = self.ensure_config(spec, &image, &role).await?;
@@ -446,28 +585,8 @@ impl Serving for SageMakerServing {
     }
 
     async fn describe(&self, endpoint: &str) -> Result<Option<EndpointInfo>> {
-        let d = match self.clients.sagemaker.describe_endpoint().endpoint_name(endpoint).send().await {
-            Ok(d) => d,
-            Err(e) => {
-                let e = sdk(Stage::Serving, "DescribeEndpoint", endpoint)(e);
-                return if e.kind() == ErrorKind::NotFound { Ok(None) } else { Err(e) };
-            }
-        };
-        let config_name = d.endpoint_config_name().unwrap_or_default().to_owned();
-        let config = self
-            .clients
-            .sagemaker
-            .describe_endpoint_config()
-            .endpoint_config_name(&config_name)
-            .send()
-            .await
-            .map_err(sdk(Stage::Serving, "DescribeEndpointConfig", &config_name))?;
-        // Current weights (after a traffic shift) win over the config's initial ones.
-        let current: BTreeMap<String, f32> = d
-            .production_variants()
-            .iter()
-            .filter_map(|v| Some((v.variant_name()?.to_owned(), v.current_weight()?)))
-            .collect();
+        let Some((d, config)) = self.live_config(endpoint).await? else { return Ok(None) };
+        let current = current_weights(&d);
         let mut raw = Vec::new();
         for pv in config.production_variants() {
             let name = pv.variant_name().unwrap_or_default().to_owned();
@@ -507,46 +626,27 @@ impl Serving for SageMakerServing {
     }
 
     async fn invoke(&self, endpoint: &str, rows: &Table) -> Result<Prediction> {
-        let info = self.describe(endpoint).await?.ok_or_else(|| {
-            Error::not_found(format!("endpoint `{endpoint}` does not exist; deploy it with `galley run`"))
-                .platform(crate::platform::AWS)
-                .stage(Stage::Serving)
-        })?;
-        let body = scoring_body(rows, &info.signature).map_err(|e| e.resource(endpoint.to_owned()))?;
-        let out = self
-            .clients
-            .runtime
-            .invoke_endpoint()
-            .endpoint_name(endpoint)
-            .content_type("application/json")
-            .accept("application/json")
-            .body(Blob::new(body))
-            .send()
-            .await
-            .map_err(sdk(Stage::Serving, "InvokeEndpoint", endpoint))?;
-        let predictions = parse_predictions(out.body().map(|b| b.as_ref()).unwrap_or_default())?;
-        if predictions.len() != rows.len() {
-            return Err(Error::invalid(format!(
-                "endpoint `{endpoint}` answered {} predictions for {} rows",
-                predictions.len(),
-                rows.len()
-            )));
-        }
-        // SageMaker names the variant that answered; without it, the only variant with traffic.
-        let variant = match out.invoked_production_variant() {
-            Some(v) => v.to_owned(),
-            None => {
-                let live: Vec<&Variant> = info.variants.iter().filter(|v| v.weight > 0).collect();
-                match live.as_slice() {
-                    [only] => only.name.clone(),
-                    _ => String::new(),
-                }
-            }
+        let Some(cached) = self.cached_target(endpoint) else {
+            let target = self.refresh_target(endpoint).await?;
+            return self.invoke_target(endpoint, rows, &target).await;
         };
-        Ok(Prediction { predictions, variant })
+        match self.invoke_target(endpoint, rows, &cached).await {
+            // A refusal may mean the endpoint moved on (another config, other columns, gone):
+            // read it again and try once more, but only if it did move.
+            Err(e) if !e.is_retryable() => {
+                let fresh = self.refresh_target(endpoint).await?;
+                if fresh.config == cached.config {
+                    return Err(e);
+                }
+                tracing::debug!(endpoint, from = %cached.config, to = %fresh.config, "endpoint moved to another config; invoking again");
+                self.invoke_target(endpoint, rows, &fresh).await
+            }
+            answer => answer,
+        }
     }
 
     async fn shift_traffic(&self, endpoint: &str, weights: &[(String, u32)]) -> Result<EndpointInfo> {
+        self.forget_target(endpoint);
         check_weights(endpoint, weights.iter().map(|(_, w)| *w))?;
         let info = self.describe(endpoint).await?.ok_or_else(|| Error::not_found(format!("endpoint `{endpoint}` does not exist")))?;
         // Every variant is named: SageMaker leaves the weight of a variant not named as it was.
@@ -555,6 +655,7 @@ impl Serving for SageMakerServing {
     }
 
     async fn undeploy(&self, endpoint: &str) -> Result<()> {
+        self.forget_target(endpoint);
         match self.clients.sagemaker.delete_endpoint().endpoint_name(endpoint).send().await {
             Ok(_) => self.wait_deleted(endpoint).await?,
             Err(e) => {
@@ -589,14 +690,15 @@ mod tests {
         let n = SageMakerServing::model_name(&long, &v, "img");
         assert!(n.len() <= 63, "{n}");
         let spec = EndpointSpec { name: "wine".into(), variants: vec![v.clone()], signature: Signature::default() };
-        let a = SageMakerServing::config_name(&spec, "img");
-        assert_eq!(a, SageMakerServing::config_name(&spec, "img"));
+        let a = SageMakerServing::config_name(&spec, "img", None);
+        assert_eq!(a, SageMakerServing::config_name(&spec, "img", None));
         // Other weights are the same config (moved in place); another version is a new one.
         let reweighted = EndpointSpec { variants: vec![Variant { weight: 90, ..v.clone() }], ..spec.clone() };
-        assert_eq!(a, SageMakerServing::config_name(&reweighted, "img"));
+        assert_eq!(a, SageMakerServing::config_name(&reweighted, "img", None));
         let moved = EndpointSpec { variants: vec![Variant { version: 2, ..v }], ..spec.clone() };
-        assert_ne!(a, SageMakerServing::config_name(&moved, "img"));
-        assert_ne!(a, SageMakerServing::config_name(&spec, "img2"), "another image is another config");
+        assert_ne!(a, SageMakerServing::config_name(&moved, "img", None));
+        assert_ne!(a, SageMakerServing::config_name(&spec, "img2", None), "another image is another config");
+        assert_ne!(a, SageMakerServing::config_name(&spec, "img", Some("s3://b/galley/capture")), "capturing is another config");
         assert!(a.starts_with("wine-"));
     }
 

@@ -9,11 +9,14 @@
 use std::future::Future;
 
 use aws_sdk_s3::primitives::ByteStream as S3Body;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use galley_core::{Error, ErrorKind, Result, Stage};
 use galley_engine::{LockInfo, State, StateBackend};
 
 use crate::config::{AwsClients, AwsConfig};
-use crate::error::sdk;
+use crate::error::{AwsFault, fault};
 
 pub struct S3StateBackend {
     /// Always `Some` until drop.
@@ -21,6 +24,9 @@ pub struct S3StateBackend {
     s3: aws_sdk_s3::Client,
     bucket: String,
     key: String,
+    /// Where the bucket is expected, for the message that says how to create it.
+    region: String,
+    endpoint_url: Option<String>,
 }
 
 impl std::fmt::Debug for S3StateBackend {
@@ -43,9 +49,11 @@ impl S3StateBackend {
             .enable_all()
             .build()
             .map_err(|e| Error::internal("could not start the S3 state backend's runtime").with_source(e))?;
+        let (region, endpoint_url) = (config.region.clone(), config.endpoint_url.clone());
         let config = config.clone();
         let clients = run_on(&runtime, async move { AwsClients::connect(&config).await })?;
-        Ok(S3StateBackend { runtime: Some(runtime), s3: clients.s3, bucket, key })
+        let s3 = clients.s3;
+        Ok(S3StateBackend { runtime: Some(runtime), s3, bucket, key, region, endpoint_url })
     }
 
     /// From a blueprint's `backend: { type: s3, bucket, key, region }` and its `platforms.aws`
@@ -73,6 +81,27 @@ impl S3StateBackend {
         format!("s3://{}/{key}", self.bucket)
     }
 
+    /// Maps an SDK error as [`crate::error::sdk`] does, except that a missing bucket is named
+    /// with how to create it.
+    fn fail<E>(&self, operation: &'static str, key: &str) -> impl FnOnce(SdkError<E, HttpResponse>) -> Error + use<'_, E>
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let uri = self.uri(key);
+        move |err| self.error(fault(&err), operation, &uri)
+    }
+
+    fn error(&self, fault: AwsFault, operation: &str, uri: &str) -> Error {
+        if fault.code.as_deref() != Some("NoSuchBucket") {
+            return fault.into_error(Stage::Artifacts, operation, uri);
+        }
+        Error::not_found(missing_bucket(&self.bucket, &self.region, self.endpoint_url.as_deref()))
+            .platform(crate::platform::AWS)
+            .stage(Stage::Artifacts)
+            .operation(operation)
+            .resource(uri)
+    }
+
     fn block<T: Send>(&self, fut: impl Future<Output = Result<T>> + Send) -> Result<T> {
         match &self.runtime {
             Some(rt) => run_on(rt, fut),
@@ -90,11 +119,32 @@ impl S3StateBackend {
                 Ok(Some(bytes.into_bytes().to_vec()))
             }
             Err(e) => {
-                let e = sdk(Stage::Artifacts, "GetObject", &self.uri(key))(e);
-                if e.kind() == ErrorKind::NotFound { Ok(None) } else { Err(e) }
+                // A missing object is no state (or no lock); a missing bucket is an error.
+                let f = fault(&e);
+                if f.kind() == ErrorKind::NotFound && f.code.as_deref() != Some("NoSuchBucket") {
+                    Ok(None)
+                } else {
+                    Err(self.error(f, "GetObject", &self.uri(key)))
+                }
             }
         }
     }
+}
+
+/// What to do when the state bucket does not exist: create it, versioned, as Terraform users
+/// do for theirs (us-east-1 takes no location constraint).
+fn missing_bucket(bucket: &str, region: &str, endpoint_url: Option<&str>) -> String {
+    let endpoint = endpoint_url.map(|u| format!(" --endpoint-url {u}")).unwrap_or_default();
+    let location = if region == "us-east-1" {
+        String::new()
+    } else {
+        format!(" --create-bucket-configuration LocationConstraint={region}")
+    };
+    format!(
+        "the state bucket `{bucket}` does not exist (region {region}): create it with versioning, e.g. \
+         `aws s3api create-bucket --bucket {bucket} --region {region}{location}{endpoint}` then \
+         `aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled{endpoint}`"
+    )
 }
 
 /// Drives `fut` on `runtime` from a fresh scoped thread, so this works even when the calling
@@ -144,7 +194,7 @@ impl StateBackend for S3StateBackend {
                     .body(S3Body::from(previous))
                     .send()
                     .await
-                    .map_err(sdk(Stage::Artifacts, "PutObject", &self.uri(&self.backup_key())))?;
+                    .map_err(self.fail("PutObject", &self.backup_key()))?;
             }
             // A single PutObject replaces the object atomically.
             self.s3
@@ -155,7 +205,7 @@ impl StateBackend for S3StateBackend {
                 .body(S3Body::from(bytes))
                 .send()
                 .await
-                .map_err(sdk(Stage::Artifacts, "PutObject", &self.uri(&self.key)))?;
+                .map_err(self.fail("PutObject", &self.key))?;
             Ok(())
         })
     }
@@ -174,7 +224,7 @@ impl StateBackend for S3StateBackend {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(sdk(Stage::Artifacts, "PutObject", &self.uri(&lock_key)))
+                .map_err(self.fail("PutObject", &lock_key))
         });
         match put {
             Ok(()) => Ok(()),
@@ -200,7 +250,7 @@ impl StateBackend for S3StateBackend {
                     .send()
                     .await
                     .map(|_| ())
-                    .map_err(sdk(Stage::Artifacts, "DeleteObject", &self.uri(&self.lock_key())))
+                    .map_err(self.fail("DeleteObject", &self.lock_key()))
             }),
             Some(h) => Err(Error::conflict(format!(
                 "cannot unlock state {}: lock id {id} does not match the current lock, held by {}",
@@ -219,5 +269,20 @@ impl StateBackend for S3StateBackend {
                 self.uri(&self.lock_key())
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_bucket_says_how_to_create_it_in_its_region() {
+        let m = missing_bucket("b", "eu-west-1", None);
+        assert!(m.contains("`aws s3api create-bucket --bucket b --region eu-west-1 --create-bucket-configuration LocationConstraint=eu-west-1`"), "{m}");
+        assert!(m.contains("`aws s3api put-bucket-versioning --bucket b --versioning-configuration Status=Enabled`"), "{m}");
+        let m = missing_bucket("b", "us-east-1", Some("http://127.0.0.1:5000"));
+        assert!(!m.contains("LocationConstraint"), "us-east-1 takes none: {m}");
+        assert!(m.contains("--region us-east-1 --endpoint-url http://127.0.0.1:5000`"), "{m}");
     }
 }

@@ -221,7 +221,7 @@ mod tests {
         Observation::Output { status: 200, body }
     }
     fn err(code: &str) -> Observation {
-        Observation::Error(AwsFault { code: Some(code.into()), message: None, status: Some(400), transport: None })
+        Observation::Error(AwsFault { code: Some(code.into()), message: None, status: Some(400), transport: None, foreign: None })
     }
 
     #[test]

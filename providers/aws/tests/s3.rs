@@ -95,3 +95,29 @@ fn corrupt_state_is_an_error_not_an_empty_state() {
     let e = backend.load().unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Corrupt, "{e}");
 }
+
+/// A multipart upload into a versioned bucket leaves exactly one version behind: the object's.
+/// The staging copy it goes through is deleted by version id, not hidden behind a delete marker
+/// with its full-size bytes kept as a noncurrent version.
+#[tokio::test]
+async fn a_large_upload_leaves_no_staging_version_behind() {
+    let Some(url) = common::moto_url() else { return };
+    let c = common::clients(&url).await;
+    let bucket = common::fresh_bucket(&c).await;
+    c.s3.put_bucket_versioning()
+        .bucket(&bucket)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder().status(aws_sdk_s3::types::BucketVersioningStatus::Enabled).build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let store = S3Artifacts::new(c.s3.clone(), &bucket);
+    let body = Bytes::from(vec![7u8; galley_aws::artifacts::PART_SIZE + 1024]);
+    let meta = store.put_bytes(&ArtifactKey::new("data/big.bin").unwrap(), body.clone()).await.unwrap();
+    assert_eq!(meta.size, body.len() as u64);
+    let listed = c.s3.list_object_versions().bucket(&bucket).send().await.unwrap();
+    let keys: Vec<&str> = listed.versions().iter().filter_map(|v| v.key()).collect();
+    let markers: Vec<&str> = listed.delete_markers().iter().filter_map(|m| m.key()).collect();
+    assert_eq!((keys, markers), (vec!["data/big.bin"], vec![]), "only the object's own version remains");
+}

@@ -111,7 +111,7 @@ async fn update_endpoint_moves_an_existing_endpoint_to_a_new_config() {
     assert!(seen.contains(&"UpdateEndpoint".to_owned()), "{seen:?}");
     let update = server.requests().into_iter().find(|r| r.sagemaker_op() == Some("UpdateEndpoint")).unwrap();
     assert_eq!(update.json()["EndpointName"], "wine");
-    assert_eq!(update.json()["EndpointConfigName"], SageMakerServing::config_name(&spec, "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:1"));
+    assert_eq!(update.json()["EndpointConfigName"], SageMakerServing::config_name(&spec, "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:1", None));
     assert!(!seen.contains(&"CreateEndpoint".to_owned()), "an existing endpoint is updated, not recreated: {seen:?}");
 }
 
@@ -336,4 +336,143 @@ async fn materialize_puts_the_latest_row_per_entity_and_online_reads_decode_in_o
     let problems = model.check_request("BatchGetRecord", &get.json(), &[]);
     assert!(problems.is_empty(), "BatchGetRecord breaks the botocore model: {problems:?}\n{}", get.json());
     assert_eq!(get.json()["Identifiers"][0]["RecordIdentifiersValueAsString"], json!(["c1", "nobody", "c2"]));
+}
+
+/// Predictions do not pay for control-plane calls: the endpoint's config and signature are read
+/// once (DescribeEndpoint, DescribeEndpointConfig, ListTags; no DescribeModel), and again only
+/// when an invocation is refused, which is how a redeploy by another process shows. A refusal
+/// from an endpoint that did not move is the answer, not a reason to invoke twice.
+#[tokio::test]
+async fn invoke_reads_the_endpoint_once_and_again_only_when_it_moved() {
+    use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+    static CONFIG: AtomicU8 = AtomicU8::new(1);
+    static REFUSE: AtomicBool = AtomicBool::new(false);
+    let signature = |n: u8| {
+        let mut inputs = vec![Column::new("alcohol", DType::Float)];
+        if n == 2 {
+            inputs.push(Column::new("ash", DType::Float));
+        }
+        Signature { inputs, output: None }
+    };
+    let server = Scripted::route(move |r, _| {
+        let n = CONFIG.load(Ordering::SeqCst);
+        if r.path.ends_with("/invocations") {
+            let columns = r.json()["dataframe_split"]["columns"].clone();
+            let expected = json!(signature(n).inputs.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
+            return if REFUSE.load(Ordering::SeqCst) || columns != expected {
+                // What SageMaker answers when the model container refuses the body.
+                Reply::json(424, json!({"__type": "ModelError", "Message": "Received client error (400) from primary", "OriginalStatusCode": 400}))
+            } else {
+                ok(json!({"predictions": [7.0, 8.0]}))
+            };
+        }
+        match r.sagemaker_op() {
+            Some("DescribeEndpoint") => ok(json!({
+                "EndpointName": "wine", "EndpointArn": format!("{ARN}:endpoint/wine"), "EndpointConfigName": format!("wine-c{n}"),
+                "EndpointStatus": "InService", "CreationTime": 1.7e9, "LastModifiedTime": 1.7e9,
+            })),
+            Some("DescribeEndpointConfig") => {
+                let name = r.json()["EndpointConfigName"].as_str().unwrap().to_owned();
+                let variant = format!("v{}", &name[name.len() - 1..]);
+                ok(json!({
+                    "EndpointConfigName": name, "EndpointConfigArn": format!("{ARN}:endpoint-config/{name}"), "CreationTime": 1.7e9,
+                    "ProductionVariants": [{"VariantName": variant, "ModelName": "m", "InitialVariantWeight": 1.0, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}],
+                }))
+            }
+            Some("ListTags") => {
+                let arn = r.json()["ResourceArn"].as_str().unwrap().to_owned();
+                let of = if arn.ends_with("c2") { 2 } else { 1 };
+                let tags = galley_aws::meta::encode(galley_aws::serving::SIGNATURE_TAG, &signature(of), 40).unwrap();
+                ok(json!({"Tags": tags.into_iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()}))
+            }
+            other => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unscripted {other:?}")})),
+        }
+    })
+    .await;
+    let serving = SageMakerServing::new(clients(&server.url).await, Some("img".into()), None);
+    let mut rows = Table::new(vec![Column::new("alcohol", DType::Float), Column::new("ash", DType::Float)]);
+    for x in [12.5, 13.1] {
+        rows.push(vec![Value::Float(x), Value::Float(2.4)]).unwrap();
+    }
+    let count = |op: &str| check_sagemaker(&server.requests()).iter().filter(|o| *o == op).count();
+    let invocations = || server.requests().iter().filter(|r| r.path.ends_with("/invocations")).count();
+
+    for _ in 0..3 {
+        let p = serving.invoke("wine", &rows).await.unwrap();
+        assert_eq!((p.predictions, p.variant.as_str()), (vec![7.0, 8.0], "v1"));
+    }
+    assert_eq!((count("DescribeEndpoint"), count("DescribeEndpointConfig"), count("ListTags")), (1, 1, 1));
+    assert_eq!(count("DescribeModel"), 0, "a prediction needs no model descriptions");
+    assert_eq!(invocations(), 3);
+
+    // Another process redeploys with a model that also takes `ash`: the cached columns are
+    // refused, the endpoint is read again, and the same call succeeds on the new config.
+    CONFIG.store(2, Ordering::SeqCst);
+    let p = serving.invoke("wine", &rows).await.unwrap();
+    assert_eq!(p.variant, "v2");
+    assert_eq!(invocations(), 5);
+    let last = server.requests().into_iter().rev().find(|r| r.path.ends_with("/invocations")).unwrap();
+    assert_eq!(last.json()["dataframe_split"]["columns"], json!(["alcohol", "ash"]));
+    assert_eq!(count("DescribeEndpoint"), 2);
+
+    // Refused while the endpoint stays where it is: one invocation, one re-read, the error.
+    REFUSE.store(true, Ordering::SeqCst);
+    let e = serving.invoke("wine", &rows).await.unwrap_err();
+    assert!(e.to_string().contains("ModelError") || e.to_string().contains("client error"), "{e}");
+    assert_eq!((invocations(), count("DescribeEndpoint")), (6, 3));
+}
+
+/// A feature group is used only once SageMaker says `Created` (PutRecord on a group still
+/// `Creating` is refused), and `CreateFailed` ends the apply with SageMaker's reason.
+#[tokio::test]
+async fn a_new_feature_group_is_ready_before_create_returns() {
+    for (statuses, failure) in [(vec!["Creating", "Creating", "Created"], None), (vec!["Creating", "CreateFailed"], Some("Role lacks s3:PutObject"))] {
+        let describes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let server = Scripted::route({
+            let (describes, statuses) = (describes.clone(), statuses.clone());
+            move |r, _| match r.sagemaker_op() {
+                Some("CreateFeatureGroup") => ok(json!({"FeatureGroupArn": format!("{ARN}:feature-group/wine-features")})),
+                Some("DescribeFeatureGroup") => {
+                    let n = describes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let mut body = json!({
+                        "FeatureGroupArn": format!("{ARN}:feature-group/wine-features"), "FeatureGroupName": "wine-features",
+                        "RecordIdentifierFeatureName": "id", "EventTimeFeatureName": "ts", "CreationTime": 1.7e9, "NextToken": "",
+                        "FeatureDefinitions": [{"FeatureName": "id", "FeatureType": "String"}, {"FeatureName": "ts", "FeatureType": "Fractional"}],
+                        "FeatureGroupStatus": statuses[n.min(statuses.len() - 1)],
+                    });
+                    if let Some(reason) = failure {
+                        body["FailureReason"] = json!(reason);
+                    }
+                    ok(body)
+                }
+                Some(other) => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unscripted {other}")})),
+                // S3: Galley's copy of the spec beside the group's data.
+                None => Reply::xml(200, ""),
+            }
+        })
+        .await;
+        let mut config = AwsConfig::emulator(&server.url, common::REGION, common::ACCESS_KEY, common::SECRET_KEY)
+            .with_retry(galley_core::RetryPolicy { max_attempts: 1, ..Default::default() });
+        config.role_arn = Some("arn:aws:iam::123456789012:role/galley".into());
+        let c = AwsClients::connect(&config).await.unwrap();
+        let mut features = SageMakerFeatures::new(c.clone(), S3Artifacts::new(c.s3.clone(), "b"), None).unwrap();
+        features.poll_delay = Some(Duration::from_millis(1));
+        let spec = FeatureGroupSpec {
+            name: "wine-features".into(),
+            entity: Column::new("id", DType::String),
+            event_time: "ts".into(),
+            features: vec![],
+            online: false,
+        };
+        let created = features.create_group(&spec).await;
+        let ops = check_sagemaker(&server.requests());
+        assert_eq!(ops.iter().filter(|o| *o == "DescribeFeatureGroup").count(), statuses.len(), "{ops:?}");
+        match failure {
+            None => created.unwrap(),
+            Some(reason) => {
+                let e = created.unwrap_err().to_string();
+                assert!(e.contains("CreateFailed") && e.contains(reason), "{e}");
+            }
+        }
+    }
 }

@@ -147,3 +147,75 @@ async fn a_weights_only_deploy_shifts_traffic_without_a_new_config() {
         assert!(c.sagemaker.describe_model().model_name(&m).send().await.is_err(), "model {m} left after undeploy");
     }
 }
+
+/// Metric points reach SageMaker Experiments (what Studio charts), not only Galley's record in
+/// S3: DescribeTrialComponent, SageMaker's own summary of the run, counts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_reach_sagemaker_experiments() {
+    use galley_core::stages::{ExperimentTracker as _, Metric};
+    let Some(moto) = common::moto_url() else { return };
+    let c = common::clients(&moto).await;
+    let bucket = common::fresh_bucket(&c).await;
+    let tracker = SageMakerExperiments::new(c.clone(), S3Artifacts::new(c.s3.clone(), &bucket));
+    let experiment = common::unique("gtk-metrics");
+    tracker.create_experiment(&experiment).await.unwrap();
+    let run = tracker.start_run(&experiment, None, &Default::default()).await.unwrap();
+    // Twelve points: more than one BatchPutMetrics call holds.
+    let points: Vec<Metric> = (0..12).map(|step| Metric { step, ..Metric::new("loss", 1.0 / (step + 1) as f64) }).collect();
+    tracker.log_metrics(&run, &points).await.unwrap();
+    tracker.log_metrics(&run, &[Metric::new("accuracy", 0.9)]).await.unwrap();
+    let d = c.sagemaker.describe_trial_component().trial_component_name(&run).send().await.unwrap();
+    let summary = |name: &str| d.metrics().iter().find(|m| m.metric_name() == Some(name)).unwrap_or_else(|| panic!("no {name} in {:?}", d.metrics())).clone();
+    let loss = summary("loss");
+    assert_eq!((loss.count(), loss.last(), loss.max()), (Some(12), Some(1.0 / 12.0), Some(1.0)));
+    assert_eq!(summary("accuracy").last(), Some(0.9));
+    tracker.delete_experiment(&experiment).await.unwrap();
+}
+
+/// Drift on real traffic: the endpoint captures what it serves (DataCaptureConfig, SageMaker's
+/// capture-file format, written here by the runtime stand-in as SageMaker would), and the
+/// monitor named like the endpoint reads those records, not a copy Galley kept: requests with
+/// `alcohol` moved by three standard deviations and `ph` unmoved flag exactly `alcohol`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_computed_from_the_traffic_the_endpoint_captured() {
+    use galley_core::stages::{DriftConfig, DriftMethod, Monitor as _, Serving as _};
+    use galley_core::{Table, Value};
+    let Some(moto) = common::moto_url() else { return };
+    let runtime = common::sagemaker_runtime::SageMakerRuntime::start(&moto).await;
+    let c = common::clients(&runtime.url).await;
+    let bucket = common::fresh_bucket(&c).await;
+    let store = S3Artifacts::new(c.s3.clone(), &bucket);
+    let fixture = serving_fixture(&store).await;
+    let serving = SageMakerServing::new(c.clone(), Some("galley/serve:test".into()), None)
+        .with_capture(Some(galley_aws::capture::destination(&bucket)));
+    let name = common::unique("gtk-capture");
+    serving.deploy(&EndpointSpec { name: name.clone(), ..fixture.spec.clone() }).await.unwrap();
+    let described = c.sagemaker.describe_endpoint().endpoint_name(&name).send().await.unwrap();
+    let config = c.sagemaker.describe_endpoint_config().endpoint_config_name(described.endpoint_config_name().unwrap()).send().await.unwrap();
+    assert_eq!(config.data_capture_config().and_then(|d| d.destination_s3_uri()), Some(galley_aws::capture::destination(&bucket).as_str()));
+
+    let mut rng = galley_testkit::support::Normal::seeded(7);
+    let mut draw = |n: usize, alcohol_mean: f64| {
+        let mut t = Table::new(fixture.spec.signature.inputs.clone());
+        for _ in 0..n {
+            t.push(vec![Value::Float(rng.sample(alcohol_mean, 1.0)), Value::Float(rng.sample(3.2, 0.15))]).unwrap();
+        }
+        t
+    };
+    let baseline = draw(1000, 10.0);
+    let predictions: Vec<f64> = baseline.rows.iter().map(|r| 0.6 * r[0].as_f64().unwrap() - 1.5 * r[1].as_f64().unwrap() + 3.0).collect();
+    let monitor = AwsMonitor::new(store.clone(), c.cloudwatch.clone());
+    monitor.set_baseline(&name, &baseline, &predictions).await.unwrap();
+    for _ in 0..3 {
+        serving.invoke(&name, &draw(50, 13.0)).await.unwrap();
+    }
+
+    let report = monitor.drift(&name, &DriftConfig { method: DriftMethod::Psi, threshold: 0.2, min_samples: 100 }).await.unwrap();
+    assert_eq!(report.samples, 150, "every captured row, and only those");
+    assert_eq!(report.drifted_features(), vec!["alcohol"], "{report:?}");
+    let captured = store.keys(&format!("galley/capture/{name}/v1/")).await.unwrap();
+    assert_eq!(captured.len(), 3, "one capture file per request here: {captured:?}");
+    assert!(captured.iter().all(|k| k.ends_with(".jsonl") && k.split('/').count() == 9), "<root>/<endpoint>/<variant>/yyyy/mm/dd/hh/file: {captured:?}");
+    serving.undeploy(&name).await.unwrap();
+    monitor.delete(&name).await.unwrap();
+}

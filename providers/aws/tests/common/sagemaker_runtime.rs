@@ -317,11 +317,18 @@ impl Shared {
         self.invocations.lock().unwrap().push(Invocation {
             endpoint: endpoint.to_owned(),
             headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned())).collect(),
-            body,
+            body: body.clone(),
             variant: variant.clone(),
             status,
             answer: bytes.clone(),
         });
+        if status == 200
+            && let Some(capture) = config.data_capture_config().filter(|c| c.enable_capture() == Some(true))
+        {
+            let destination = capture.destination_s3_uri().expect("a capture destination").to_owned();
+            let json_types: Vec<String> = capture.capture_content_type_header().map(|h| h.json_content_types().to_vec()).unwrap_or_default();
+            self.capture(endpoint, &variant, (&destination, &json_types), header("content-type").as_deref(), &body, &content_type, &bytes).await;
+        }
         if status != 200 {
             // SageMaker wraps a container's error as ModelError (HTTP 424).
             return error(424, "ModelError", &format!("Received client error ({status}) from primary with message \"{}\"", String::from_utf8_lossy(&bytes)));
@@ -332,6 +339,39 @@ impl Shared {
             .header("x-amzn-invoked-production-variant", variant)
             .body(Full::new(bytes))
             .unwrap()
+    }
+
+    /// SageMaker's data capture: the request and answer as one JSON line of a file under
+    /// `<destination>/<endpoint>/<variant>/yyyy/mm/dd/hh/`, in the documented record format;
+    /// content types listed in `JsonContentTypes` are kept as text (`JSON`); SageMaker keeps
+    /// others as `BASE64`, which Galley's JSON requests never need here.
+    #[allow(clippy::too_many_arguments)]
+    async fn capture(
+        &self,
+        endpoint: &str,
+        variant: &str,
+        (destination, json_types): (&str, &[String]),
+        request_type: Option<&str>,
+        request: &[u8],
+        answer_type: &str,
+        answer: &[u8],
+    ) {
+        let payload = |mode: &str, content_type: &str, data: &[u8]| {
+            assert!(json_types.iter().any(|t| content_type.starts_with(t.as_str())), "the stand-in captures JSON content types only; got {content_type}");
+            serde_json::json!({"observedContentType": content_type, "mode": mode, "data": String::from_utf8_lossy(data), "encoding": "JSON"})
+        };
+        let now = chrono::Utc::now();
+        let line = serde_json::json!({
+            "captureData": {
+                "endpointInput": payload("INPUT", request_type.unwrap_or("application/octet-stream"), request),
+                "endpointOutput": payload("OUTPUT", answer_type, answer),
+            },
+            "eventMetadata": {"eventId": uuid::Uuid::new_v4().to_string(), "inferenceTime": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)},
+            "eventVersion": "0",
+        });
+        let (bucket, prefix) = split(destination);
+        let key = format!("{}/{endpoint}/{variant}/{}/{}-{}.jsonl", prefix.trim_end_matches('/'), now.format("%Y/%m/%d/%H"), now.format("%M-%S-%3f"), uuid::Uuid::new_v4().simple());
+        self.aws.s3.put_object().bucket(bucket).key(key).body(format!("{line}\n").into_bytes().into()).send().await.expect("moto keeps the capture file");
     }
 
     /// The URL of a serving container for the model at `uri`, started on first use: the model
