@@ -161,6 +161,31 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert!(run["run"]["endpoint_url"].as_str().unwrap().contains("/endpoints/"), "{run}");
     check_sample(&run, &runtime);
 
+    // Production traffic with `alcohol` moved by four points (about four standard deviations)
+    // and every other feature as in the data: the endpoint captures it (DataCaptureConfig; the
+    // stand-in writes SageMaker's capture files), and `galley status` reports drift on exactly
+    // that feature from those records.
+    let wine = galley_ml::load_source("builtin:winequality", std::path::Path::new(".")).unwrap().table;
+    let columns: Vec<String> = run["sample_prediction"]["request"][0].as_object().unwrap().keys().cloned().collect();
+    let at: Vec<usize> = columns.iter().map(|c| wine.column_index(c).unwrap_or_else(|| panic!("{c} is a wine column"))).collect();
+    let step = wine.len() / 600;
+    let rows: Vec<Vec<f64>> = wine
+        .rows
+        .iter()
+        .step_by(step)
+        .take(600)
+        .map(|r| at.iter().zip(&columns).map(|(i, c)| r[*i].as_f64().unwrap() + if c == "alcohol" { 4.0 } else { 0.0 }).collect())
+        .collect();
+    let body = serde_json::json!({"dataframe_split": {"columns": columns, "data": rows}}).to_string();
+    let (code, answered) = aws.json(&["predict", "--data", &body]);
+    assert_eq!(code, 0, "{answered}; the run's request: {}", String::from_utf8_lossy(&runtime.invocations().last().unwrap().body));
+    let (_, status) = aws.json(&["status"]);
+    let drift = &status["drift"];
+    // 600 captured rows, plus the run's own sample prediction when it came after the baseline.
+    assert!((600..=601).contains(&drift["samples"].as_u64().unwrap()), "{drift}");
+    let flagged: Vec<&str> = drift["features"].as_array().unwrap().iter().filter(|f| f["drifted"] == true).map(|f| f["feature"].as_str().unwrap()).collect();
+    assert_eq!(flagged, ["alcohol"], "{drift}");
+
     // The artifact bucket is protected: destroy refuses without --force.
     let out = aws.galley(&["destroy", "--auto-approve"]);
     assert_eq!(out.status.code(), Some(1));

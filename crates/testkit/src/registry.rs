@@ -155,7 +155,15 @@ pub async fn approval_status_is_recorded(r: Registry) -> TestResult {
         let v1 = r.register_version(&name, &new_version(1)).await?.version;
         let v2 = r.register_version(&name, &new_version(2)).await?.version;
         r.set_approval(&name, v2, ApprovalStatus::Approved).await?;
-        ensure_eq!(r.get_version(&name, v2).await?.approval, ApprovalStatus::Approved, "approval of v2");
+        let approved = r.get_version(&name, v2).await?;
+        ensure_eq!(approved.approval, ApprovalStatus::Approved, "approval of v2");
+        // Approving changes the status, not the record a deploy reads (signature, metrics, lineage).
+        let registered = new_version(2);
+        ensure_eq!(
+            (approved.signature, approved.metrics, approved.lineage),
+            (registered.signature, registered.metrics, registered.lineage),
+            "v2's record after its approval"
+        );
         r.set_approval(&name, v1, ApprovalStatus::Rejected).await?;
         ensure_eq!(r.get_version(&name, v1).await?.approval, ApprovalStatus::Rejected, "approval of v1");
         ensure_eq!(r.get_version(&name, v2).await?.approval, ApprovalStatus::Approved, "approval of v2 after v1 changed");

@@ -282,11 +282,25 @@ impl ModelRegistry for SageMakerRegistry {
             ApprovalStatus::Rejected => ModelApprovalStatus::Rejected,
             ApprovalStatus::PendingManualApproval => ModelApprovalStatus::PendingManualApproval,
         };
+        // The version's record is sent again with its new status: SageMaker keeps metadata an
+        // update leaves out, but moto (the test substrate) replaces it with nothing, which
+        // would deploy the version with no signature. Sending what is there changes nothing.
+        let record = self
+            .clients
+            .sagemaker
+            .describe_model_package()
+            .model_package_name(&arn)
+            .send()
+            .await
+            .map_err(sdk(Stage::Registry, "DescribeModelPackage", &arn))?
+            .customer_metadata_properties()
+            .cloned();
         self.clients
             .sagemaker
             .update_model_package()
             .model_package_arn(&arn)
             .model_approval_status(status)
+            .set_customer_metadata_properties(record)
             .send()
             .await
             .map_err(sdk(Stage::Registry, "UpdateModelPackage", &arn))?;
