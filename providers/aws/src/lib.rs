@@ -7,6 +7,7 @@
 //! - [`error`]: every SDK error mapped to a Galley error kind, in one place.
 //! - [`artifacts`]: the artifact store on S3 (streamed multipart, SHA-256 checked).
 //! - [`state_backend`]: Galley's state in S3, locked with a conditional write.
+//! - [`capture`]: SageMaker's data-capture files, which the monitor's drift reads.
 //! - the stages on SageMaker and CloudWatch, [`training`] jobs, and [`provider`].
 
 pub mod container;
