@@ -61,6 +61,10 @@ pub struct ApplyArgs {
 pub enum Command {
     /// Check a blueprint without touching any platform.
     Validate(BlueprintArgs),
+    /// Set up where the blueprint's state lives, before the first apply: for `backend: {type:
+    /// s3}`, the bucket, versioned, encrypted and private (what Terraform users do by hand).
+    /// Safe to repeat.
+    Init(BlueprintArgs),
     /// Print the blueprint JSON Schema (for editor autocompletion).
     Schema,
     /// Print shell completions.
@@ -209,7 +213,7 @@ impl Command {
     /// The blueprint options of commands that read a blueprint.
     pub fn blueprint_args_mut(&mut self) -> Option<&mut BlueprintArgs> {
         match self {
-            Command::Validate(bp) | Command::Drift(bp) | Command::Refresh(bp) | Command::Status(bp) | Command::Outputs(bp) => Some(bp),
+            Command::Validate(bp) | Command::Init(bp) | Command::Drift(bp) | Command::Refresh(bp) | Command::Status(bp) | Command::Outputs(bp) => Some(bp),
             Command::Plan { bp, .. }
             | Command::Apply { bp, .. }
             | Command::Run { bp, .. }

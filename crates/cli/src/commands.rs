@@ -29,6 +29,13 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
     let ctx = Ctx { output: cli.output.unwrap_or(Output::Human), color: !cli.no_color && std::io::stderr().is_terminal() };
     match cli.command {
         Command::Validate(bp) => validate(&ctx, &bp),
+        Command::Init(bp) => {
+            let app = App::load(&bp)?;
+            let engine = app.engine(EngineOptions::default())?;
+            let done = engine.init_backend()?;
+            say(&ctx, json!({ "ok": true, "state": engine.describe_backend(), "init": done }), &done);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schema => {
             print_json(&galley_blueprint::json_schema(&crate::platforms::registry()));
             Ok(ExitCode::SUCCESS)

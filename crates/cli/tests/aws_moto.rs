@@ -255,3 +255,35 @@ fn managed_training_through_the_cli_on_moto() {
     assert_eq!(failed, ["registry.model"], "only what moto cannot delete: {destroyed}");
     assert!(!String::from_utf8_lossy(&aws.seen).contains(SECRET), "the secret leaked");
 }
+
+/// Before the first apply, the state bucket may not exist: plan says how to make it, `galley
+/// init` makes it versioned (an overwritten state stays recoverable), and a second init only
+/// reports what is there. Read back through moto's own S3 API, not through Galley.
+#[test]
+fn init_creates_the_state_bucket_versioned() {
+    let Some(url) = moto() else { return };
+    let _moto = MOTO.lock().unwrap_or_else(|p| p.into_inner());
+    let mut aws = fresh(&url, &url, &[]);
+    let bucket = format!("{}-new", aws.vars[1].trim_start_matches("state_bucket="));
+    aws.vars[1] = format!("state_bucket={bucket}");
+
+    let out = aws.galley(&["plan"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("the state bucket `{bucket}` does not exist")) && err.contains("galley init"), "{err}");
+
+    let (code, init) = aws.json(&["init"]);
+    assert_eq!(code, 0, "{init}");
+    assert!(init["init"].as_str().unwrap().starts_with(&format!("created the state bucket `{bucket}`")), "{init}");
+    let (status, versioning) = http(&url, "GET", &format!("/{bucket}?versioning"), "");
+    assert_eq!(status, 200);
+    assert!(versioning.contains("<Status>Enabled</Status>"), "{versioning}");
+    let (_, public) = http(&url, "GET", &format!("/{bucket}?publicAccessBlock"), "");
+    assert!(public.contains("<BlockPublicAcls>true</BlockPublicAcls>"), "{public}");
+
+    let (code, again) = aws.json(&["init"]);
+    assert_eq!(code, 0, "{again}");
+    assert_eq!(again["init"], format!("the state bucket `{bucket}` exists and is versioned"));
+    let out = aws.galley(&["plan"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}

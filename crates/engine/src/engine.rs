@@ -266,6 +266,11 @@ impl Engine {
         Ok(blocking(|| self.backend.load())?.unwrap_or_default())
     }
 
+    /// Sets up where state lives (`galley init`); see [`StateBackend::init`].
+    pub fn init_backend(&self) -> Result<String> {
+        blocking(|| self.backend.init())
+    }
+
     /// Where state lives, for messages: a path, `s3://bucket/key`, …
     pub fn describe_backend(&self) -> String {
         self.backend.describe()

@@ -253,6 +253,11 @@ pub trait StateBackend: Send + Sync {
     fn unlock(&self, id: &str) -> Result<()>;
     /// The current holder, if any.
     fn lock_holder(&self) -> Result<Option<LockInfo>>;
+    /// Makes the place state lives ready before the first save (`galley init`): a remote
+    /// backend's bucket, say. Idempotent; says what it did or found.
+    fn init(&self) -> Result<String> {
+        Ok(format!("{}: nothing to set up (it is created by the first save)", self.describe()))
+    }
 }
 
 /// State in a local file (default `.galley/state.json`).

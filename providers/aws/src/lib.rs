@@ -35,4 +35,4 @@ pub use runtime::*;
 macro_rules! runtime_modules {
     ($($name:ident),* $(,)?) => { $(#[cfg(feature = "runtime")] pub mod $name;)* };
 }
-runtime_modules!(artifacts, capture, config, error, experiments, features, meta, monitor, orchestrator, provider, registry, serving, state_backend, training, waiter);
+runtime_modules!(artifacts, bucket, capture, config, error, experiments, features, meta, monitor, orchestrator, provider, registry, serving, state_backend, training, waiter);

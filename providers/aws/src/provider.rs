@@ -12,11 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use aws_sdk_s3::types::{
-    BucketLocationConstraint, BucketVersioningStatus, CreateBucketConfiguration, PublicAccessBlockConfiguration,
-    ServerSideEncryption, ServerSideEncryptionByDefault, ServerSideEncryptionConfiguration, ServerSideEncryptionRule, Tagging,
-    VersioningConfiguration,
-};
+use aws_sdk_s3::types::Tagging;
 use galley_blueprint::Blueprint;
 use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
 use galley_core::stages::{ExperimentTracker, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, PipelineSpec, Serving};
@@ -317,47 +313,8 @@ struct BucketHandler(Connections);
 
 impl BucketHandler {
     async fn configure(&self, clients: &AwsClients, spec: &ResourceSpec) -> Result<()> {
-        let bucket = attr(spec, "bucket")?;
-        let s3 = &clients.s3;
-        let versioning = spec.desired.get("versioning").and_then(Json::as_bool).unwrap_or(true);
-        s3.put_bucket_versioning()
-            .bucket(bucket)
-            .versioning_configuration(
-                VersioningConfiguration::builder()
-                    .status(if versioning { BucketVersioningStatus::Enabled } else { BucketVersioningStatus::Suspended })
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(sdk(Stage::Artifacts, "PutBucketVersioning", bucket))?;
-        if spec.desired.get("encryption").and_then(Json::as_bool).unwrap_or(true) {
-            let rule = ServerSideEncryptionRule::builder()
-                .apply_server_side_encryption_by_default(
-                    ServerSideEncryptionByDefault::builder().sse_algorithm(ServerSideEncryption::Aes256).build().map_err(|e| Error::internal(e.to_string()))?,
-                )
-                .build();
-            s3.put_bucket_encryption()
-                .bucket(bucket)
-                .server_side_encryption_configuration(ServerSideEncryptionConfiguration::builder().rules(rule).build().map_err(|e| Error::internal(e.to_string()))?)
-                .send()
-                .await
-                .map_err(sdk(Stage::Artifacts, "PutBucketEncryption", bucket))?;
-        }
-        // Model artifacts are never public.
-        s3.put_public_access_block()
-            .bucket(bucket)
-            .public_access_block_configuration(
-                PublicAccessBlockConfiguration::builder()
-                    .block_public_acls(true)
-                    .ignore_public_acls(true)
-                    .block_public_policy(true)
-                    .restrict_public_buckets(true)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(sdk(Stage::Artifacts, "PutPublicAccessBlock", bucket))?;
-        Ok(())
+        let flag = |name: &str| spec.desired.get(name).and_then(Json::as_bool).unwrap_or(true);
+        crate::bucket::secure(&clients.s3, attr(spec, "bucket")?, flag("versioning"), flag("encryption"), Stage::Artifacts).await
     }
 
     /// Deletes every object version and delete marker, so the bucket can go.
@@ -408,22 +365,10 @@ impl ResourceHandler for BucketHandler {
     async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
         let clients = self.0.for_spec(spec).await?;
         let bucket = attr(spec, "bucket")?;
-        match clients.s3.head_bucket().bucket(bucket).send().await {
-            Ok(_) => {}
-            Err(e) => {
-                let e = sdk(Stage::Artifacts, "HeadBucket", bucket)(e);
-                return if e.kind() == ErrorKind::NotFound { Ok(None) } else { Err(e) };
-            }
+        if !crate::bucket::exists(&clients.s3, bucket, Stage::Artifacts).await? {
+            return Ok(None);
         }
-        let versioning = clients
-            .s3
-            .get_bucket_versioning()
-            .bucket(bucket)
-            .send()
-            .await
-            .map_err(sdk(Stage::Artifacts, "GetBucketVersioning", bucket))?
-            .status()
-            .is_some_and(|s| *s == BucketVersioningStatus::Enabled);
+        let versioning = crate::bucket::versioned(&clients.s3, bucket, Stage::Artifacts).await?;
         let encryption = match clients.s3.get_bucket_encryption().bucket(bucket).send().await {
             Ok(o) => o.server_side_encryption_configuration().is_some_and(|c| !c.rules().is_empty()),
             Err(e) => {
@@ -444,27 +389,9 @@ impl ResourceHandler for BucketHandler {
         let clients = self.0.for_spec(spec).await?;
         let bucket = attr(spec, "bucket")?;
         if self.read(spec).await?.is_none() {
-            let mut req = clients.s3.create_bucket().bucket(bucket);
-            // us-east-1 is the one region that refuses an explicit location constraint.
-            if clients.region() != "us-east-1" {
-                req = req.create_bucket_configuration(
-                    CreateBucketConfiguration::builder().location_constraint(BucketLocationConstraint::from(clients.region())).build(),
-                );
-            }
-            match req.send().await {
-                Ok(_) => {}
-                Err(e) => {
-                    let e = sdk(Stage::Artifacts, "CreateBucket", bucket)(e);
-                    if e.kind() == ErrorKind::Conflict {
-                        return Err(Error::conflict(format!(
-                            "bucket `{bucket}` is taken by another AWS account (bucket names are global); choose another `stages.artifacts.bucket`"
-                        )));
-                    }
-                    if e.kind() != ErrorKind::AlreadyExists {
-                        return Err(e);
-                    }
-                }
-            }
+            crate::bucket::create(&clients.s3, clients.region(), bucket, Stage::Artifacts)
+                .await
+                .map_err(|e| if e.kind() == ErrorKind::Conflict { Error::conflict(format!("{}: choose another `stages.artifacts.bucket`", e.message())) } else { e })?;
         }
         clients
             .s3

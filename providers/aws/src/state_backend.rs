@@ -141,7 +141,7 @@ fn missing_bucket(bucket: &str, region: &str, endpoint_url: Option<&str>) -> Str
         format!(" --create-bucket-configuration LocationConstraint={region}")
     };
     format!(
-        "the state bucket `{bucket}` does not exist (region {region}): create it with versioning, e.g. \
+        "the state bucket `{bucket}` does not exist (region {region}): `galley init` creates it, versioned, encrypted and private; or create it yourself with versioning, e.g. \
          `aws s3api create-bucket --bucket {bucket} --region {region}{location}{endpoint}` then \
          `aws s3api put-bucket-versioning --bucket {bucket} --versioning-configuration Status=Enabled{endpoint}`"
     )
@@ -259,6 +259,27 @@ impl StateBackend for S3StateBackend {
             ))),
             None => Ok(()),
         }
+    }
+
+    /// Creates the bucket (versioned, encrypted, private) when it is missing. An existing
+    /// bucket is left as its owner set it; without versioning, the answer says so (an
+    /// overwritten or deleted state could not be recovered).
+    fn init(&self) -> Result<String> {
+        self.block(async {
+            if !crate::bucket::exists(&self.s3, &self.bucket, Stage::Artifacts).await? {
+                crate::bucket::create(&self.s3, &self.region, &self.bucket, Stage::Artifacts).await?;
+                crate::bucket::secure(&self.s3, &self.bucket, true, true, Stage::Artifacts).await?;
+                return Ok(format!("created the state bucket `{}` in {} (versioned, encrypted, private)", self.bucket, self.region));
+            }
+            Ok(if crate::bucket::versioned(&self.s3, &self.bucket, Stage::Artifacts).await? {
+                format!("the state bucket `{}` exists and is versioned", self.bucket)
+            } else {
+                format!(
+                    "the state bucket `{b}` exists but is not versioned: an overwritten state could not be recovered; turn versioning on with `aws s3api put-bucket-versioning --bucket {b} --versioning-configuration Status=Enabled`",
+                    b = self.bucket
+                )
+            })
+        })
     }
 
     fn lock_holder(&self) -> Result<Option<LockInfo>> {
