@@ -69,6 +69,13 @@ pub trait PlatformRules: Send + Sync {
         &[]
     }
 
+    /// The `platforms.<id>` settings that name something on the user's machine (a credentials
+    /// profile in `~/.aws`): meaningless inside the platform's own containers, so the run bundle
+    /// a pipeline step reads leaves them out along with the credential fields.
+    fn machine_fields(&self) -> &'static [&'static str] {
+        &[]
+    }
+
     /// State backends it offers besides the local file.
     fn state_backends(&self) -> Vec<BackendRule> {
         Vec::new()

@@ -89,34 +89,53 @@ impl App {
 
     /// [`App::stages`] over the resource outputs of a state already read.
     pub async fn stages_over(&self, outputs: &BTreeMap<String, BTreeMap<String, serde_json::Value>>) -> Result<StageSet, CliError> {
-        let bp = &self.loaded.blueprint;
-        let mut opened: std::collections::BTreeMap<galley_core::PlatformId, StageSet> = Default::default();
-        for platform in galley_core::Stage::ALL.iter().map(|s| bp.stage_platform(*s)) {
-            if let std::collections::btree_map::Entry::Vacant(slot) = opened.entry(platform) {
-                slot.insert(self.providers.get(platform)?.open(bp, outputs).await?);
-            }
-        }
-        let pick = |stage| opened[&bp.stage_platform(stage)].clone();
-        use galley_core::Stage as S;
-        Ok(galley_core::layers::RetryLayer::default().layer(StageSet {
-            artifacts: pick(S::Artifacts).artifacts,
-            features: pick(S::Features).features,
-            experiments: pick(S::Experiments).experiments,
-            orchestrator: pick(S::Pipeline).orchestrator,
-            registry: pick(S::Registry).registry,
-            serving: pick(S::Serving).serving,
-            monitor: pick(S::Monitoring).monitor,
+        open_stages(&self.providers, &self.loaded.blueprint, outputs).await
+    }
+
+    /// The lifecycle with its steps in this process.
+    pub fn lifecycle(&self, stages: StageSet) -> Result<Arc<galley_lifecycle::Lifecycle>, CliError> {
+        Ok(Arc::new(self.new_lifecycle(stages)?))
+    }
+
+    /// The lifecycle `galley run` drives: its steps on the platform's own engine where the
+    /// pipeline's platform runs them there (SageMaker Pipelines), unless `local_steps`.
+    pub fn run_lifecycle(&self, stages: StageSet, local_steps: bool) -> Result<Arc<galley_lifecycle::Lifecycle>, CliError> {
+        let lifecycle = self.new_lifecycle(stages)?;
+        Ok(Arc::new(match local_steps {
+            true => lifecycle,
+            false => lifecycle.with_remote_steps(galley_lifecycle::remote::omitted_settings(self.providers.registry())),
         }))
     }
 
-    pub fn lifecycle(&self, stages: StageSet) -> Result<Arc<galley_lifecycle::Lifecycle>, CliError> {
-        Ok(Arc::new(galley_lifecycle::Lifecycle::new(
-            Arc::new(self.loaded.blueprint.clone()),
-            stages,
-            self.ctx.project_dir.clone(),
-            &self.loaded.hash,
-        )?))
+    fn new_lifecycle(&self, stages: StageSet) -> Result<galley_lifecycle::Lifecycle, CliError> {
+        Ok(galley_lifecycle::Lifecycle::new(Arc::new(self.loaded.blueprint.clone()), stages, self.ctx.project_dir.clone(), &self.loaded.hash)?)
     }
+}
+
+/// The runtime stage objects of `bp`, each from the platform its stage runs on, behind the
+/// retry layer every platform shares (`galley_core::layers`).
+pub async fn open_stages(
+    providers: &Providers,
+    bp: &galley_blueprint::Blueprint,
+    outputs: &BTreeMap<String, BTreeMap<String, serde_json::Value>>,
+) -> Result<StageSet, CliError> {
+    let mut opened: BTreeMap<galley_core::PlatformId, StageSet> = Default::default();
+    for platform in galley_core::Stage::ALL.iter().map(|s| bp.stage_platform(*s)) {
+        if let std::collections::btree_map::Entry::Vacant(slot) = opened.entry(platform) {
+            slot.insert(providers.get(platform)?.open(bp, outputs).await?);
+        }
+    }
+    let pick = |stage| opened[&bp.stage_platform(stage)].clone();
+    use galley_core::Stage as S;
+    Ok(galley_core::layers::RetryLayer::default().layer(StageSet {
+        artifacts: pick(S::Artifacts).artifacts,
+        features: pick(S::Features).features,
+        experiments: pick(S::Experiments).experiments,
+        orchestrator: pick(S::Pipeline).orchestrator,
+        registry: pick(S::Registry).registry,
+        serving: pick(S::Serving).serving,
+        monitor: pick(S::Monitoring).monitor,
+    }))
 }
 
 /// The blueprint as the command line asks for it (`--platform`, `--env`, `--var`), validated

@@ -106,11 +106,18 @@ pub enum Command {
         /// Retrain even if data and code are unchanged.
         #[arg(long)]
         no_cache: bool,
+        /// Run the steps in this process even where the platform's own engine would run them
+        /// (SageMaker Pipelines): for debugging, or with a stage on `local`.
+        #[arg(long)]
+        local_steps: bool,
     },
     /// Apply, then run, then print the model's metrics, the endpoint and a real prediction.
     Up {
         #[command(flatten)]
         bp: BlueprintArgs,
+        /// As for `galley run`: the steps in this process, not on the platform's engine.
+        #[arg(long)]
+        local_steps: bool,
         #[command(flatten)]
         apply: ApplyArgs,
     },
@@ -206,6 +213,26 @@ pub enum ContainerMode {
         port: u16,
         #[arg(long, default_value = "0.0.0.0")]
         bind: std::net::IpAddr,
+    },
+    /// One lifecycle step of a run the platform's engine started (a SageMaker Pipelines step):
+    /// reads the run bundle, the upstream steps' outputs from the artifact store, and writes
+    /// its own there. The pipeline definition `galley apply` writes passes every argument.
+    Step {
+        /// The step: extract, validate_data, prepare, train, evaluate, validate_model,
+        /// register, deploy, monitor.
+        name: String,
+        /// The platform's id of the run (a pipeline execution ARN).
+        #[arg(long)]
+        run: String,
+        /// Where the run bundle is (`s3://bucket/galley/pipelines/NAME/bundles/SHA.json`).
+        #[arg(long)]
+        bundle: String,
+        /// The experiment run the steps log to; empty for none.
+        #[arg(long, default_value = "")]
+        experiment_run: String,
+        /// The first step that must not reuse a cached output; empty for none.
+        #[arg(long, default_value = "")]
+        force_from: String,
     },
 }
 

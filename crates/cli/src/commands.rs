@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use galley_core::stages::{Prediction, RunState};
 use galley_core::Table;
@@ -60,13 +61,13 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             }
             apply(&ctx, &bp, plan, auto_approve, &a).await
         }
-        Command::Run { bp, no_cache } => run(&ctx, &bp, no_cache).await,
-        Command::Up { bp, apply: a } => {
+        Command::Run { bp, no_cache, local_steps } => run(&ctx, &bp, no_cache, local_steps).await,
+        Command::Up { bp, local_steps, apply: a } => {
             let code = apply(&ctx, &bp, None, true, &a).await?;
             if code != ExitCode::SUCCESS {
                 return Ok(code);
             }
-            run(&ctx, &bp, false).await
+            run(&ctx, &bp, false, local_steps).await
         }
         Command::Watch { bp, interval, max_runs, timeout } => crate::watch::watch(&ctx, &bp, interval, max_runs, timeout).await,
         Command::Destroy { bp, auto_approve, force, apply: a } => destroy(&ctx, &bp, auto_approve, force, &a).await,
@@ -92,10 +93,14 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             providers.get(platform)?.process(&args).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Container(ContainerMode::Step { name, run, bundle, experiment_run, force_from }) => {
+            container_step(&ctx, &name, &run, &bundle, experiment_run, force_from).await
+        }
         Command::Container(mode) => {
             let command = match mode {
                 ContainerMode::Train { root } => ContainerCommand::Train { root },
                 ContainerMode::Serve { root, port, bind } => ContainerCommand::Serve { root, bind, port },
+                ContainerMode::Step { .. } => unreachable!("matched above"),
             };
             let providers = crate::platforms::providers(&process_context());
             providers.container()?.container(&command).await?;
@@ -105,6 +110,42 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `galley container step`: one step of a run the platform's engine started, in this container.
+/// The blueprint comes from the run bundle (no file, no state here: a platform that runs steps
+/// in containers opens its stages from the blueprint alone), the data file with it, into a
+/// scratch project directory.
+async fn container_step(
+    ctx: &Ctx,
+    name: &str,
+    run: &str,
+    bundle_uri: &str,
+    experiment_run: String,
+    force_from: String,
+) -> Result<ExitCode, CliError> {
+    use galley_lifecycle::{Lifecycle, StepName, remote::RunBundle};
+    let providers = crate::platforms::providers(&process_context());
+    let bytes = providers.container()?.read_uri(bundle_uri).await?;
+    let bundle = RunBundle::parse(&bytes).map_err(|e| CliError::message(format!("run bundle {bundle_uri}: {}", e.message())))?;
+    if bundle.galley_version != env!("CARGO_PKG_VERSION") {
+        eprintln!("note: the run bundle was written by galley {}, this image is galley {}", bundle.galley_version, env!("CARGO_PKG_VERSION"));
+    }
+    let stages = crate::app::open_stages(&providers, &bundle.blueprint, &Default::default()).await?;
+    let project = tempfile::tempdir()?;
+    let bp = bundle.materialize(&*stages.artifacts, project.path()).await?;
+    let lifecycle = Arc::new(Lifecycle::new(Arc::new(bp), stages, project.path().to_path_buf(), &bundle.blueprint_hash)?);
+    let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
+    let force_from = nonempty(force_from).map(|s| StepName::parse(&s)).transpose()?;
+    let done = lifecycle.run_step_here(run, name, nonempty(experiment_run), force_from).await?;
+    let ok = done.state == RunState::Succeeded;
+    let how = if done.cached { " (cached)" } else { "" };
+    let human = match &done.error {
+        Some(e) => format!("step {name}: {:?}{how}\n{e}", done.state),
+        None => format!("step {name}: {:?}{how}", done.state),
+    };
+    say(ctx, json!({ "ok": ok, "step": done }), &human);
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 /// The context of a process that reads no blueprint (a platform's own process, the container).
@@ -298,15 +339,16 @@ fn finish_report(ctx: &Ctx, report: &galley_engine::ApplyReport, what: &str) -> 
     Ok(if report.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn run(ctx: &Ctx, args: &BlueprintArgs, no_cache: bool) -> Result<ExitCode, CliError> {
+async fn run(ctx: &Ctx, args: &BlueprintArgs, no_cache: bool, local_steps: bool) -> Result<ExitCode, CliError> {
     let app = App::load(args)?;
     let engine = app.engine(EngineOptions::default())?;
     app.require_applied(&engine)?;
     let stages = app.stages(&engine).await?;
-    let lifecycle = app.lifecycle(stages.clone())?;
+    let lifecycle = app.run_lifecycle(stages.clone(), local_steps)?;
     let human = ctx.output == Output::Human;
     if human {
-        eprintln!("running pipeline `{}` …", lifecycle.pipeline_name());
+        let on = if lifecycle.runs_remotely() { format!(" on {}", app.loaded.blueprint.stage_platform(galley_core::Stage::Pipeline)) } else { String::new() };
+        eprintln!("running pipeline `{}`{on} …", lifecycle.pipeline_name());
     }
     let progress = move |step: &galley_core::stages::StepRun| {
         if human {

@@ -3,19 +3,22 @@
 //! prediction through InvokeEndpoint → destroy, with state in S3 and a planted secret that must
 //! appear nowhere Galley writes.
 //!
-//! What moto cannot do shapes two details, said here rather than hidden: moto has no SageMaker
-//! Feature Store runtime (PutRecord/GetRecord), so this blueprint keeps its features stage on
-//! `local` (a per-stage platform override — the aws features stage is covered by the aws
-//! crate's tests against botocore's model); moto runs no containers, so SageMaker's container
-//! runtime is `sagemaker_runtime` (a proxy in front of moto running Galley's container code:
-//! the prediction is the registered model's); and moto has no DeleteModelPackage, so destroy
-//! leaves the model package group and says so, while state keeps recording it.
+//! What moto cannot do shapes three details, said here rather than hidden: moto runs no
+//! containers and has no Feature Store runtime, so SageMaker's running part is
+//! `sagemaker_runtime` (a proxy in front of moto running Galley's container code: the
+//! prediction is the registered model's; the online store's PutRecord/BatchGetRecord checked
+//! against botocore's model); moto runs no pipeline execution, so `pipelines` runs each step
+//! as `galley container step` of the binary under test, where SageMaker would run Galley's
+//! image; and moto has no DeleteModelPackage or DeleteFeatureGroup, so destroy leaves the
+//! model package group and the feature group and says so, while state keeps recording them.
 
 #![cfg(feature = "aws")]
 
 mod common;
 #[path = "../../../providers/aws/tests/common/botocore.rs"]
 mod botocore;
+#[path = "../../../providers/aws/tests/common/pipelines.rs"]
+mod pipelines;
 #[path = "../../../providers/aws/tests/common/sagemaker_runtime.rs"]
 mod sagemaker_runtime;
 #[path = "../../../providers/aws/tests/common/scripted.rs"]
@@ -96,8 +99,8 @@ impl Aws {
 /// (cargo runs test binaries one at a time) and holds this lock while it runs.
 static MOTO: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// A fresh moto and a copy of `blueprints/aws.yaml` with unique names, its features stage on
-/// `local` (no feature-store runtime in moto), talking to `endpoint` (moto or a proxy of it).
+/// A fresh moto and a copy of `blueprints/aws.yaml` with unique names, talking to `endpoint`
+/// (moto or a proxy of it).
 fn fresh(url: &str, endpoint: &str, extra: &[&str]) -> Aws {
     assert_eq!(http(url, "POST", "/moto-api/reset", "").0, 200);
     let id = format!("{:08x}", std::process::id() ^ (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos()));
@@ -105,7 +108,7 @@ fn fresh(url: &str, endpoint: &str, extra: &[&str]) -> Aws {
     assert_eq!(http(url, "PUT", &format!("/{state_bucket}"), "").0, 200);
     let project = Project::from_shipped("aws.yaml", |t| {
         t.replace("acme-wine-quality-artifacts", &format!("galley-cli-{id}"))
-            .replace("  features:\n    group: wine-features\n", &format!("  features:\n    platform: local\n    group: wine-features-{id}\n"))
+            .replace("  features:\n    group: wine-features\n", &format!("  features:\n    group: wine-features-{id}\n"))
             .replace("    ttl: 30d\n", "")
             .replace("    name: wine-quality-retrain\n", &format!("    name: wine-quality-retrain-{id}\n"))
             .replace("  experiments:\n    name: wine-quality\n", &format!("  experiments:\n    name: wine-quality-{id}\n"))
@@ -140,7 +143,8 @@ fn aws_blueprint_through_the_cli_on_moto() {
     let Some(url) = moto() else { return };
     let _moto = MOTO.lock().unwrap_or_else(|p| p.into_inner());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let runtime = rt.block_on(sagemaker_runtime::SageMakerRuntime::start(&url));
+    let role = ("testing".to_owned(), SECRET.to_owned());
+    let runtime = rt.block_on(sagemaker_runtime::SageMakerRuntime::with_pipelines(&url, env!("CARGO_BIN_EXE_galley").into(), role));
     let mut aws = fresh(&url, &runtime.url, &[]);
     let state_bucket = aws.vars[1].trim_start_matches("state_bucket=").to_owned();
 
@@ -151,15 +155,40 @@ fn aws_blueprint_through_the_cli_on_moto() {
     let (_, status) = aws.json(&["status"]);
     assert_eq!(status["state"], format!("s3://{state_bucket}/galley/wine-quality/state.json"));
     let platforms: Vec<&str> = status["resources"].as_object().unwrap().values().map(|r| r["platform"].as_str().unwrap()).collect();
-    assert_eq!(platforms.iter().filter(|p| **p == "aws").count(), 6, "{status}");
-    assert_eq!(platforms.iter().filter(|p| **p == "local").count(), 1, "{status}");
+    assert!(platforms.len() == 7 && platforms.iter().all(|p| *p == "aws"), "{status}");
 
+    // `galley run` starts a SageMaker pipeline execution and follows it: every step ran in its
+    // own process as `galley container step` (where SageMaker runs Galley's image), reading the
+    // run bundle and its upstream steps' outputs from S3; what the run reports (metrics, the
+    // registered version, the endpoint) came back from those processes.
     let (code, run) = aws.json(&["run"]);
     assert_eq!(code, 0, "{run}");
-    assert_eq!(run["run"]["registered_version"], 1);
+    let execution = run["run"]["pipeline_run"].as_str().unwrap();
+    assert!(execution.starts_with("arn:aws:sagemaker:us-east-1:") && execution.contains("/execution/"), "a SageMaker execution: {run}");
+    let ran = runtime.pipeline_steps();
+    let names: Vec<&str> = ran.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["extract", "validate_data", "prepare", "train", "evaluate", "validate_model", "register", "deploy", "monitor"], "{ran:?}");
+    for s in &ran {
+        assert_eq!((s.execution.as_str(), s.status.as_str()), (execution, "Succeeded"), "{s:?}");
+        assert_eq!(s.request["AppSpecification"]["ImageUri"], "123456789012.dkr.ecr.eu-west-1.amazonaws.com/galley:0.1", "Galley's image: {s:?}");
+        assert_eq!(s.request["AppSpecification"]["ContainerArguments"].as_array().unwrap()[..4], ["step", s.name.as_str(), "--run", execution], "{s:?}");
+    }
+    let summary_steps: Vec<&str> = run["run"]["steps"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(summary_steps.len(), 9, "the run follows SageMaker's step list: {run}");
+    assert_eq!(run["run"]["registered_version"], 1, "{run}");
     assert!(run["run"]["metrics"]["roc_auc"].as_f64().unwrap() > 0.75, "{run}");
     assert!(run["run"]["endpoint_url"].as_str().unwrap().contains("/endpoints/"), "{run}");
     check_sample(&run, &runtime);
+    // The bundle the steps read is in the artifact bucket (and carries no credential).
+    let bundle_uri = ran[0].request["AppSpecification"]["ContainerArguments"][5].as_str().unwrap().to_owned();
+    let (bucket, key) = bundle_uri.trim_start_matches("s3://").split_once('/').unwrap();
+    let bundle = rt.block_on(async {
+        let s3 = galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap().s3;
+        let got = s3.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("{bundle_uri}: {e:?}"));
+        String::from_utf8(got.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
+    });
+    assert!(bundle.contains("\"format\":1") && bundle.contains("\"blueprint_hash\""), "{bundle}");
+    aws.seen.extend_from_slice(bundle.as_bytes());
 
     // Production traffic with `alcohol` moved by four points (about four standard deviations)
     // and every other feature as in the data: the endpoint captures it (DataCaptureConfig; the
@@ -192,12 +221,13 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("protect"), "{}", String::from_utf8_lossy(&out.stderr));
     let (code, destroyed) = aws.json(&["destroy", "--auto-approve", "--force"]);
     let failed: Vec<&str> = destroyed["report"]["failed"].as_array().unwrap().iter().map(|f| f[0].as_str().unwrap()).collect();
-    // moto lacks DeleteModelPackage(Group): that one resource stays, and state keeps it.
-    assert_eq!(failed, ["registry.model"], "{destroyed}");
+    // moto lacks DeleteFeatureGroup and DeleteModelPackage(Group): those resources stay, and
+    // state keeps them.
+    assert_eq!(failed, ["features.group", "registry.model"], "{destroyed}");
     assert_eq!(code, 1);
     let (_, status) = aws.json(&["status"]);
     let left: Vec<&String> = status["resources"].as_object().unwrap().keys().collect();
-    assert!(left.iter().all(|a| *a == "registry.model" || *a == "artifacts.store"), "state records exactly what exists: {left:?}");
+    assert!(left.iter().all(|a| ["features.group", "registry.model", "artifacts.store"].contains(&a.as_str())), "state records exactly what exists: {left:?}");
 
     // The planted secret is nowhere: not in what galley printed (debug logs and the state, via
     // `status`, included), not in the files it wrote. (The aws crate's e2e also reads the state
@@ -233,8 +263,10 @@ fn managed_training_through_the_cli_on_moto() {
 
     let out = aws.galley(&["apply", "--auto-approve"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let (code, run) = aws.json(&["run"]);
+    // The steps in this process (the debugging path), the training on SageMaker.
+    let (code, run) = aws.json(&["run", "--local-steps"]);
     assert_eq!(code, 0, "{run}");
+    assert!(!run["run"]["pipeline_run"].as_str().unwrap().starts_with("arn:"), "run here: {run}");
     assert_eq!(run["run"]["registered_version"], 1, "{run}");
     assert!(run["run"]["metrics"]["roc_auc"].as_f64().unwrap() > 0.75, "{run}");
     let job_arn = run["run"]["training_job"].as_str().unwrap_or_else(|| panic!("the run names its training job: {run}"));
@@ -252,7 +284,7 @@ fn managed_training_through_the_cli_on_moto() {
 
     let (_, destroyed) = aws.json(&["destroy", "--auto-approve", "--force"]);
     let failed: Vec<&str> = destroyed["report"]["failed"].as_array().unwrap().iter().map(|f| f[0].as_str().unwrap()).collect();
-    assert_eq!(failed, ["registry.model"], "only what moto cannot delete: {destroyed}");
+    assert_eq!(failed, ["features.group", "registry.model"], "only what moto cannot delete: {destroyed}");
     assert!(!String::from_utf8_lossy(&aws.seen).contains(SECRET), "the secret leaked");
 }
 

@@ -82,6 +82,13 @@ pub trait Provider: Send + Sync {
         let _ = command;
         Err(Error::unsupported(format!("platform `{}` has no container contract", self.platform())))
     }
+
+    /// The bytes at `uri` in this platform's storage (`s3://bucket/key`), read with the
+    /// credentials the container runs with: how `galley container step` gets its run bundle
+    /// before it knows any blueprint.
+    async fn read_uri(&self, uri: &str) -> Result<Vec<u8>> {
+        Err(Error::unsupported(format!("platform `{}` reads no `{uri}`", self.platform())))
+    }
 }
 
 /// What `galley container` is asked to do inside a platform's container.

@@ -8,6 +8,7 @@
 //! content-derived keys, which is what makes a cached step's output valid in a later process.
 
 pub mod actions;
+pub mod remote;
 mod steps;
 mod store;
 
@@ -49,6 +50,10 @@ pub struct Lifecycle {
     /// The orchestrator's id of the run in progress, and whether a cancel was asked before
     /// the run had one (for [`Lifecycle::cancel`]).
     pipeline_run: Mutex<(Option<String>, bool)>,
+    /// Set by [`Lifecycle::with_remote_steps`]: runs go to the platform's engine when its
+    /// orchestrator runs steps in containers; the credential settings the bundle leaves out.
+    remote: Option<remote::OmittedSettings>,
+    blueprint_hash: String,
 }
 
 impl Lifecycle {
@@ -70,7 +75,55 @@ impl Lifecycle {
             extracted: Mutex::new(None),
             running: tokio::sync::Mutex::new(()),
             pipeline_run: Mutex::new((None, false)),
+            remote: None,
+            blueprint_hash: blueprint_hash.to_owned(),
         })
+    }
+
+    /// Runs on the platform's own engine where its orchestrator can run the steps (each a
+    /// container of Galley's image; the run goes on when this process ends); elsewhere, and
+    /// without this, the steps run in this process. `omitted` names the settings the run
+    /// bundle must leave out.
+    pub fn with_remote_steps(mut self, omitted: remote::OmittedSettings) -> Self {
+        self.remote = Some(omitted);
+        self
+    }
+
+    /// Whether [`Lifecycle::run`] hands the steps to the platform's engine.
+    pub fn runs_remotely(&self) -> bool {
+        self.remote.is_some() && self.stages.orchestrator.runs_remote_steps()
+    }
+
+    /// One step of a run the platform's engine started, run here (`galley container step`):
+    /// `experiment_run` and `force_from` are the run's parameters as `galley run` set them.
+    pub async fn run_step_here(
+        self: &Arc<Self>,
+        run: &str,
+        step: &str,
+        experiment_run: Option<String>,
+        force_from: Option<StepName>,
+    ) -> Result<galley_core::stages::StepRun> {
+        StepName::parse(step)?;
+        *self.experiment_run.lock().expect("experiment run lock") = experiment_run;
+        *self.force_from.lock().expect("force lock") = force_from;
+        let spec = self.pipeline_spec();
+        self.stages.orchestrator.run_step_here(&spec, run, step, self.clone() as Arc<dyn StepExecutor>).await
+    }
+
+    /// Refuses a remote run that would need a stage on Galley's machine, and writes the bundle
+    /// the step containers read; returns the run's parameter naming it.
+    async fn prepare_remote(&self, pipeline: &str, omitted: &remote::OmittedSettings) -> Result<String> {
+        for stage in self.bp.declared_stages() {
+            let platform = self.bp.stage_platform(stage);
+            if platform.as_str() == "local" {
+                return Err(Error::invalid(format!(
+                    "stage `{}` runs on `local`, which the pipeline's steps on the platform's engine cannot reach; put the stage on the pipeline's platform, or run the steps in this process with `galley run --local-steps`",
+                    stage.as_str()
+                )));
+            }
+        }
+        let (key, _) = remote::RunBundle::write(&self.bp, &self.blueprint_hash, &self.project_dir, pipeline, omitted, &*self.stages.artifacts).await?;
+        Ok(key.as_str().to_owned())
     }
 
     pub fn pipeline_name(&self) -> String {
@@ -99,17 +152,28 @@ impl Lifecycle {
         let orchestrator = self.stages.orchestrator.clone();
         let spec = self.pipeline_spec();
         orchestrator.upsert_pipeline(&spec).await?;
-        orchestrator.attach_executor(&spec.name, self.clone() as Arc<dyn StepExecutor>)?;
-        *self.force_from.lock().expect("force lock") = match (no_cache, trigger) {
+        let force_from = match (no_cache, trigger) {
             (true, _) => Some(StepName::Extract),
             (false, Some(Trigger::Drift)) => Some(StepName::Train),
             _ => None,
         };
+        let mut params = BTreeMap::new();
+        match (&self.remote, self.runs_remotely()) {
+            (Some(omitted), true) => {
+                params.insert(remote::PARAM_BUNDLE.to_owned(), self.prepare_remote(&spec.name, omitted).await?);
+                if let Some(from) = force_from {
+                    params.insert(remote::PARAM_FORCE_FROM.to_owned(), from.as_str().to_owned());
+                }
+            }
+            _ => {
+                orchestrator.attach_executor(&spec.name, self.clone() as Arc<dyn StepExecutor>)?;
+                *self.force_from.lock().expect("force lock") = force_from;
+            }
+        }
 
         let run_id = self.begin_experiment_run(trigger).await?;
-        let mut params = BTreeMap::new();
         if let Some(r) = &run_id {
-            params.insert("experiment_run".to_owned(), r.clone());
+            params.insert(remote::PARAM_EXPERIMENT_RUN.to_owned(), r.clone());
         }
         let run = match orchestrator.start(&spec.name, trigger, &params).await {
             Ok(id) => {

@@ -21,7 +21,7 @@ pub struct Dataset {
     pub sha256: String,
 }
 
-const BUILTIN_PREFIX: &str = "builtin:";
+pub const BUILTIN_PREFIX: &str = "builtin:";
 const BUILTINS: [&str; 3] = ["winequality", "iris", "diabetes"];
 
 /// Column names of the builtin datasets, snake_case so they work unquoted in YAML and JSON.

@@ -14,7 +14,7 @@ pub mod params;
 pub mod prepare;
 pub mod validate;
 
-pub use dataset::{Dataset, builtin_columns, builtin_names, load_source};
+pub use dataset::{BUILTIN_PREFIX, Dataset, builtin_columns, builtin_names, load_source};
 pub use drift::{drift_report, ks, ks_pvalue, psi};
 pub use galley_core::ml::{Algorithm, Task};
 pub use gate::{GateDecision, decide};

@@ -5,4 +5,4 @@
 pub mod dag;
 pub mod runner;
 
-pub use runner::{CacheEntry, RunJournal, RunnerOptions, execute, new_run};
+pub use runner::{CacheEntry, RunJournal, RunnerOptions, execute, execute_step, new_run};

@@ -210,6 +210,45 @@ pub async fn execute(
     run
 }
 
+/// Runs one step of `run` of `spec` in this process, as a step container of the platform's
+/// engine does (`galley container step`): the step's cache and retries as in [`execute`], its
+/// log to `journal`, and a fresh output recorded in the cache. `upstream` holds the outputs of
+/// its ancestors, read from wherever the platform keeps them. The platform's engine decides
+/// what runs next, so a failure is returned in the [`StepRun`], not propagated.
+pub async fn execute_step(
+    spec: &PipelineSpec,
+    run_id: &str,
+    step: &str,
+    upstream: BTreeMap<String, StepOutput>,
+    exec: Arc<dyn StepExecutor>,
+    journal: Arc<dyn RunJournal>,
+    options: &RunnerOptions,
+) -> Result<galley_core::stages::StepRun> {
+    let spec_step = spec
+        .steps
+        .iter()
+        .find(|s| s.name == step)
+        .ok_or_else(|| Error::not_found(format!("pipeline `{}` has no step `{step}`", spec.name)))?;
+    let missing: Vec<String> = dag::ancestors(spec, step).into_iter().filter(|a| !upstream.contains_key(a)).collect();
+    if !missing.is_empty() {
+        return Err(Error::invalid(format!(
+            "step `{step}` of run `{run_id}` needs the outputs of {} first; they are not recorded for this run",
+            missing.join(", ")
+        )));
+    }
+    let log = journal.step_log(run_id, step);
+    let cache = if spec_step.cache { load_cache(&*journal, &spec.name, step, &*log).await } else { None };
+    let mut record = galley_core::stages::StepRun::pending(step);
+    record.started_ms = Some(now_ms());
+    let (_, outcome) = run_step(exec, spec_step.clone(), upstream, log, options.retry.clone(), cache).await;
+    let mut run = new_run(spec, run_id, None, &BTreeMap::new(), now_ms());
+    let mut outputs = BTreeMap::new();
+    apply_outcome(spec, &*journal, &mut run, &mut outputs, step, outcome).await;
+    journal.step_done(run_id, step).await;
+    let done = run.steps.into_iter().find(|s| s.name == step).unwrap_or(record.clone());
+    Ok(galley_core::stages::StepRun { started_ms: record.started_ms, ended_ms: Some(now_ms()), ..done })
+}
+
 fn step_mut<'a>(run: &'a mut PipelineRun, step: &str) -> Option<&'a mut galley_core::stages::StepRun> {
     run.steps.iter_mut().find(|s| s.name == step)
 }

@@ -37,6 +37,11 @@ fn b64_sha256(bytes: &[u8]) -> String {
     aws_smithy_types::base64::encode(Sha256::digest(bytes))
 }
 
+/// `s3://bucket/key` as its bucket and key.
+pub fn split_s3_uri(uri: &str) -> Option<(&str, &str)> {
+    uri.strip_prefix("s3://").and_then(|rest| rest.split_once('/')).filter(|(b, k)| !b.is_empty() && !k.is_empty())
+}
+
 #[derive(Clone, Debug)]
 pub struct S3Artifacts {
     s3: aws_sdk_s3::Client,

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use galley_core::stages::{
-    ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, Orchestrator, PipelineRun, PipelineSpec, RunState, StepExecutor,
-    StepLogger, StepRun, TrainingJob, TrainingJobResult, Trigger, now_ms,
+    ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, Orchestrator, PARAM_BUNDLE, PARAM_EXPERIMENT_RUN, PARAM_FORCE_FROM,
+    PipelineRun, PipelineSpec, RunState, StepExecutor, StepLogger, StepOutput, StepRun, TrainingJob, TrainingJobResult, Trigger,
+    bundle_key, now_ms,
 };
 use galley_core::{Error, ErrorKind, Result, RetryPolicy, Stage};
 use galley_pipeline::{CacheEntry, RunJournal, RunnerOptions, dag};
@@ -57,8 +58,17 @@ impl std::fmt::Debug for SageMakerPipelines {
     }
 }
 
-/// The SageMaker Pipelines definition (schema 2020-12-01) for `spec`.
-pub fn definition(spec: &PipelineSpec, image: &str, role: &str, instance_type: &str) -> Json {
+/// The SageMaker Pipelines definition (schema 2020-12-01) for `spec`: one Processing step per
+/// Galley step, running Galley's image as `galley container step NAME` with the execution's
+/// ARN and parameters (`{"Get": …}` expressions SageMaker resolves per execution). The
+/// parameters' defaults serve runs SageMaker starts on its own (a schedule): the pipeline's
+/// current bundle under `bucket`, no experiment run, nothing forced.
+///
+/// No `CacheConfig`: SageMaker would key it on the step's arguments, which name the
+/// execution, so it could never hit; the step container applies Galley's own cache, keyed on
+/// what the step reads, as in-process runs do.
+pub fn definition(spec: &PipelineSpec, image: &str, role: &str, instance_type: &str, bucket: &str, region: &str) -> Json {
+    let param = |name: &str| json!({"Get": format!("Parameters.{name}")});
     let steps: Vec<Json> = spec
         .steps
         .iter()
@@ -68,8 +78,20 @@ pub fn definition(spec: &PipelineSpec, image: &str, role: &str, instance_type: &
                 "Type": "Processing",
                 "Arguments": {
                     "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": instance_type, "VolumeSizeInGB": 30}},
-                    "AppSpecification": {"ImageUri": s.image.as_deref().unwrap_or(image), "ContainerArguments": ["step", s.name]},
+                    "AppSpecification": {
+                        "ImageUri": s.image.as_deref().unwrap_or(image),
+                        "ContainerArguments": [
+                            "step", s.name,
+                            "--run", {"Get": "Execution.PipelineExecutionArn"},
+                            "--bundle", param(PARAM_BUNDLE),
+                            "--experiment-run", param(PARAM_EXPERIMENT_RUN),
+                            "--force-from", param(PARAM_FORCE_FROM),
+                        ],
+                    },
                     "RoleArn": role,
+                    // What the step container reads its run bundle with, before any blueprint.
+                    "Environment": {"AWS_REGION": region},
+                    "StoppingCondition": {"MaxRuntimeInSeconds": STEP_MAX_RUNTIME_SECS},
                 },
             });
             if !s.depends_on.is_empty() {
@@ -81,18 +103,32 @@ pub fn definition(spec: &PipelineSpec, image: &str, role: &str, instance_type: &
                     "IntervalSeconds": 10, "BackoffRate": 2.0, "MaxAttempts": s.retries,
                 }]);
             }
-            if s.cache {
-                step["CacheConfig"] = json!({"Enabled": true, "ExpireAfter": "P30D"});
-            }
             step
         })
         .collect();
     json!({
         "Version": "2020-12-01",
         "Metadata": {"galley": spec},
-        "Parameters": [],
+        "Parameters": [
+            {"Name": PARAM_BUNDLE, "Type": "String", "DefaultValue": format!("s3://{bucket}/{}", bundle_key(&spec.name))},
+            {"Name": PARAM_EXPERIMENT_RUN, "Type": "String", "DefaultValue": ""},
+            {"Name": PARAM_FORCE_FROM, "Type": "String", "DefaultValue": ""},
+        ],
         "Steps": steps,
     })
+}
+
+/// A step container is stopped (and its bill with it) after this long; a managed training job
+/// the train step starts has its own limit (`training.max_runtime`).
+const STEP_MAX_RUNTIME_SECS: u64 = 24 * 3600;
+
+/// The execution id at the end of a pipeline execution ARN
+/// (`arn:aws:sagemaker:REGION:ACCOUNT:pipeline/NAME/execution/ID`): where its outputs live.
+pub fn execution_id(arn: &str) -> Result<&str> {
+    arn.rsplit_once("/execution/")
+        .map(|(_, id)| id)
+        .filter(|id| !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+        .ok_or_else(|| Error::invalid(format!("`{arn}` is not a SageMaker pipeline execution ARN")))
 }
 
 /// Collects a step's log lines; S3 objects cannot be appended to, so the log is stored once
@@ -180,6 +216,12 @@ impl SageMakerPipelines {
         ArtifactKey::new(format!("{ROOT}/runs/{run}/run.json"))
     }
 
+    /// How a step of a SageMaker execution ended and what it handed on (written by its
+    /// container; SageMaker's own step record has neither Galley's cache hit nor the output).
+    fn output_key(execution: &str, step: &str) -> Result<ArtifactKey> {
+        ArtifactKey::new(format!("{ROOT}/runs/{execution}/outputs/{step}.json"))
+    }
+
     async fn load_run(&self, run: &str) -> Result<PipelineRun> {
         match self.store.get_bytes(&Self::run_key(run)?).await {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::corrupt(format!("run record of `{run}` is damaged ({e})"))),
@@ -217,6 +259,40 @@ impl SageMakerPipelines {
             .await
             .map_err(sdk(Stage::Pipeline, "ListPipelineExecutionSteps", arn))?;
         let pipeline = arn.split(":pipeline/").nth(1).and_then(|r| r.split('/').next()).unwrap_or_default().to_owned();
+        let id = execution_id(arn)?;
+        let mut outputs = BTreeMap::new();
+        for s in steps.pipeline_execution_steps() {
+            let (Some(name), Some("Succeeded")) = (s.step_name(), s.step_status().map(|x| x.as_str())) else { continue };
+            match self.store.get_bytes(&Self::output_key(id, name)?).await {
+                Ok(b) => {
+                    let done: StepRun = serde_json::from_slice(&b)
+                        .map_err(|e| Error::corrupt(format!("the record of step `{name}` of {arn} is damaged ({e})")))?;
+                    outputs.insert(name.to_owned(), done);
+                }
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // SageMaker lists the newest step first; a run reads in the order its steps started.
+        let mut run_steps: Vec<StepRun> = steps
+            .pipeline_execution_steps()
+            .iter()
+            .map(|s| {
+                let done = s.step_name().and_then(|n| outputs.get(n));
+                StepRun {
+                    name: s.step_name().unwrap_or_default().to_owned(),
+                    state: execution_state(s.step_status().map(|x| x.as_str()).unwrap_or("Executing")),
+                    // The container's own retries (Galley's policy) and SageMaker's.
+                    attempts: (s.attempt_count().unwrap_or(1).max(0) as u32).max(done.map_or(0, |d| d.attempts)),
+                    cached: s.cache_hit_result().is_some() || done.is_some_and(|d| d.cached),
+                    error: s.failure_reason().map(str::to_owned),
+                    output: done.and_then(|d| d.output.clone()),
+                    started_ms: s.start_time().and_then(|t| t.to_millis().ok()),
+                    ended_ms: s.end_time().and_then(|t| t.to_millis().ok()),
+                }
+            })
+            .collect();
+        run_steps.sort_by_key(|s| s.started_ms.unwrap_or(i64::MAX));
         Ok(PipelineRun {
             id: arn.to_owned(),
             pipeline,
@@ -226,20 +302,7 @@ impl SageMakerPipelines {
             ended_ms: d.last_modified_time().and_then(|t| t.to_millis().ok()).filter(|_| {
                 execution_state(d.pipeline_execution_status().map(|s| s.as_str()).unwrap_or("")).is_terminal()
             }),
-            steps: steps
-                .pipeline_execution_steps()
-                .iter()
-                .map(|s| StepRun {
-                    name: s.step_name().unwrap_or_default().to_owned(),
-                    state: execution_state(s.step_status().map(|x| x.as_str()).unwrap_or("Executing")),
-                    attempts: s.attempt_count().unwrap_or(1).max(0) as u32,
-                    cached: s.cache_hit_result().is_some(),
-                    error: s.failure_reason().map(str::to_owned),
-                    output: None,
-                    started_ms: s.start_time().and_then(|t| t.to_millis().ok()),
-                    ended_ms: s.end_time().and_then(|t| t.to_millis().ok()),
-                })
-                .collect(),
+            steps: run_steps,
             params: BTreeMap::new(),
         })
     }
@@ -267,7 +330,7 @@ impl Orchestrator for SageMakerPipelines {
     async fn upsert_pipeline(&self, spec: &PipelineSpec) -> Result<()> {
         dag::validate(spec)?;
         let role = self.clients.role_arn(&format!("pipeline `{}`", spec.name))?;
-        let body = definition(spec, &self.image(), &role, &self.instance_type).to_string();
+        let body = definition(spec, &self.image(), &role, &self.instance_type, self.store.bucket(), self.clients.region()).to_string();
         if self.pipeline_exists(&spec.name).await? {
             self.clients
                 .sagemaker
@@ -351,9 +414,18 @@ impl Orchestrator for SageMakerPipelines {
         };
         let exec = self.executors.lock().unwrap_or_else(|p| p.into_inner()).get(pipeline).cloned();
         let Some(exec) = exec else {
+            if self.image.is_none() && spec.steps.iter().any(|s| s.image.is_none()) {
+                return Err(Error::invalid(format!(
+                    "pipeline `{pipeline}`: SageMaker runs each step in Galley's image, and the blueprint names none; set `stages.training.image` (Galley's image in your ECR), or run the steps in this process with `galley run --local-steps`"
+                )));
+            }
             let params: Vec<_> = params
                 .iter()
-                .map(|(k, v)| aws_sdk_sagemaker::types::Parameter::builder().name(k).value(v).build())
+                .map(|(k, v)| {
+                    // The step container reads the bundle by its S3 URI.
+                    let v = if k == PARAM_BUNDLE { format!("s3://{}/{v}", self.store.bucket()) } else { v.clone() };
+                    aws_sdk_sagemaker::types::Parameter::builder().name(k).value(v).build()
+                })
                 .collect();
             let out = self
                 .clients
@@ -420,7 +492,11 @@ impl Orchestrator for SageMakerPipelines {
     }
 
     async fn logs(&self, run: &str, step: Option<&str>) -> Result<String> {
-        let record = self.load_run(run).await?;
+        let (record, run) = match run.starts_with("arn:") {
+            // Each step container keeps its log with the run, as Galley's process does.
+            true => (self.managed_status(run).await?, execution_id(run)?),
+            false => (self.load_run(run).await?, run),
+        };
         let mut out = String::new();
         for s in &record.steps {
             if step.is_some_and(|want| want != s.name) {
@@ -478,6 +554,33 @@ impl Orchestrator for SageMakerPipelines {
         training.run(job, log).await.map_err(|e| e.platform(crate::AWS).stage(Stage::Training))
     }
 
+    fn runs_remote_steps(&self) -> bool {
+        true
+    }
+
+    async fn run_step_here(&self, spec: &PipelineSpec, run: &str, step: &str, executor: Arc<dyn StepExecutor>) -> Result<StepRun> {
+        let id = execution_id(run)?.to_owned();
+        let mut upstream = BTreeMap::new();
+        for ancestor in dag::ancestors(spec, step) {
+            match self.store.get_bytes(&Self::output_key(&id, &ancestor)?).await {
+                Ok(b) => {
+                    let done: StepRun = serde_json::from_slice(&b)
+                        .map_err(|e| Error::corrupt(format!("the record of step `{ancestor}` of {run} is damaged ({e})")))?;
+                    upstream.insert(ancestor, StepOutput { values: done.output.unwrap_or_default() });
+                }
+                // Reported by execute_step, naming every missing one.
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let journal = Arc::new(S3Journal { store: self.store.clone(), logs: Mutex::default() });
+        let done = galley_pipeline::execute_step(spec, &id, step, upstream, executor, journal, &self.runner).await?;
+        if done.state == RunState::Succeeded {
+            self.store.put_bytes(&Self::output_key(&id, step)?, Bytes::from(serde_json::to_vec(&done)?)).await?;
+        }
+        Ok(done)
+    }
+
     fn attach_executor(&self, pipeline: &str, executor: Arc<dyn StepExecutor>) -> Result<()> {
         self.executors.lock().unwrap_or_else(|p| p.into_inner()).insert(pipeline.to_owned(), executor);
         Ok(())
@@ -496,11 +599,22 @@ mod tests {
     #[test]
     fn definition_follows_the_steps_and_keeps_the_spec() {
         let spec = PipelineSpec { name: "p".into(), steps: vec![step("a", &[]), step("b", &["a"])], schedule: None, triggers: vec![] };
-        let d = definition(&spec, "img", "arn:role", "ml.m5.large");
+        let d = definition(&spec, "img", "arn:role", "ml.m5.large", "bkt", "eu-west-1");
         assert_eq!(d["Version"], "2020-12-01");
         assert_eq!(d["Steps"][1]["DependsOn"], json!(["a"]));
         assert_eq!(d["Steps"][1]["RetryPolicies"][0]["MaxAttempts"], 2);
         assert_eq!(d["Steps"][0]["Arguments"]["AppSpecification"]["ImageUri"], "img");
+        // Each step is `galley container step NAME` for this execution, with the run's bundle.
+        let args = &d["Steps"][1]["Arguments"]["AppSpecification"]["ContainerArguments"];
+        assert_eq!(args[0], "step");
+        assert_eq!(args[1], "b");
+        assert_eq!(args[3], json!({"Get": "Execution.PipelineExecutionArn"}));
+        assert_eq!(args[5], json!({"Get": "Parameters.bundle"}));
+        let bundle = d["Parameters"].as_array().unwrap().iter().find(|p| p["Name"] == "bundle").unwrap();
+        assert_eq!(bundle["DefaultValue"], "s3://bkt/galley/pipelines/p/bundle.json");
+        assert_eq!(d["Steps"][0]["Arguments"]["Environment"]["AWS_REGION"], "eu-west-1");
+        // SageMaker's cache would key on arguments that name the execution: never a hit.
+        assert!(d["Steps"][0].get("CacheConfig").is_none());
         let back: PipelineSpec = serde_json::from_value(d["Metadata"]["galley"].clone()).unwrap();
         assert_eq!(back, spec);
     }

@@ -85,6 +85,11 @@ impl PlatformRules for AwsRules {
         "aws"
     }
 
+    /// A step container on SageMaker has its execution role's credentials, not the profile.
+    fn machine_fields(&self) -> &'static [&'static str] {
+        &["profile"]
+    }
+
     fn settings_schema(&self) -> Option<serde_json::Value> {
         Some(schemars::schema_for!(AwsSettings).to_value())
     }

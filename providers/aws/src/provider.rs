@@ -152,12 +152,20 @@ impl AwsProvider {
             registry: Arc::new(SageMakerRegistry::new(clients.clone(), image.clone())),
             serving: Arc::new(
                 SageMakerServing::new(clients.clone(), image, serving.and_then(|s| s.instance_type.clone()))
-                    // The monitor's drift reads what the endpoint really served.
-                    .with_capture(bp.stages.monitoring.is_some().then(|| crate::capture::destination(&bucket))),
+                    .with_capture(capture_destination(bp)?),
             ),
             monitor: Arc::new(AwsMonitor::new(store, clients.cloudwatch.clone())),
         })
     }
+}
+
+/// Where endpoints capture their traffic: with a monitoring stage, whose drift reads what the
+/// endpoint really served, under the artifact bucket; otherwise nowhere.
+fn capture_destination(bp: &Blueprint) -> Result<Option<String>> {
+    if bp.stages.monitoring.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(crate::capture::destination(&artifact_bucket(bp)?)))
 }
 
 /// The bucket every aws stage keeps its data in: the blueprint's artifacts stage on aws.
@@ -203,6 +211,24 @@ impl Provider for AwsProvider {
             galley_engine::ContainerCommand::Train { root } => crate::container::train_in_container(root).map(|_| ()),
             galley_engine::ContainerCommand::Serve { root, bind, port } => crate::container::serve(root, *bind, *port).await,
         }
+    }
+
+    /// Inside a pipeline step's container: the region SageMaker's step sets (`AWS_REGION`, which
+    /// the pipeline definition puts in every step's environment), the role's credentials from
+    /// the default chain, and `AWS_ENDPOINT_URL` when one is set (emulators).
+    async fn read_uri(&self, uri: &str) -> Result<Vec<u8>> {
+        use galley_core::stages::ArtifactStoreExt;
+        let (bucket, key) = crate::artifacts::split_s3_uri(uri)
+            .ok_or_else(|| Error::invalid(format!("`{uri}` is not an s3://bucket/key URI")))?;
+        let region = ["AWS_REGION", "AWS_DEFAULT_REGION"].iter().find_map(|v| std::env::var(v).ok().filter(|r| !r.is_empty())).ok_or_else(|| {
+            Error::invalid(format!("reading {uri}: no region; set AWS_REGION (SageMaker sets it for the pipeline's steps)"))
+        })?;
+        let mut config = AwsConfig::new(region);
+        config.endpoint_url = std::env::var("AWS_ENDPOINT_URL").ok().filter(|u| !u.trim().is_empty());
+        config.force_path_style = config.endpoint_url.is_some();
+        let clients = AwsClients::connect(&config).await?;
+        let key = galley_core::stages::ArtifactKey::new(key.to_owned())?;
+        Ok(S3Artifacts::new(clients.s3, bucket).get_bytes(&key).await?.to_vec())
     }
 
     fn expand(&self, bp: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {
@@ -252,8 +278,10 @@ impl Provider for AwsProvider {
         }
         if let (true, Some(sv)) = (declared(Stage::Serving), &s.serving) {
             let deps: Vec<&str> = dep(Stage::Registry, "registry.model").into_iter().collect();
+            // Shown in the plan: where `galley run`'s deploy will capture the endpoint's traffic.
+            let capture = capture_destination(bp)?;
             out.push(spec("serving.endpoint", ENDPOINT, Stage::Serving, &sv.endpoint,
-                base(json!({ "endpoint": sv.endpoint, "instance_type": sv.instance_type, "model": sv.model })), &deps, sv.common.protect));
+                base(json!({ "endpoint": sv.endpoint, "instance_type": sv.instance_type, "model": sv.model, "data_capture": capture })), &deps, sv.common.protect));
         }
         if let (true, Some(m)) = (declared(Stage::Monitoring), &s.monitoring) {
             let name = s.serving.as_ref().map(|sv| sv.endpoint.clone()).unwrap_or_else(|| bp.name.clone());

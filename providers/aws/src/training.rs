@@ -236,9 +236,7 @@ impl ManagedTraining<'_> {
     }
 
     async fn download(&self, uri: &str, job: &str) -> Result<Vec<u8>> {
-        let (bucket, key) = uri
-            .strip_prefix("s3://")
-            .and_then(|rest| rest.split_once('/'))
+        let (bucket, key) = crate::artifacts::split_s3_uri(uri)
             .ok_or_else(|| Error::internal(format!("training job `{job}`: model artifacts `{uri}` are not an s3:// URI")))?;
         let out = self
             .clients

@@ -102,6 +102,21 @@ pub struct PipelineRun {
     pub params: BTreeMap<String, String>,
 }
 
+/// The artifact key of a pipeline's current run bundle: what a step running in a container
+/// reads to become the lifecycle (`galley container step`). `galley run` writes it before it
+/// starts a remote run; runs the platform starts on its own (a schedule) read it too.
+pub fn bundle_key(pipeline: &str) -> String {
+    format!("galley/pipelines/{pipeline}/bundle.json")
+}
+
+/// The run parameters `galley run` sets for a run on the platform's engine, which the
+/// platform's pipeline definition declares and hands to each step container: the run
+/// bundle's artifact key, the experiment run the steps log to, and the first step that must
+/// not reuse a cached output (a drift retrain, `--no-cache`).
+pub const PARAM_BUNDLE: &str = "bundle";
+pub const PARAM_EXPERIMENT_RUN: &str = "experiment_run";
+pub const PARAM_FORCE_FROM: &str = "force_from";
+
 #[async_trait]
 pub trait Orchestrator: Described + Send + Sync {
     /// Creates or updates the pipeline definition.
@@ -133,6 +148,24 @@ pub trait Orchestrator: Described + Send + Sync {
         let _ = (probes, launch);
         Err(crate::Error::unsupported(format!(
             "pipeline `{pipeline}`: this platform's triggers fire on the platform itself, not from `galley watch`"
+        )))
+    }
+
+    /// Whether the platform's own engine can run the steps, each as a container of Galley's
+    /// image running `galley container step` (SageMaker Pipelines). Such a run is started
+    /// without an executor and goes on when Galley's process ends.
+    fn runs_remote_steps(&self) -> bool {
+        false
+    }
+
+    /// The body of `galley container step`: runs `step` of `run` (a run the platform's engine
+    /// started) in this process through `executor`, reading its upstream steps' outputs from
+    /// where this platform keeps a run's outputs and writing its own there, with the same
+    /// cache and retry rules as in-process runs. Errors when the step fails.
+    async fn run_step_here(&self, spec: &PipelineSpec, run: &str, step: &str, executor: std::sync::Arc<dyn StepExecutor>) -> Result<StepRun> {
+        let _ = (spec, executor);
+        Err(crate::Error::unsupported(format!(
+            "step `{step}` of run `{run}`: this platform's orchestrator runs no steps in containers"
         )))
     }
 

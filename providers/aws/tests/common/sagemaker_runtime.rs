@@ -24,6 +24,10 @@
 //!   winning as in SageMaker. moto drops a group's `OnlineStoreConfig` from DescribeFeatureGroup
 //!   (it keeps the rest): the proxy puts back the one moto accepted in CreateFeatureGroup.
 //!
+//! - with [`SageMakerRuntime::with_pipelines`], SageMaker Pipelines' running part
+//!   (`super::pipelines`): an execution moto accepted runs its steps as `galley container step`
+//!   processes, and its status and steps are answered from what they did.
+//!
 //! Every other request passes through to moto untouched. So what is emulated here is what
 //! SageMaker runs (containers, the online store's data path); the requests, the records, their
 //! status and the S3 objects are moto's, and the predictions are the model's. (Self-contained: the CLI's moto test includes it
@@ -37,6 +41,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use galley_aws::container::{self, TrainingInput};
+use super::pipelines::PipelineRunner;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -50,6 +55,7 @@ pub struct SageMakerRuntime {
     pub url: String,
     created: Arc<Mutex<Vec<Json>>>,
     invocations: Arc<Mutex<Vec<Invocation>>>,
+    pipelines: Option<Arc<PipelineRunner>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -72,13 +78,25 @@ impl Drop for SageMakerRuntime {
 
 impl SageMakerRuntime {
     pub async fn start(moto: &str) -> SageMakerRuntime {
+        Self::start_with(moto, None).await
+    }
+
+    /// Also runs pipeline executions: each step as `galley container step` of the `galley`
+    /// binary given (the entrypoint of Galley's image), with `credentials` as its role's.
+    pub async fn with_pipelines(moto: &str, galley: PathBuf, credentials: (String, String)) -> SageMakerRuntime {
+        Self::start_with(moto, Some((galley, credentials))).await
+    }
+
+    async fn start_with(moto: &str, steps: Option<(PathBuf, (String, String))>) -> SageMakerRuntime {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let created: Arc<Mutex<Vec<Json>>> = Arc::default();
         let invocations: Arc<Mutex<Vec<Invocation>>> = Arc::default();
         let config = galley_aws::AwsConfig::emulator(moto, "us-east-1", "AKIAGALLEYTESTKEY001", "galley-test-secret");
         let aws = galley_aws::AwsClients::connect(&config).await.expect("connect to moto");
+        let pipelines = steps.map(|(galley, credentials)| Arc::new(PipelineRunner::new(galley, url.clone(), credentials, aws.clone())));
         let shared = Arc::new(Shared {
+            pipelines: pipelines.clone(),
             moto: moto.to_owned(),
             http: reqwest::Client::builder().no_proxy().build().unwrap(),
             aws,
@@ -101,7 +119,12 @@ impl SageMakerRuntime {
                 });
             }
         });
-        SageMakerRuntime { url, created, invocations, task }
+        SageMakerRuntime { url, created, invocations, pipelines, task }
+    }
+
+    /// The pipeline steps run so far (with [`SageMakerRuntime::with_pipelines`]).
+    pub fn pipeline_steps(&self) -> Vec<super::pipelines::RanStep> {
+        self.pipelines.as_ref().map(|p| p.ran()).unwrap_or_default()
     }
 
     /// The CreateTrainingJob requests moto accepted, as sent.
@@ -129,6 +152,7 @@ impl Drop for Container {
 }
 
 struct Shared {
+    pipelines: Option<Arc<PipelineRunner>>,
     moto: String,
     http: reqwest::Client,
     aws: galley_aws::AwsClients,
@@ -160,6 +184,18 @@ impl Shared {
         if parts.method == hyper::Method::POST && path == "/BatchGetRecord" {
             return self.batch_get_record(&body).await;
         }
+        let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if let Some(runner) = &self.pipelines {
+            let request: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+            let answered = match target.as_deref() {
+                Some("SageMaker.ListPipelineExecutionSteps") => runner.list_steps(&request),
+                Some("SageMaker.StopPipelineExecution") => runner.stop(&request),
+                _ => None,
+            };
+            if let Some(answer) = answered {
+                return json_answer(&answer);
+            }
+        }
         let mut out = self.http.request(parts.method.clone(), format!("{}{path}", self.moto));
         for (k, v) in &parts.headers {
             if k != hyper::header::HOST && k != hyper::header::CONTENT_LENGTH {
@@ -170,7 +206,18 @@ impl Shared {
         let status = answer.status();
         let headers = answer.headers().clone();
         let bytes = answer.bytes().await.unwrap_or_default();
-        let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok());
+        let target = target.as_deref();
+        if let (Some(runner), Some("SageMaker.StartPipelineExecution"), true) = (&self.pipelines, target, status.is_success()) {
+            let request: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+            let answer: Json = serde_json::from_slice(&bytes).unwrap_or(Json::Null);
+            runner.start(answer["PipelineExecutionArn"].as_str().expect("moto names the execution"), &request).await;
+        }
+        if let (Some(runner), Some("SageMaker.DescribePipelineExecution"), true) = (&self.pipelines, target, status.is_success()) {
+            let request: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+            if let Some(answer) = runner.describe(&request, &bytes) {
+                return json_answer(&answer);
+            }
+        }
         if target == Some("SageMaker.CreateTrainingJob") && status.is_success() {
             let job: Json = serde_json::from_slice(&body).expect("a JSON CreateTrainingJob");
             self.created.lock().unwrap().push(job.clone());
@@ -474,6 +521,11 @@ impl Shared {
         assert!(problems.is_empty(), "the stand-in's BatchGetRecord answer breaks the botocore model:\n{}", problems.join("\n"));
         Response::builder().status(200).header("content-type", "application/json").body(Full::new(Bytes::from(answer.to_string()))).unwrap()
     }
+}
+
+/// An answer in SageMaker's JSON protocol.
+fn json_answer(answer: &Json) -> Response<Full<Bytes>> {
+    Response::builder().status(200).header("content-type", "application/x-amz-json-1.1").body(Full::new(Bytes::from(answer.to_string()))).unwrap()
 }
 
 /// An error answer in sagemaker-runtime's rest-json shape.
