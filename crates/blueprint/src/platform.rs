@@ -69,6 +69,14 @@ pub trait PlatformRules: Send + Sync {
         &[]
     }
 
+    /// Where this platform's own engine runs a pipeline's steps, each a container of Galley's
+    /// image (`galley container step`), said for the plan: `galley run` hands the steps to it
+    /// (unless `--local-steps`). `None`: the steps run in Galley's process.
+    fn remote_steps(&self, blueprint: &Blueprint) -> Option<String> {
+        let _ = blueprint;
+        None
+    }
+
     /// The `platforms.<id>` settings that name something on the user's machine (a credentials
     /// profile in `~/.aws`): meaningless inside the platform's own containers, so the run bundle
     /// a pipeline step reads leaves them out along with the credential fields.

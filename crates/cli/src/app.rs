@@ -101,10 +101,17 @@ impl App {
     /// pipeline's platform runs them there (SageMaker Pipelines), unless `local_steps`.
     pub fn run_lifecycle(&self, stages: StageSet, local_steps: bool) -> Result<Arc<galley_lifecycle::Lifecycle>, CliError> {
         let lifecycle = self.new_lifecycle(stages)?;
-        Ok(Arc::new(match local_steps {
+        Ok(Arc::new(match local_steps || self.remote_steps().is_none() {
             true => lifecycle,
             false => lifecycle.with_remote_steps(galley_lifecycle::remote::omitted_settings(self.providers.registry())),
         }))
+    }
+
+    /// Where the pipeline's platform runs the steps, if not in Galley's process: what the plan
+    /// shows and what `galley run` does.
+    pub fn remote_steps(&self) -> Option<String> {
+        let bp = &self.loaded.blueprint;
+        self.providers.registry().get(bp.stage_platform(galley_core::Stage::Pipeline))?.remote_steps(bp)
     }
 
     fn new_lifecycle(&self, stages: StageSet) -> Result<galley_lifecycle::Lifecycle, CliError> {

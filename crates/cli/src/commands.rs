@@ -236,7 +236,7 @@ async fn make_plan(app: &App, engine: &Engine) -> Result<Plan, CliError> {
         galley_lifecycle::Observed::default()
     };
     let registry = app.providers.registry().require(bp.stage_platform(galley_core::Stage::Registry)).map_err(CliError::message)?.capabilities();
-    plan.lifecycle = galley_lifecycle::plan_actions(bp, &registry, &observed);
+    plan.lifecycle = galley_lifecycle::plan_actions(bp, &registry, &observed, app.remote_steps());
     plan.blueprint_file = Some(std::path::absolute(&app.loaded.path)?);
     plan.seal();
     Ok(plan)
@@ -347,7 +347,10 @@ async fn run(ctx: &Ctx, args: &BlueprintArgs, no_cache: bool, local_steps: bool)
     let lifecycle = app.run_lifecycle(stages.clone(), local_steps)?;
     let human = ctx.output == Output::Human;
     if human {
-        let on = if lifecycle.runs_remotely() { format!(" on {}", app.loaded.blueprint.stage_platform(galley_core::Stage::Pipeline)) } else { String::new() };
+        let on = match app.remote_steps() {
+            Some(on) if lifecycle.runs_remotely() => format!(" on {on}"),
+            _ => String::new(),
+        };
         eprintln!("running pipeline `{}`{on} …", lifecycle.pipeline_name());
     }
     let progress = move |step: &galley_core::stages::StepRun| {

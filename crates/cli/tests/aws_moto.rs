@@ -62,9 +62,10 @@ struct Aws {
 }
 
 impl Aws {
-    fn galley(&mut self, args: &[&str]) -> Output {
+    fn command(&self, args: &[&str]) -> std::process::Command {
         let (cmd, rest) = args.split_first().unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_galley"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_galley"));
+        command
             .current_dir(self.project.path())
             .arg(cmd)
             .arg(&self.project.blueprint)
@@ -75,9 +76,12 @@ impl Aws {
             .env("AWS_SECRET_ACCESS_KEY", SECRET)
             .env("AWS_REGION", "us-east-1")
             .env("GALLEY_LOG", "debug")
-            .env_remove("AWS_PROFILE")
-            .output()
-            .unwrap();
+            .env_remove("AWS_PROFILE");
+        command
+    }
+
+    fn galley(&mut self, args: &[&str]) -> Output {
+        let out = self.command(args).output().unwrap();
         self.seen.extend_from_slice(&out.stdout);
         self.seen.extend_from_slice(&out.stderr);
         out
@@ -152,6 +156,9 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (code, plan) = aws.json(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "a second plan has no changes: {plan}");
+    // The plan says where the steps will run, as the run then does.
+    let runs_on = plan["lifecycle"].as_array().unwrap().iter().find(|a| a["action"] == "run_pipeline").unwrap()["runs_on"].as_str().unwrap_or_default().to_owned();
+    assert!(runs_on.starts_with("SageMaker Pipelines") && runs_on.contains("galley:0.1") && runs_on.contains("ml.m5.large"), "{plan}");
     let (_, status) = aws.json(&["status"]);
     assert_eq!(status["state"], format!("s3://{state_bucket}/galley/wine-quality/state.json"));
     let platforms: Vec<&str> = status["resources"].as_object().unwrap().values().map(|r| r["platform"].as_str().unwrap()).collect();
@@ -220,7 +227,8 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("protect"), "{}", String::from_utf8_lossy(&out.stderr));
     let (code, destroyed) = aws.json(&["destroy", "--auto-approve", "--force"]);
-    let failed: Vec<&str> = destroyed["report"]["failed"].as_array().unwrap().iter().map(|f| f[0].as_str().unwrap()).collect();
+    let mut failed: Vec<&str> = destroyed["report"]["failed"].as_array().unwrap().iter().map(|f| f[0].as_str().unwrap()).collect();
+    failed.sort();
     // moto lacks DeleteFeatureGroup and DeleteModelPackage(Group): those resources stay, and
     // state keeps them.
     assert_eq!(failed, ["features.group", "registry.model"], "{destroyed}");
@@ -240,6 +248,59 @@ fn aws_blueprint_through_the_cli_on_moto() {
         }
     }
     assert!(!written.contains(SECRET), "the secret leaked");
+}
+
+/// Ctrl-C during `galley run` stops the SageMaker execution (StopPipelineExecution): the step
+/// container running then is killed, no later step starts, the execution ends `Stopped`, and
+/// galley exits non-zero saying it was interrupted.
+#[test]
+fn ctrl_c_stops_the_pipeline_execution() {
+    let Some(url) = moto() else { return };
+    let _moto = MOTO.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let role = ("testing".to_owned(), SECRET.to_owned());
+    let runtime = rt.block_on(sagemaker_runtime::SageMakerRuntime::with_pipelines(&url, env!("CARGO_BIN_EXE_galley").into(), role));
+    let mut aws = fresh(&url, &runtime.url, &[]);
+    let out = aws.galley(&["apply", "--auto-approve"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Into files, not pipes: galley's debug log would fill a pipe no one reads yet.
+    let logs = tempfile::tempdir().unwrap();
+    let (stdout, stderr) = (logs.path().join("stdout"), logs.path().join("stderr"));
+    let mut child = aws
+        .command(&["run"])
+        .stdout(std::fs::File::create(&stdout).unwrap())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while runtime.pipeline_steps().is_empty() {
+        if child.try_wait().unwrap().is_some() {
+            panic!("the run ended before a step started: {}", std::fs::read_to_string(&stderr).unwrap());
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "no step started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let kill = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let code = child.wait().unwrap().code();
+    let (stdout, stderr) = (std::fs::read_to_string(&stdout).unwrap(), std::fs::read_to_string(&stderr).unwrap());
+    assert_ne!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("interrupted: cancelling the run"), "{stderr}");
+
+    let ran = runtime.pipeline_steps();
+    assert!(ran.len() < 9, "the steps after the stop never started: {ran:?}");
+    assert_eq!(ran.last().unwrap().status, "Stopped", "{ran:?}");
+    assert!(ran[..ran.len() - 1].iter().all(|s| s.status == "Succeeded"), "{ran:?}");
+    let execution = ran[0].execution.clone();
+    let status = rt.block_on(async {
+        let c = galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&runtime.url, "us-east-1", "testing", "testing")).await.unwrap();
+        c.sagemaker.describe_pipeline_execution().pipeline_execution_arn(&execution).send().await.unwrap()
+    });
+    assert_eq!(status.pipeline_execution_status().map(|s| s.as_str()), Some("Stopped"));
+    aws.seen.extend_from_slice(stdout.as_bytes());
+    aws.seen.extend_from_slice(stderr.as_bytes());
+    assert!(!String::from_utf8_lossy(&aws.seen).contains(SECRET), "the secret leaked");
 }
 
 /// `--env prod` trains with `compute: managed`: `galley run` submits a SageMaker Training Job.
@@ -283,7 +344,8 @@ fn managed_training_through_the_cli_on_moto() {
     // The aws crate's e2e checks that a second run reuses the trained model.)
 
     let (_, destroyed) = aws.json(&["destroy", "--auto-approve", "--force"]);
-    let failed: Vec<&str> = destroyed["report"]["failed"].as_array().unwrap().iter().map(|f| f[0].as_str().unwrap()).collect();
+    let mut failed: Vec<&str> = destroyed["report"]["failed"].as_array().unwrap().iter().map(|f| f[0].as_str().unwrap()).collect();
+    failed.sort();
     assert_eq!(failed, ["features.group", "registry.model"], "only what moto cannot delete: {destroyed}");
     assert!(!String::from_utf8_lossy(&aws.seen).contains(SECRET), "the secret leaked");
 }

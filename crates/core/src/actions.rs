@@ -33,6 +33,9 @@ pub enum LifecycleAction {
         steps: Vec<String>,
         #[serde(default)]
         parameters: BTreeMap<String, String>,
+        /// Where the steps run when not in Galley's process (`PlatformRules::remote_steps`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runs_on: Option<String>,
     },
     /// `compute: managed`: the train step runs as the platform's training job, which is billed.
     SubmitTrainingJob { platform: String, image: String, instance_type: Option<String>, max_runtime: String },
@@ -55,14 +58,15 @@ impl LifecycleAction {
                 let on = instance_type.as_deref().unwrap_or("the platform's default instance");
                 format!("train as a managed {platform} training job: image `{image}` on {on}, stopped after {max_runtime} at most")
             }
-            LifecycleAction::RunPipeline { pipeline, steps, parameters } => {
+            LifecycleAction::RunPipeline { pipeline, steps, parameters, runs_on } => {
                 let with = if parameters.is_empty() {
                     String::new()
                 } else {
                     let p: Vec<String> = parameters.iter().map(|(k, v)| format!("{k}={v}")).collect();
                     format!(" with {}", p.join(", "))
                 };
-                format!("run pipeline `{pipeline}`{with}: {}", steps.join(" → "))
+                let on = runs_on.as_deref().map(|r| format!(", on {r}")).unwrap_or_else(|| ", in Galley's process".to_owned());
+                format!("run pipeline `{pipeline}`{with}: {}{on}", steps.join(" → "))
             }
         }
     }

@@ -229,9 +229,6 @@ impl<T: Orchestrator + ?Sized> Orchestrator for Layered<T> {
     async fn run_training_job(&self, job: &TrainingJob, log: &dyn StepLogger) -> Result<TrainingJobResult> {
         self.inner.run_training_job(job, log).await
     }
-    fn runs_remote_steps(&self) -> bool {
-        self.inner.runs_remote_steps()
-    }
     /// Through once: the step applies its own retry policy, and a second attempt here would
     /// run it twice.
     async fn run_step_here(&self, spec: &PipelineSpec, run: &str, step: &str, executor: Arc<dyn StepExecutor>) -> Result<StepRun> {

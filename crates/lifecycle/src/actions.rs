@@ -64,13 +64,16 @@ impl Observed {
 /// The lifecycle actions of a run of `bp` over a stack in the state `observed`; `registry` is
 /// the declaration of the registry stage's platform (its native promotion). The gate decides at
 /// run time whether a version is registered; the actions after it say what follows if it passes.
-pub fn plan_actions(bp: &Blueprint, registry: &Capabilities, observed: &Observed) -> Vec<LifecycleAction> {
+/// `runs_on` is where the pipeline's platform runs the steps (`PlatformRules::remote_steps`), as
+/// `galley run` will.
+pub fn plan_actions(bp: &Blueprint, registry: &Capabilities, observed: &Observed, runs_on: Option<String>) -> Vec<LifecycleAction> {
     let mut actions = Vec::new();
     let Some(training) = &bp.stages.training else { return actions };
     actions.push(LifecycleAction::RunPipeline {
         pipeline: pipeline_name(bp),
         steps: StepName::for_blueprint(bp).iter().map(|s| s.as_str().to_owned()).collect(),
         parameters: BTreeMap::new(),
+        runs_on,
     });
     if training.compute == Compute::Managed {
         actions.push(LifecycleAction::SubmitTrainingJob {

@@ -80,9 +80,9 @@ impl Lifecycle {
         })
     }
 
-    /// Runs on the platform's own engine where its orchestrator can run the steps (each a
-    /// container of Galley's image; the run goes on when this process ends); elsewhere, and
-    /// without this, the steps run in this process. `omitted` names the settings the run
+    /// Runs on the platform's own engine (each step a container of Galley's image; the run goes
+    /// on when this process ends) instead of in this process: for a pipeline platform whose
+    /// rules declare `PlatformRules::remote_steps`, which is what the plan shows. `omitted` names the settings the run
     /// bundle must leave out.
     pub fn with_remote_steps(mut self, omitted: remote::OmittedSettings) -> Self {
         self.remote = Some(omitted);
@@ -91,7 +91,7 @@ impl Lifecycle {
 
     /// Whether [`Lifecycle::run`] hands the steps to the platform's engine.
     pub fn runs_remotely(&self) -> bool {
-        self.remote.is_some() && self.stages.orchestrator.runs_remote_steps()
+        self.remote.is_some()
     }
 
     /// One step of a run the platform's engine started, run here (`galley container step`):
@@ -158,14 +158,14 @@ impl Lifecycle {
             _ => None,
         };
         let mut params = BTreeMap::new();
-        match (&self.remote, self.runs_remotely()) {
-            (Some(omitted), true) => {
+        match &self.remote {
+            Some(omitted) => {
                 params.insert(remote::PARAM_BUNDLE.to_owned(), self.prepare_remote(&spec.name, omitted).await?);
                 if let Some(from) = force_from {
                     params.insert(remote::PARAM_FORCE_FROM.to_owned(), from.as_str().to_owned());
                 }
             }
-            _ => {
+            None => {
                 orchestrator.attach_executor(&spec.name, self.clone() as Arc<dyn StepExecutor>)?;
                 *self.force_from.lock().expect("force lock") = force_from;
             }

@@ -1,18 +1,24 @@
 //! Pipelines on SageMaker Pipelines. The definition JSON is generated from the blueprint's
-//! steps (one Processing step per Galley step, with its dependencies, retry policy and cache
-//! config) and carries Galley's own spec under `Metadata.galley`, so `describe_pipeline`
-//! round-trips exactly.
+//! steps ([`definition`]: one Processing step per Galley step, running Galley's image as
+//! `galley container step NAME`, with its dependencies and retry policy) and carries Galley's
+//! own spec under `Metadata.galley`, so `describe_pipeline` round-trips exactly.
 //!
 //! Two ways to run:
-//! - an executor is attached (what `galley run` does): Galley's DAG runner (`galley-pipeline`)
-//!   walks the steps in this process, with retries, caching of unchanged steps and
-//!   cancellation; runs, step logs and the cache live in the artifact bucket under
-//!   `galley/pipelines/` ([`S3Journal`]). No SageMaker execution starts, so nothing is billed
-//!   for steps that run in Galley's process. With `training.compute: managed` the train step
-//!   submits a SageMaker Training Job ([`crate::training`]).
-//! - no executor (the pipeline started from SageMaker, e.g. by its schedule):
-//!   StartPipelineExecution, then DescribePipelineExecution and ListPipelineExecutionSteps for
-//!   status, ListPipelineExecutions for history.
+//! - on SageMaker (what `galley run` does on aws): StartPipelineExecution with the run's
+//!   parameters (the run bundle's S3 URI, the experiment run, `--from`); SageMaker starts one
+//!   Processing job per step in dependency order, and each container runs
+//!   [`Orchestrator::run_step_here`]: it reads its ancestors' records under
+//!   `galley/pipelines/runs/<execution id>/outputs/`, runs the step with Galley's retries and
+//!   cache, and writes its own record and log there. Status is DescribePipelineExecution and
+//!   ListPipelineExecutionSteps merged with those records; cancel is StopPipelineExecution.
+//!   A run SageMaker starts on its own (console, schedule) uses the parameters' defaults: the
+//!   pipeline's current bundle.
+//! - in this process (`galley run --local-steps`, for debugging; an executor is attached):
+//!   Galley's DAG runner (`galley-pipeline`) walks the steps here, with retries, caching of
+//!   unchanged steps and cancellation; runs, step logs and the cache live in the artifact
+//!   bucket under `galley/pipelines/` ([`S3Journal`]). No SageMaker execution starts. With
+//!   `training.compute: managed` the train step submits a SageMaker Training Job
+//!   ([`crate::training`]) either way.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -197,7 +203,7 @@ impl SageMakerPipelines {
             clients,
             store,
             image,
-            instance_type: instance_type.unwrap_or_else(|| "ml.m5.large".into()),
+            instance_type: instance_type.unwrap_or_else(|| crate::platform::DEFAULT_STEP_INSTANCE.into()),
             executors: Default::default(),
             cancels: Default::default(),
             runner: RunnerOptions {
@@ -552,10 +558,6 @@ impl Orchestrator for SageMakerPipelines {
             in_flight: &self.training_jobs,
         };
         training.run(job, log).await.map_err(|e| e.platform(crate::AWS).stage(Stage::Training))
-    }
-
-    fn runs_remote_steps(&self) -> bool {
-        true
     }
 
     async fn run_step_here(&self, spec: &PipelineSpec, run: &str, step: &str, executor: Arc<dyn StepExecutor>) -> Result<StepRun> {

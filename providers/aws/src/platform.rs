@@ -17,6 +17,18 @@ pub const AWS: PlatformId = PlatformId::from_static("aws");
 /// `tests/common`) can show. Not declared, so validate refuses them on aws: schedules and
 /// new-data or drift triggers, autoscaling, alarms, GPU training, feature TTL, model stages and
 /// shadow traffic (the provisioning or runtime behind them is not built yet).
+/// The instance a pipeline step's container runs on when the blueprint names none.
+pub const DEFAULT_STEP_INSTANCE: &str = "ml.m5.large";
+
+/// The image and instance type of the pipeline's step containers: the training stage's.
+pub fn step_container(bp: &Blueprint) -> (Option<String>, String) {
+    let training = bp.stages.training.as_ref();
+    (
+        training.and_then(|t| t.image.clone()),
+        training.and_then(|t| t.instance_type.clone()).unwrap_or_else(|| DEFAULT_STEP_INSTANCE.to_owned()),
+    )
+}
+
 pub fn capabilities() -> Capabilities {
     use Feature::*;
     Capabilities::new(
@@ -83,6 +95,14 @@ impl PlatformRules for AwsRules {
 
     fn cargo_feature(&self) -> &'static str {
         "aws"
+    }
+
+    fn remote_steps(&self, bp: &Blueprint) -> Option<String> {
+        let (image, instance) = step_container(bp);
+        Some(match image {
+            Some(image) => format!("SageMaker Pipelines, each step a Processing job of image `{image}` on {instance} (billed while it runs, stopped after 24h)"),
+            None => "SageMaker Pipelines, which needs Galley's image: set `stages.training.image` (or run with `--local-steps`)".to_owned(),
+        })
     }
 
     /// A step container on SageMaker has its execution role's credentials, not the profile.

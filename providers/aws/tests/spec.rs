@@ -16,7 +16,7 @@ use std::time::Duration;
 use common::botocore::{Model, check_sagemaker};
 use common::scripted::{Recorded, Reply, Scripted};
 use galley_aws::{AwsClients, AwsConfig, S3Artifacts, SageMakerFeatures, SageMakerPipelines, SageMakerRegistry, SageMakerServing};
-use galley_core::stages::{EndpointSpec, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, RunState, Serving, Signature, Variant};
+use galley_core::stages::{EndpointSpec, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, RunState, Serving, Signature, StepRun, Variant};
 use galley_core::table::Column;
 use galley_core::{DType, Table, Value};
 use serde_json::{Value as Json, json};
@@ -168,18 +168,32 @@ async fn a_fresh_deploy_places_the_uncompressed_model_where_galleys_image_reads_
 #[tokio::test]
 async fn managed_pipeline_status_lists_steps_and_cancel_stops_the_execution() {
     let exec = format!("{ARN}:pipeline/wine-retrain/execution/abc123");
-    let server = Scripted::route(|r, _| match r.sagemaker_op() {
+    // The record the `extract` container wrote: its own retries (3) and what it handed on.
+    let extract_record = serde_json::to_vec(&StepRun {
+        attempts: 3,
+        output: Some(json!({"rows": 178})),
+        state: RunState::Succeeded,
+        ..StepRun::pending("extract")
+    })
+    .unwrap();
+    let server = Scripted::route(move |r, _| match r.sagemaker_op() {
         Some("DescribePipelineExecution") => ok(json!({
             "PipelineArn": format!("{ARN}:pipeline/wine-retrain"), "PipelineExecutionArn": format!("{ARN}:pipeline/wine-retrain/execution/abc123"),
             "PipelineExecutionStatus": "Executing", "CreationTime": 1.7e9, "LastModifiedTime": 1.7e9,
         })),
+        // SageMaker lists the newest step first.
         Some("ListPipelineExecutionSteps") => ok(json!({"PipelineExecutionSteps": [
-            {"StepName": "extract", "StepStatus": "Succeeded", "AttemptCount": 1, "CacheHitResult": {"SourcePipelineExecutionArn": format!("{ARN}:pipeline/wine-retrain/execution/old")}},
-            {"StepName": "train", "StepStatus": "Executing", "AttemptCount": 2},
-            {"StepName": "validate", "StepStatus": "Failed", "AttemptCount": 1, "FailureReason": "ClientError: bad data"},
+            {"StepName": "validate", "StepStatus": "Failed", "AttemptCount": 1, "FailureReason": "ClientError: bad data", "StartTime": 1.7e9 + 30.0},
+            {"StepName": "train", "StepStatus": "Executing", "AttemptCount": 2, "StartTime": 1.7e9 + 20.0},
+            {"StepName": "extract", "StepStatus": "Succeeded", "AttemptCount": 1, "StartTime": 1.7e9 + 10.0, "CacheHitResult": {"SourcePipelineExecutionArn": format!("{ARN}:pipeline/wine-retrain/execution/old")}},
         ]})),
         Some("StopPipelineExecution") => ok(json!({"PipelineExecutionArn": format!("{ARN}:pipeline/wine-retrain/execution/abc123")})),
-        other => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unscripted {other:?}")})),
+        Some(other) => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unscripted {other}")})),
+        // S3 (path style): only a succeeded step's record is read.
+        None if r.method == "GET" && r.path.starts_with("/unused/galley/pipelines/runs/abc123/outputs/extract.json") => {
+            Reply::object(extract_record.clone())
+        }
+        None => Reply::xml(404, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"),
     })
     .await;
     let c = clients(&server.url).await;
@@ -191,9 +205,14 @@ async fn managed_pipeline_status_lists_steps_and_cancel_stops_the_execution() {
     let steps: Vec<(&str, RunState, u32, bool)> = run.steps.iter().map(|s| (s.name.as_str(), s.state, s.attempts, s.cached)).collect();
     assert_eq!(
         steps,
-        vec![("extract", RunState::Succeeded, 1, true), ("train", RunState::Running, 2, false), ("validate", RunState::Failed, 1, false)]
+        vec![("extract", RunState::Succeeded, 3, true), ("train", RunState::Running, 2, false), ("validate", RunState::Failed, 1, false)],
+        "steps in the order they started, with the container's retries where it recorded more"
     );
+    assert_eq!(run.steps[0].output, Some(json!({"rows": 178})));
     assert_eq!(run.steps[2].error.as_deref(), Some("ClientError: bad data"));
+    let reqs = server.requests();
+    let read: Vec<&str> = reqs.iter().filter(|r| r.sagemaker_op().is_none()).map(|r| r.path.as_str()).collect();
+    assert_eq!(read.len(), 1, "only the succeeded step's record is read: {read:?}");
     pipelines.cancel(&exec).await.unwrap();
     let seen = check_sagemaker(&server.requests());
     assert_eq!(seen, vec!["DescribePipelineExecution", "ListPipelineExecutionSteps", "StopPipelineExecution"]);

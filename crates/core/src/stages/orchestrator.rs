@@ -151,14 +151,8 @@ pub trait Orchestrator: Described + Send + Sync {
         )))
     }
 
-    /// Whether the platform's own engine can run the steps, each as a container of Galley's
-    /// image running `galley container step` (SageMaker Pipelines). Such a run is started
-    /// without an executor and goes on when Galley's process ends.
-    fn runs_remote_steps(&self) -> bool {
-        false
-    }
-
-    /// The body of `galley container step`: runs `step` of `run` (a run the platform's engine
+    /// The body of `galley container step` (on platforms whose rules declare
+    /// `PlatformRules::remote_steps`; a run started without an executor runs there): runs `step` of `run` (a run the platform's engine
     /// started) in this process through `executor`, reading its upstream steps' outputs from
     /// where this platform keeps a run's outputs and writing its own there, with the same
     /// cache and retry rules as in-process runs. Errors when the step fails.
