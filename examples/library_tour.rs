@@ -107,6 +107,7 @@ async fn main() -> Result<()> {
                 weight: 100,
             }],
             signature: prepared.signature.clone(),
+            scaling: None,
         })
         .await?;
     let rows = galley_core::Table {

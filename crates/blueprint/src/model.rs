@@ -312,8 +312,28 @@ pub struct ServingStage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Autoscaling {
+    /// Instances per variant, at least.
     pub min: u32,
+    /// Instances per variant, at most (each is billed while it runs).
     pub max: u32,
+    /// Requests per instance per minute the platform adds or removes instances to hold.
+    #[serde(default = "default_requests_per_minute")]
+    pub requests_per_minute: f64,
+}
+
+/// SageMaker's own worked example of a target (`SageMakerVariantInvocationsPerInstance` 70):
+/// a start, not a measurement. The plan shows it; a load test tells the right value.
+pub const DEFAULT_REQUESTS_PER_MINUTE: f64 = 70.0;
+
+fn default_requests_per_minute() -> f64 {
+    DEFAULT_REQUESTS_PER_MINUTE
+}
+
+impl Autoscaling {
+    /// The provider-neutral scaling every variant of the endpoint gets.
+    pub fn scaling(&self) -> galley_core::stages::Scaling {
+        galley_core::stages::Scaling { min_instances: self.min, max_instances: self.max, requests_per_minute: self.requests_per_minute }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -171,9 +171,9 @@ fn stages(bp: &Blueprint, c: &mut Checker) {
             }
         }
         if let Some(a) = &sv.autoscaling
-            && (a.min < 1 || a.min > a.max)
+            && let Err(e) = a.scaling().check(&sv.endpoint)
         {
-            c.err(&["stages", "serving", "autoscaling"], format!("autoscaling needs 1 <= min <= max, found min {} and max {}", a.min, a.max), None);
+            c.err(&["stages", "serving", "autoscaling"], e.message().to_owned(), Some("set `min` to at least 1 and no more than `max`, and `requests_per_minute` above 0".into()));
         }
     }
     if let Some(m) = &s.monitoring

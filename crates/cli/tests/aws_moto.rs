@@ -159,6 +159,9 @@ fn aws_blueprint_through_the_cli_on_moto() {
     // The plan says where the steps will run, as the run then does.
     let runs_on = plan["lifecycle"].as_array().unwrap().iter().find(|a| a["action"] == "run_pipeline").unwrap()["runs_on"].as_str().unwrap_or_default().to_owned();
     assert!(runs_on.starts_with("SageMaker Pipelines") && runs_on.contains("galley:0.1") && runs_on.contains("ml.m5.large"), "{plan}");
+    // ... and the autoscaling the deploy will give each variant (`serving.autoscaling`).
+    let shift = plan["lifecycle"].as_array().unwrap().iter().find(|a| a["action"] == "shift_traffic").unwrap();
+    assert_eq!(shift["scaling"], serde_json::json!({"min_instances": 1, "max_instances": 3, "requests_per_minute": 600.0}), "{plan}");
     let (_, status) = aws.json(&["status"]);
     assert_eq!(status["state"], format!("s3://{state_bucket}/galley/wine-quality/state.json"));
     let platforms: Vec<&str> = status["resources"].as_object().unwrap().values().map(|r| r["platform"].as_str().unwrap()).collect();
@@ -186,6 +189,17 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert!(run["run"]["metrics"]["roc_auc"].as_f64().unwrap() > 0.75, "{run}");
     assert!(run["run"]["endpoint_url"].as_str().unwrap().contains("/endpoints/"), "{run}");
     check_sample(&run, &runtime);
+    // The deployed variant scales as the plan said, in Application Auto Scaling's own record.
+    let endpoint = run["run"]["endpoint_url"].as_str().unwrap().split("/endpoints/").nth(1).unwrap().trim_end_matches("/invocations").to_owned();
+    let scalable = |variant: &str| {
+        let id = format!("endpoint/{endpoint}/variant/{variant}");
+        rt.block_on(async {
+            let c = galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap();
+            let out = c.autoscaling.describe_scalable_targets().service_namespace("sagemaker".into()).resource_ids(&id).send().await.unwrap();
+            out.scalable_targets().iter().find(|t| t.resource_id() == id).map(|t| (t.min_capacity(), t.max_capacity()))
+        })
+    };
+    assert_eq!(scalable("v1"), Some((1, 3)), "variant v1 of `{endpoint}` is a scalable target");
     // The bundle the steps read is in the artifact bucket (and carries no credential).
     let bundle_uri = ran[0].request["AppSpecification"]["ContainerArguments"][5].as_str().unwrap().to_owned();
     let (bucket, key) = bundle_uri.trim_start_matches("s3://").split_once('/').unwrap();
@@ -233,6 +247,7 @@ fn aws_blueprint_through_the_cli_on_moto() {
     // state keeps them.
     assert_eq!(failed, ["features.group", "registry.model"], "{destroyed}");
     assert_eq!(code, 1);
+    assert_eq!(scalable("v1"), None, "no scalable target outlives the endpoint");
     let (_, status) = aws.json(&["status"]);
     let left: Vec<&String> = status["resources"].as_object().unwrap().keys().collect();
     assert!(left.iter().all(|a| ["features.group", "registry.model", "artifacts.store"].contains(&a.as_str())), "state records exactly what exists: {left:?}");

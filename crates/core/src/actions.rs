@@ -24,7 +24,13 @@ pub enum LifecycleAction {
     SetApproval { model: String, status: String },
     /// The variants the endpoint serves once a new version passes the gate: all traffic to it
     /// on the first deploy, the canary's split with the serving variant after.
-    ShiftTraffic { endpoint: String, variants: Vec<PlannedVariant> },
+    ShiftTraffic {
+        endpoint: String,
+        variants: Vec<PlannedVariant>,
+        /// The autoscaling each variant gets (`serving.autoscaling`); `None`: one instance each.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scaling: Option<crate::stages::Scaling>,
+    },
     AttachMonitor { endpoint: String, method: String, threshold: f64 },
     /// The pipeline's steps, in the order the run starts them.
     RunPipeline {
@@ -47,9 +53,10 @@ impl LifecycleAction {
             LifecycleAction::RegisterVersion { model } => format!("register a new version of model `{model}`"),
             LifecycleAction::MoveAlias { model, alias } => format!("move alias `{alias}` of model `{model}`"),
             LifecycleAction::SetApproval { model, status } => format!("set approval of model `{model}` to `{status}`"),
-            LifecycleAction::ShiftTraffic { endpoint, variants } => {
+            LifecycleAction::ShiftTraffic { endpoint, variants, scaling } => {
                 let w: Vec<String> = variants.iter().map(|v| format!("{} (version {})={}%", v.name, v.version, v.weight)).collect();
-                format!("if the gate passes a new version: serve it on endpoint `{endpoint}` as {}", w.join(", "))
+                let scaled = scaling.as_ref().map(|s| format!(", autoscaled {}", s.describe())).unwrap_or_default();
+                format!("if the gate passes a new version: serve it on endpoint `{endpoint}` as {}{scaled}", w.join(", "))
             }
             LifecycleAction::AttachMonitor { endpoint, method, threshold } => {
                 format!("attach {method} monitor (threshold {threshold}) to endpoint `{endpoint}`")

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use galley_blueprint::{Blueprint, Compute, Promotion, ServingStage, Strategy};
 use galley_core::actions::{LifecycleAction, PlannedVariant};
-use galley_core::stages::Variant;
+use galley_core::stages::{Scaling, Variant};
 use galley_core::{Capabilities, Result, Stage, StageSet};
 
 use crate::{CHAMPION, DEFAULT_MAX_RUNTIME, StepName, pipeline_name};
@@ -33,6 +33,11 @@ pub fn traffic(serving: &ServingStage, current: &[Variant], new: Variant) -> Vec
         }
         _ => vec![Variant { weight: 100, ..new }],
     }
+}
+
+/// The autoscaling the deploy step gives each variant, as the plan shows it.
+pub fn scaling(serving: &ServingStage) -> Option<Scaling> {
+    serving.autoscaling.as_ref().map(|a| a.scaling())
 }
 
 /// What the plan needs to know of the live stack: what the endpoint serves and the version the
@@ -97,7 +102,7 @@ pub fn plan_actions(bp: &Blueprint, registry: &Capabilities, observed: &Observed
             .into_iter()
             .map(|v| PlannedVariant { name: v.name, version: v.version, weight: v.weight })
             .collect();
-        actions.push(LifecycleAction::ShiftTraffic { endpoint: sv.endpoint.clone(), variants });
+        actions.push(LifecycleAction::ShiftTraffic { endpoint: sv.endpoint.clone(), variants, scaling: scaling(sv) });
         if let Some(m) = &bp.stages.monitoring {
             actions.push(LifecycleAction::AttachMonitor {
                 endpoint: sv.endpoint.clone(),

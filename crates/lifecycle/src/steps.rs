@@ -559,10 +559,18 @@ impl Lifecycle {
         let variants = crate::actions::traffic(serving, &current_variants, new);
         let split: Vec<String> = variants.iter().map(|v| format!("{} {}%", v.name, v.weight)).collect();
         log.line(&format!("traffic: {}", split.join(", ")));
+        if let Some(scaling) = crate::actions::scaling(serving) {
+            log.line(&format!("autoscaling: {}", scaling.describe()));
+        }
         let info = self
             .stages
             .serving
-            .deploy(&EndpointSpec { name: serving.endpoint.clone(), variants, signature: mv.signature.clone() })
+            .deploy(&EndpointSpec {
+                name: serving.endpoint.clone(),
+                variants,
+                signature: mv.signature.clone(),
+                scaling: crate::actions::scaling(serving),
+            })
             .await?;
         log.line(&format!("endpoint `{}` serving at {}", info.name, info.url));
         Ok(json!({ "endpoint": info.name, "url": info.url, "variants": info.variants }))

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use galley_core::capability::Feature;
-use galley_core::stages::{EndpointInfo, EndpointSpec, EndpointState, Serving, Variant};
+use galley_core::stages::{EndpointInfo, EndpointSpec, EndpointState, Scaling, Serving, Variant};
 use galley_core::{ErrorKind, Table};
 
 use crate::runner::{Case, Report, Skip, TestResult, run_cases};
@@ -89,7 +89,7 @@ impl StandardModel {
     pub fn fixture(&self, artifact_uri: String) -> ServingFixture {
         let variant = Variant { name: "v1".into(), model: "wine".into(), version: 1, artifact_uri, weight: 100 };
         ServingFixture {
-            spec: EndpointSpec { name: "gtk-wine".into(), variants: vec![variant], signature: self.signature.clone() },
+            spec: EndpointSpec { name: "gtk-wine".into(), variants: vec![variant], signature: self.signature.clone(), scaling: None },
             rows: self.rows.clone(),
             expected: self.expected.clone(),
             tolerance: 1e-9,
@@ -121,6 +121,8 @@ pub fn cases() -> Vec<Case<ServingCtx>> {
         case!(shift_traffic_routes_by_weight, needs = [Feature::TrafficSplit]),
         case!(bearer_auth_refuses_requests_without_the_token, needs = [Feature::BearerAuth]),
         case!(shift_traffic_refuses_weights_not_summing_to_100, needs = [Feature::TrafficSplit]),
+        case!(autoscaling_follows_every_deploy, needs = [Feature::Autoscaling]),
+        case!(autoscaling_is_refused_where_not_declared),
         case!(undeploy_is_idempotent),
     ]
 }
@@ -395,4 +397,51 @@ pub async fn undeploy_is_idempotent(ctx: ServingCtx) -> TestResult {
     .await;
     let _ = ctx.serving.undeploy(&spec.name).await;
     out
+}
+
+/// Autoscaling, read back from the platform's own record after each deploy: the variants get
+/// the scaling asked, a new variant gets it too, new bounds replace the old, a deploy without
+/// scaling removes it, and bounds no platform can hold are refused with nothing changed.
+pub async fn autoscaling_follows_every_deploy(ctx: ServingCtx) -> TestResult {
+    let asked = Scaling { min_instances: 1, max_instances: 3, requests_per_minute: 50.0 };
+    let spec = EndpointSpec { scaling: Some(asked.clone()), ..fresh_spec(&ctx.fixture) };
+    with_endpoint(ctx, spec.clone(), |ctx, info| async move {
+        ensure_eq!(info.scaling.as_ref(), Some(&asked), "scaling described after the first deploy");
+        // Another variant in place of the first (as a new model version is): it scales too.
+        let first = spec.variants[0].clone();
+        let moved = EndpointSpec { variants: vec![Variant { name: format!("{}-next", first.name), ..first }], ..spec.clone() };
+        ctx.serving.deploy(&moved).await?;
+        let info = in_service(&ctx, &spec.name).await?;
+        ensure_eq!(variants_key(&info.variants), variants_key(&moved.variants), "variants after the move");
+        ensure_eq!(info.scaling.as_ref(), Some(&asked), "scaling of the variant that replaced the first");
+        let wider = Scaling { min_instances: 2, max_instances: 5, requests_per_minute: 80.0 };
+        ctx.serving.deploy(&EndpointSpec { scaling: Some(wider.clone()), ..moved.clone() }).await?;
+        let info = in_service(&ctx, &spec.name).await?;
+        ensure_eq!(info.scaling.as_ref(), Some(&wider), "scaling after new bounds");
+        let impossible = Scaling { min_instances: 4, max_instances: 2, requests_per_minute: 80.0 };
+        expect_kind(ctx.serving.deploy(&EndpointSpec { scaling: Some(impossible), ..moved.clone() }).await, ErrorKind::InvalidInput, "min 4 > max 2")?;
+        let info = in_service(&ctx, &spec.name).await?;
+        ensure_eq!(info.scaling.as_ref(), Some(&wider), "scaling after a refused deploy");
+        ctx.serving.deploy(&EndpointSpec { scaling: None, ..moved }).await?;
+        let info = in_service(&ctx, &spec.name).await?;
+        ensure_eq!(info.scaling, None, "scaling after a deploy without it");
+        Ok(())
+    })
+    .await
+}
+
+/// A platform that does not declare autoscaling refuses a spec that asks for it, rather than
+/// serving on one instance what was sized for several, and deploys nothing.
+pub async fn autoscaling_is_refused_where_not_declared(ctx: ServingCtx) -> TestResult {
+    if ctx.serving.capabilities().supports(Feature::Autoscaling) {
+        return Err(Skip("the platform declares autoscaling (autoscaling_follows_every_deploy checks it)".into()).into());
+    }
+    let scaling = Scaling { min_instances: 1, max_instances: 2, requests_per_minute: 50.0 };
+    let spec = EndpointSpec { scaling: Some(scaling), ..fresh_spec(&ctx.fixture) };
+    let refused = ctx.serving.deploy(&spec).await;
+    let described = ctx.serving.describe(&spec.name).await;
+    let _ = ctx.serving.undeploy(&spec.name).await;
+    expect_kind(refused, ErrorKind::Unsupported, "deploy with autoscaling")?;
+    ensure_eq!(described?, None, "describe after the refused deploy");
+    Ok(())
 }

@@ -201,6 +201,8 @@ pub struct AwsClients {
     /// a training job.
     pub metrics: aws_sdk_sagemakermetrics::Client,
     pub cloudwatch: aws_sdk_cloudwatch::Client,
+    /// Application Auto Scaling: endpoint variants' instance counts.
+    pub autoscaling: aws_sdk_applicationautoscaling::Client,
 }
 
 impl AwsClients {
@@ -219,6 +221,9 @@ impl AwsClients {
             ),
             metrics: aws_sdk_sagemakermetrics::Client::from_conf(aws_sdk_sagemakermetrics::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
             cloudwatch: aws_sdk_cloudwatch::Client::from_conf(aws_sdk_cloudwatch::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
+            autoscaling: aws_sdk_applicationautoscaling::Client::from_conf(
+                aws_sdk_applicationautoscaling::config::Builder::from(&sdk).interceptor(RecordEndpoint).build(),
+            ),
         })
     }
 

@@ -8,6 +8,7 @@
 //! - [`artifacts`]: the artifact store on S3 (streamed multipart, SHA-256 checked).
 //! - [`state_backend`]: Galley's state in S3, locked with a conditional write.
 //! - [`capture`]: SageMaker's data-capture files, which the monitor's drift reads.
+//! - [`scaling`]: endpoint variants' autoscaling through Application Auto Scaling.
 //! - the stages on SageMaker and CloudWatch, [`training`] jobs, and [`provider`].
 
 pub mod container;
@@ -35,4 +36,4 @@ pub use runtime::*;
 macro_rules! runtime_modules {
     ($($name:ident),* $(,)?) => { $(#[cfg(feature = "runtime")] pub mod $name;)* };
 }
-runtime_modules!(artifacts, bucket, capture, config, error, experiments, features, meta, monitor, orchestrator, provider, registry, serving, state_backend, training, waiter);
+runtime_modules!(artifacts, bucket, capture, config, error, experiments, features, meta, monitor, orchestrator, provider, registry, scaling, serving, state_backend, training, waiter);

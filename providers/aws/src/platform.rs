@@ -35,7 +35,7 @@ pub fn capabilities() -> Capabilities {
         AWS,
         &[
             ArtifactVersioning, ArtifactEncryption, OnlineStore, PointInTimeFetch, RunSearch, StepCaching, StepRetries,
-            ApprovalStatus, TrafficSplit, DriftPsi, DriftKs, PredictionDrift, ManagedCompute,
+            ApprovalStatus, TrafficSplit, Autoscaling, DriftPsi, DriftKs, PredictionDrift, ManagedCompute,
         ],
     )
 }

@@ -281,7 +281,13 @@ impl Provider for AwsProvider {
             // Shown in the plan: where `galley run`'s deploy will capture the endpoint's traffic.
             let capture = capture_destination(bp)?;
             out.push(spec("serving.endpoint", ENDPOINT, Stage::Serving, &sv.endpoint,
-                base(json!({ "endpoint": sv.endpoint, "instance_type": sv.instance_type, "model": sv.model, "data_capture": capture })), &deps, sv.common.protect));
+                base(json!({
+                    "endpoint": sv.endpoint,
+                    "instance_type": sv.instance_type,
+                    "model": sv.model,
+                    "data_capture": capture,
+                    "autoscaling": galley_lifecycle::actions::scaling(sv),
+                })), &deps, sv.common.protect));
         }
         if let (true, Some(m)) = (declared(Stage::Monitoring), &s.monitoring) {
             let name = s.serving.as_ref().map(|sv| sv.endpoint.clone()).unwrap_or_else(|| bp.name.clone());
@@ -648,6 +654,14 @@ impl ResourceHandler for ModelPackageGroupHandler {
 /// deploys, and destroy removes the endpoint and every Model and EndpointConfig tagged for it.
 struct EndpointHandler(Connections);
 
+impl EndpointHandler {
+    /// A deployed endpoint takes the blueprint's autoscaling at apply, with no redeploy.
+    async fn rescale(&self, spec: &ResourceSpec) -> Result<()> {
+        let scaling: Option<galley_core::stages::Scaling> = parse(spec, "autoscaling")?;
+        SageMakerServing::new(self.0.for_spec(spec).await?, None, None).rescale(attr(spec, "endpoint")?, scaling.as_ref()).await
+    }
+}
+
 #[async_trait]
 impl ResourceHandler for EndpointHandler {
     fn kind(&self) -> &str {
@@ -656,27 +670,34 @@ impl ResourceHandler for EndpointHandler {
     fn replace_on(&self) -> &[&str] {
         &["region", "endpoint_url", "endpoint"]
     }
+    /// The endpoint itself is made by `galley run`'s deploy; until then it reads as
+    /// `not_deployed` with the attributes asked for. Once deployed, `autoscaling` is what
+    /// Application Auto Scaling holds, so a change made outside Galley shows as drift.
     async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
         let serving = SageMakerServing::new(self.0.for_spec(spec).await?, None, None);
         let endpoint = attr(spec, "endpoint")?;
         let live = serving.describe(endpoint).await?;
         let mut outputs = BTreeMap::from([("endpoint".to_owned(), json!(endpoint))]);
+        let mut attributes = spec.desired.clone();
         match &live {
             Some(info) => {
                 outputs.insert("url".to_owned(), json!(info.url));
                 outputs.insert("state".to_owned(), json!(info.state));
                 outputs.insert("signature".to_owned(), serde_json::to_value(&info.signature)?);
+                attributes["autoscaling"] = serde_json::to_value(&info.scaling)?;
             }
             None => {
                 outputs.insert("state".to_owned(), json!("not_deployed"));
             }
         }
-        Ok(Some(Observed { id: format!("endpoint/{endpoint}"), attributes: spec.desired.clone(), outputs }))
+        Ok(Some(Observed { id: format!("endpoint/{endpoint}"), attributes, outputs }))
     }
     async fn create(&self, spec: &ResourceSpec, _owner: &OwnerTag) -> Result<Observed> {
+        self.rescale(spec).await?;
         self.read(spec).await?.ok_or_else(|| vanished(spec))
     }
     async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        self.rescale(spec).await?;
         self.read(spec).await?.ok_or_else(|| vanished(spec))
     }
     async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {

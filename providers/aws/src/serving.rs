@@ -6,6 +6,10 @@
 //! InvokeEndpoint in MLflow's `dataframe_split` format, which MLflow-built SageMaker
 //! containers and Galley's own image both speak.
 //!
+//! With `scaling`, each variant also scales between instance counts on its invocations per
+//! instance ([`crate::scaling`]): registered once the endpoint is in service, removed before it
+//! moves to another config, as SageMaker requires.
+//!
 //! Names are derived from the endpoint name and a hash of what they hold, so a repeated deploy
 //! of the same spec is a no-op and a crashed one finds what it made. Every Model and
 //! EndpointConfig is tagged `galley:endpoint` so undeploy removes exactly what Galley made.
@@ -23,7 +27,7 @@ use aws_sdk_sagemaker::operation::describe_endpoint::DescribeEndpointOutput;
 use aws_sdk_sagemaker::operation::describe_endpoint_config::DescribeEndpointConfigOutput;
 use aws_smithy_types::Blob;
 use galley_core::stages::{
-    Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving, Signature, Variant, check_weights, shifted_weights,
+    Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Scaling, Serving, Signature, Variant, check_weights, shifted_weights,
 };
 use galley_core::{Error, ErrorKind, Result, Stage, Table};
 use serde_json::{Value as Json, json};
@@ -200,11 +204,17 @@ impl SageMakerServing {
         bounded(&format!("{endpoint}-{}", v.name), &h)
     }
 
-    /// Names a config by what it serves (variants, models, image, signature) but not by the
-    /// weights: the same models at other weights are the same config, whose live weights
+    /// Names a config by what it serves (variants, models, image, signature) and on what
+    /// (instance type, instances each variant starts with) but not by the weights: the same
+    /// models at other weights are the same config, whose live weights
     /// UpdateEndpointWeightsAndCapacities moves in place.
-    pub fn config_name(spec: &EndpointSpec, image: &str, capture: Option<&str>) -> String {
-        let mut parts: Vec<String> = vec![spec.name.clone(), image.to_owned(), serde_json::to_string(&spec.signature).unwrap_or_default()];
+    pub fn config_name(spec: &EndpointSpec, image: &str, instance_type: &str, capture: Option<&str>) -> String {
+        let mut parts: Vec<String> = vec![
+            spec.name.clone(),
+            image.to_owned(),
+            serde_json::to_string(&spec.signature).unwrap_or_default(),
+            format!("on|{instance_type}|{}", initial_instances(spec)),
+        ];
         if let Some(destination) = capture {
             parts.push(format!("capture|{destination}"));
         }
@@ -292,7 +302,7 @@ impl SageMakerServing {
     }
 
     async fn ensure_config(&self, spec: &EndpointSpec, image: &str, role: &str) -> Result<String> {
-        let name = Self::config_name(spec, image, self.capture.as_deref());
+        let name = Self::config_name(spec, image, &self.instance_type, self.capture.as_deref());
         match self.clients.sagemaker.describe_endpoint_config().endpoint_config_name(&name).send().await {
             Ok(_) => return Ok(name),
             Err(e) => {
@@ -309,7 +319,7 @@ impl SageMakerServing {
                 ProductionVariant::builder()
                     .variant_name(&v.name)
                     .model_name(model)
-                    .initial_instance_count(1)
+                    .initial_instance_count(initial_instances(spec))
                     .instance_type(ProductionVariantInstanceType::from(self.instance_type.as_str()))
                     .initial_variant_weight(v.weight as f32)
                     .build(),
@@ -328,6 +338,32 @@ impl SageMakerServing {
             .await
             .map_err(sdk(Stage::Serving, "CreateEndpointConfig", &name))?;
         Ok(name)
+    }
+
+    /// The variants the endpoint serves now (DescribeEndpoint); none when it does not exist.
+    async fn live_variants(&self, endpoint: &str) -> Result<Vec<String>> {
+        match self.clients.sagemaker.describe_endpoint().endpoint_name(endpoint).send().await {
+            Ok(d) => Ok(d.production_variants().iter().filter_map(|v| v.variant_name().map(str::to_owned)).collect()),
+            Err(e) => {
+                let e = sdk(Stage::Serving, "DescribeEndpoint", endpoint)(e);
+                if e.kind() == ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) }
+            }
+        }
+    }
+
+    /// Gives every variant the endpoint serves `scaling`, or takes Galley's scaling away with
+    /// `None`; waits for the endpoint to be in service first. `galley apply` calls it when only
+    /// `serving.autoscaling` changed, so the change needs no redeploy.
+    pub async fn rescale(&self, endpoint: &str, scaling: Option<&Scaling>) -> Result<()> {
+        let variants = self.live_variants(endpoint).await?;
+        if variants.is_empty() {
+            return Ok(());
+        }
+        self.wait_in_service(endpoint).await?;
+        match scaling {
+            Some(s) => crate::scaling::apply(&self.clients.autoscaling, endpoint, &variants, s).await,
+            None => crate::scaling::remove(&self.clients.autoscaling, endpoint, &variants).await,
+        }
     }
 
     async fn tags_of(&self, arn: &str) -> Result<HashMap<String, String>> {
@@ -437,6 +473,11 @@ impl SageMakerServing {
     }
 }
 
+/// The instances a variant starts with: autoscaling's minimum, or the one it always has.
+fn initial_instances(spec: &EndpointSpec) -> i32 {
+    spec.scaling.as_ref().map_or(1, |s| i32::try_from(s.min_instances).unwrap_or(i32::MAX))
+}
+
 fn ignore_missing(r: Result<()>) -> Result<()> {
     match r {
         Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
@@ -538,15 +579,20 @@ impl Serving for SageMakerServing {
             return Err(Error::invalid(format!("endpoint `{}`: a deployment needs at least one variant", spec.name)));
         }
         check_weights(&spec.name, spec.variants.iter().map(|v| v.weight))?;
+        if let Some(scaling) = &spec.scaling {
+            scaling.check(&spec.name)?;
+        }
         self.forget_target(&spec.name);
         let image = self.image()?;
         let role = self.clients.role_arn(&format!("endpoint `{}`", spec.name))?;
         let config = self.ensure_config(spec, &image, &role).await?;
         match self.clients.sagemaker.describe_endpoint().endpoint_name(&spec.name).send().await {
             Ok(d) if d.endpoint_config_name() == Some(config.as_str()) => {}
-            Ok(_) => {
+            Ok(d) => {
                 // Moves traffic to the new config without dropping requests (blue/green).
                 self.wait_in_service(&spec.name).await?;
+                let scaled: Vec<String> = d.production_variants().iter().filter_map(|v| v.variant_name().map(str::to_owned)).collect();
+                crate::scaling::remove(&self.clients.autoscaling, &spec.name, &scaled).await?;
                 self.clients
                     .sagemaker
                     .update_endpoint()
@@ -573,6 +619,7 @@ impl Serving for SageMakerServing {
             }
         }
         self.wait_in_service(&spec.name).await?;
+        self.rescale(&spec.name, spec.scaling.as_ref()).await?;
         let info = self.describe(&spec.name).await?.ok_or_else(|| Error::not_found(format!("endpoint `{}` vanished right after deploy", spec.name)))?;
         // The config serves the right models; the live weights may differ (the same models at
         // other weights, e.g. a canary's next step): moved in place, with no new config, no new
@@ -607,7 +654,7 @@ impl Serving for SageMakerServing {
             raw.push((name, weight, meta));
         }
         let pct = percentages(&raw.iter().map(|(_, w, _)| *w).collect::<Vec<_>>());
-        let variants = raw
+        let variants: Vec<Variant> = raw
             .into_iter()
             .zip(pct)
             .map(|((name, _, meta), weight)| {
@@ -616,12 +663,15 @@ impl Serving for SageMakerServing {
             })
             .collect();
         let signature = self.signature_of(config.endpoint_config_arn().unwrap_or_default()).await?;
+        let names: Vec<String> = variants.iter().map(|v| v.name.clone()).collect();
+        let scaling = crate::scaling::read(&self.clients.autoscaling, endpoint, &names).await?;
         Ok(Some(EndpointInfo {
             name: endpoint.to_owned(),
             url: self.url(endpoint),
             state: state_of(d.endpoint_status()),
             variants,
             signature,
+            scaling,
         }))
     }
 
@@ -656,6 +706,10 @@ impl Serving for SageMakerServing {
 
     async fn undeploy(&self, endpoint: &str) -> Result<()> {
         self.forget_target(endpoint);
+        // Deleting the endpoint deregisters its targets only where the caller may; Galley
+        // removes its own first so that nothing it made outlives the endpoint.
+        let variants = self.live_variants(endpoint).await?;
+        crate::scaling::remove(&self.clients.autoscaling, endpoint, &variants).await?;
         match self.clients.sagemaker.delete_endpoint().endpoint_name(endpoint).send().await {
             Ok(_) => self.wait_deleted(endpoint).await?,
             Err(e) => {
@@ -689,16 +743,22 @@ mod tests {
         let v = Variant { name: "v1".into(), model: "m".into(), version: 1, artifact_uri: "s3://b/k".into(), weight: 100 };
         let n = SageMakerServing::model_name(&long, &v, "img");
         assert!(n.len() <= 63, "{n}");
-        let spec = EndpointSpec { name: "wine".into(), variants: vec![v.clone()], signature: Signature::default() };
-        let a = SageMakerServing::config_name(&spec, "img", None);
-        assert_eq!(a, SageMakerServing::config_name(&spec, "img", None));
+        let spec = EndpointSpec { name: "wine".into(), variants: vec![v.clone()], signature: Signature::default(), scaling: None };
+        let name = |spec: &EndpointSpec, image: &str, capture: Option<&str>| SageMakerServing::config_name(spec, image, "ml.m5.large", capture);
+        let a = name(&spec, "img", None);
+        assert_eq!(a, name(&spec, "img", None));
         // Other weights are the same config (moved in place); another version is a new one.
         let reweighted = EndpointSpec { variants: vec![Variant { weight: 90, ..v.clone() }], ..spec.clone() };
-        assert_eq!(a, SageMakerServing::config_name(&reweighted, "img", None));
+        assert_eq!(a, name(&reweighted, "img", None));
         let moved = EndpointSpec { variants: vec![Variant { version: 2, ..v }], ..spec.clone() };
-        assert_ne!(a, SageMakerServing::config_name(&moved, "img", None));
-        assert_ne!(a, SageMakerServing::config_name(&spec, "img2", None), "another image is another config");
-        assert_ne!(a, SageMakerServing::config_name(&spec, "img", Some("s3://b/galley/capture")), "capturing is another config");
+        assert_ne!(a, name(&moved, "img", None));
+        assert_ne!(a, name(&spec, "img2", None), "another image is another config");
+        assert_ne!(a, name(&spec, "img", Some("s3://b/galley/capture")), "capturing is another config");
+        assert_ne!(a, SageMakerServing::config_name(&spec, "img", "ml.g5.xlarge", None), "another instance type is another config");
+        let scaled = EndpointSpec { scaling: Some(Scaling { min_instances: 2, max_instances: 4, requests_per_minute: 70.0 }), ..spec.clone() };
+        assert_ne!(a, name(&scaled, "img", None), "starting on 2 instances is another config");
+        let same_start = EndpointSpec { scaling: Some(Scaling { min_instances: 1, max_instances: 9, requests_per_minute: 5.0 }), ..spec.clone() };
+        assert_eq!(a, name(&same_start, "img", None), "the bounds and target are scaling's, not the config's");
         assert!(a.starts_with("wine-"));
     }
 

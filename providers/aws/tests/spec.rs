@@ -14,7 +14,7 @@ mod common;
 use std::time::Duration;
 
 use common::botocore::{Model, check_sagemaker};
-use common::scripted::{Recorded, Reply, Scripted};
+use common::scripted::{Recorded, Reply, Scripted, unscaled};
 use galley_aws::{AwsClients, AwsConfig, S3Artifacts, SageMakerFeatures, SageMakerPipelines, SageMakerRegistry, SageMakerServing};
 use galley_core::stages::{EndpointSpec, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, RunState, Serving, Signature, StepRun, Variant};
 use galley_core::table::Column;
@@ -96,6 +96,7 @@ async fn update_endpoint_moves_an_existing_endpoint_to_a_new_config() {
         Some("UpdateEndpoint") => ok(json!({"EndpointArn": format!("{ARN}:endpoint/wine")})),
         Some("DescribeModel") => ok(json!({"ModelName": "wine-v2-abc", "ModelArn": format!("{ARN}:model/wine-v2-abc"), "CreationTime": 1.7e9})),
         Some("ListTags") => ok(json!({"Tags": []})),
+        None => unscaled(r),
         other => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unscripted {other:?}")})),
     })
     .await;
@@ -105,13 +106,14 @@ async fn update_endpoint_moves_an_existing_endpoint_to_a_new_config() {
         name: "wine".into(),
         variants: vec![Variant { name: "v2".into(), model: "wine".into(), version: 2, artifact_uri: "s3://b/models/2/model.json".into(), weight: 100 }],
         signature: Signature { inputs: vec![Column::new("alcohol", DType::Float)], output: None },
+        scaling: None,
     };
     serving.deploy(&spec).await.unwrap();
     let seen = check_sagemaker(&server.requests());
     assert!(seen.contains(&"UpdateEndpoint".to_owned()), "{seen:?}");
     let update = server.requests().into_iter().find(|r| r.sagemaker_op() == Some("UpdateEndpoint")).unwrap();
     assert_eq!(update.json()["EndpointName"], "wine");
-    assert_eq!(update.json()["EndpointConfigName"], SageMakerServing::config_name(&spec, "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:1", None));
+    assert_eq!(update.json()["EndpointConfigName"], SageMakerServing::config_name(&spec, "123456789012.dkr.ecr.us-east-1.amazonaws.com/galley:1", "ml.m5.large", None));
     assert!(!seen.contains(&"CreateEndpoint".to_owned()), "an existing endpoint is updated, not recreated: {seen:?}");
 }
 
@@ -140,6 +142,7 @@ async fn a_fresh_deploy_places_the_uncompressed_model_where_galleys_image_reads_
             ok(json!({"EndpointArn": format!("{ARN}:endpoint/wine")}))
         }
         Some("ListTags") => ok(json!({"Tags": []})),
+        None => unscaled(r),
         other => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unscripted {other:?}")})),
     })
     .await;
@@ -150,6 +153,7 @@ async fn a_fresh_deploy_places_the_uncompressed_model_where_galleys_image_reads_
         name: "wine".into(),
         variants: vec![Variant { name: "v1".into(), model: "wine".into(), version: 1, artifact_uri: "s3://b/models/ab12/model.json".into(), weight: 100 }],
         signature: Signature { inputs: vec![Column::new("alcohol", DType::Float)], output: None },
+        scaling: None,
     };
     serving.deploy(&spec).await.unwrap();
     let seen = check_sagemaker(&server.requests());

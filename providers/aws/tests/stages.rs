@@ -120,6 +120,7 @@ async fn a_weights_only_deploy_shifts_traffic_without_a_new_config() {
         name: name.clone(),
         variants: vec![Variant { name: "blue".into(), weight: blue, ..first.clone() }, Variant { name: "green".into(), weight: green, ..first.clone() }],
         signature: fixture.spec.signature.clone(),
+        scaling: None,
     };
     let deploy = |blue, green| {
         let (s, serving) = (spec(blue, green), &serving);
@@ -146,6 +147,134 @@ async fn a_weights_only_deploy_shifts_traffic_without_a_new_config() {
     for m in models {
         assert!(c.sagemaker.describe_model().model_name(&m).send().await.is_err(), "model {m} left after undeploy");
     }
+}
+
+/// Autoscaling as Application Auto Scaling holds it (moto's record, read by resource id): each
+/// variant a scalable target between the bounds with one target-tracking policy on
+/// `SageMakerVariantInvocationsPerInstance`, the config starting each variant on the minimum;
+/// a new version's variant takes over the scaling, the replaced one keeps none (the stand-in
+/// refuses, as SageMaker does, to move an endpoint off a variant that is still scaled); and
+/// nothing is left after undeploy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_is_registered_per_variant_and_follows_a_new_version() {
+    use galley_core::Serving as _;
+    use galley_core::stages::Scaling;
+    let Some(moto) = common::moto_url() else { return };
+    let runtime = common::sagemaker_runtime::SageMakerRuntime::start(&moto).await;
+    let c = common::clients(&runtime.url).await;
+    let bucket = common::fresh_bucket(&c).await;
+    let store = S3Artifacts::new(c.s3.clone(), &bucket);
+    let fixture = serving_fixture(&store).await;
+    let serving = SageMakerServing::new(c.clone(), Some("galley/serve:test".into()), None);
+    let name = common::unique("gtk-scale");
+    let scaling = Scaling { min_instances: 2, max_instances: 6, requests_per_minute: 120.0 };
+    let v1 = Variant { name: "v1".into(), ..fixture.spec.variants[0].clone() };
+    let spec = EndpointSpec { name: name.clone(), variants: vec![v1.clone()], signature: fixture.spec.signature.clone(), scaling: Some(scaling.clone()) };
+    let info = serving.deploy(&spec).await.unwrap();
+    assert_eq!(info.scaling, Some(scaling.clone()));
+
+    let id = |variant: &str| format!("endpoint/{name}/variant/{variant}");
+    let target = |variant: &str| {
+        let (c, id) = (c.clone(), id(variant));
+        async move {
+            let out = c.autoscaling.describe_scalable_targets().service_namespace("sagemaker".into()).resource_ids(&id).send().await.unwrap();
+            out.scalable_targets().iter().find(|t| t.resource_id() == id).map(|t| (t.min_capacity(), t.max_capacity(), t.scalable_dimension().as_str().to_owned()))
+        }
+    };
+    let policies = |variant: &str| {
+        let (c, id) = (c.clone(), id(variant));
+        async move {
+            let out = c.autoscaling.describe_scaling_policies().service_namespace("sagemaker".into()).resource_id(&id).send().await.unwrap();
+            out.scaling_policies()
+                .iter()
+                .filter(|p| p.resource_id() == id)
+                .map(|p| {
+                    let t = p.target_tracking_scaling_policy_configuration().expect("a target-tracking policy");
+                    let metric = t.predefined_metric_specification().map(|m| m.predefined_metric_type().as_str().to_owned());
+                    (p.policy_type().as_str().to_owned(), metric, t.target_value())
+                })
+                .collect::<Vec<_>>()
+        }
+    };
+    let tracking = vec![("TargetTrackingScaling".to_owned(), Some("SageMakerVariantInvocationsPerInstance".to_owned()), 120.0)];
+    assert_eq!(target("v1").await, Some((2, 6, "sagemaker:variant:DesiredInstanceCount".to_owned())));
+    assert_eq!(policies("v1").await, tracking);
+    let described = c.sagemaker.describe_endpoint().endpoint_name(&name).send().await.unwrap();
+    let config = c.sagemaker.describe_endpoint_config().endpoint_config_name(described.endpoint_config_name().unwrap()).send().await.unwrap();
+    assert_eq!(config.production_variants()[0].initial_instance_count(), Some(2), "each variant starts on the minimum");
+
+    // The stand-in holds Galley to SageMaker's rule: moving off a variant still scaled fails.
+    let moved = EndpointSpec { variants: vec![Variant { name: "v2".into(), version: 2, ..v1.clone() }], ..spec.clone() };
+    let refused = c.sagemaker.update_endpoint().endpoint_name(&name).endpoint_config_name(described.endpoint_config_name().unwrap()).send().await;
+    assert!(refused.is_ok(), "moving to the same config drops no variant: {refused:?}");
+    let info = serving.deploy(&moved).await.unwrap();
+    assert_eq!(info.variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["v2"]);
+    assert_eq!(info.scaling, Some(scaling.clone()));
+    assert_eq!(target("v1").await, None, "the replaced variant is no longer a scalable target");
+    assert!(policies("v1").await.is_empty(), "the replaced variant's policy is gone");
+    assert_eq!(target("v2").await.map(|t| (t.0, t.1)), Some((2, 6)));
+    assert_eq!(policies("v2").await, tracking);
+
+    serving.undeploy(&name).await.unwrap();
+    assert_eq!(target("v2").await, None, "no scalable target outlives the endpoint");
+    assert!(policies("v2").await.is_empty(), "no scaling policy outlives the endpoint");
+}
+
+/// The stand-in's UpdateEndpoint refuses what SageMaker refuses, so the test above can fail:
+/// an endpoint whose variant is a scalable target cannot be moved to a config without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stand_in_refuses_to_drop_a_scaled_variant() {
+    use galley_core::Serving as _;
+    let Some(moto) = common::moto_url() else { return };
+    let runtime = common::sagemaker_runtime::SageMakerRuntime::start(&moto).await;
+    let c = common::clients(&runtime.url).await;
+    let bucket = common::fresh_bucket(&c).await;
+    let store = S3Artifacts::new(c.s3.clone(), &bucket);
+    let fixture = serving_fixture(&store).await;
+    let serving = SageMakerServing::new(c.clone(), Some("galley/serve:test".into()), None);
+    let name = common::unique("gtk-scaled");
+    let v1 = fixture.spec.variants[0].clone();
+    let spec = EndpointSpec { name: name.clone(), variants: vec![v1.clone()], signature: fixture.spec.signature.clone(), scaling: None };
+    serving.deploy(&spec).await.unwrap();
+    // Scaled behind Galley's back: Galley's deploy would remove only what it reads is there.
+    c.autoscaling
+        .register_scalable_target()
+        .service_namespace("sagemaker".into())
+        .resource_id(format!("endpoint/{name}/variant/{}", v1.name))
+        .scalable_dimension("sagemaker:variant:DesiredInstanceCount".into())
+        .min_capacity(1)
+        .max_capacity(2)
+        .send()
+        .await
+        .unwrap();
+    let other = EndpointSpec { variants: vec![Variant { name: "other".into(), ..v1.clone() }], ..spec.clone() };
+    let config = SageMakerServing::config_name(&other, "galley/serve:test", "ml.m5.large", None);
+    // Galley's own deploy removes the registration first, so ask SageMaker directly.
+    let role = c.config.role_arn.clone().unwrap();
+    let model = c.sagemaker.create_model().model_name(format!("{name}-m")).execution_role_arn(role).primary_container(
+        aws_sdk_sagemaker::types::ContainerDefinition::builder().image("galley/serve:test").build(),
+    ).send().await;
+    assert!(model.is_ok(), "{model:?}");
+    c.sagemaker
+        .create_endpoint_config()
+        .endpoint_config_name(&config)
+        .production_variants(
+            aws_sdk_sagemaker::types::ProductionVariant::builder()
+                .variant_name("other")
+                .model_name(format!("{name}-m"))
+                .initial_instance_count(1)
+                .instance_type("ml.m5.large".into())
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let refused = c.sagemaker.update_endpoint().endpoint_name(&name).endpoint_config_name(&config).send().await;
+    let message = refused.as_ref().err().and_then(|e| e.as_service_error()).and_then(|e| e.meta().message().map(str::to_owned));
+    assert!(message.as_deref().is_some_and(|m| m.contains("must be deregistered as scalable targets")), "{refused:?}");
+    serving.undeploy(&name).await.unwrap();
+    let _ = c.sagemaker.delete_endpoint_config().endpoint_config_name(&config).send().await;
+    let _ = c.sagemaker.delete_model().model_name(format!("{name}-m")).send().await;
 }
 
 /// Metric points reach SageMaker Experiments (what Studio charts), not only Galley's record in

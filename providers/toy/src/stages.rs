@@ -497,6 +497,7 @@ impl ModelRegistry for Toy {
 #[async_trait]
 impl Serving for Toy {
     async fn deploy(&self, spec: &EndpointSpec) -> Result<EndpointInfo> {
+        galley_core::stages::refuse_scaling(spec, "toy")?;
         check_weights(&spec.name, spec.variants.iter().map(|v| v.weight))?;
         for v in &spec.variants {
             self.model(&v.artifact_uri).await?;
@@ -562,6 +563,7 @@ fn info(spec: &EndpointSpec) -> EndpointInfo {
         state: EndpointState::InService,
         variants: spec.variants.clone(),
         signature: spec.signature.clone(),
+        scaling: None,
     }
 }
 

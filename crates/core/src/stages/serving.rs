@@ -22,6 +22,41 @@ pub struct EndpointSpec {
     pub name: String,
     pub variants: Vec<Variant>,
     pub signature: Signature,
+    /// Scale every variant between instance counts on its load; `None` serves each variant on
+    /// one fixed instance. Only platforms that declare `Feature::Autoscaling` accept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<Scaling>,
+}
+
+/// How many instances serve each variant, and the load per instance the platform adds or
+/// removes instances to hold (target tracking).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Scaling {
+    pub min_instances: u32,
+    pub max_instances: u32,
+    /// Requests per instance per minute.
+    pub requests_per_minute: f64,
+}
+
+impl Scaling {
+    /// Refuses bounds no platform can hold: `1 <= min <= max` and a positive target.
+    pub fn check(&self, endpoint: &str) -> Result<()> {
+        if self.min_instances < 1 || self.min_instances > self.max_instances || self.requests_per_minute.is_nan() || self.requests_per_minute <= 0.0 {
+            return Err(Error::invalid(format!(
+                "endpoint `{endpoint}`: autoscaling needs 1 <= min <= max instances and a positive target, found min {}, max {}, {} requests per minute",
+                self.min_instances, self.max_instances, self.requests_per_minute
+            )));
+        }
+        Ok(())
+    }
+
+    /// `1–4 instances per variant, holding 70 requests per instance per minute`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}–{} instances per variant, holding {} requests per instance per minute",
+            self.min_instances, self.max_instances, self.requests_per_minute
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -41,12 +76,29 @@ pub struct EndpointInfo {
     pub state: EndpointState,
     pub variants: Vec<Variant>,
     pub signature: Signature,
+    /// The scaling every variant has, as the platform reports it; `None` when there is none, or
+    /// when only some variants have it (a deploy that stopped half-way, which the next one
+    /// completes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<Scaling>,
 }
 
 /// Where to POST scoring requests over HTTP, given an endpoint's [`EndpointInfo::url`]: local
 /// endpoints report their base URL, SageMaker its invocation URL already.
 pub fn invocations_url(url: &str) -> String {
     if url.ends_with("/invocations") { url.to_owned() } else { format!("{}/invocations", url.trim_end_matches('/')) }
+}
+
+/// For a platform that does not declare `Feature::Autoscaling`: refuses a spec that asks for
+/// it, rather than serving on one instance what the user sized for several.
+pub fn refuse_scaling(spec: &EndpointSpec, platform: impl std::fmt::Display) -> Result<()> {
+    match &spec.scaling {
+        Some(_) => Err(Error::unsupported(format!(
+            "endpoint `{}` asks for autoscaling, which platform `{platform}` cannot do: deploy it without `scaling` (`serving.autoscaling`)",
+            spec.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a split of `endpoint`'s traffic whose weights do not add up to 100.

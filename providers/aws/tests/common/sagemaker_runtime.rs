@@ -28,6 +28,13 @@
 //!   (`super::pipelines`): an execution moto accepted runs its steps as `galley container step`
 //!   processes, and its status and steps are answered from what they did.
 //!
+//! - UpdateEndpoint, which moto does not implement: checked against the botocore model, it
+//!   refuses as SageMaker does a move that drops a variant Application Auto Scaling still
+//!   scales, or changes its instance type (SageMaker's documented rule, with SageMaker's
+//!   message), and otherwise moves moto's endpoint to the new config by deleting and creating
+//!   it again under the same name and tags (moto has no other way to change an endpoint's
+//!   config).
+//!
 //! Every other request passes through to moto untouched. So what is emulated here is what
 //! SageMaker runs (containers, the online store's data path); the requests, the records, their
 //! status and the S3 objects are moto's, and the predictions are the model's. (Self-contained: the CLI's moto test includes it
@@ -185,6 +192,9 @@ impl Shared {
             return self.batch_get_record(&body).await;
         }
         let target = parts.headers.get("x-amz-target").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        if target.as_deref() == Some("SageMaker.UpdateEndpoint") {
+            return self.update_endpoint(&body).await;
+        }
         if let Some(runner) = &self.pipelines {
             let request: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
             let answered = match target.as_deref() {
@@ -250,6 +260,62 @@ impl Shared {
             }
         }
         resp.body(Full::new(bytes)).unwrap()
+    }
+
+    async fn update_endpoint(&self, body: &[u8]) -> Response<Full<Bytes>> {
+        let request: Json = serde_json::from_slice(body).unwrap_or(Json::Null);
+        let model = super::botocore::Model::cached("sagemaker");
+        let problems = model.check_request("UpdateEndpoint", &request, &[]);
+        assert!(problems.is_empty(), "UpdateEndpoint as the SDK sent it breaks the botocore model:\n{}", problems.join("\n"));
+        let (name, config) = (request["EndpointName"].as_str().unwrap_or_default(), request["EndpointConfigName"].as_str().unwrap_or_default());
+        let sm = &self.aws.sagemaker;
+        let Ok(current) = sm.describe_endpoint().endpoint_name(name).send().await else {
+            return sagemaker_error("ValidationException", &format!("Could not find endpoint \"{name}\"."));
+        };
+        let Ok(next) = sm.describe_endpoint_config().endpoint_config_name(config).send().await else {
+            return sagemaker_error("ValidationException", &format!("Could not find endpoint configuration \"{config}\"."));
+        };
+        let old = sm.describe_endpoint_config().endpoint_config_name(current.endpoint_config_name().unwrap_or_default()).send().await.expect("moto has the endpoint's config");
+        // Variant → instance type, in the config the endpoint has and in the one it moves to.
+        let (old, next): (HashMap<String, Option<String>>, HashMap<String, Option<String>>) = (
+            old.production_variants().iter().map(|p| (p.variant_name().unwrap_or_default().to_owned(), p.instance_type().map(|t| t.as_str().to_owned()))).collect(),
+            next.production_variants().iter().map(|p| (p.variant_name().unwrap_or_default().to_owned(), p.instance_type().map(|t| t.as_str().to_owned()))).collect(),
+        );
+        let mut blocked = Vec::new();
+        for v in current.production_variants().iter().filter_map(|v| v.variant_name()) {
+            let kept_as_is = next.contains_key(v) && next.get(v) == old.get(v);
+            if kept_as_is {
+                continue;
+            }
+            let id = format!("endpoint/{name}/variant/{v}");
+            let targets = self
+                .aws
+                .autoscaling
+                .describe_scalable_targets()
+                .service_namespace("sagemaker".into())
+                .resource_ids(&id)
+                .scalable_dimension("sagemaker:variant:DesiredInstanceCount".into())
+                .send()
+                .await
+                .expect("moto answers DescribeScalableTargets");
+            if targets.scalable_targets().iter().any(|t| t.resource_id() == id) {
+                blocked.push(v.to_owned());
+            }
+        }
+        if !blocked.is_empty() {
+            return sagemaker_error(
+                "ValidationException",
+                &format!("The variant(s) \"[{}]\" must be deregistered as scalable targets with AWS Application Auto Scaling before they can be removed or have their instance type updated.", blocked.join(", ")),
+            );
+        }
+        let arn = current.endpoint_arn().unwrap_or_default().to_owned();
+        let tags = sm.list_tags().resource_arn(&arn).send().await.expect("moto lists the endpoint's tags").tags().to_vec();
+        sm.delete_endpoint().endpoint_name(name).send().await.expect("moto deletes the endpoint");
+        let created = sm.create_endpoint().endpoint_name(name).endpoint_config_name(config).set_tags(Some(tags)).send().await.expect("moto creates the endpoint");
+        let answer = serde_json::json!({"EndpointArn": created.endpoint_arn().unwrap_or_default()});
+        let problems = model.check_response("UpdateEndpoint", &answer);
+        assert!(problems.is_empty(), "the stand-in's UpdateEndpoint answer breaks the botocore model:\n{}", problems.join("\n"));
+        json_answer(&answer)
     }
 
     /// SageMaker's part: channel in, container run, model out. A failing container leaves no
@@ -526,6 +592,12 @@ impl Shared {
 /// An answer in SageMaker's JSON protocol.
 fn json_answer(answer: &Json) -> Response<Full<Bytes>> {
     Response::builder().status(200).header("content-type", "application/x-amz-json-1.1").body(Full::new(Bytes::from(answer.to_string()))).unwrap()
+}
+
+/// An error answer in SageMaker's JSON protocol (HTTP 400, as for every client error).
+fn sagemaker_error(code: &str, message: &str) -> Response<Full<Bytes>> {
+    let body = serde_json::json!({"__type": code, "message": message});
+    Response::builder().status(400).header("content-type", "application/x-amz-json-1.1").body(Full::new(Bytes::from(body.to_string()))).unwrap()
 }
 
 /// An error answer in sagemaker-runtime's rest-json shape.

@@ -53,8 +53,22 @@ impl Recorded {
     pub fn sagemaker_op(&self) -> Option<&str> {
         self.header("x-amz-target").and_then(|t| t.strip_prefix("SageMaker."))
     }
+    /// The Application Auto Scaling operation (JSON 1.1, `AnyScaleFrontendService.*`).
+    pub fn autoscaling_op(&self) -> Option<&str> {
+        self.header("x-amz-target").and_then(|t| t.strip_prefix("AnyScaleFrontendService."))
+    }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Application Auto Scaling for an account where nothing scales: the reads find nothing, and
+/// anything else is refused as unscripted.
+pub fn unscaled(r: &Recorded) -> Reply {
+    match r.autoscaling_op() {
+        Some("DescribeScalableTargets") => Reply::json(200, serde_json::json!({"ScalableTargets": []})),
+        Some("DescribeScalingPolicies") => Reply::json(200, serde_json::json!({"ScalingPolicies": []})),
+        other => Reply::json(400, serde_json::json!({"__type": "ValidationException", "message": format!("unscripted {other:?}")})),
     }
 }
 

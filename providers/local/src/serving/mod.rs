@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use galley_core::stages::{
-    Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving, check_weights, shifted_weights,
+    Described, EndpointInfo, EndpointSpec, EndpointState, Prediction, Serving, check_weights, refuse_scaling, shifted_weights,
 };
 use galley_core::table::Table;
 use galley_core::{Error, ErrorKind, Result, Stage};
@@ -338,6 +338,7 @@ impl LocalServing {
                 spec.name
             )));
         }
+        refuse_scaling(spec, crate::platform::LOCAL)?;
         check_weights(&spec.name, spec.variants.iter().map(|v| v.weight))
     }
 
@@ -459,6 +460,7 @@ impl LocalServing {
             state: EndpointState::InService,
             variants: spec.variants.clone(),
             signature: spec.signature.clone(),
+            scaling: None,
         })
     }
 }
@@ -511,6 +513,7 @@ impl Serving for LocalServing {
             state,
             variants: spec.variants,
             signature: spec.signature,
+            scaling: None,
         }))
     }
 

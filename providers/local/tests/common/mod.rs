@@ -56,6 +56,7 @@ pub fn spec(name: &str, variants: Vec<Variant>) -> EndpointSpec {
         name: name.to_owned(),
         variants,
         signature: signature(),
+        scaling: None,
     }
 }
 
