@@ -1,7 +1,7 @@
-//! `galley container train|serve`: the entrypoint of Galley's image, run here as SageMaker
-//! runs a container (the `/opt/ml` layout, `train` and `serve`, `/ping` and `/invocations`).
-//! No container engine runs on this machine, so the binary is run directly on a directory laid
-//! out as SageMaker lays out `/opt/ml`; the image itself (the Dockerfile) is not built here.
+//! `galley container train|serve`: the entrypoint of Galley's image, run as SageMaker runs a
+//! container (the `/opt/ml` layout, `train` and `serve`, `/ping` and `/invocations`): first the
+//! binary directly on a directory laid out as SageMaker lays out `/opt/ml`, then the image
+//! itself, built from this binary (`providers/aws/scripts/image`, buildah) and run by podman.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -127,4 +127,165 @@ fn serving_without_a_model_names_the_missing_file() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("model/model.json"), "{err}");
+}
+
+/// Galley's image, built here from this very binary (`providers/aws/scripts/image`: FROM
+/// scratch with the binary, the libraries it links and the CA bundle) and run under podman as
+/// SageMaker runs it: `train` over a mounted `/opt/ml` writes the model Galley's process trains;
+/// `serve` answers `/ping` and, to the exact bytes Galley's SageMaker client sends, the model's
+/// predictions; the image goes through the OCI distribution API (a local registry) and comes
+/// back with the same entrypoint. Its size is printed.
+#[cfg(feature = "aws")]
+#[test]
+fn the_image_built_from_this_binary_trains_and_serves_under_podman() {
+    let Some(engine) = Engine::find() else { return };
+    let tag = format!("localhost/galley-test:{}", uuid::Uuid::new_v4().simple());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../providers/aws/scripts/image");
+    let built = Command::new(&script).arg(env!("CARGO_BIN_EXE_galley")).arg(&tag).output().unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let _image = Removed(engine.clone(), vec!["rmi".into(), "-f".into(), tag.clone()]);
+    let size = engine.podman(&["image", "inspect", "--format", "{{.Size}}", &tag]);
+    println!("image {tag}: {} MB", size.trim().parse::<u64>().unwrap_or(0) / 1_000_000);
+
+    // train: SageMaker mounts the job's /opt/ml and runs `IMAGE train`.
+    let (input, prepared, job) = quickstart_input();
+    let root = tempfile::tempdir().unwrap();
+    container::lay_out(root.path(), &input).unwrap();
+    let mount = format!("{}:/opt/ml", root.path().display());
+    engine.podman(&["run", "--rm", "--network", "none", "-v", &mount, &tag, "train"]);
+    let model = std::fs::read(root.path().join("model").join(MODEL_FILE)).unwrap();
+    let in_process = galley_ml::train(job.algorithm, &job.params, prepared.task, &prepared.train, &prepared.signature).unwrap();
+    assert_eq!(model, in_process.to_bytes(), "the image trains exactly the model galley's process trains");
+
+    // serve: `IMAGE serve` on the port SageMaker names (SAGEMAKER_BIND_TO_PORT), model read-only.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let name = format!("galley-test-{}", uuid::Uuid::new_v4().simple());
+    let ro = format!("{}:/opt/ml:ro", root.path().display());
+    let bind = format!("SAGEMAKER_BIND_TO_PORT={port}");
+    engine.podman(&["run", "-d", "--name", &name, "--network", "host", "-e", &bind, "-v", &ro, &tag, "serve"]);
+    let _server = Removed(engine.clone(), vec!["rm".into(), "-f".into(), name.clone()]);
+    let url = format!("http://127.0.0.1:{port}");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !rt.block_on(http.get(format!("{url}/ping")).send()).is_ok_and(|r| r.status() == 200) {
+        assert!(std::time::Instant::now() < deadline, "the container never answered /ping: {}", engine.podman(&["logs", &name]));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let rows: Vec<Vec<f64>> = prepared.test.x.iter().take(25).cloned().collect();
+    let table = galley_core::Table {
+        columns: prepared.signature.inputs.clone(),
+        rows: rows.iter().map(|r| r.iter().map(|v| galley_core::Value::Float(*v)).collect()).collect(),
+    };
+    let body = galley_aws::serving::scoring_body(&table, &prepared.signature).unwrap();
+    let answer = rt.block_on(http.post(format!("{url}/invocations")).header("content-type", "application/json").body(body).send()).unwrap();
+    assert_eq!(answer.status(), 200);
+    let predictions = galley_aws::serving::parse_predictions(&rt.block_on(answer.bytes()).unwrap()).unwrap();
+    let want: Vec<f64> = in_process.predict_matrix(&rows).into_iter().map(|s| in_process.label(s)).collect();
+    assert_eq!(predictions, want, "the image's predictions are the model's");
+
+    // The OCI distribution API: push to a registry started here, read the config back.
+    let registry = Registry::start();
+    let remote = format!("127.0.0.1:{}/galley:test", registry.port);
+    engine.podman(&["push", "--tls-verify=false", &tag, &format!("docker://{remote}")]);
+    let config = Command::new("skopeo").args(["inspect", "--tls-verify=false", "--config"]).arg(format!("docker://{remote}")).output().unwrap();
+    assert!(config.status.success(), "{}", String::from_utf8_lossy(&config.stderr));
+    let config: Value = serde_json::from_slice(&config.stdout).unwrap();
+    assert_eq!(config["config"]["Entrypoint"], json!(["/usr/local/bin/galley", "container"]), "{config}");
+    assert_eq!(config["config"]["ExposedPorts"], json!({"8080/tcp": {}}), "{config}");
+}
+
+/// podman with the settings that work on this machine (runc; no default ulimits; cgroupfs).
+#[cfg(feature = "aws")]
+#[derive(Clone)]
+struct Engine {
+    conf: std::sync::Arc<tempfile::NamedTempFile>,
+}
+
+#[cfg(feature = "aws")]
+impl Engine {
+    /// podman, buildah, skopeo and docker-registry, or a loud failure saying how to get them
+    /// (`None` only when the aws tests are skipped on purpose).
+    fn find() -> Option<Engine> {
+        let skip = std::env::var("GALLEY_TEST_SKIP").unwrap_or_default();
+        if skip.split(',').any(|p| matches!(p.trim(), "aws" | "image")) {
+            println!("SKIPPED (GALLEY_TEST_SKIP={skip}): the image test");
+            return None;
+        }
+        for tool in ["buildah", "podman", "runc", "skopeo", "docker-registry"] {
+            let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
+            assert!(
+                found,
+                "the image test needs `{tool}`: apt-get install -y buildah podman runc skopeo docker-registry \
+                 (.ci/run installs them), or skip it on purpose with GALLEY_TEST_SKIP=image"
+            );
+        }
+        let conf = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(conf.path(), "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\n").unwrap();
+        Some(Engine { conf: std::sync::Arc::new(conf) })
+    }
+
+    /// Runs podman with `args`; its stdout, or a failure with its stderr.
+    fn podman(&self, args: &[&str]) -> String {
+        let out = Command::new("podman")
+            .env("CONTAINERS_CONF", self.conf.path())
+            .args(["--storage-driver", "vfs", "--runtime", "runc"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+/// Runs a podman command when dropped (removes the container or image however the test ends).
+#[cfg(feature = "aws")]
+struct Removed(Engine, Vec<String>);
+
+#[cfg(feature = "aws")]
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .env("CONTAINERS_CONF", self.0.conf.path())
+            .args(["--storage-driver", "vfs", "--runtime", "runc"])
+            .args(&self.1)
+            .output();
+    }
+}
+
+/// Debian's docker-registry (CNCF distribution) on a free loopback port, storing in a temp dir.
+#[cfg(feature = "aws")]
+struct Registry {
+    port: u16,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+#[cfg(feature = "aws")]
+impl Registry {
+    fn start() -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = dir.path().join("config.yml");
+        let storage = dir.path().join("storage");
+        std::fs::write(&config, format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n", storage.display())).unwrap();
+        let child = Command::new("docker-registry").arg("serve").arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let registry = Registry { port, child, _dir: dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let http = reqwest::Client::builder().no_proxy().build().unwrap();
+        while !rt.block_on(http.get(format!("http://127.0.0.1:{port}/v2/")).send()).is_ok_and(|r| r.status() == 200) {
+            assert!(std::time::Instant::now() < deadline, "docker-registry did not answer /v2/ on port {port}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        registry
+    }
+}
+
+#[cfg(feature = "aws")]
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
