@@ -17,6 +17,8 @@
 mod common;
 #[path = "../../../providers/aws/tests/common/botocore.rs"]
 mod botocore;
+#[path = "../../../providers/aws/tests/common/image.rs"]
+mod image;
 #[path = "../../../providers/aws/tests/common/pipelines.rs"]
 mod pipelines;
 #[path = "../../../providers/aws/tests/common/sagemaker_runtime.rs"]
@@ -148,7 +150,10 @@ fn aws_blueprint_through_the_cli_on_moto() {
     let _moto = MOTO.lock().unwrap_or_else(|p| p.into_inner());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let role = ("testing".to_owned(), SECRET.to_owned());
-    let runtime = rt.block_on(sagemaker_runtime::SageMakerRuntime::with_pipelines(&url, env!("CARGO_BIN_EXE_galley").into(), role));
+    // Every step runs in Galley's image, built from this binary, as SageMaker would run it.
+    let Some(podman) = image::Podman::find() else { return };
+    let image = podman.build(std::path::Path::new(env!("CARGO_BIN_EXE_galley")));
+    let runtime = rt.block_on(sagemaker_runtime::SageMakerRuntime::with_pipelines_in_image(&url, podman, image.tag.clone(), role));
     let mut aws = fresh(&url, &runtime.url, &[]);
     let state_bucket = aws.vars[1].trim_start_matches("state_bucket=").to_owned();
 
@@ -168,7 +173,7 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert!(platforms.len() == 7 && platforms.iter().all(|p| *p == "aws"), "{status}");
 
     // `galley run` starts a SageMaker pipeline execution and follows it: every step ran in its
-    // own process as `galley container step` (where SageMaker runs Galley's image), reading the
+    // own container of Galley's image as `IMAGE step …` (as SageMaker runs it), reading the
     // run bundle and its upstream steps' outputs from S3; what the run reports (metrics, the
     // registered version, the endpoint) came back from those processes.
     let (code, run) = aws.json(&["run"]);

@@ -7,6 +7,10 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+#[cfg(feature = "aws")]
+#[path = "../../../providers/aws/tests/common/image.rs"]
+mod image;
+
 use galley_aws::container::{self, MODEL_FILE};
 use galley_blueprint::{LoadOptions, PlatformRegistry, load_file};
 use galley_core::stages::{TrainingData, TrainingJob};
@@ -138,13 +142,10 @@ fn serving_without_a_model_names_the_missing_file() {
 #[cfg(feature = "aws")]
 #[test]
 fn the_image_built_from_this_binary_trains_and_serves_under_podman() {
-    let Some(engine) = Engine::find() else { return };
-    let tag = format!("localhost/galley-test:{}", uuid::Uuid::new_v4().simple());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../providers/aws/scripts/image");
-    let built = Command::new(&script).arg(env!("CARGO_BIN_EXE_galley")).arg(&tag).output().unwrap();
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
-    let _image = Removed(engine.clone(), vec!["rmi".into(), "-f".into(), tag.clone()]);
-    let size = engine.podman(&["image", "inspect", "--format", "{{.Size}}", &tag]);
+    let Some(podman) = image::Podman::find() else { return };
+    let image = podman.build(Path::new(env!("CARGO_BIN_EXE_galley")));
+    let tag = image.tag.clone();
+    let size = podman.run(&["image", "inspect", "--format", "{{.Size}}", &tag]);
     println!("image {tag}: {} MB", size.trim().parse::<u64>().unwrap_or(0) / 1_000_000);
 
     // train: SageMaker mounts the job's /opt/ml and runs `IMAGE train`.
@@ -152,7 +153,7 @@ fn the_image_built_from_this_binary_trains_and_serves_under_podman() {
     let root = tempfile::tempdir().unwrap();
     container::lay_out(root.path(), &input).unwrap();
     let mount = format!("{}:/opt/ml", root.path().display());
-    engine.podman(&["run", "--rm", "--network", "none", "-v", &mount, &tag, "train"]);
+    podman.run(&["run", "--rm", "--network", "none", "-v", &mount, &tag, "train"]);
     let model = std::fs::read(root.path().join("model").join(MODEL_FILE)).unwrap();
     let in_process = galley_ml::train(job.algorithm, &job.params, prepared.task, &prepared.train, &prepared.signature).unwrap();
     assert_eq!(model, in_process.to_bytes(), "the image trains exactly the model galley's process trains");
@@ -162,14 +163,16 @@ fn the_image_built_from_this_binary_trains_and_serves_under_podman() {
     let name = format!("galley-test-{}", uuid::Uuid::new_v4().simple());
     let ro = format!("{}:/opt/ml:ro", root.path().display());
     let bind = format!("SAGEMAKER_BIND_TO_PORT={port}");
-    engine.podman(&["run", "-d", "--name", &name, "--network", "host", "-e", &bind, "-v", &ro, &tag, "serve"]);
-    let _server = Removed(engine.clone(), vec!["rm".into(), "-f".into(), name.clone()]);
+    podman.run(&["run", "-d", "--name", &name, "--network", "host", "-e", &bind, "-v", &ro, &tag, "serve"]);
+    let mut remove = podman.command();
+    remove.args(["rm", "-f", &name]);
+    let _server = Removed(remove);
     let url = format!("http://127.0.0.1:{port}");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = reqwest::Client::builder().no_proxy().build().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !rt.block_on(http.get(format!("{url}/ping")).send()).is_ok_and(|r| r.status() == 200) {
-        assert!(std::time::Instant::now() < deadline, "the container never answered /ping: {}", engine.podman(&["logs", &name]));
+        assert!(std::time::Instant::now() < deadline, "the container never answered /ping: {}", podman.run(&["logs", &name]));
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let rows: Vec<Vec<f64>> = prepared.test.x.iter().take(25).cloned().collect();
@@ -187,7 +190,7 @@ fn the_image_built_from_this_binary_trains_and_serves_under_podman() {
     // The OCI distribution API: push to a registry started here, read the config back.
     let registry = Registry::start();
     let remote = format!("127.0.0.1:{}/galley:test", registry.port);
-    engine.podman(&["push", "--tls-verify=false", &tag, &format!("docker://{remote}")]);
+    podman.run(&["push", "--tls-verify=false", &tag, &format!("docker://{remote}")]);
     let config = Command::new("skopeo").args(["inspect", "--tls-verify=false", "--config"]).arg(format!("docker://{remote}")).output().unwrap();
     assert!(config.status.success(), "{}", String::from_utf8_lossy(&config.stderr));
     let config: Value = serde_json::from_slice(&config.stdout).unwrap();
@@ -195,61 +198,14 @@ fn the_image_built_from_this_binary_trains_and_serves_under_podman() {
     assert_eq!(config["config"]["ExposedPorts"], json!({"8080/tcp": {}}), "{config}");
 }
 
-/// podman with the settings that work on this machine (runc; no default ulimits; cgroupfs).
+/// Runs a command when dropped (removes the container however the test ends).
 #[cfg(feature = "aws")]
-#[derive(Clone)]
-struct Engine {
-    conf: std::sync::Arc<tempfile::NamedTempFile>,
-}
-
-#[cfg(feature = "aws")]
-impl Engine {
-    /// podman, buildah, skopeo and docker-registry, or a loud failure saying how to get them
-    /// (`None` only when the aws tests are skipped on purpose).
-    fn find() -> Option<Engine> {
-        let skip = std::env::var("GALLEY_TEST_SKIP").unwrap_or_default();
-        if skip.split(',').any(|p| matches!(p.trim(), "aws" | "image")) {
-            println!("SKIPPED (GALLEY_TEST_SKIP={skip}): the image test");
-            return None;
-        }
-        for tool in ["buildah", "podman", "runc", "skopeo", "docker-registry"] {
-            let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
-            assert!(
-                found,
-                "the image test needs `{tool}`: apt-get install -y buildah podman runc skopeo docker-registry \
-                 (.ci/run installs them), or skip it on purpose with GALLEY_TEST_SKIP=image"
-            );
-        }
-        let conf = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(conf.path(), "[containers]\ndefault_ulimits = []\n[engine]\ncgroup_manager = \"cgroupfs\"\n").unwrap();
-        Some(Engine { conf: std::sync::Arc::new(conf) })
-    }
-
-    /// Runs podman with `args`; its stdout, or a failure with its stderr.
-    fn podman(&self, args: &[&str]) -> String {
-        let out = Command::new("podman")
-            .env("CONTAINERS_CONF", self.conf.path())
-            .args(["--storage-driver", "vfs", "--runtime", "runc"])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "podman {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-/// Runs a podman command when dropped (removes the container or image however the test ends).
-#[cfg(feature = "aws")]
-struct Removed(Engine, Vec<String>);
+struct Removed(Command);
 
 #[cfg(feature = "aws")]
 impl Drop for Removed {
     fn drop(&mut self) {
-        let _ = Command::new("podman")
-            .env("CONTAINERS_CONF", self.0.conf.path())
-            .args(["--storage-driver", "vfs", "--runtime", "runc"])
-            .args(&self.1)
-            .output();
+        let _ = self.0.output();
     }
 }
 

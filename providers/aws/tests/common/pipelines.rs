@@ -1,16 +1,16 @@
 //! SageMaker Pipelines' running part, which moto does not have: moto records CreatePipeline and
 //! StartPipelineExecution but runs nothing (it reports every execution `Succeeded` at once) and
-//! has no ListPipelineExecutionSteps or StopPipelineExecution. Given the entrypoint of Galley's
-//! image (the `galley` binary the test built; no image runs here), [`PipelineRunner`] runs an
-//! execution as SageMaker does:
+//! has no ListPipelineExecutionSteps or StopPipelineExecution. Given Galley's image (built and
+//! run by podman, [`Entrypoint::Image`]) or its entrypoint alone (the `galley` binary the test
+//! built, [`Entrypoint::Binary`]), [`PipelineRunner`] runs an execution as SageMaker does:
 //!
 //! - reads the definition moto stored (DescribePipeline), resolves each step's `{"Get": …}`
 //!   expressions (`Execution.PipelineExecutionArn`, `Parameters.NAME` from the execution's
 //!   parameters over the definition's defaults), and checks the step's `Arguments` with its job
 //!   name against the botocore model's CreateProcessingJob input, which is what SageMaker makes
 //!   of a Processing step: a definition SageMaker would refuse fails the step with the problems;
-//! - runs the steps in `DependsOn` order, one process per step: the image's entrypoint
-//!   (`galley container`) with the step's `ContainerArguments`, an environment with only the
+//! - runs the steps in `DependsOn` order, one container per step: the image (or its entrypoint,
+//!   `galley container`) with the step's `ContainerArguments`, an environment with only the
 //!   step's `Environment`, the credentials a role would give, and `AWS_ENDPOINT_URL` (the proxy,
 //!   standing where AWS's endpoints are); exit 0 is `Succeeded`, anything else `Failed` with
 //!   the container's last error line as the reason, and the steps after it are not started;
@@ -25,9 +25,17 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::{Value as Json, json};
 
+/// What runs a step.
+pub enum Entrypoint {
+    /// The entrypoint of Galley's image, `galley container …`, as a process of this binary.
+    Binary(PathBuf),
+    /// Galley's image itself (its tag), under podman on the host's network, where the proxy
+    /// the step's SDK reaches listens.
+    Image(super::image::Podman, String),
+}
+
 pub struct PipelineRunner {
-    /// The entrypoint of Galley's image: `galley`, run as `galley container …`.
-    galley: PathBuf,
+    entrypoint: Entrypoint,
     /// What a step container's SDK reaches (the proxy in front of moto).
     endpoint: String,
     /// The access key pair a step container gets, as an execution role would give one.
@@ -73,8 +81,8 @@ fn now() -> f64 {
 }
 
 impl PipelineRunner {
-    pub fn new(galley: PathBuf, endpoint: String, credentials: (String, String), aws: galley_aws::AwsClients) -> PipelineRunner {
-        PipelineRunner { galley, endpoint, credentials, aws, executions: Mutex::default() }
+    pub fn new(entrypoint: Entrypoint, endpoint: String, credentials: (String, String), aws: galley_aws::AwsClients) -> PipelineRunner {
+        PipelineRunner { entrypoint, endpoint, credentials, aws, executions: Mutex::default() }
     }
 
     /// Every step run so far, in the order they started.
@@ -175,28 +183,45 @@ impl PipelineRunner {
             .map(|a| a.as_str().unwrap_or_else(|| panic!("step {name}: an unresolved argument {a}")).to_owned())
             .collect();
         let scratch = tempfile::tempdir().unwrap();
-        let mut command = tokio::process::Command::new(&self.galley);
+        // The step's whole environment: what the definition gives it, the role's keys, and
+        // where AWS answers.
+        let mut env: Vec<(String, String)> = vec![
+            ("AWS_ENDPOINT_URL".into(), self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID".into(), self.credentials.0.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), self.credentials.1.clone()),
+        ];
+        env.extend(request["Environment"].as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned())));
+        let container = format!("galley-step-{}", uuid::Uuid::new_v4().simple());
+        let mut command = match &self.entrypoint {
+            Entrypoint::Binary(galley) => {
+                let mut c = tokio::process::Command::new(galley);
+                c.arg("container").args(&args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", scratch.path()).envs(env);
+                c
+            }
+            Entrypoint::Image(podman, tag) => {
+                let mut c = podman.tokio_command();
+                c.args(["run", "--rm", "--name", &container, "--network", "host"]);
+                for (k, v) in &env {
+                    c.arg("-e").arg(format!("{k}={v}"));
+                }
+                c.arg(tag).args(&args);
+                c
+            }
+        };
         command
-            .arg("container")
-            .args(&args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("HOME", scratch.path())
-            .env("AWS_ENDPOINT_URL", &self.endpoint)
-            .env("AWS_ACCESS_KEY_ID", &self.credentials.0)
-            .env("AWS_SECRET_ACCESS_KEY", &self.credentials.1)
             .current_dir(scratch.path())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true);
-        for (k, v) in request["Environment"].as_object().into_iter().flatten() {
-            command.env(k, v.as_str().unwrap_or_default());
-        }
-        let child = command.spawn().unwrap_or_else(|e| panic!("starting {}: {e}", self.galley.display()));
+        let child = command.spawn().unwrap_or_else(|e| panic!("starting step {name}: {e}"));
         let output = tokio::select! {
             out = child.wait_with_output() => out.expect("the step container's output"),
             _ = execution.stop.notified() => {
-                // Dropping the child kills it (kill_on_drop), as SageMaker stops the job.
+                // Dropping the child kills it (kill_on_drop), as SageMaker stops the job; a
+                // container outlives its podman client, so it is removed too.
+                if let Entrypoint::Image(podman, _) = &self.entrypoint {
+                    let _ = podman.tokio_command().args(["rm", "-f", &container]).output().await;
+                }
                 return finish("Stopped", None);
             }
         };
@@ -207,7 +232,7 @@ impl PipelineRunner {
         match output.status.success() {
             true => finish("Succeeded", None),
             false => {
-                let last = stderr.lines().chain(String::from_utf8_lossy(&output.stdout).lines()).filter(|l| !l.trim().is_empty()).last().unwrap_or("no output").to_owned();
+                let last = stderr.lines().chain(String::from_utf8_lossy(&output.stdout).lines()).filter(|l| !l.trim().is_empty()).next_back().unwrap_or("no output").to_owned();
                 finish("Failed", Some(format!("AlgorithmError: {last}")))
             }
         }

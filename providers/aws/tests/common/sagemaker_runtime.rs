@@ -48,7 +48,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use galley_aws::container::{self, TrainingInput};
-use super::pipelines::PipelineRunner;
+use super::pipelines::{Entrypoint, PipelineRunner};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
@@ -91,17 +91,22 @@ impl SageMakerRuntime {
     /// Also runs pipeline executions: each step as `galley container step` of the `galley`
     /// binary given (the entrypoint of Galley's image), with `credentials` as its role's.
     pub async fn with_pipelines(moto: &str, galley: PathBuf, credentials: (String, String)) -> SageMakerRuntime {
-        Self::start_with(moto, Some((galley, credentials))).await
+        Self::start_with(moto, Some((Entrypoint::Binary(galley), credentials))).await
     }
 
-    async fn start_with(moto: &str, steps: Option<(PathBuf, (String, String))>) -> SageMakerRuntime {
+    /// Also runs pipeline executions, each step in Galley's image `tag` under podman.
+    pub async fn with_pipelines_in_image(moto: &str, podman: super::image::Podman, tag: String, credentials: (String, String)) -> SageMakerRuntime {
+        Self::start_with(moto, Some((Entrypoint::Image(podman, tag), credentials))).await
+    }
+
+    async fn start_with(moto: &str, steps: Option<(Entrypoint, (String, String))>) -> SageMakerRuntime {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let created: Arc<Mutex<Vec<Json>>> = Arc::default();
         let invocations: Arc<Mutex<Vec<Invocation>>> = Arc::default();
         let config = galley_aws::AwsConfig::emulator(moto, "us-east-1", "AKIAGALLEYTESTKEY001", "galley-test-secret");
         let aws = galley_aws::AwsClients::connect(&config).await.expect("connect to moto");
-        let pipelines = steps.map(|(galley, credentials)| Arc::new(PipelineRunner::new(galley, url.clone(), credentials, aws.clone())));
+        let pipelines = steps.map(|(entrypoint, credentials)| Arc::new(PipelineRunner::new(entrypoint, url.clone(), credentials, aws.clone())));
         let shared = Arc::new(Shared {
             pipelines: pipelines.clone(),
             moto: moto.to_owned(),
