@@ -204,7 +204,37 @@ fn aws_blueprint_through_the_cli_on_moto() {
             out.scalable_targets().iter().find(|t| t.resource_id() == id).map(|t| (t.min_capacity(), t.max_capacity()))
         })
     };
+    let policies = |variant: &str| {
+        let id = format!("endpoint/{endpoint}/variant/{variant}");
+        rt.block_on(async {
+            let c = galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap();
+            let out = c.autoscaling.describe_scaling_policies().service_namespace("sagemaker".into()).resource_id(&id).send().await.unwrap();
+            out.scaling_policies().iter().filter(|p| p.resource_id() == id).count()
+        })
+    };
     assert_eq!(scalable("v1"), Some((1, 3)), "variant v1 of `{endpoint}` is a scalable target");
+    assert_eq!(policies("v1"), 1, "with its target-tracking policy");
+    // The live scaling is what the blueprint asks: no drift. Taken away behind Galley's back,
+    // `galley drift` reports it on the endpoint.
+    let (code, drift) = aws.json(&["drift"]);
+    assert_eq!(code, 0, "{drift}");
+    let id = format!("endpoint/{endpoint}/variant/v1");
+    rt.block_on(async {
+        let c = galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap();
+        c.autoscaling
+            .deregister_scalable_target()
+            .service_namespace("sagemaker".into())
+            .resource_id(&id)
+            .scalable_dimension("sagemaker:variant:DesiredInstanceCount".into())
+            .send()
+            .await
+            .unwrap();
+    });
+    let (code, drift) = aws.json(&["drift"]);
+    assert_eq!(code, 2, "{drift}");
+    let drifted: Vec<&str> = drift["drift"].as_array().unwrap().iter().map(|d| d["address"].as_str().unwrap()).collect();
+    assert_eq!(drifted, ["serving.endpoint"], "{drift}");
+    assert!(drift.to_string().contains("autoscaling"), "{drift}");
     // The bundle the steps read is in the artifact bucket (and carries no credential).
     let bundle_uri = ran[0].request["AppSpecification"]["ContainerArguments"][5].as_str().unwrap().to_owned();
     let (bucket, key) = bundle_uri.trim_start_matches("s3://").split_once('/').unwrap();
@@ -252,7 +282,7 @@ fn aws_blueprint_through_the_cli_on_moto() {
     // state keeps them.
     assert_eq!(failed, ["features.group", "registry.model"], "{destroyed}");
     assert_eq!(code, 1);
-    assert_eq!(scalable("v1"), None, "no scalable target outlives the endpoint");
+    assert_eq!(policies("v1"), 0, "no scaling policy outlives the endpoint (its target was deregistered behind Galley's back)");
     let (_, status) = aws.json(&["status"]);
     let left: Vec<&String> = status["resources"].as_object().unwrap().keys().collect();
     assert!(left.iter().all(|a| ["features.group", "registry.model", "artifacts.store"].contains(&a.as_str())), "state records exactly what exists: {left:?}");

@@ -685,6 +685,7 @@ impl ResourceHandler for EndpointHandler {
                 outputs.insert("state".to_owned(), json!(info.state));
                 outputs.insert("signature".to_owned(), serde_json::to_value(&info.signature)?);
                 attributes["autoscaling"] = serde_json::to_value(&info.scaling)?;
+                outputs.insert("autoscaling".to_owned(), serde_json::to_value(&info.scaling)?);
             }
             None => {
                 outputs.insert("state".to_owned(), json!("not_deployed"));
