@@ -232,7 +232,7 @@ impl PipelineRunner {
         match output.status.success() {
             true => finish("Succeeded", None),
             false => {
-                let last = stderr.lines().chain(String::from_utf8_lossy(&output.stdout).lines()).filter(|l| !l.trim().is_empty()).next_back().unwrap_or("no output").to_owned();
+                let last = stderr.lines().chain(String::from_utf8_lossy(&output.stdout).lines()).rfind(|l| !l.trim().is_empty()).unwrap_or("no output").to_owned();
                 finish("Failed", Some(format!("AlgorithmError: {last}")))
             }
         }
