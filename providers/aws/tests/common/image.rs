@@ -39,7 +39,7 @@ impl Podman {
             assert!(
                 found,
                 "this test needs `{tool}`: apt-get install -y buildah podman runc skopeo docker-registry \
-                 (.ci/run installs them), or skip the image tests on purpose with GALLEY_TEST_SKIP=image"
+                 (`scripts/stack up aws` installs them), or skip the image tests on purpose with GALLEY_TEST_SKIP=image"
             );
         }
         let conf = tempfile::NamedTempFile::new().unwrap();
