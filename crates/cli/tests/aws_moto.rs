@@ -196,19 +196,19 @@ fn aws_blueprint_through_the_cli_on_moto() {
     check_sample(&run, &runtime);
     // The deployed variant scales as the plan said, in Application Auto Scaling's own record.
     let endpoint = run["run"]["endpoint_url"].as_str().unwrap().split("/endpoints/").nth(1).unwrap().trim_end_matches("/invocations").to_owned();
+    // moto itself, as boto3 would see it (not through the stand-in).
+    let moto_clients = rt.block_on(async { galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap() });
     let scalable = |variant: &str| {
         let id = format!("endpoint/{endpoint}/variant/{variant}");
         rt.block_on(async {
-            let c = galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap();
-            let out = c.autoscaling.describe_scalable_targets().service_namespace("sagemaker".into()).resource_ids(&id).send().await.unwrap();
+            let out = moto_clients.autoscaling.describe_scalable_targets().service_namespace("sagemaker".into()).resource_ids(&id).send().await.unwrap();
             out.scalable_targets().iter().find(|t| t.resource_id() == id).map(|t| (t.min_capacity(), t.max_capacity()))
         })
     };
     let policies = |variant: &str| {
         let id = format!("endpoint/{endpoint}/variant/{variant}");
         rt.block_on(async {
-            let c = galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap();
-            let out = c.autoscaling.describe_scaling_policies().service_namespace("sagemaker".into()).resource_id(&id).send().await.unwrap();
+            let out = moto_clients.autoscaling.describe_scaling_policies().service_namespace("sagemaker".into()).resource_id(&id).send().await.unwrap();
             out.scaling_policies().iter().filter(|p| p.resource_id() == id).count()
         })
     };
@@ -220,8 +220,8 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert_eq!(code, 0, "{drift}");
     let id = format!("endpoint/{endpoint}/variant/v1");
     rt.block_on(async {
-        let c = galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap();
-        c.autoscaling
+        moto_clients
+            .autoscaling
             .deregister_scalable_target()
             .service_namespace("sagemaker".into())
             .resource_id(&id)
@@ -239,8 +239,7 @@ fn aws_blueprint_through_the_cli_on_moto() {
     let bundle_uri = ran[0].request["AppSpecification"]["ContainerArguments"][5].as_str().unwrap().to_owned();
     let (bucket, key) = bundle_uri.trim_start_matches("s3://").split_once('/').unwrap();
     let bundle = rt.block_on(async {
-        let s3 = galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap().s3;
-        let got = s3.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("{bundle_uri}: {e:?}"));
+        let got = moto_clients.s3.get_object().bucket(bucket).key(key).send().await.unwrap_or_else(|e| panic!("{bundle_uri}: {e:?}"));
         String::from_utf8(got.body.collect().await.unwrap().into_bytes().to_vec()).unwrap()
     });
     assert!(bundle.contains("\"format\":1") && bundle.contains("\"blueprint_hash\""), "{bundle}");

@@ -559,7 +559,8 @@ impl Lifecycle {
         let variants = crate::actions::traffic(serving, &current_variants, new);
         let split: Vec<String> = variants.iter().map(|v| format!("{} {}%", v.name, v.weight)).collect();
         log.line(&format!("traffic: {}", split.join(", ")));
-        if let Some(scaling) = crate::actions::scaling(serving) {
+        let scaling = crate::actions::scaling(serving);
+        if let Some(scaling) = &scaling {
             log.line(&format!("autoscaling: {}", scaling.describe()));
         }
         let info = self
@@ -569,7 +570,7 @@ impl Lifecycle {
                 name: serving.endpoint.clone(),
                 variants,
                 signature: mv.signature.clone(),
-                scaling: crate::actions::scaling(serving),
+                scaling,
             })
             .await?;
         log.line(&format!("endpoint `{}` serving at {}", info.name, info.url));

@@ -38,9 +38,9 @@ fn capacity(n: u32, endpoint: &str) -> Result<i32> {
 }
 
 /// Registers each variant as a scalable target between the bounds and puts its target-tracking
-/// policy; both calls update what is already there, so a repeat is harmless.
+/// policy; both calls update what is already there, so a repeat is harmless. The bounds are the
+/// caller's to check ([`Scaling::check`]) before anything changes.
 pub async fn apply(client: &Client, endpoint: &str, variants: &[String], scaling: &Scaling) -> Result<()> {
-    scaling.check(endpoint)?;
     for variant in variants {
         let id = resource_id(endpoint, variant);
         client

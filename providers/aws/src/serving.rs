@@ -343,7 +343,7 @@ impl SageMakerServing {
     /// The variants the endpoint serves now (DescribeEndpoint); none when it does not exist.
     async fn live_variants(&self, endpoint: &str) -> Result<Vec<String>> {
         match self.clients.sagemaker.describe_endpoint().endpoint_name(endpoint).send().await {
-            Ok(d) => Ok(d.production_variants().iter().filter_map(|v| v.variant_name().map(str::to_owned)).collect()),
+            Ok(d) => Ok(variant_names(&d)),
             Err(e) => {
                 let e = sdk(Stage::Serving, "DescribeEndpoint", endpoint)(e);
                 if e.kind() == ErrorKind::NotFound { Ok(Vec::new()) } else { Err(e) }
@@ -355,14 +355,22 @@ impl SageMakerServing {
     /// `None`; waits for the endpoint to be in service first. `galley apply` calls it when only
     /// `serving.autoscaling` changed, so the change needs no redeploy.
     pub async fn rescale(&self, endpoint: &str, scaling: Option<&Scaling>) -> Result<()> {
+        if let Some(s) = scaling {
+            s.check(endpoint)?;
+        }
         let variants = self.live_variants(endpoint).await?;
         if variants.is_empty() {
             return Ok(());
         }
         self.wait_in_service(endpoint).await?;
+        self.scale(endpoint, &variants, scaling).await
+    }
+
+    /// Gives `variants` of an endpoint in service `scaling` (checked), or takes Galley's away.
+    async fn scale(&self, endpoint: &str, variants: &[String], scaling: Option<&Scaling>) -> Result<()> {
         match scaling {
-            Some(s) => crate::scaling::apply(&self.clients.autoscaling, endpoint, &variants, s).await,
-            None => crate::scaling::remove(&self.clients.autoscaling, endpoint, &variants).await,
+            Some(s) => crate::scaling::apply(&self.clients.autoscaling, endpoint, variants, s).await,
+            None => crate::scaling::remove(&self.clients.autoscaling, endpoint, variants).await,
         }
     }
 
@@ -497,6 +505,11 @@ fn data_capture(destination: &str) -> DataCaptureConfig {
         .build()
 }
 
+/// The names of the variants an endpoint serves, as DescribeEndpoint reports them.
+fn variant_names(d: &DescribeEndpointOutput) -> Vec<String> {
+    d.production_variants().iter().filter_map(|v| v.variant_name().map(str::to_owned)).collect()
+}
+
 /// Current weights (after a traffic shift), which win over the config's initial ones.
 fn current_weights(d: &DescribeEndpointOutput) -> BTreeMap<String, f32> {
     d.production_variants().iter().filter_map(|v| Some((v.variant_name()?.to_owned(), v.current_weight()?))).collect()
@@ -591,8 +604,7 @@ impl Serving for SageMakerServing {
             Ok(d) => {
                 // Moves traffic to the new config without dropping requests (blue/green).
                 self.wait_in_service(&spec.name).await?;
-                let scaled: Vec<String> = d.production_variants().iter().filter_map(|v| v.variant_name().map(str::to_owned)).collect();
-                crate::scaling::remove(&self.clients.autoscaling, &spec.name, &scaled).await?;
+                crate::scaling::remove(&self.clients.autoscaling, &spec.name, &variant_names(&d)).await?;
                 self.clients
                     .sagemaker
                     .update_endpoint()
@@ -619,7 +631,9 @@ impl Serving for SageMakerServing {
             }
         }
         self.wait_in_service(&spec.name).await?;
-        self.rescale(&spec.name, spec.scaling.as_ref()).await?;
+        // In service on the spec's config, so its variants are the spec's.
+        let names: Vec<String> = spec.variants.iter().map(|v| v.name.clone()).collect();
+        self.scale(&spec.name, &names, spec.scaling.as_ref()).await?;
         let info = self.describe(&spec.name).await?.ok_or_else(|| Error::not_found(format!("endpoint `{}` vanished right after deploy", spec.name)))?;
         // The config serves the right models; the live weights may differ (the same models at
         // other weights, e.g. a canary's next step): moved in place, with no new config, no new

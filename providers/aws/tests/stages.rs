@@ -50,6 +50,27 @@ async fn serving_fixture(store: &S3Artifacts) -> ServingFixture {
     model.fixture(meta.uri)
 }
 
+/// Serving on moto behind the SageMaker runtime stand-in (kept alive here), in a fresh bucket
+/// holding the standard model.
+struct Served {
+    _runtime: common::sagemaker_runtime::SageMakerRuntime,
+    c: galley_aws::AwsClients,
+    bucket: String,
+    store: S3Artifacts,
+    fixture: ServingFixture,
+    serving: SageMakerServing,
+}
+
+async fn served_on_the_stand_in(moto: &str) -> Served {
+    let runtime = common::sagemaker_runtime::SageMakerRuntime::start(moto).await;
+    let c = common::clients(&runtime.url).await;
+    let bucket = common::fresh_bucket(&c).await;
+    let store = S3Artifacts::new(c.s3.clone(), &bucket);
+    let fixture = serving_fixture(&store).await;
+    let serving = SageMakerServing::new(c.clone(), Some("galley/serve:test".into()), None);
+    Served { _runtime: runtime, c, bucket, store, fixture, serving }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_proves_every_declared_capability() {
     let Some(moto) = common::moto_url() else { return };
@@ -160,12 +181,7 @@ async fn autoscaling_is_registered_per_variant_and_follows_a_new_version() {
     use galley_core::Serving as _;
     use galley_core::stages::Scaling;
     let Some(moto) = common::moto_url() else { return };
-    let runtime = common::sagemaker_runtime::SageMakerRuntime::start(&moto).await;
-    let c = common::clients(&runtime.url).await;
-    let bucket = common::fresh_bucket(&c).await;
-    let store = S3Artifacts::new(c.s3.clone(), &bucket);
-    let fixture = serving_fixture(&store).await;
-    let serving = SageMakerServing::new(c.clone(), Some("galley/serve:test".into()), None);
+    let Served { _runtime, c, fixture, serving, .. } = served_on_the_stand_in(&moto).await;
     let name = common::unique("gtk-scale");
     let scaling = Scaling { min_instances: 2, max_instances: 6, requests_per_minute: 120.0 };
     let v1 = Variant { name: "v1".into(), ..fixture.spec.variants[0].clone() };
@@ -203,10 +219,11 @@ async fn autoscaling_is_registered_per_variant_and_follows_a_new_version() {
     let config = c.sagemaker.describe_endpoint_config().endpoint_config_name(described.endpoint_config_name().unwrap()).send().await.unwrap();
     assert_eq!(config.production_variants()[0].initial_instance_count(), Some(2), "each variant starts on the minimum");
 
-    // The stand-in holds Galley to SageMaker's rule: moving off a variant still scaled fails.
+    // The stand-in refuses to move off a variant still scaled (the next test shows it), but an
+    // update that keeps every variant as it is goes through.
+    let same = c.sagemaker.update_endpoint().endpoint_name(&name).endpoint_config_name(described.endpoint_config_name().unwrap()).send().await;
+    assert!(same.is_ok(), "moving to the same config drops no variant: {same:?}");
     let moved = EndpointSpec { variants: vec![Variant { name: "v2".into(), version: 2, ..v1.clone() }], ..spec.clone() };
-    let refused = c.sagemaker.update_endpoint().endpoint_name(&name).endpoint_config_name(described.endpoint_config_name().unwrap()).send().await;
-    assert!(refused.is_ok(), "moving to the same config drops no variant: {refused:?}");
     let info = serving.deploy(&moved).await.unwrap();
     assert_eq!(info.variants.iter().map(|v| v.name.as_str()).collect::<Vec<_>>(), vec!["v2"]);
     assert_eq!(info.scaling, Some(scaling.clone()));
@@ -226,12 +243,7 @@ async fn autoscaling_is_registered_per_variant_and_follows_a_new_version() {
 async fn the_stand_in_refuses_to_drop_a_scaled_variant() {
     use galley_core::Serving as _;
     let Some(moto) = common::moto_url() else { return };
-    let runtime = common::sagemaker_runtime::SageMakerRuntime::start(&moto).await;
-    let c = common::clients(&runtime.url).await;
-    let bucket = common::fresh_bucket(&c).await;
-    let store = S3Artifacts::new(c.s3.clone(), &bucket);
-    let fixture = serving_fixture(&store).await;
-    let serving = SageMakerServing::new(c.clone(), Some("galley/serve:test".into()), None);
+    let Served { _runtime, c, fixture, serving, .. } = served_on_the_stand_in(&moto).await;
     let name = common::unique("gtk-scaled");
     let v1 = fixture.spec.variants[0].clone();
     let spec = EndpointSpec { name: name.clone(), variants: vec![v1.clone()], signature: fixture.spec.signature.clone(), scaling: None };
@@ -310,13 +322,8 @@ async fn drift_is_computed_from_the_traffic_the_endpoint_captured() {
     use galley_core::stages::{DriftConfig, DriftMethod, Monitor as _, Serving as _};
     use galley_core::{Table, Value};
     let Some(moto) = common::moto_url() else { return };
-    let runtime = common::sagemaker_runtime::SageMakerRuntime::start(&moto).await;
-    let c = common::clients(&runtime.url).await;
-    let bucket = common::fresh_bucket(&c).await;
-    let store = S3Artifacts::new(c.s3.clone(), &bucket);
-    let fixture = serving_fixture(&store).await;
-    let serving = SageMakerServing::new(c.clone(), Some("galley/serve:test".into()), None)
-        .with_capture(Some(galley_aws::capture::destination(&bucket)));
+    let Served { _runtime, c, bucket, store, fixture, serving } = served_on_the_stand_in(&moto).await;
+    let serving = serving.with_capture(Some(galley_aws::capture::destination(&bucket)));
     let name = common::unique("gtk-capture");
     serving.deploy(&EndpointSpec { name: name.clone(), ..fixture.spec.clone() }).await.unwrap();
     let described = c.sagemaker.describe_endpoint().endpoint_name(&name).send().await.unwrap();
