@@ -17,6 +17,8 @@
 mod common;
 #[path = "../../../providers/aws/tests/common/botocore.rs"]
 mod botocore;
+#[path = "../../../providers/aws/tests/common/events.rs"]
+mod events;
 #[path = "../../../providers/aws/tests/common/image.rs"]
 mod image;
 #[path = "../../../providers/aws/tests/common/pipelines.rs"]
@@ -161,6 +163,25 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let (code, plan) = aws.json(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, 0, "a second plan has no changes: {plan}");
+    // moto itself, as boto3 would see it (not through the stand-in).
+    let moto_clients = rt.block_on(async { galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap() });
+    // The retraining triggers are AWS's own: the schedule (weekdays 03:00 UTC in AWS's cron,
+    // starting the pipeline), the drift alarm and the EventBridge rule whose target is the
+    // pipeline, as moto holds them.
+    let id = state_bucket.trim_start_matches("galley-cli-state-").to_owned();
+    let pipeline = format!("wine-quality-retrain-{id}");
+    let trigger_names = (format!("galley-{pipeline}"), format!("galley-{pipeline}-drift"));
+    let pipeline_arn = rt.block_on(async {
+        let arn = moto_clients.sagemaker.describe_pipeline().pipeline_name(&pipeline).send().await.unwrap().pipeline_arn().unwrap().to_owned();
+        let s = moto_clients.scheduler.get_schedule().name(&trigger_names.0).send().await.expect("apply created the schedule");
+        assert_eq!(s.schedule_expression(), Some("cron(0 3 ? * MON-FRI *)"));
+        assert_eq!(s.target().map(|t| t.arn()), Some(arn.as_str()));
+        let alarms = moto_clients.cloudwatch.describe_alarms().alarm_names(&trigger_names.1).send().await.unwrap();
+        assert_eq!(alarms.metric_alarms().len(), 1, "apply created the drift alarm");
+        let targets = moto_clients.events.list_targets_by_rule().rule(&trigger_names.1).send().await.expect("apply created the drift rule");
+        assert_eq!(targets.targets().iter().map(|t| t.arn()).collect::<Vec<_>>(), [arn.as_str()]);
+        arn
+    });
     // The plan says where the steps will run, as the run then does.
     let runs_on = plan["lifecycle"].as_array().unwrap().iter().find(|a| a["action"] == "run_pipeline").unwrap()["runs_on"].as_str().unwrap_or_default().to_owned();
     assert!(runs_on.starts_with("SageMaker Pipelines") && runs_on.contains("galley:0.1") && runs_on.contains("ml.m5.large"), "{plan}");
@@ -196,8 +217,6 @@ fn aws_blueprint_through_the_cli_on_moto() {
     check_sample(&run, &runtime);
     // The deployed variant scales as the plan said, in Application Auto Scaling's own record.
     let endpoint = run["run"]["endpoint_url"].as_str().unwrap().split("/endpoints/").nth(1).unwrap().trim_end_matches("/invocations").to_owned();
-    // moto itself, as boto3 would see it (not through the stand-in).
-    let moto_clients = rt.block_on(async { galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap() });
     let scalable = |variant: &str| {
         let id = format!("endpoint/{endpoint}/variant/{variant}");
         rt.block_on(async {
@@ -230,11 +249,19 @@ fn aws_blueprint_through_the_cli_on_moto() {
             .await
             .unwrap();
     });
+    // So is the schedule, deleted in the console: the pipeline's schedule reads as gone.
+    rt.block_on(async { moto_clients.scheduler.delete_schedule().name(&trigger_names.0).send().await.unwrap() });
     let (code, drift) = aws.json(&["drift"]);
     assert_eq!(code, 2, "{drift}");
-    let drifted: Vec<&str> = drift["drift"].as_array().unwrap().iter().map(|d| d["address"].as_str().unwrap()).collect();
-    assert_eq!(drifted, ["serving.endpoint"], "{drift}");
-    assert!(drift.to_string().contains("autoscaling"), "{drift}");
+    let mut drifted: Vec<&str> = drift["drift"].as_array().unwrap().iter().map(|d| d["address"].as_str().unwrap()).collect();
+    drifted.sort();
+    assert_eq!(drifted, ["pipeline.pipeline", "serving.endpoint"], "{drift}");
+    assert!(drift.to_string().contains("autoscaling") && drift.to_string().contains("schedule"), "{drift}");
+    // `apply` undoes both, as its plan shows.
+    let out = aws.galley(&["apply", "--auto-approve"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    rt.block_on(async { moto_clients.scheduler.get_schedule().name(&trigger_names.0).send().await.expect("apply restored the schedule") });
+    assert_eq!(scalable("v1"), Some((1, 3)), "apply registered variant v1 of `{endpoint}` again");
     // The bundle the steps read is in the artifact bucket (and carries no credential).
     let bundle_uri = ran[0].request["AppSpecification"]["ContainerArguments"][5].as_str().unwrap().to_owned();
     let (bucket, key) = bundle_uri.trim_start_matches("s3://").split_once('/').unwrap();
@@ -269,6 +296,26 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert!((600..=601).contains(&drift["samples"].as_u64().unwrap()), "{drift}");
     let flagged: Vec<&str> = drift["features"].as_array().unwrap().iter().filter(|f| f["drifted"] == true).map(|f| f["feature"].as_str().unwrap()).collect();
     assert_eq!(flagged, ["alcohol"], "{drift}");
+    // The drift gauge `status` published fires the alarm, and the alarm's rule starts the
+    // pipeline as a drift retrain (CloudWatch's evaluation and EventBridge's routing are the
+    // stand-in in common/events.rs, over what moto holds).
+    let store = galley_aws::S3Artifacts::new(moto_clients.s3.clone(), &format!("galley-cli-{id}"));
+    let events = events::AwsEvents::new(moto_clients.clone(), galley_aws::AwsMonitor::new(store, moto_clients.cloudwatch.clone()));
+    let retrain = rt.block_on(async {
+        events.evaluate_drift_alarms(&endpoint).await.unwrap();
+        let runs = moto_clients.sagemaker.list_pipeline_executions().pipeline_name(&pipeline).send().await.unwrap();
+        let mut started = Vec::new();
+        for e in runs.pipeline_execution_summaries() {
+            let params = moto_clients.sagemaker.list_pipeline_parameters_for_execution().pipeline_execution_arn(e.pipeline_execution_arn().unwrap()).send().await.unwrap();
+            let mut p: Vec<(String, String)> = params.pipeline_parameters().iter().map(|p| (p.name().unwrap().to_owned(), p.value().unwrap().to_owned())).collect();
+            p.sort();
+            started.push(p);
+        }
+        started
+    });
+    let drift_runs: Vec<_> = retrain.iter().filter(|p| p.contains(&("trigger".to_owned(), "drift".to_owned()))).collect();
+    assert_eq!(drift_runs.len(), 1, "one drift retrain of {pipeline_arn}: {retrain:?}");
+    assert!(drift_runs[0].contains(&("force_from".to_owned(), "train".to_owned())), "{retrain:?}");
 
     // The artifact bucket is protected: destroy refuses without --force.
     let out = aws.galley(&["destroy", "--auto-approve"]);
@@ -282,6 +329,12 @@ fn aws_blueprint_through_the_cli_on_moto() {
     assert_eq!(failed, ["features.group", "registry.model"], "{destroyed}");
     assert_eq!(code, 1);
     assert_eq!(policies("v1"), 0, "no scaling policy outlives the endpoint (its target was deregistered behind Galley's back)");
+    rt.block_on(async {
+        assert!(moto_clients.scheduler.get_schedule().name(&trigger_names.0).send().await.is_err(), "destroy deleted the schedule");
+        let alarms = moto_clients.cloudwatch.describe_alarms().alarm_names(&trigger_names.1).send().await.unwrap();
+        assert!(alarms.metric_alarms().is_empty(), "destroy deleted the drift alarm");
+        assert!(moto_clients.events.describe_rule().name(&trigger_names.1).send().await.is_err(), "destroy deleted the drift rule");
+    });
     let (_, status) = aws.json(&["status"]);
     let left: Vec<&String> = status["resources"].as_object().unwrap().keys().collect();
     assert!(left.iter().all(|a| ["features.group", "registry.model", "artifacts.store"].contains(&a.as_str())), "state records exactly what exists: {left:?}");

@@ -139,7 +139,7 @@ async fn run_change(
     match c.action {
         ChangeKind::NoOp => Ok(()),
         ChangeKind::Create => create(engine, journal, &*handler, desired()?, lineage, events).await.map_err(ctx),
-        ChangeKind::Update => update(engine, journal, &*handler, desired()?, events).await.map_err(ctx),
+        ChangeKind::Update => update(engine, journal, &*handler, desired()?, !c.diffs.is_empty(), events).await.map_err(ctx),
         ChangeKind::Replace => {
             delete(engine, journal, &c.address, events).await.map_err(ctx)?;
             create(engine, journal, &*handler, desired()?, lineage, events).await.map_err(ctx)
@@ -217,6 +217,7 @@ async fn update(
     journal: &Journal<'_>,
     handler: &dyn ResourceHandler,
     spec: ResourceSpec,
+    planned_diffs: bool,
     events: &EventSink,
 ) -> Result<()> {
     let spec = resolve(journal, spec)?;
@@ -225,7 +226,9 @@ async fn update(
     let current = journal
         .read(|s| s.resources.get(&address).map(|r| r.observed()))
         .ok_or_else(|| Error::not_found(format!("`{address}` is not in state any more; run `galley plan` again")))?;
-    if crate::diff::desired_vs_actual(&spec.desired, &current.attributes).is_empty() {
+    // The plan's diffs are against reality when it refreshed: a change made outside Galley
+    // (state still records the old attributes) must be undone, as the plan showed.
+    if !planned_diffs && crate::diff::desired_vs_actual(&spec.desired, &current.attributes).is_empty() {
         // Nothing for the platform to do (e.g. only protection changed): record it.
         return journal.update(|s| s.record(&spec, current, hash)).await;
     }

@@ -418,6 +418,33 @@ async fn drift_reports_changed_and_vanished_and_refresh_records_them() {
     assert_eq!(action(&changed.address), Some(ChangeKind::Replace), "size is replace_on");
 }
 
+/// Terraform's promise, the plan is the run: a change made outside Galley to an in-place
+/// attribute shows in a refreshing plan as an update, and apply carries it out, though state
+/// still records the old (desired) value.
+#[tokio::test]
+async fn a_refreshing_apply_undoes_an_in_place_change_made_outside() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, _) = engine_over(dir.path(), tree_specs("bp", 2), Faults::default(), fast_retry());
+    engine.apply(None, no_events()).await.unwrap();
+    let files = reality(&dir.path().join("reality")).unwrap();
+    let changed = &files[0];
+    let path = dir.path().join("reality").join(format!("{}--{}.json", changed.name, changed.create_id));
+    let mut edited = changed.clone();
+    edited.attributes["index"] = json!(41); // not in replace_on: an in-place update undoes it
+    std::fs::write(&path, serde_json::to_vec(&edited).unwrap()).unwrap();
+
+    let refreshing = EngineOptions { refresh: true, ..fast_retry() };
+    let (engine_r, _) = engine_over(dir.path(), tree_specs("bp", 2), Faults::default(), refreshing);
+    let plan = engine_r.plan().await.unwrap();
+    let change = plan.changes.iter().find(|c| c.address == changed.address).cloned().unwrap();
+    assert_eq!(change.action, ChangeKind::Update, "{}", plan.render_human());
+    let report = engine_r.apply(Some(&plan), no_events()).await.unwrap();
+    assert_eq!(report.updated.len(), 1);
+    let now = reality(&dir.path().join("reality")).unwrap().into_iter().find(|r| r.address == changed.address).unwrap();
+    assert_eq!(now.attributes["index"], changed.attributes["index"], "apply did what its plan showed");
+    assert!(!engine_r.plan().await.unwrap().has_changes());
+}
+
 #[tokio::test]
 async fn import_adopts_an_existing_resource() {
     let dir = tempfile::tempdir().unwrap();

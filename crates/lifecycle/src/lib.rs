@@ -309,6 +309,12 @@ impl StepExecutor for Lifecycle {
     }
 }
 
+/// The monitor of a blueprint's model: named like the endpoint it watches (where the platform
+/// captures the endpoint's traffic under that name), else like the blueprint.
+pub fn monitor_name(bp: &Blueprint) -> String {
+    bp.stages.serving.as_ref().map(|s| s.endpoint.clone()).unwrap_or_else(|| bp.name.clone())
+}
+
 pub fn pipeline_name(bp: &Blueprint) -> String {
     bp.stages.pipeline.as_ref().map(|p| p.name.clone()).unwrap_or_else(|| format!("{}-lifecycle", bp.name))
 }
@@ -331,7 +337,7 @@ pub fn pipeline_spec(bp: &Blueprint) -> PipelineSpec {
             image: bp.stages.training.as_ref().and_then(|t| t.image.clone()),
         })
         .collect();
-    let triggers = p
+    let triggers: Vec<Trigger> = p
         .map(|p| {
             p.retrain_on
                 .iter()
@@ -343,7 +349,10 @@ pub fn pipeline_spec(bp: &Blueprint) -> PipelineSpec {
                 .collect()
         })
         .unwrap_or_default();
-    PipelineSpec { name: pipeline_name(bp), steps, schedule: p.and_then(|p| p.schedule.clone()), triggers }
+    // The monitor is named only where drift starts runs: a platform that watches it itself
+    // (an alarm) provisions what it names.
+    let monitor = triggers.contains(&Trigger::Drift).then(|| monitor_name(bp));
+    PipelineSpec { name: pipeline_name(bp), steps, schedule: p.and_then(|p| p.schedule.clone()), triggers, monitor }
 }
 
 /// The features the model trains on: the features stage's list, or every column of the source

@@ -158,7 +158,7 @@ impl Lifecycle {
     }
 
     pub(crate) fn monitor_name(&self) -> String {
-        self.bp.stages.serving.as_ref().map(|s| s.endpoint.clone()).unwrap_or_else(|| self.bp.name.clone())
+        crate::monitor_name(&self.bp)
     }
 
     /// The version the gate must beat: the `champion` alias, or the newest approved version

@@ -185,6 +185,7 @@ mod tests {
             steps,
             schedule: None,
             triggers: vec![],
+            monitor: None,
         }
     }
 

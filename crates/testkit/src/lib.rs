@@ -42,7 +42,7 @@ pub use registry::run_registry;
 pub use runner::{Case, KnownGap, Report, TestResult, run_suite};
 pub use serving::{ServingCtx, ServingFixture, StandardModel, run_serving};
 pub use training::{TrainingFixture, run_training};
-pub use triggers::run_triggers;
+pub use triggers::{PlatformEvents, run_triggers};
 
 use std::sync::Arc;
 
@@ -57,6 +57,8 @@ pub struct Fixtures {
     pub serving: Option<ServingFixture>,
     /// A job for managed training (`TrainingFixture::standard` with the platform's image).
     pub training: Option<TrainingFixture>,
+    /// Where triggers fire on the platform: what makes them fire on the test substrate.
+    pub platform_events: Option<Arc<dyn PlatformEvents>>,
     /// Cases the test substrate cannot run, reported as skipped with the reason.
     pub known_gaps: Vec<KnownGap>,
 }
@@ -84,7 +86,8 @@ pub async fn run_stage_set(stages: &StageSet, platform: &Capabilities, fixtures:
     report.merge(run_suite("features", stages.features.clone(), caps, features::cases(), gaps).await);
     report.merge(run_suite("experiments", stages.experiments.clone(), caps, experiments::cases(), gaps).await);
     report.merge(run_suite("orchestrator", orch.clone(), caps, orchestrator::cases(), gaps).await);
-    report.merge(run_suite("triggers", orch.clone(), caps, triggers::cases(), gaps).await);
+    let triggers = triggers::TriggersCtx { orchestrator: orch.clone(), events: fixtures.platform_events.clone() };
+    report.merge(run_suite("triggers", triggers, caps, triggers::cases(), gaps).await);
     let training = training::TrainingCtx { orchestrator: orch.clone(), fixture: fixtures.training.map(Arc::new) };
     report.merge(run_suite("training", training, caps, training::cases(), gaps).await);
     report.merge(run_suite("registry", stages.registry.clone(), caps, registry::cases(), gaps).await);

@@ -56,6 +56,7 @@ fn pipeline(name: &str) -> PipelineSpec {
         steps: vec![StepSpec::new("extract", &[]), StepSpec::new("validate", &["extract"]), StepSpec::new("train", &["validate"])],
         schedule: None,
         triggers: vec![],
+        monitor: None,
     }
 }
 

@@ -203,6 +203,10 @@ pub struct AwsClients {
     pub cloudwatch: aws_sdk_cloudwatch::Client,
     /// Application Auto Scaling: endpoint variants' instance counts.
     pub autoscaling: aws_sdk_applicationautoscaling::Client,
+    /// EventBridge Scheduler: a pipeline's schedule.
+    pub scheduler: aws_sdk_scheduler::Client,
+    /// EventBridge: the rule that turns a drift alarm into a pipeline run.
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl AwsClients {
@@ -224,6 +228,8 @@ impl AwsClients {
             autoscaling: aws_sdk_applicationautoscaling::Client::from_conf(
                 aws_sdk_applicationautoscaling::config::Builder::from(&sdk).interceptor(RecordEndpoint).build(),
             ),
+            scheduler: aws_sdk_scheduler::Client::from_conf(aws_sdk_scheduler::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
+            events: aws_sdk_eventbridge::Client::from_conf(aws_sdk_eventbridge::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
         })
     }
 

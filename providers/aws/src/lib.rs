@@ -1,7 +1,8 @@
 //! The `aws` platform: S3, SageMaker and CloudWatch through the official AWS SDK crates.
 //!
 //! Without the `runtime` feature only what needs no SDK is built: [`platform`] (the rules
-//! validation uses: capabilities, settings, naming, the `s3` state backend) and [`container`]
+//! validation uses: capabilities, settings, naming, the `s3` state backend), [`cron`] (schedules
+//! in EventBridge Scheduler's syntax) and [`container`]
 //! (SageMaker's training contract, which Galley's image implements). The runtime adds:
 //! - [`config`]: region, endpoint override, credential source, the SDK clients.
 //! - [`error`]: every SDK error mapped to a Galley error kind, in one place.
@@ -9,9 +10,12 @@
 //! - [`state_backend`]: Galley's state in S3, locked with a conditional write.
 //! - [`capture`]: SageMaker's data-capture files, which the monitor's drift reads.
 //! - [`scaling`]: endpoint variants' autoscaling through Application Auto Scaling.
+//! - [`triggers`]: a pipeline's schedule and drift trigger on AWS's side (EventBridge Scheduler,
+//!   a CloudWatch alarm and an EventBridge rule), each starting the SageMaker pipeline.
 //! - the stages on SageMaker and CloudWatch, [`training`] jobs, and [`provider`].
 
 pub mod container;
+pub mod cron;
 pub mod platform;
 
 pub use platform::{AWS, AwsSettings, capabilities, rules};
@@ -28,6 +32,14 @@ mod runtime {
     pub use crate::registry::SageMakerRegistry;
     pub use crate::serving::SageMakerServing;
     pub use crate::state_backend::S3StateBackend;
+
+    /// The SDK crates behind [`AwsClients`], for code that builds their request types (the
+    /// test stand-ins) without depending on each crate itself.
+    pub mod sdk {
+        pub use aws_sdk_cloudwatch as cloudwatch;
+        pub use aws_sdk_sagemaker as sagemaker;
+        pub use aws_smithy_types as smithy_types;
+    }
 }
 #[cfg(feature = "runtime")]
 pub use runtime::*;
@@ -36,4 +48,4 @@ pub use runtime::*;
 macro_rules! runtime_modules {
     ($($name:ident),* $(,)?) => { $(#[cfg(feature = "runtime")] pub mod $name;)* };
 }
-runtime_modules!(artifacts, bucket, capture, config, error, experiments, features, meta, monitor, orchestrator, provider, registry, scaling, serving, state_backend, training, waiter);
+runtime_modules!(artifacts, bucket, capture, config, error, experiments, features, meta, monitor, orchestrator, provider, registry, scaling, serving, state_backend, training, triggers, waiter);

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use bytes::Bytes;
 use galley_core::stages::{
-    ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, Orchestrator, PARAM_BUNDLE, PARAM_EXPERIMENT_RUN, PARAM_FORCE_FROM,
+    ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, Orchestrator, PARAM_BUNDLE, PARAM_EXPERIMENT_RUN, PARAM_FORCE_FROM, PARAM_TRIGGER,
     PipelineRun, PipelineSpec, RunState, StepExecutor, StepLogger, StepOutput, StepRun, TrainingJob, TrainingJobResult, Trigger,
     bundle_key, now_ms,
 };
@@ -119,6 +119,8 @@ pub fn definition(spec: &PipelineSpec, image: &str, role: &str, instance_type: &
             {"Name": PARAM_BUNDLE, "Type": "String", "DefaultValue": format!("s3://{bucket}/{}", bundle_key(&spec.name))},
             {"Name": PARAM_EXPERIMENT_RUN, "Type": "String", "DefaultValue": ""},
             {"Name": PARAM_FORCE_FROM, "Type": "String", "DefaultValue": ""},
+            // Set by the schedule and the drift rule (`crate::triggers`); empty by hand.
+            {"Name": PARAM_TRIGGER, "Type": "String", "DefaultValue": ""},
         ],
         "Steps": steps,
     })
@@ -245,6 +247,36 @@ impl SageMakerPipelines {
         self.image.clone().unwrap_or_else(|| "galley-step-runs-in-process".to_owned())
     }
 
+    fn triggers(&self) -> crate::triggers::PipelineTriggers<'_> {
+        crate::triggers::PipelineTriggers { clients: &self.clients }
+    }
+
+    async fn pipeline_arn(&self, name: &str) -> Result<String> {
+        let d = self
+            .clients
+            .sagemaker
+            .describe_pipeline()
+            .pipeline_name(name)
+            .send()
+            .await
+            .map_err(sdk(Stage::Pipeline, "DescribePipeline", name))?;
+        d.pipeline_arn().map(str::to_owned).ok_or_else(|| Error::internal(format!("SageMaker described pipeline `{name}` without its ARN")))
+    }
+
+    /// What started a managed execution: its `trigger` parameter (a schedule, the drift rule,
+    /// or `galley run`'s own), absent or empty when started by hand.
+    async fn execution_trigger(&self, arn: &str) -> Result<Option<Trigger>> {
+        let out = self
+            .clients
+            .sagemaker
+            .list_pipeline_parameters_for_execution()
+            .pipeline_execution_arn(arn)
+            .send()
+            .await
+            .map_err(sdk(Stage::Pipeline, "ListPipelineParametersForExecution", arn))?;
+        Ok(out.pipeline_parameters().iter().find(|p| p.name() == Some(PARAM_TRIGGER)).and_then(|p| p.value().and_then(Trigger::parse)))
+    }
+
     /// Status of a managed execution from DescribePipelineExecution and
     /// ListPipelineExecutionSteps.
     async fn managed_status(&self, arn: &str) -> Result<PipelineRun> {
@@ -303,7 +335,7 @@ impl SageMakerPipelines {
             id: arn.to_owned(),
             pipeline,
             state: execution_state(d.pipeline_execution_status().map(|s| s.as_str()).unwrap_or("Executing")),
-            trigger: None,
+            trigger: self.execution_trigger(arn).await?,
             started_ms: d.creation_time().and_then(|t| t.to_millis().ok()).unwrap_or(0),
             ended_ms: d.last_modified_time().and_then(|t| t.to_millis().ok()).filter(|_| {
                 execution_state(d.pipeline_execution_status().map(|s| s.as_str()).unwrap_or("")).is_terminal()
@@ -312,6 +344,22 @@ impl SageMakerPipelines {
             params: BTreeMap::new(),
         })
     }
+}
+
+/// The spec kept in the definition, with its schedule and drift trigger as AWS really holds
+/// them: a schedule deleted or changed outside Galley reads as such, so `plan` shows it.
+fn with_registered(mut spec: PipelineSpec, registered: crate::triggers::Registered) -> PipelineSpec {
+    spec.schedule = match (spec.schedule.take(), registered.schedule) {
+        (Some(cron), Some(aws)) if crate::cron::aws_cron(&cron).as_deref() == Ok(aws.as_str()) => Some(cron),
+        (_, aws) => aws,
+    };
+    match registered.drift_monitor.is_some() {
+        true if !spec.triggers.contains(&Trigger::Drift) => spec.triggers.push(Trigger::Drift),
+        false => spec.triggers.retain(|t| *t != Trigger::Drift),
+        true => {}
+    }
+    spec.monitor = registered.drift_monitor;
+    spec
 }
 
 /// SageMaker's execution and step statuses as Galley's run states.
@@ -337,29 +385,35 @@ impl Orchestrator for SageMakerPipelines {
         dag::validate(spec)?;
         let role = self.clients.role_arn(&format!("pipeline `{}`", spec.name))?;
         let body = definition(spec, &self.image(), &role, &self.instance_type, self.store.bucket(), self.clients.region()).to_string();
-        if self.pipeline_exists(&spec.name).await? {
+        let arn = if self.pipeline_exists(&spec.name).await? {
             self.clients
                 .sagemaker
                 .update_pipeline()
                 .pipeline_name(&spec.name)
                 .pipeline_definition(body)
-                .role_arn(role)
+                .role_arn(&role)
                 .send()
                 .await
-                .map_err(sdk(Stage::Pipeline, "UpdatePipeline", &spec.name))?;
+                .map_err(sdk(Stage::Pipeline, "UpdatePipeline", &spec.name))?
+                .pipeline_arn
         } else {
             self.clients
                 .sagemaker
                 .create_pipeline()
                 .pipeline_name(&spec.name)
                 .pipeline_definition(body)
-                .role_arn(role)
+                .role_arn(&role)
                 .client_request_token(uuid::Uuid::new_v4().to_string())
                 .send()
                 .await
-                .map_err(sdk(Stage::Pipeline, "CreatePipeline", &spec.name))?;
-        }
-        Ok(())
+                .map_err(sdk(Stage::Pipeline, "CreatePipeline", &spec.name))?
+                .pipeline_arn
+        };
+        let arn = match arn {
+            Some(arn) => arn,
+            None => self.pipeline_arn(&spec.name).await?,
+        };
+        self.triggers().apply(spec, &arn, &role).await
     }
 
     async fn describe_pipeline(&self, name: &str) -> Result<Option<PipelineSpec>> {
@@ -367,14 +421,16 @@ impl Orchestrator for SageMakerPipelines {
             Ok(d) => {
                 let def: Json = serde_json::from_str(d.pipeline_definition().unwrap_or("{}"))
                     .map_err(|e| Error::corrupt(format!("pipeline `{name}`: its definition is not JSON ({e})")))?;
-                match def.pointer("/Metadata/galley") {
-                    Some(spec) => Ok(Some(serde_json::from_value(spec.clone()).map_err(|e| {
-                        Error::corrupt(format!("pipeline `{name}`: the galley spec in its definition is damaged ({e})"))
-                    })?)),
-                    None => Err(Error::conflict(format!(
+                let Some(spec) = def.pointer("/Metadata/galley") else {
+                    return Err(Error::conflict(format!(
                         "pipeline `{name}` exists in SageMaker but was not made by galley; rename the blueprint's pipeline or delete it"
-                    ))),
-                }
+                    )));
+                };
+                let spec: PipelineSpec = serde_json::from_value(spec.clone())
+                    .map_err(|e| Error::corrupt(format!("pipeline `{name}`: the galley spec in its definition is damaged ({e})")))?;
+                let arn = d.pipeline_arn().map(str::to_owned).unwrap_or_default();
+                let registered = self.triggers().read(name, &arn).await?;
+                Ok(Some(with_registered(spec, registered)))
             }
             Err(e) => {
                 let e = sdk(Stage::Pipeline, "DescribePipeline", name)(e);
@@ -384,6 +440,8 @@ impl Orchestrator for SageMakerPipelines {
     }
 
     async fn delete_pipeline(&self, name: &str) -> Result<()> {
+        // The triggers first: nothing may start a pipeline that is going away.
+        self.triggers().remove(name).await?;
         match self
             .clients
             .sagemaker
@@ -424,6 +482,10 @@ impl Orchestrator for SageMakerPipelines {
                 return Err(Error::invalid(format!(
                     "pipeline `{pipeline}`: SageMaker runs each step in Galley's image, and the blueprint names none; set `stages.training.image` (Galley's image in your ECR), or run the steps in this process with `galley run --local-steps`"
                 )));
+            }
+            let mut params = params.clone();
+            if let Some(t) = trigger {
+                params.insert(PARAM_TRIGGER.to_owned(), t.as_str().to_owned());
             }
             let params: Vec<_> = params
                 .iter()
@@ -484,7 +546,7 @@ impl Orchestrator for SageMakerPipelines {
                         id: arn.to_owned(),
                         pipeline: pipeline.to_owned(),
                         state: execution_state(s.pipeline_execution_status().map(|x| x.as_str()).unwrap_or("Executing")),
-                        trigger: None,
+                        trigger: self.execution_trigger(arn).await?,
                         started_ms: s.start_time().and_then(|t| t.to_millis().ok()).unwrap_or(0),
                         ended_ms: None,
                         steps: Vec::new(),
@@ -600,7 +662,7 @@ mod tests {
 
     #[test]
     fn definition_follows_the_steps_and_keeps_the_spec() {
-        let spec = PipelineSpec { name: "p".into(), steps: vec![step("a", &[]), step("b", &["a"])], schedule: None, triggers: vec![] };
+        let spec = PipelineSpec { name: "p".into(), steps: vec![step("a", &[]), step("b", &["a"])], schedule: None, triggers: vec![], monitor: None };
         let d = definition(&spec, "img", "arn:role", "ml.m5.large", "bkt", "eu-west-1");
         assert_eq!(d["Version"], "2020-12-01");
         assert_eq!(d["Steps"][1]["DependsOn"], json!(["a"]));

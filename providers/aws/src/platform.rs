@@ -13,10 +13,10 @@ use serde::{Deserialize, Serialize};
 
 pub const AWS: PlatformId = PlatformId::from_static("aws");
 
-/// The features the aws stages implement and moto (with the runtime stand-in in
-/// `tests/common`) can show. Not declared, so validate refuses them on aws: schedules and
-/// new-data or drift triggers, autoscaling, alarms, GPU training, feature TTL, model stages and
-/// shadow traffic (the provisioning or runtime behind them is not built yet).
+/// The features the aws stages implement and moto (with the stand-ins in `tests/common`) can
+/// show. Not declared, so validate refuses them on aws: new-data triggers, alarms, GPU
+/// training, feature TTL, model stages and shadow traffic (the provisioning or runtime behind
+/// them is not built yet).
 /// The instance a pipeline step's container runs on when the blueprint names none.
 pub const DEFAULT_STEP_INSTANCE: &str = "ml.m5.large";
 
@@ -34,7 +34,7 @@ pub fn capabilities() -> Capabilities {
     Capabilities::new(
         AWS,
         &[
-            ArtifactVersioning, ArtifactEncryption, OnlineStore, PointInTimeFetch, RunSearch, StepCaching, StepRetries,
+            ArtifactVersioning, ArtifactEncryption, OnlineStore, PointInTimeFetch, RunSearch, Schedules, DriftTrigger, StepCaching, StepRetries,
             ApprovalStatus, TrafficSplit, Autoscaling, DriftPsi, DriftKs, PredictionDrift, ManagedCompute,
         ],
     )
@@ -148,6 +148,16 @@ impl PlatformRules for AwsRules {
                 &["stages", "serving", "endpoint"],
                 format!("invalid SageMaker endpoint name `{}`: use 1-63 letters, digits and `-`, starting and ending with a letter or digit", s.endpoint),
             ));
+        }
+        if stages.contains(&Stage::Pipeline)
+            && let Some(cron) = bp.stages.pipeline.as_ref().and_then(|p| p.schedule.as_deref())
+            && !galley_blueprint::semantic::is_reference(cron)
+            && let Err(why) = crate::cron::aws_cron(cron)
+        {
+            out.push(
+                Finding::new(&["stages", "pipeline", "schedule"], format!("schedule `{cron}` cannot run on EventBridge Scheduler: {why}"))
+                    .hint("e.g. `0 3 * * 1-5` for 03:00 UTC on weekdays"),
+            );
         }
         out
     }

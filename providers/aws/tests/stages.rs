@@ -71,6 +71,20 @@ async fn served_on_the_stand_in(moto: &str) -> Served {
     Served { _runtime: runtime, c, bucket, store, fixture, serving }
 }
 
+/// The testkit's view of AWS's own firing (`common::events`).
+#[derive(Debug)]
+struct Events(common::events::AwsEvents);
+
+#[async_trait::async_trait]
+impl galley_testkit::PlatformEvents for Events {
+    async fn pass_time(&self, pipeline: &str, from: i64, to: i64) -> anyhow::Result<()> {
+        self.0.pass_time(pipeline, from, to).await
+    }
+    async fn drift_verdict(&self, monitor: &str, drifted: bool) -> anyhow::Result<()> {
+        self.0.drift_verdict(monitor, drifted).await
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aws_proves_every_declared_capability() {
     let Some(moto) = common::moto_url() else { return };
@@ -100,6 +114,9 @@ async fn aws_proves_every_declared_capability() {
     let fixtures = Fixtures {
         serving: Some(fixture.clone()),
         training: Some(TrainingFixture::standard(&common::unique("galley-testkit-job"), "galley:test")),
+        // EventBridge Scheduler, CloudWatch alarms and EventBridge rules firing, over moto's
+        // records of them (Galley's monitor publishing through the stand-in's proxy).
+        platform_events: Some(Arc::new(Events(common::events::AwsEvents::new(common::clients(&moto).await, AwsMonitor::new(store.clone(), c.cloudwatch.clone()))))),
         known_gaps,
     };
     let report = run_stage_set(&stages, &declared, fixtures).await;

@@ -157,6 +157,7 @@ fn pipeline(name: &str, steps: Vec<StepSpec>) -> PipelineSpec {
         steps,
         schedule: None,
         triggers: vec![],
+        monitor: None,
     }
 }
 

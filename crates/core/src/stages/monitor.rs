@@ -52,6 +52,10 @@ pub fn enough_samples(samples: usize, min_samples: usize) -> bool {
     samples > 0 && samples >= min_samples
 }
 
+/// The gauge every monitor publishes with its verdict: 1 on drift, else 0. Platforms whose
+/// drift trigger fires on their own side alarm on it.
+pub const DRIFT_DETECTED: &str = "galley_drift_detected";
+
 impl DriftReport {
     pub fn drifted_features(&self) -> Vec<&str> {
         self.features.iter().filter(|f| f.drifted).map(|f| f.feature.as_str()).collect()
@@ -82,7 +86,7 @@ impl DriftReport {
     /// verdict behind them.
     pub fn gauges(&self) -> Vec<Gauge> {
         let mut out = vec![
-            Gauge::new("galley_drift_detected", "1 when the monitor reports drift on a feature or on the prediction, else 0", if self.drifted { 1.0 } else { 0.0 }),
+            Gauge::new(DRIFT_DETECTED, "1 when the monitor reports drift on a feature or on the prediction, else 0", if self.drifted { 1.0 } else { 0.0 }),
             Gauge::new("galley_drift_samples", "Inferences recorded since the baseline", self.samples as f64),
             Gauge::new("galley_drift_min_samples", "Inferences needed before the monitor gives a verdict", self.min_samples as f64),
         ];

@@ -45,6 +45,10 @@ pub struct PipelineSpec {
     /// Cron expression (5 fields), when scheduled.
     pub schedule: Option<String>,
     pub triggers: Vec<Trigger>,
+    /// The monitor whose drift verdict starts a run ([`Trigger::Drift`]), where the platform
+    /// watches it itself (a cloud alarm on the monitor's published drift gauge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -116,6 +120,24 @@ pub fn bundle_key(pipeline: &str) -> String {
 pub const PARAM_BUNDLE: &str = "bundle";
 pub const PARAM_EXPERIMENT_RUN: &str = "experiment_run";
 pub const PARAM_FORCE_FROM: &str = "force_from";
+/// What started a run on the platform's engine (`schedule`, `new_data`, `drift`; empty for a
+/// run started by hand), so a run a schedule or an alarm started says so in its history.
+pub const PARAM_TRIGGER: &str = "trigger";
+
+impl Trigger {
+    /// The name a run parameter and a log line carry (`schedule`, `new_data`, `drift`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::NewData => "new_data",
+            Trigger::Drift => "drift",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Trigger> {
+        [Trigger::Schedule, Trigger::NewData, Trigger::Drift].into_iter().find(|t| t.as_str() == s)
+    }
+}
 
 #[async_trait]
 pub trait Orchestrator: Described + Send + Sync {

@@ -38,6 +38,7 @@ pub async fn fresh_bucket(c: &AwsClients) -> String {
 }
 pub mod scripted;
 pub mod botocore;
+pub mod events;
 pub mod image;
 pub mod pipelines;
 pub mod sagemaker_runtime;
