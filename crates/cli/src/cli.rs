@@ -234,6 +234,14 @@ pub enum ContainerMode {
         #[arg(long, default_value = "")]
         force_from: String,
     },
+    /// The monitor's drift check over the traffic the endpoint captured since its baseline,
+    /// publishing the drift gauges where the platform alarms on them (a scheduled job's body
+    /// where the platform watches drift itself). Exits 0 whatever the verdict.
+    CheckDrift {
+        /// The pipeline's current run bundle (`s3://bucket/galley/pipelines/NAME/bundle.json`).
+        #[arg(long)]
+        bundle: String,
+    },
 }
 
 impl Command {

@@ -96,11 +96,12 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Container(ContainerMode::Step { name, run, bundle, experiment_run, force_from }) => {
             container_step(&ctx, &name, &run, &bundle, experiment_run, force_from).await
         }
+        Command::Container(ContainerMode::CheckDrift { bundle }) => container_check_drift(&ctx, &bundle).await,
         Command::Container(mode) => {
             let command = match mode {
                 ContainerMode::Train { root } => ContainerCommand::Train { root },
                 ContainerMode::Serve { root, port, bind } => ContainerCommand::Serve { root, bind, port },
-                ContainerMode::Step { .. } => unreachable!("matched above"),
+                ContainerMode::Step { .. } | ContainerMode::CheckDrift { .. } => unreachable!("matched above"),
             };
             let providers = crate::platforms::providers(&process_context());
             providers.container()?.container(&command).await?;
@@ -124,17 +125,8 @@ async fn container_step(
     experiment_run: String,
     force_from: String,
 ) -> Result<ExitCode, CliError> {
-    use galley_lifecycle::{Lifecycle, StepName, remote::RunBundle};
-    let providers = crate::platforms::providers(&process_context());
-    let bytes = providers.container()?.read_uri(bundle_uri).await?;
-    let bundle = RunBundle::parse(&bytes).map_err(|e| CliError::message(format!("run bundle {bundle_uri}: {}", e.message())))?;
-    if bundle.galley_version != env!("CARGO_PKG_VERSION") {
-        eprintln!("note: the run bundle was written by galley {}, this image is galley {}", bundle.galley_version, env!("CARGO_PKG_VERSION"));
-    }
-    let stages = crate::app::open_stages(&providers, &bundle.blueprint, &Default::default()).await?;
-    let project = tempfile::tempdir()?;
-    let bp = bundle.materialize(&*stages.artifacts, project.path()).await?;
-    let lifecycle = Arc::new(Lifecycle::new(Arc::new(bp), stages, project.path().to_path_buf(), &bundle.blueprint_hash)?);
+    use galley_lifecycle::StepName;
+    let (lifecycle, _project) = bundled_lifecycle(bundle_uri).await?;
     let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
     let force_from = nonempty(force_from).map(|s| StepName::parse(&s)).transpose()?;
     let done = lifecycle.run_step_here(run, name, nonempty(experiment_run), force_from).await?;
@@ -146,6 +138,39 @@ async fn container_step(
     };
     say(ctx, json!({ "ok": ok, "step": done }), &human);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The lifecycle a run bundle describes, in a scratch project directory (kept while the
+/// returned guard lives): the blueprint comes from the bundle (no file, no state here: a
+/// platform that runs steps in containers opens its stages from the blueprint alone), the data
+/// file with it.
+async fn bundled_lifecycle(bundle_uri: &str) -> Result<(Arc<galley_lifecycle::Lifecycle>, tempfile::TempDir), CliError> {
+    use galley_lifecycle::{Lifecycle, remote::RunBundle};
+    let providers = crate::platforms::providers(&process_context());
+    let bytes = providers.container()?.read_uri(bundle_uri).await?;
+    let bundle = RunBundle::parse(&bytes).map_err(|e| CliError::message(format!("run bundle {bundle_uri}: {}", e.message())))?;
+    if bundle.galley_version != env!("CARGO_PKG_VERSION") {
+        eprintln!("note: the run bundle was written by galley {}, this image is galley {}", bundle.galley_version, env!("CARGO_PKG_VERSION"));
+    }
+    let stages = crate::app::open_stages(&providers, &bundle.blueprint, &Default::default()).await?;
+    let project = tempfile::tempdir()?;
+    let bp = bundle.materialize(&*stages.artifacts, project.path()).await?;
+    let lifecycle = Arc::new(Lifecycle::new(Arc::new(bp), stages, project.path().to_path_buf(), &bundle.blueprint_hash)?);
+    Ok((lifecycle, project))
+}
+
+/// `galley container check-drift`: the monitor's verdict, published as its gauges.
+async fn container_check_drift(ctx: &Ctx, bundle_uri: &str) -> Result<ExitCode, CliError> {
+    let (lifecycle, _project) = bundled_lifecycle(bundle_uri).await?;
+    match lifecycle.check_drift().await? {
+        Some(report) => {
+            let flagged: Vec<&str> = report.features.iter().filter(|f| f.drifted).map(|f| f.feature.as_str()).collect();
+            let human = format!("drift check: {} samples, drifted: {}", report.samples, if report.drifted { flagged.join(", ") } else { "no".into() });
+            say(ctx, json!({ "ok": true, "drift": report }), &human);
+        }
+        None => say(ctx, json!({ "ok": true, "drift": null }), "the blueprint has no monitoring stage: nothing to check"),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The context of a process that reads no blueprint (a platform's own process, the container).

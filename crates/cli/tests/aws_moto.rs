@@ -290,17 +290,17 @@ fn aws_blueprint_through_the_cli_on_moto() {
     let body = serde_json::json!({"dataframe_split": {"columns": columns, "data": rows}}).to_string();
     let (code, answered) = aws.json(&["predict", "--data", &body]);
     assert_eq!(code, 0, "{answered}; the run's request: {}", String::from_utf8_lossy(&runtime.invocations().last().unwrap().body));
-    let (_, status) = aws.json(&["status"]);
-    let drift = &status["drift"];
-    // 600 captured rows, plus the run's own sample prediction when it came after the baseline.
-    assert!((600..=601).contains(&drift["samples"].as_u64().unwrap()), "{drift}");
-    let flagged: Vec<&str> = drift["features"].as_array().unwrap().iter().filter(|f| f["drifted"] == true).map(|f| f["feature"].as_str().unwrap()).collect();
-    assert_eq!(flagged, ["alcohol"], "{drift}");
-    // The drift gauge `status` published fires the alarm, and the alarm's rule starts the
-    // pipeline as a drift retrain (CloudWatch's evaluation and EventBridge's routing are the
-    // stand-in in common/events.rs, over what moto holds).
+    // An hour passes on AWS: the drift check (a schedule starting a Processing job of Galley's
+    // image, `container check-drift`) reads the captured records and publishes the verdict;
+    // CloudWatch's evaluation fires the alarm, and its EventBridge rule starts the pipeline as a
+    // drift retrain. (Scheduler's, CloudWatch's and EventBridge's firing are the stand-in in
+    // common/events.rs, over what moto holds; the job runs in the runtime stand-in.)
     let store = galley_aws::S3Artifacts::new(moto_clients.s3.clone(), &format!("galley-cli-{id}"));
-    let events = events::AwsEvents::new(moto_clients.clone(), galley_aws::AwsMonitor::new(store, moto_clients.cloudwatch.clone()));
+    let events = events::AwsEvents::new(moto_clients.clone(), galley_aws::AwsMonitor::new(store, moto_clients.cloudwatch.clone())).running_jobs_at(&runtime.url);
+    let now = galley_core::stages::now_ms();
+    rt.block_on(events.pass_time(&pipeline, now - 3_600_000, now)).unwrap();
+    let jobs = runtime.processing_jobs();
+    assert!(jobs.len() == 1 && jobs[0].0.starts_with("galley-drift-") && jobs[0].1 == "Succeeded", "one drift check ran: {jobs:?}");
     let retrain = rt.block_on(async {
         events.evaluate_drift_alarms(&endpoint).await.unwrap();
         let runs = moto_clients.sagemaker.list_pipeline_executions().pipeline_name(&pipeline).send().await.unwrap();
@@ -316,6 +316,13 @@ fn aws_blueprint_through_the_cli_on_moto() {
     let drift_runs: Vec<_> = retrain.iter().filter(|p| p.contains(&("trigger".to_owned(), "drift".to_owned()))).collect();
     assert_eq!(drift_runs.len(), 1, "one drift retrain of {pipeline_arn}: {retrain:?}");
     assert!(drift_runs[0].contains(&("force_from".to_owned(), "train".to_owned())), "{retrain:?}");
+
+    let (_, status) = aws.json(&["status"]);
+    let drift = &status["drift"];
+    // 600 captured rows, plus the run's own sample prediction when it came after the baseline.
+    assert!((600..=601).contains(&drift["samples"].as_u64().unwrap()), "{drift}");
+    let flagged: Vec<&str> = drift["features"].as_array().unwrap().iter().filter(|f| f["drifted"] == true).map(|f| f["feature"].as_str().unwrap()).collect();
+    assert_eq!(flagged, ["alcohol"], "{drift}");
 
     // The artifact bucket is protected: destroy refuses without --force.
     let out = aws.galley(&["destroy", "--auto-approve"]);

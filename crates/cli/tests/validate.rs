@@ -210,3 +210,18 @@ stages:
         assert!(!String::from_utf8_lossy(&bytes).contains(TOKEN), "{file} holds the credential");
     }
 }
+
+#[test]
+fn a_schedule_eventbridge_cannot_run_is_refused_on_aws_with_its_line() {
+    // Classic cron fires on the 1st *or* on Mondays; EventBridge Scheduler takes one of them.
+    let p = Project::from_shipped("aws.yaml", |t| t.replace("schedule: \"0 3 * * 1-5\"", "schedule: \"0 3 1 * 1\""));
+    let (code, v) = p.galley_json(&["validate"]);
+    assert_eq!(code, 1, "{v}");
+    let d = v["diagnostics"].as_array().unwrap().iter().find(|d| d["path"] == "stages.pipeline.schedule").unwrap_or_else(|| panic!("{v}"));
+    assert!(d["message"].as_str().unwrap().contains("EventBridge Scheduler"), "{d}");
+    let line = std::fs::read_to_string(p.path().join("aws.yaml")).unwrap().lines().position(|l| l.contains("0 3 1 * 1")).unwrap() + 1;
+    assert_eq!(d["line"].as_u64(), Some(line as u64), "{d}");
+    // The shipped one, weekdays at 03:00, validates.
+    let (code, v) = Project::from_shipped("aws.yaml", |t| t.to_owned()).galley_json(&["validate"]);
+    assert_eq!(code, 0, "{v}");
+}

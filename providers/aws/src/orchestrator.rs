@@ -413,7 +413,14 @@ impl Orchestrator for SageMakerPipelines {
             Some(arn) => arn,
             None => self.pipeline_arn(&spec.name).await?,
         };
-        self.triggers().apply(spec, &arn, &role).await
+        // The drift check runs Galley's image, as the steps do.
+        let check = self.image.as_ref().map(|image| crate::triggers::DriftCheck {
+            image: image.clone(),
+            instance_type: self.instance_type.clone(),
+            bundle_uri: format!("s3://{}/{}", self.store.bucket(), bundle_key(&spec.name)),
+            region: self.clients.region().to_owned(),
+        });
+        self.triggers().apply(spec, &arn, &role, check.as_ref()).await
     }
 
     async fn describe_pipeline(&self, name: &str) -> Result<Option<PipelineSpec>> {

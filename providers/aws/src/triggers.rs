@@ -10,13 +10,15 @@
 //!   `force_from=train` (a drift retrain never reuses the cached model). Missing data is
 //!   `ignore`d: between two drift checks the alarm keeps its state, so one drift episode starts
 //!   one run, and the first check after the retrain (no drift against the new baseline)
-//!   clears it.
+//!   clears it. The gauge is published by the drift check, a schedule `galley-<pipeline>-drift-check`
+//!   that runs `galley container check-drift` hourly as a Processing job of Galley's image over
+//!   what the endpoint captured (and by every `galley status`).
 //!
 //! Each is created or updated with the pipeline (`upsert_pipeline`), read back into the spec
 //! `describe_pipeline` returns (so `plan` shows a schedule changed or deleted outside Galley),
 //! and removed before the pipeline is. The targets assume `platforms.aws.role_arn`, which must
 //! trust `scheduler.amazonaws.com` and `events.amazonaws.com` besides SageMaker and allow
-//! `sagemaker:StartPipelineExecution`.
+//! `sagemaker:StartPipelineExecution`, `sagemaker:CreateProcessingJob` and `iam:PassRole` on itself.
 
 use aws_sdk_cloudwatch::types::{ComparisonOperator, Dimension, Statistic};
 use aws_sdk_eventbridge::types::{SageMakerPipelineParameter as RuleParam, SageMakerPipelineParameters as RuleParams, Target as RuleTarget};
@@ -56,6 +58,27 @@ pub fn drift_name(pipeline: &str) -> String {
     resource_name(pipeline, "-drift", 64)
 }
 
+/// The schedule of `pipeline`'s drift check.
+pub fn drift_check_name(pipeline: &str) -> String {
+    resource_name(pipeline, "-drift-check", 64)
+}
+
+/// How often the drift check runs.
+pub const DRIFT_CHECK_RATE: &str = "rate(1 hour)";
+
+/// EventBridge Scheduler's universal target for SageMaker's CreateProcessingJob.
+pub const CREATE_PROCESSING_JOB: &str = "arn:aws:scheduler:::aws-sdk:sagemaker:createProcessingJob";
+
+/// What the drift check's Processing job runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DriftCheck {
+    pub image: String,
+    pub instance_type: String,
+    /// The pipeline's current run bundle, which `galley run` keeps up to date.
+    pub bundle_uri: String,
+    pub region: String,
+}
+
 /// The EventBridge pattern of `alarm` entering `ALARM` (CloudWatch's documented event).
 pub fn drift_pattern(alarm: &str) -> String {
     serde_json::json!({
@@ -81,13 +104,22 @@ pub struct PipelineTriggers<'a> {
 
 impl PipelineTriggers<'_> {
     /// Makes AWS hold exactly `spec`'s triggers for the pipeline at `pipeline_arn`.
-    pub async fn apply(&self, spec: &PipelineSpec, pipeline_arn: &str, role: &str) -> Result<()> {
+    pub async fn apply(&self, spec: &PipelineSpec, pipeline_arn: &str, role: &str, check: Option<&DriftCheck>) -> Result<()> {
         match &spec.schedule {
             Some(cron) => self.put_schedule(&spec.name, cron, pipeline_arn, role).await?,
-            None => self.delete_schedule(&spec.name).await?,
+            None => self.delete_schedule(&schedule_name(&spec.name)).await?,
         }
         match (spec.triggers.contains(&Trigger::Drift), &spec.monitor) {
-            (true, Some(monitor)) => self.put_drift(&spec.name, monitor, pipeline_arn, role).await,
+            (true, Some(monitor)) => {
+                let check = check.ok_or_else(|| {
+                    Error::invalid(format!(
+                        "pipeline `{}`: `retrain_on: drift` on aws checks drift in a scheduled job of Galley's image, and the blueprint names none; set `stages.training.image`",
+                        spec.name
+                    ))
+                })?;
+                self.put_drift(&spec.name, monitor, pipeline_arn, role).await?;
+                self.put_drift_check(&spec.name, check, role).await
+            }
             (true, None) => Err(Error::invalid(format!(
                 "pipeline `{}`: `retrain_on: drift` needs the monitor whose drift starts it (a monitoring stage)",
                 spec.name
@@ -101,32 +133,48 @@ impl PipelineTriggers<'_> {
     }
 
     pub async fn remove(&self, pipeline: &str) -> Result<()> {
-        self.delete_schedule(pipeline).await?;
+        self.delete_schedule(&schedule_name(pipeline)).await?;
         self.delete_drift(pipeline).await
     }
 
     async fn put_schedule(&self, pipeline: &str, cron: &str, pipeline_arn: &str, role: &str) -> Result<()> {
-        let name = schedule_name(pipeline);
         let expression = crate::cron::aws_cron(cron).map_err(|why| Error::invalid(format!("pipeline `{pipeline}`: schedule {why}")))?;
         let params = ScheduleParams::builder()
             .pipeline_parameter_list(ScheduleParam::builder().name(PARAM_TRIGGER).value(Trigger::Schedule.as_str()).build().map_err(build)?)
             .build();
-        let target = ScheduleTarget::builder()
-            .arn(pipeline_arn)
-            .role_arn(role)
-            .sage_maker_pipeline_parameters(params)
-            // A run that could not start (throttling) is retried for an hour, not a day.
-            .retry_policy(RetryPolicy::builder().maximum_event_age_in_seconds(3600).maximum_retry_attempts(3).build())
-            .build()
-            .map_err(build)?;
-        let window = FlexibleTimeWindow::builder().mode(FlexibleTimeWindowMode::Off).build().map_err(build)?;
+        let target = ScheduleTarget::builder().arn(pipeline_arn).role_arn(role).sage_maker_pipeline_parameters(params);
         let description = format!("galley: runs pipeline `{pipeline}` on `{cron}` (UTC)");
+        self.put(&schedule_name(pipeline), &expression, target, description).await
+    }
+
+    /// The drift check: every [`DRIFT_CHECK_RATE`] a Processing job of Galley's image runs
+    /// `galley container check-drift` on the pipeline's current bundle, publishing the gauge
+    /// the alarm watches (EventBridge Scheduler's universal target for CreateProcessingJob; the
+    /// job is named after the invocation, so a retried invocation does not start a second).
+    async fn put_drift_check(&self, pipeline: &str, check: &DriftCheck, role: &str) -> Result<()> {
+        let input = serde_json::json!({
+            "ProcessingJobName": "galley-drift-<aws.scheduler.execution-id>",
+            "RoleArn": role,
+            "AppSpecification": {"ImageUri": check.image, "ContainerArguments": ["check-drift", "--bundle", check.bundle_uri]},
+            "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": check.instance_type, "VolumeSizeInGB": 30}},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 3600},
+            "Environment": {"AWS_REGION": check.region},
+        });
+        let target = ScheduleTarget::builder().arn(CREATE_PROCESSING_JOB).role_arn(role).input(input.to_string());
+        let description = format!("galley: checks the drift that retrains pipeline `{pipeline}`");
+        self.put(&drift_check_name(pipeline), DRIFT_CHECK_RATE, target, description).await
+    }
+
+    /// Creates or updates one schedule (UTC, no flexible window, enabled).
+    async fn put(&self, name: &str, expression: &str, target: aws_sdk_scheduler::types::builders::TargetBuilder, description: String) -> Result<()> {
+        // A start that could not happen (throttling) is retried for an hour, not a day.
+        let target = target.retry_policy(RetryPolicy::builder().maximum_event_age_in_seconds(3600).maximum_retry_attempts(3).build()).build().map_err(build)?;
+        let window = FlexibleTimeWindow::builder().mode(FlexibleTimeWindowMode::Off).build().map_err(build)?;
         let c = &self.clients.scheduler;
-        let exists = self.get_schedule(&name).await?.is_some();
-        if exists {
+        if self.get_schedule(name).await?.is_some() {
             c.update_schedule()
-                .name(&name)
-                .schedule_expression(&expression)
+                .name(name)
+                .schedule_expression(expression)
                 .schedule_expression_timezone("UTC")
                 .flexible_time_window(window)
                 .target(target)
@@ -135,11 +183,11 @@ impl PipelineTriggers<'_> {
                 .action_after_completion(ActionAfterCompletion::None)
                 .send()
                 .await
-                .map_err(sdk(Stage::Pipeline, "UpdateSchedule", &name))?;
+                .map_err(sdk(Stage::Pipeline, "UpdateSchedule", name))?;
         } else {
             c.create_schedule()
-                .name(&name)
-                .schedule_expression(&expression)
+                .name(name)
+                .schedule_expression(expression)
                 .schedule_expression_timezone("UTC")
                 .flexible_time_window(window)
                 .target(target)
@@ -149,7 +197,7 @@ impl PipelineTriggers<'_> {
                 .client_token(uuid::Uuid::new_v4().to_string())
                 .send()
                 .await
-                .map_err(sdk(Stage::Pipeline, "CreateSchedule", &name))?;
+                .map_err(sdk(Stage::Pipeline, "CreateSchedule", name))?;
         }
         Ok(())
     }
@@ -172,11 +220,10 @@ impl PipelineTriggers<'_> {
         Ok(ours.then(|| s.schedule_expression().unwrap_or_default().to_owned()))
     }
 
-    async fn delete_schedule(&self, pipeline: &str) -> Result<()> {
-        let name = schedule_name(pipeline);
-        match self.clients.scheduler.delete_schedule().name(&name).client_token(uuid::Uuid::new_v4().to_string()).send().await {
+    async fn delete_schedule(&self, name: &str) -> Result<()> {
+        match self.clients.scheduler.delete_schedule().name(name).client_token(uuid::Uuid::new_v4().to_string()).send().await {
             Ok(_) => Ok(()),
-            Err(e) => gone_is_fine(sdk(Stage::Pipeline, "DeleteSchedule", &name)(e)),
+            Err(e) => gone_is_fine(sdk(Stage::Pipeline, "DeleteSchedule", name)(e)),
         }
     }
 
@@ -260,10 +307,13 @@ impl PipelineTriggers<'_> {
             .await
             .map_err(sdk(Stage::Pipeline, "ListTargetsByRule", &name))?;
         let starts_us = targets.targets().iter().any(|t| t.arn() == pipeline_arn);
-        Ok(monitor.filter(|_| starts_us))
+        // Without its scheduled check nothing publishes the gauge: the trigger is not whole.
+        let checked = self.get_schedule(&drift_check_name(pipeline)).await?.is_some_and(|s| s.state() != Some(&ScheduleState::Disabled));
+        Ok(monitor.filter(|_| starts_us && checked))
     }
 
     async fn delete_drift(&self, pipeline: &str) -> Result<()> {
+        self.delete_schedule(&drift_check_name(pipeline)).await?;
         let name = drift_name(pipeline);
         let events = &self.clients.events;
         if let Err(e) = events.remove_targets().rule(&name).ids(TARGET_ID).send().await {

@@ -192,6 +192,10 @@ async fn managed_pipeline_status_lists_steps_and_cancel_stops_the_execution() {
             {"StepName": "extract", "StepStatus": "Succeeded", "AttemptCount": 1, "StartTime": 1.7e9 + 10.0, "CacheHitResult": {"SourcePipelineExecutionArn": format!("{ARN}:pipeline/wine-retrain/execution/old")}},
         ]})),
         Some("StopPipelineExecution") => ok(json!({"PipelineExecutionArn": format!("{ARN}:pipeline/wine-retrain/execution/abc123")})),
+        // A run the schedule started says so in its parameters.
+        Some("ListPipelineParametersForExecution") => ok(json!({"PipelineParameters": [
+            {"Name": "bundle", "Value": "s3://b/galley/pipelines/wine-retrain/bundle.json"}, {"Name": "trigger", "Value": "schedule"},
+        ]})),
         Some(other) => Reply::json(400, json!({"__type": "ValidationException", "message": format!("unscripted {other}")})),
         // S3 (path style): only a succeeded step's record is read.
         None if r.method == "GET" && r.path.starts_with("/unused/galley/pipelines/runs/abc123/outputs/extract.json") => {
@@ -206,6 +210,7 @@ async fn managed_pipeline_status_lists_steps_and_cancel_stops_the_execution() {
     let run = pipelines.status(&exec).await.unwrap();
     assert_eq!(run.pipeline, "wine-retrain");
     assert_eq!(run.state, RunState::Running);
+    assert_eq!(run.trigger, Some(galley_core::stages::Trigger::Schedule));
     let steps: Vec<(&str, RunState, u32, bool)> = run.steps.iter().map(|s| (s.name.as_str(), s.state, s.attempts, s.cached)).collect();
     assert_eq!(
         steps,
@@ -219,7 +224,7 @@ async fn managed_pipeline_status_lists_steps_and_cancel_stops_the_execution() {
     assert_eq!(read.len(), 1, "only the succeeded step's record is read: {read:?}");
     pipelines.cancel(&exec).await.unwrap();
     let seen = check_sagemaker(&server.requests());
-    assert_eq!(seen, vec!["DescribePipelineExecution", "ListPipelineExecutionSteps", "StopPipelineExecution"]);
+    assert_eq!(seen, vec!["DescribePipelineExecution", "ListPipelineExecutionSteps", "ListPipelineParametersForExecution", "StopPipelineExecution"]);
 }
 
 #[tokio::test]

@@ -7,6 +7,9 @@
 //!   year, weekdays 1-7 from Sunday, `?` in exactly one day field), with croner configured that
 //!   way, independently of Galley's translation; each due time starts the pipeline with the
 //!   target's parameters (StartPipelineExecution), as the templated SageMaker target does.
+//!   A schedule whose target is SageMaker's CreateProcessingJob (the drift check) sends its
+//!   input, with Scheduler's context attributes filled in, to the runtime stand-in, which runs
+//!   the job's container.
 //! - [`AwsEvents::drift_verdict`]: the monitor's gauge goes to CloudWatch through Galley's own
 //!   publisher; every alarm on that metric (DescribeAlarmsForMetric) is evaluated over the data
 //!   since its last evaluation (GetMetricStatistics with the alarm's statistic, its threshold,
@@ -24,6 +27,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use galley_aws::AwsClients;
+use galley_aws::triggers::CREATE_PROCESSING_JOB;
 use galley_core::stages::{DRIFT_DETECTED, Gauge, Monitor, TimestampMs};
 
 /// The region moto's ARNs name.
@@ -36,11 +40,19 @@ pub struct AwsEvents {
     monitor: galley_aws::AwsMonitor,
     /// When each alarm was last evaluated.
     evaluated: Mutex<HashMap<String, galley_aws::sdk::smithy_types::DateTime>>,
+    /// Where a schedule's CreateProcessingJob goes to run (the runtime stand-in's URL).
+    jobs_endpoint: Option<String>,
 }
 
 impl AwsEvents {
     pub fn new(c: AwsClients, monitor: galley_aws::AwsMonitor) -> AwsEvents {
-        AwsEvents { c, monitor, evaluated: Mutex::default() }
+        AwsEvents { c, monitor, evaluated: Mutex::default(), jobs_endpoint: None }
+    }
+
+    /// Processing jobs the schedules start run behind `url` (the SageMaker runtime stand-in).
+    pub fn running_jobs_at(mut self, url: &str) -> AwsEvents {
+        self.jobs_endpoint = Some(url.to_owned());
+        self
     }
 
     async fn pipeline_arn(&self, pipeline: &str) -> anyhow::Result<String> {
@@ -65,6 +77,36 @@ impl AwsEvents {
             .await?;
         Ok(())
     }
+}
+
+/// The times in (`from`, `to`] an EventBridge Scheduler expression is due: `cron(...)` in AWS's
+/// dialect, or `rate(N unit)` (counted here from the epoch; AWS counts from the schedule's
+/// creation, which moves every due time by the same offset).
+fn due_times(expression: &str, from: TimestampMs, to: TimestampMs) -> anyhow::Result<Vec<TimestampMs>> {
+    if let Some(rate) = expression.strip_prefix("rate(").and_then(|r| r.strip_suffix(')')) {
+        let (n, unit) = rate.split_once(' ').ok_or_else(|| anyhow::anyhow!("`{expression}`: rate(N unit)"))?;
+        let n: i64 = n.parse()?;
+        let unit_ms = match unit.trim_end_matches('s') {
+            "minute" => 60_000,
+            "hour" => 3_600_000,
+            "day" => 86_400_000,
+            _ => anyhow::bail!("EventBridge Scheduler would refuse `{expression}`: the unit is minutes, hours or days"),
+        };
+        anyhow::ensure!(n > 0 && (n == 1) == !unit.ends_with('s'), "EventBridge Scheduler would refuse `{expression}`: `1 hour`, `2 hours`");
+        let every = n * unit_ms;
+        return Ok(((from / every + 1)..=(to / every)).map(|k| k * every).collect());
+    }
+    let cron = aws_cron(expression)?;
+    let mut out = Vec::new();
+    let mut at = utc(from);
+    while let Ok(next) = cron.find_next_occurrence(&at, false) {
+        if next > utc(to) {
+            break;
+        }
+        out.push(next.timestamp_millis());
+        at = next;
+    }
+    Ok(out)
 }
 
 /// An AWS `cron(...)` expression as croner reads AWS's dialect.
@@ -98,7 +140,7 @@ impl AwsEvents {
         loop {
             let page = self.c.scheduler.list_schedules().set_next_token(token).send().await?;
             for s in page.schedules() {
-                if s.target().is_some_and(|t| t.arn() == arn) {
+                if s.target().is_some_and(|t| t.arn() == arn || t.arn() == CREATE_PROCESSING_JOB) {
                     names.push((s.name().unwrap_or_default().to_owned(), s.group_name().unwrap_or("default").to_owned()));
                 }
             }
@@ -113,22 +155,47 @@ impl AwsEvents {
                 continue;
             }
             anyhow::ensure!(s.schedule_expression_timezone().unwrap_or("UTC") == "UTC", "the stand-in evaluates UTC schedules only");
-            let cron = aws_cron(s.schedule_expression().unwrap_or_default())?;
             let target = s.target().ok_or_else(|| anyhow::anyhow!("schedule {name} has no target"))?;
             anyhow::ensure!(target.role_arn().starts_with("arn:aws:iam::"), "schedule {name}: its target must name a role Scheduler assumes");
+            let due = due_times(s.schedule_expression().unwrap_or_default(), from, to)?;
+            if target.arn() == CREATE_PROCESSING_JOB {
+                // Another pipeline's job is not this pipeline's to run: its input names its bundle.
+                let input = target.input().unwrap_or_default();
+                if !input.contains(&format!("/pipelines/{pipeline}/")) {
+                    continue;
+                }
+                for _ in due {
+                    self.create_processing_job(input).await?;
+                }
+                continue;
+            }
             let params: Vec<(String, String)> = target
                 .sage_maker_pipeline_parameters()
                 .map(|p| p.pipeline_parameter_list().iter().map(|x| (x.name().to_owned(), x.value().to_owned())).collect())
                 .unwrap_or_default();
-            let mut at = utc(from);
-            while let Ok(next) = cron.find_next_occurrence(&at, false) {
-                if next > utc(to) {
-                    break;
-                }
+            for _ in due {
                 self.start(&arn, params.clone()).await?;
-                at = next;
             }
         }
+        Ok(())
+    }
+
+    /// A universal CreateProcessingJob target's invocation: its input with Scheduler's context
+    /// attributes filled in, sent where SageMaker's jobs run (the runtime stand-in).
+    async fn create_processing_job(&self, input: &str) -> anyhow::Result<()> {
+        let url = self.jobs_endpoint.as_deref().ok_or_else(|| anyhow::anyhow!("a schedule starts a Processing job, and this stand-in was given nowhere to run one"))?;
+        let body = input.replace("<aws.scheduler.execution-id>", &uuid::Uuid::new_v4().to_string());
+        let request: serde_json::Value = serde_json::from_str(&body).map_err(|e| anyhow::anyhow!("the schedule's input is not JSON ({e}): {input}"))?;
+        let answer = reqwest::Client::new()
+            .post(url)
+            .header("x-amz-target", "SageMaker.CreateProcessingJob")
+            .header("content-type", "application/x-amz-json-1.1")
+            // moto reads the region from the credential scope.
+            .header("authorization", format!("AWS4-HMAC-SHA256 Credential=testing/20260101/{REGION}/sagemaker/aws4_request, SignedHeaders=host, Signature=0"))
+            .body(request.to_string())
+            .send()
+            .await?;
+        anyhow::ensure!(answer.status().is_success(), "CreateProcessingJob: {} {}", answer.status(), answer.text().await.unwrap_or_default());
         Ok(())
     }
 

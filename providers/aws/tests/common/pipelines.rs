@@ -42,6 +42,7 @@ pub struct PipelineRunner {
     credentials: (String, String),
     aws: galley_aws::AwsClients,
     executions: Mutex<HashMap<String, Arc<Execution>>>,
+    jobs: Mutex<Vec<(String, &'static str, Option<String>)>>,
 }
 
 struct Execution {
@@ -82,7 +83,7 @@ fn now() -> f64 {
 
 impl PipelineRunner {
     pub fn new(entrypoint: Entrypoint, endpoint: String, credentials: (String, String), aws: galley_aws::AwsClients) -> PipelineRunner {
-        PipelineRunner { entrypoint, endpoint, credentials, aws, executions: Mutex::default() }
+        PipelineRunner { entrypoint, endpoint, credentials, aws, executions: Mutex::default(), jobs: Mutex::default() }
     }
 
     /// Every step run so far, in the order they started.
@@ -176,6 +177,29 @@ impl PipelineRunner {
         if !problems.is_empty() {
             return finish("Failed", Some(format!("ValidationException: {}", problems.join("; "))));
         }
+        let (status, failure) = self.run_container(&name, &request, &execution.stop).await;
+        finish(status, failure)
+    }
+
+    /// A Processing job started on its own (a schedule's CreateProcessingJob): its container,
+    /// to the end, as a step's. The request is checked against the botocore model first.
+    pub async fn run_job(&self, request: &Json) -> (&'static str, Option<String>) {
+        let problems = super::botocore::Model::cached("sagemaker").check_request("CreateProcessingJob", request, &[]);
+        assert!(problems.is_empty(), "CreateProcessingJob breaks the botocore model: {problems:?}");
+        let name = request["ProcessingJobName"].as_str().unwrap_or("job").to_owned();
+        let (status, failure) = self.run_container(&name, request, &tokio::sync::Notify::new()).await;
+        self.jobs.lock().unwrap().push((name, status, failure.clone()));
+        (status, failure)
+    }
+
+    /// The Processing jobs run on their own, with how they ended.
+    pub fn jobs(&self) -> Vec<(String, &'static str, Option<String>)> {
+        self.jobs.lock().unwrap().clone()
+    }
+
+    /// One Processing container (`request`'s AppSpecification and Environment) to the end, or
+    /// until `stop`.
+    async fn run_container(&self, name: &str, request: &Json, stop: &tokio::sync::Notify) -> (&'static str, Option<String>) {
         let args: Vec<String> = request["AppSpecification"]["ContainerArguments"]
             .as_array()
             .into_iter()
@@ -216,13 +240,13 @@ impl PipelineRunner {
         let child = command.spawn().unwrap_or_else(|e| panic!("starting step {name}: {e}"));
         let output = tokio::select! {
             out = child.wait_with_output() => out.expect("the step container's output"),
-            _ = execution.stop.notified() => {
+            _ = stop.notified() => {
                 // Dropping the child kills it (kill_on_drop), as SageMaker stops the job; a
                 // container outlives its podman client, so it is removed too.
                 if let Entrypoint::Image(podman, _) = &self.entrypoint {
                     let _ = podman.tokio_command().args(["rm", "-f", &container]).output().await;
                 }
-                return finish("Stopped", None);
+                return ("Stopped", None);
             }
         };
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -230,10 +254,10 @@ impl PipelineRunner {
             eprintln!("[{name}] {line}");
         }
         match output.status.success() {
-            true => finish("Succeeded", None),
+            true => ("Succeeded", None),
             false => {
                 let last = stderr.lines().chain(String::from_utf8_lossy(&output.stdout).lines()).rfind(|l| !l.trim().is_empty()).unwrap_or("no output").to_owned();
-                finish("Failed", Some(format!("AlgorithmError: {last}")))
+                ("Failed", Some(format!("AlgorithmError: {last}")))
             }
         }
     }

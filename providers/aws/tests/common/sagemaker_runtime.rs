@@ -134,6 +134,11 @@ impl SageMakerRuntime {
         SageMakerRuntime { url, created, invocations, pipelines, task }
     }
 
+    /// The Processing jobs started on their own (not as pipeline steps) and how they ended.
+    pub fn processing_jobs(&self) -> Vec<(String, &'static str, Option<String>)> {
+        self.pipelines.as_ref().map(|p| p.jobs()).unwrap_or_default()
+    }
+
     /// The pipeline steps run so far (with [`SageMakerRuntime::with_pipelines`]).
     pub fn pipeline_steps(&self) -> Vec<super::pipelines::RanStep> {
         self.pipelines.as_ref().map(|p| p.ran()).unwrap_or_default()
@@ -232,6 +237,10 @@ impl Shared {
             if let Some(answer) = runner.describe(&request, &bytes) {
                 return json_answer(&answer);
             }
+        }
+        if let (Some(runner), Some("SageMaker.CreateProcessingJob"), true) = (&self.pipelines, target, status.is_success()) {
+            let request: Json = serde_json::from_slice(&body).expect("a JSON CreateProcessingJob");
+            runner.run_job(&request).await;
         }
         if target == Some("SageMaker.CreateTrainingJob") && status.is_success() {
             let job: Json = serde_json::from_slice(&body).expect("a JSON CreateTrainingJob");
