@@ -225,3 +225,12 @@ fn a_schedule_eventbridge_cannot_run_is_refused_on_aws_with_its_line() {
     let (code, v) = Project::from_shipped("aws.yaml", |t| t.to_owned()).galley_json(&["validate"]);
     assert_eq!(code, 0, "{v}");
 }
+
+#[test]
+fn a_drift_trigger_without_galleys_image_is_refused_on_aws() {
+    let p = Project::from_shipped("aws.yaml", |t| t.replace("    image: ${var.image}\n", ""));
+    let (code, v) = p.galley_json(&["validate"]);
+    assert_eq!(code, 1, "{v}");
+    let d = v["diagnostics"].as_array().unwrap().iter().find(|d| d["path"] == "stages.pipeline.retrain_on").unwrap_or_else(|| panic!("{v}"));
+    assert!(d["hint"].as_str().unwrap().contains("stages.training.image"), "{d}");
+}

@@ -150,6 +150,15 @@ impl PlatformRules for AwsRules {
             ));
         }
         if stages.contains(&Stage::Pipeline)
+            && bp.stages.pipeline.as_ref().is_some_and(|p| p.retrain_on.contains(&galley_blueprint::RetrainTrigger::Drift))
+            && step_container(bp).0.is_none()
+        {
+            out.push(
+                Finding::new(&["stages", "pipeline", "retrain_on"], "`retrain_on: drift` on aws checks drift hourly in a SageMaker Processing job of Galley's image, and the blueprint names no image")
+                    .hint("set `stages.training.image` to Galley's image in your ECR"),
+            );
+        }
+        if stages.contains(&Stage::Pipeline)
             && let Some(cron) = bp.stages.pipeline.as_ref().and_then(|p| p.schedule.as_deref())
             && !galley_blueprint::semantic::is_reference(cron)
             && let Err(why) = crate::cron::aws_cron(cron)
