@@ -295,7 +295,7 @@ fn aws_blueprint_through_the_cli_on_moto() {
     // CloudWatch's evaluation fires the alarm, and its EventBridge rule starts the pipeline as a
     // drift retrain. (Scheduler's, CloudWatch's and EventBridge's firing are the stand-in in
     // common/events.rs, over what moto holds; the job runs in the runtime stand-in.)
-    let store = galley_aws::S3Artifacts::new(moto_clients.s3.clone(), &format!("galley-cli-{id}"));
+    let store = galley_aws::S3Artifacts::new(moto_clients.s3.clone(), format!("galley-cli-{id}"));
     let events = events::AwsEvents::new(moto_clients.clone(), galley_aws::AwsMonitor::new(store, moto_clients.cloudwatch.clone())).running_jobs_at(&runtime.url);
     let now = galley_core::stages::now_ms();
     rt.block_on(events.pass_time(&pipeline, now - 3_600_000, now)).unwrap();

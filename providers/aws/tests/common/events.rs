@@ -92,7 +92,7 @@ fn due_times(expression: &str, from: TimestampMs, to: TimestampMs) -> anyhow::Re
             "day" => 86_400_000,
             _ => anyhow::bail!("EventBridge Scheduler would refuse `{expression}`: the unit is minutes, hours or days"),
         };
-        anyhow::ensure!(n > 0 && (n == 1) == !unit.ends_with('s'), "EventBridge Scheduler would refuse `{expression}`: `1 hour`, `2 hours`");
+        anyhow::ensure!(n > 0 && (n == 1) != unit.ends_with('s'), "EventBridge Scheduler would refuse `{expression}`: `1 hour`, `2 hours`");
         let every = n * unit_ms;
         return Ok(((from / every + 1)..=(to / every)).map(|k| k * every).collect());
     }
