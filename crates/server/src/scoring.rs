@@ -98,6 +98,53 @@ pub fn parse_request(body: &[u8]) -> Result<Input<'_>, BadInput> {
     }
 }
 
+/// Decodes a `text/csv` body, as MLflow's scoring server and SageMaker's CSV serializers send
+/// it: one row per record, fields in the signature's column order, or — when every field of
+/// the first record is a column of the signature (pandas' `to_csv` writes the header) — in the
+/// header's order. Fields are typed as the JSON formats' cells are: empty is null, then
+/// integer, float, `true`/`false` (any case), else a string; the signature check that follows
+/// is the same as for JSON.
+pub fn parse_csv_request(body: &[u8], sig: &SignatureIndex) -> Result<Input<'static>, BadInput> {
+    let mut reader = csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(body);
+    let mut records = reader.records();
+    let mut data = Vec::new();
+    let mut columns = None;
+    let mut line = 0;
+    for record in records.by_ref() {
+        line += 1;
+        let record = record.map_err(|e| BadInput(format!("Failed to parse input as CSV (record {line}): {e}")))?;
+        if record.iter().all(|f| f.is_empty()) {
+            continue;
+        }
+        if line == 1 && record.iter().all(|f| sig.position(f).is_some()) {
+            columns = Some(record.iter().map(|f| Cow::Owned(f.to_owned())).collect());
+            continue;
+        }
+        data.push(record.iter().map(csv_cell).collect());
+    }
+    if data.is_empty() {
+        return bad("the CSV body has no rows");
+    }
+    Ok(Input::Split { columns, data })
+}
+
+fn csv_cell(field: &str) -> Cell<'static> {
+    if field.is_empty() {
+        return Cell::Null;
+    }
+    if let Ok(i) = field.parse::<i64>() {
+        return Cell::Int(i);
+    }
+    if let Ok(x) = field.parse::<f64>() {
+        return Cell::Float(x);
+    }
+    match field.to_ascii_lowercase().as_str() {
+        "true" => Cell::Bool(true),
+        "false" => Cell::Bool(false),
+        _ => Cell::Str(Cow::Owned(field.to_owned())),
+    }
+}
+
 struct Request<'a> {
     input: Option<Input<'a>>,
     found: Vec<&'static str>,
@@ -689,6 +736,20 @@ pub fn to_table(rows: Vec<Vec<Value>>, sig: &SignatureIndex) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csv_bodies_with_and_without_a_header_give_the_same_rows() {
+        let sig = sig();
+        let headerless = to_rows::<Value>(parse_csv_request(b"1.5,2,true\n0.5,3,false\n", &sig).unwrap(), &sig).unwrap();
+        let with_header = to_rows::<Value>(parse_csv_request(b"c,b,a\ntrue,2,1.5\nFALSE,3,0.5\n", &sig).unwrap(), &sig).unwrap();
+        assert_eq!(headerless, with_header);
+        assert_eq!(headerless[0], vec![Value::Float(1.5), Value::Int(2), Value::Bool(true)]);
+        let short = to_rows::<Value>(parse_csv_request(b"1.5,2\n", &sig).unwrap(), &sig).unwrap_err();
+        assert!(short.0.contains("row 0"), "{short}");
+        assert!(parse_csv_request(b"\n", &sig).unwrap_err().0.contains("no rows"));
+        let typed = to_rows::<Value>(parse_csv_request(b"x,2,true\n", &sig).unwrap(), &sig).unwrap_err();
+        assert!(typed.0.contains('a'), "a string where a float belongs names the column: {typed}");
+    }
 
     fn sig() -> SignatureIndex {
         SignatureIndex::new(&Signature {

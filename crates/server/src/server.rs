@@ -259,12 +259,26 @@ fn unauthorized() -> Response {
     r
 }
 
-fn is_json(headers: &HeaderMap) -> bool {
-    headers
+/// The scoring formats a request may be in, by its media type.
+#[derive(Clone, Copy, PartialEq)]
+enum BodyFormat {
+    Json,
+    Csv,
+}
+
+fn body_format(headers: &HeaderMap) -> Option<BodyFormat> {
+    let media = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+        .and_then(|v| v.split(';').next())?
+        .trim();
+    if media.eq_ignore_ascii_case("application/json") {
+        Some(BodyFormat::Json)
+    } else if media.eq_ignore_ascii_case("text/csv") {
+        Some(BodyFormat::Csv)
+    } else {
+        None
+    }
 }
 
 /// True when reading a body failed because it passed the limit (a chunked body without a
@@ -309,20 +323,20 @@ async fn score(
     if !state.authorized(&parts.headers) {
         return (unauthorized(), None);
     }
-    if !is_json(&parts.headers) {
+    let Some(format) = body_format(&parts.headers) else {
         let given = parts
             .headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("none");
         let message = format!(
-            "This predictor only supports the following content types: ['application/json']. Got '{given}'."
+            "This predictor only supports the following content types: ['application/json', 'text/csv']. Got '{given}'."
         );
         return (
             error_response(StatusCode::UNSUPPORTED_MEDIA_TYPE, "BAD_REQUEST", &message),
             None,
         );
-    }
+    };
     let too_large = || {
         let message = format!(
             "the request body is larger than the limit of {} bytes",
@@ -355,7 +369,11 @@ async fn score(
     };
 
     let live = state.live.load_full();
-    let input = match scoring::parse_request(&body) {
+    let parsed = match format {
+        BodyFormat::Json => scoring::parse_request(&body),
+        BodyFormat::Csv => scoring::parse_csv_request(&body, &live.sig),
+    };
+    let input = match parsed {
         Ok(i) => i,
         Err(BadInput(m)) => return (bad_request(&m), None),
     };

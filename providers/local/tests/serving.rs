@@ -213,11 +213,11 @@ async fn bad_requests_are_named_and_the_server_keeps_serving() {
             "larger than the limit of 4096 bytes",
         ),
         (
-            "csv",
+            "plain text",
             "x1,x2,n\n1,2,3\n".into(),
-            "text/csv",
+            "text/plain",
             415,
-            "application/json",
+            "text/csv",
         ),
         ("no type", GOOD.into(), "", 415, "application/json"),
     ];
@@ -276,6 +276,14 @@ async fn bad_requests_are_named_and_the_server_keeps_serving() {
         metrics.contains(&format!(r#"variant="v1",code="200"}} {}"#, cases.len())),
         "{metrics}"
     );
+    // `text/csv`, as MLflow's scoring server and SageMaker's CSV serializer send it: with
+    // pandas' header (any column order) or without (the signature's order), the same answer.
+    for (what, body) in [("with a header", "n,x2,x1\n3,2,1\n"), ("headerless", "1,2,3\n")] {
+        let (got, answer, _) = post_typed(&url, body, "text/csv").await;
+        assert_eq!((got, answer), (200, json!({"predictions": [6.0]})), "CSV {what}");
+    }
+    let (got, answer, _) = post_typed(&url, "1,2\n", "text/csv").await;
+    assert_eq!(got, 400, "a short CSV row: {answer}");
     serving.undeploy("errors").await.unwrap();
 }
 
