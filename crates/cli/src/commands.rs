@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Read, Write};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use galley_core::stages::{Prediction, RunState};
+use galley_core::stages::{Prediction, RunState, StageSet};
 use galley_core::Table;
 use galley_engine::{Engine, EngineOptions, Plan};
 use serde_json::json;
@@ -603,7 +603,13 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
     let engine = app.engine(EngineOptions::default())?;
     let state = engine.state()?;
     let outputs = live_outputs(&app, &engine).await?;
-    let drift = monitor_report(&app, &engine, &state).await;
+    // Opened once for the monitor's verdict and the run history, when either applies.
+    let stages = match state.resources.contains_key("monitoring.monitor") || state.resources.contains_key("pipeline.pipeline") {
+        true => Some(app.stages(&engine).await.map_err(|e| e.render(false))),
+        false => None,
+    };
+    let drift = monitor_report(&app, stages.as_ref(), &state).await;
+    let runs = recent_runs(&app, stages.as_ref(), &state).await;
     let missing = engine.not_in_state(&state);
     match ctx.output {
         Output::Json => print_json(&json!({
@@ -616,6 +622,12 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
             "outputs": outputs,
             "drift": drift.as_ref().map(|r| match r {
                 Ok(report) => serde_json::to_value(report).unwrap_or_default(),
+                Err(e) => json!({ "error": e }),
+            }),
+            "runs": runs.as_ref().map(|r| match r {
+                Ok(runs) => json!(runs.iter().map(|run| json!({
+                    "id": run.id, "state": run.state, "trigger": run.trigger, "started_ms": run.started_ms,
+                })).collect::<Vec<_>>()),
                 Err(e) => json!({ "error": e }),
             }),
         })),
@@ -640,22 +652,57 @@ async fn status(ctx: &Ctx, args: &BlueprintArgs) -> Result<ExitCode, CliError> {
                 Some(Err(e)) => println!("monitoring: {e}"),
                 None => {}
             }
+            match &runs {
+                Some(Ok(runs)) if runs.is_empty() => println!("runs: none yet"),
+                Some(Ok(runs)) => {
+                    println!("runs (newest first):");
+                    for run in runs {
+                        let trigger = run.trigger.map(|t| t.as_str()).unwrap_or("by hand");
+                        let started = chrono::DateTime::from_timestamp_millis(run.started_ms).map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default();
+                        println!("  {:?} {} ({trigger}, started {started})", run.state, run.id);
+                    }
+                }
+                Some(Err(e)) => println!("runs: {e}"),
+                None => {}
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How many of the pipeline's runs `status` lists.
+const RECENT_RUNS: usize = 5;
+
+/// The pipeline's newest runs and what started each (a schedule or an alarm on the platform's
+/// side, or `galley run`), when the pipeline exists.
+async fn recent_runs(
+    app: &App,
+    stages: Option<&Result<StageSet, String>>,
+    state: &galley_engine::State,
+) -> Option<Result<Vec<galley_core::stages::PipelineRun>, String>> {
+    state.resources.get("pipeline.pipeline")?;
+    let runs = async {
+        let stages = stages.cloned().ok_or("the stages were not opened")??;
+        let mut runs = stages.orchestrator.list_runs(&galley_lifecycle::pipeline_name(&app.loaded.blueprint)).await.map_err(|e| e.to_string())?;
+        runs.sort_by_key(|r| std::cmp::Reverse(r.started_ms));
+        runs.truncate(RECENT_RUNS);
+        Ok(runs)
+    }
+    .await;
+    Some(runs)
 }
 
 /// The monitor's current drift verdict (published as metrics too), when the blueprint
 /// monitors a deployed endpoint that exists.
 async fn monitor_report(
     app: &App,
-    engine: &Engine,
+    stages: Option<&Result<StageSet, String>>,
     state: &galley_engine::State,
 ) -> Option<Result<galley_core::stages::DriftReport, String>> {
     state.resources.get("monitoring.monitor")?;
     app.loaded.blueprint.stages.serving.as_ref()?;
     let report = async {
-        let stages = app.stages(engine).await.map_err(|e| e.render(false))?;
+        let stages = stages.cloned().ok_or("the stages were not opened")??;
         let lifecycle = app.lifecycle(stages).map_err(|e| e.render(false))?;
         lifecycle.check_drift().await.map_err(|e| e.to_string())
     }

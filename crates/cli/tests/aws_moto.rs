@@ -256,7 +256,7 @@ fn aws_blueprint_through_the_cli_on_moto() {
     let mut drifted: Vec<&str> = drift["drift"].as_array().unwrap().iter().map(|d| d["address"].as_str().unwrap()).collect();
     drifted.sort();
     assert_eq!(drifted, ["pipeline.pipeline", "serving.endpoint"], "{drift}");
-    assert!(drift.to_string().contains("autoscaling") && drift.to_string().contains("schedule"), "{drift}");
+    assert!(drift.to_string().contains("autoscaling") && drift.to_string().contains(&format!("EventBridge Scheduler schedule {} (cron(0 3 ? * MON-FRI *))", trigger_names.0)), "{drift}");
     // `apply` undoes both, as its plan shows.
     let out = aws.galley(&["apply", "--auto-approve"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -316,6 +316,10 @@ fn aws_blueprint_through_the_cli_on_moto() {
     let drift_runs: Vec<_> = retrain.iter().filter(|p| p.contains(&("trigger".to_owned(), "drift".to_owned()))).collect();
     assert_eq!(drift_runs.len(), 1, "one drift retrain of {pipeline_arn}: {retrain:?}");
     assert!(drift_runs[0].contains(&("force_from".to_owned(), "train".to_owned())), "{retrain:?}");
+    // `galley status` lists it, saying what started each run.
+    let (_, status) = aws.json(&["status"]);
+    let triggers: Vec<&Value> = status["runs"].as_array().unwrap_or_else(|| panic!("{status}")).iter().map(|r| &r["trigger"]).collect();
+    assert_eq!(triggers.iter().filter(|t| **t == "drift").count(), 1, "{}", status["runs"]);
 
     let (_, status) = aws.json(&["status"]);
     let drift = &status["drift"];

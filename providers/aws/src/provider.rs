@@ -305,6 +305,8 @@ impl Provider for AwsProvider {
             out.push(spec("pipeline.pipeline", PIPELINE, Stage::Pipeline, &p.name.clone(),
                 base(json!({
                     "bucket": bucket,
+                    // What AWS holds besides the pipeline (its triggers), so a plan names them.
+                    "triggers_on_aws": crate::triggers::owned(&p),
                     "spec": p,
                     "image": training.and_then(|t| t.image.clone()),
                     "instance_type": training.and_then(|t| t.instance_type.clone()),
@@ -579,6 +581,7 @@ impl ResourceHandler for PipelineHandler {
             .unwrap_or_default()
             .to_owned();
         let mut attributes = spec.desired.clone();
+        attributes["triggers_on_aws"] = json!(crate::triggers::owned(&found));
         attributes["spec"] = json!(found);
         Ok(Some(Observed {
             id: arn.clone(),

@@ -89,6 +89,23 @@ pub fn drift_pattern(alarm: &str) -> String {
     .to_string()
 }
 
+/// The AWS resources `spec`'s triggers consist of, as `plan` shows them: an apply creates
+/// each, a console deletion makes it disappear from the list `describe_pipeline` reads back.
+pub fn owned(spec: &PipelineSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(cron) = &spec.schedule {
+        let expression = crate::cron::aws_cron(cron).unwrap_or_else(|_| cron.clone());
+        out.push(format!("EventBridge Scheduler schedule {} ({expression})", schedule_name(&spec.name)));
+    }
+    if spec.triggers.contains(&Trigger::Drift) && spec.monitor.is_some() {
+        let name = drift_name(&spec.name);
+        out.push(format!("CloudWatch alarm {name}"));
+        out.push(format!("EventBridge rule {name}"));
+        out.push(format!("EventBridge Scheduler schedule {} ({DRIFT_CHECK_RATE})", drift_check_name(&spec.name)));
+    }
+    out
+}
+
 /// What AWS holds for a pipeline's triggers, read back.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Registered {
