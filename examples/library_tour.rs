@@ -69,7 +69,7 @@ async fn main() -> Result<()> {
     let features: Vec<String> = ["alcohol", "sulphates", "volatile_acidity"].map(String::from).to_vec();
     let prepared = galley_ml::prepare(&table, &data, &features)?;
     let model = galley_ml::train(Algorithm::LogisticRegression, &Default::default(), Task::Classification, &prepared.train, &prepared.signature)?;
-    let metrics = galley_ml::evaluate(&model, &prepared.test);
+    let metrics = galley_ml::evaluate(&galley_ml::Model::from(model.clone()), &prepared.test)?;
 
     // 2. Log the run.
     let tracker = &stages.experiments;

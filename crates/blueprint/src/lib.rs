@@ -29,7 +29,7 @@ pub use model::*;
 pub use refs::{Reference, stage_outputs};
 pub use schema::json_schema;
 pub use platform::{BackendRule, Finding, PlatformRegistry, PlatformRules, native_promotion};
-pub use semantic::{duration_secs, effective_promotion};
+pub use semantic::{duration_secs, effective_promotion, split_command};
 pub use span::{Node, NodeValue, PathSeg, Span};
 
 /// What the caller (CLI, tests) decides on top of the file.

@@ -213,8 +213,26 @@ pub enum Compute {
 pub struct TrainingStage {
     #[serde(flatten)]
     pub common: StageCommon,
-    pub algorithm: Algorithm,
-    /// Algorithm parameters, e.g. `max_iterations`, `max_depth`.
+    /// A built-in algorithm. Give exactly one of `algorithm` and `command`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<Algorithm>,
+    /// Your training code instead of a built-in algorithm: the command line run in `code`
+    /// (e.g. `python train.py --epochs 10`, split like a shell would, without a shell), under
+    /// SageMaker's script-mode contract (`SM_MODEL_DIR`, `SM_CHANNEL_TRAIN`, `SM_HPS`, …), so a
+    /// script written for SageMaker runs unchanged. It writes `model.onnx` (or an MLflow model
+    /// with the ONNX flavor) to `SM_MODEL_DIR`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// The directory holding the training code, relative to the blueprint file (default: the
+    /// blueprint's own directory). Its content is part of what decides a cached model is current.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// A pip requirements file, relative to the blueprint file: the command runs in a virtualenv
+    /// uv builds from it, cached by the file's hash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+    /// Algorithm parameters, e.g. `max_iterations`, `max_depth`; for `command:`, the
+    /// hyperparameters the script reads from `SM_HPS`.
     #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
     pub params: IndexMap<String, VarValue>,
     #[serde(default)]
@@ -223,8 +241,9 @@ pub struct TrainingStage {
     /// (`train` argument, `/opt/ml`), as Galley's own image does (`galley container train`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
-    /// For `compute: managed`: the platform stops the job after this long, e.g. `2h`
-    /// (default `24h`, SageMaker's own ceiling for a job without one).
+    /// The training is stopped after this long, e.g. `2h`: by the platform for `compute: managed`
+    /// (default `24h`, SageMaker's own ceiling for a job without one), by Galley for a local
+    /// `command:` (default: no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_runtime: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -99,6 +99,44 @@ fn data(bp: &Blueprint, c: &mut Checker) {
     }
 }
 
+/// What trains: a built-in `algorithm`, or the user's `command` with its `code` and
+/// `requirements` (paths the lifecycle resolves against the blueprint's directory).
+fn training_code(t: &crate::model::TrainingStage, c: &mut Checker) {
+    let at = |f: &'static str| ["stages", "training", f];
+    match (&t.algorithm, &t.command) {
+        (None, None) => c.err(&["stages", "training"], "the training stage names nothing to train", Some("set `algorithm:` to a built-in (logistic_regression, linear_regression, decision_tree) or `command:` to your training code, e.g. `python train.py`".into())),
+        (Some(_), Some(_)) => c.err(&at("command"), "`command:` runs your training code, and `algorithm:` a built-in one: give one of them", Some("remove `algorithm:` to train with your code, or `command:` to use the built-in".into())),
+        (Some(_), None) => {
+            for f in ["code", "requirements"] {
+                let set = if f == "code" { t.code.is_some() } else { t.requirements.is_some() };
+                if set {
+                    c.err(&at(f), format!("`{f}:` belongs to a training `command:`, and this stage trains the built-in algorithm"), Some(format!("remove `{f}:`, or replace `algorithm:` with `command:`")));
+                }
+            }
+        }
+        (None, Some(cmd)) => {
+            if cmd.trim().is_empty() {
+                c.err(&at("command"), "`command:` is empty", Some("name the program and its arguments, e.g. `python train.py`".into()));
+            } else if let Err(why) = split_command(cmd) {
+                c.err(&at("command"), format!("cannot split `command:` into arguments: {why}"), Some("close the quote (the command is split like a shell splits words, with no expansion)".into()));
+            }
+            // The container runner and managed jobs of the user's image come with their own
+            // contract checks; until they are built, refuse them here rather than at run time.
+            if t.compute == Compute::Managed {
+                c.err(&at("compute"), "`command:` runs on `compute: local` in this Galley; a managed job of your own image is not built yet", Some("use `compute: local`, or a built-in `algorithm:` for managed training".into()));
+            } else if t.image.is_some() {
+                c.err(&at("image"), "running `command:` in a container (`image:` with `compute: local`) is not built yet; it runs as a local process, in a virtualenv from `requirements:`", Some("remove `image:`".into()));
+            }
+        }
+    }
+}
+
+/// Splits a `command:` as a POSIX shell splits words (quotes, backslashes), with no expansion:
+/// the one tokenizer the validator and the lifecycle share.
+pub fn split_command(command: &str) -> std::result::Result<Vec<String>, String> {
+    shlex::split(command).ok_or_else(|| "a quote is not closed, or it ends in a backslash".to_owned())
+}
+
 fn stages(bp: &Blueprint, c: &mut Checker) {
     let s = &bp.stages;
     if let Some(f) = &s.features
@@ -119,26 +157,30 @@ fn stages(bp: &Blueprint, c: &mut Checker) {
         if t.compute == Compute::Managed && t.image.is_none() && managed_here {
             c.err(&["stages", "training", "compute"], "`compute: managed` runs the training job in a container, but `stages.training.image` is not set", Some("set `image:` to an image that follows SageMaker's training contract, such as one built from Galley's Dockerfile (`galley container train`), or use `compute: local`".into()));
         }
+        training_code(t, c);
         if let Some(m) = &t.max_runtime {
             if !valid_duration(m) || duration_secs(m) == Some(0) {
                 c.err(&["stages", "training", "max_runtime"], format!("invalid max_runtime `{m}`: expected a number and a unit, such as `2h` or `90m`"), None);
-            } else if t.compute != Compute::Managed {
-                c.err(&["stages", "training", "max_runtime"], "`max_runtime` bounds a managed training job, and this training runs in galley's process (`compute: local`)", Some("remove `max_runtime`, or set `compute: managed`".into()));
+            } else if t.compute != Compute::Managed && t.command.is_none() {
+                c.err(&["stages", "training", "max_runtime"], "`max_runtime` bounds a managed training job or your training `command:`, and this built-in algorithm runs in galley's process (`compute: local`)", Some("remove `max_runtime`, or set `compute: managed`".into()));
             }
         }
-        // Every algorithm a blueprint can name today is a built-in one, on CPU; a GPU for it
-        // would be billed and idle. (A platform's GpuTraining becomes the question once
-        // training can be the user's own code.)
+        // A built-in algorithm runs on CPU only, and a local command on this machine's hardware:
+        // a GPU asked for either would be billed and idle, or not there at all.
         if t.gpu {
-            c.err(&["stages", "training", "gpu"], format!("`gpu: true` asks for a GPU instance, but the built-in algorithm `{}` runs on CPU only: the GPU would be billed and idle", algorithm_name(t.algorithm)), Some("remove `gpu: true`".into()));
+            match t.algorithm {
+                Some(a) => c.err(&["stages", "training", "gpu"], format!("`gpu: true` asks for a GPU instance, but the built-in algorithm `{}` runs on CPU only: the GPU would be billed and idle", algorithm_name(a)), Some("remove `gpu: true`".into())),
+                None if t.compute == Compute::Local => c.err(&["stages", "training", "gpu"], "`gpu: true` asks for a GPU instance, but `compute: local` runs your command on this machine", Some("remove `gpu: true`".into())),
+                None => {}
+            }
         }
         let fits = match (t.algorithm, bp.data.task) {
-            (Algorithm::LogisticRegression, Task::Regression) => Some("logistic_regression is a classifier; use linear_regression or decision_tree for regression"),
-            (Algorithm::LinearRegression, Task::Classification) => Some("linear_regression predicts numbers; use logistic_regression or decision_tree for classification"),
+            (Some(Algorithm::LogisticRegression), Task::Regression) => Some("logistic_regression is a classifier; use linear_regression or decision_tree for regression"),
+            (Some(Algorithm::LinearRegression), Task::Classification) => Some("linear_regression predicts numbers; use logistic_regression or decision_tree for classification"),
             _ => None,
         };
-        if let Some(why) = fits {
-            c.err(&["stages", "training", "algorithm"], format!("algorithm `{}` does not fit task `{}`", algorithm_name(t.algorithm), task_name(bp.data.task)), Some(why.into()));
+        if let (Some(why), Some(a)) = (fits, t.algorithm) {
+            c.err(&["stages", "training", "algorithm"], format!("algorithm `{}` does not fit task `{}`", algorithm_name(a), task_name(bp.data.task)), Some(why.into()));
         }
     }
     if let Some(r) = &s.registry {

@@ -1,4 +1,4 @@
-//! Every blueprint shipped in /blueprints validates, with and without its `prod` overlay, and
+//! Every blueprint shipped in /blueprints (and each `examples/*/blueprint.yaml`) validates, with and without its `prod` overlay, and
 //! (independently of the loader) against the published JSON Schema. `blueprints/planned/` holds
 //! blueprints for platforms not built yet; they are not validated.
 
@@ -16,6 +16,8 @@ fn shipped() -> Vec<PathBuf> {
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
         .collect();
+    let examples = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples"));
+    files.extend(std::fs::read_dir(&examples).unwrap().map(|e| e.unwrap().path().join("blueprint.yaml")).filter(|p| p.is_file()));
     files.sort();
     files
 }

@@ -37,7 +37,7 @@ fn quickstart_input() -> (container::TrainingInput, galley_ml::Prepared, Trainin
         image: "galley:test".into(),
         instance_type: None,
         max_runtime_secs: 600,
-        algorithm: training.algorithm,
+        algorithm: training.algorithm.expect("the blueprint trains a built-in"),
         params: training.params.clone(),
         task: bp.data.task,
         data: TrainingData {

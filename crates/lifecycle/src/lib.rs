@@ -9,6 +9,7 @@
 
 pub mod actions;
 pub mod remote;
+mod script;
 mod steps;
 mod store;
 

@@ -9,7 +9,8 @@ use galley_core::stages::{
 };
 use galley_core::table::Column;
 use galley_core::{DType, Error, Result, Table, Value};
-use galley_ml::{Frame, TrainedModel};
+use galley_ml::{Frame, Model, TrainedModel};
+use sha2::Digest;
 use serde_json::{Value as Json, json};
 
 use crate::store::{digest, get_json, put_json};
@@ -231,6 +232,7 @@ impl Lifecycle {
                 field_str(up, StepName::Prepare, "prepared_key")?,
                 &js(&bp.stages.training),
                 &self.code_version,
+                &self.training_code_digest()?,
             ]),
             StepName::Evaluate => digest(&[
                 "evaluate",
@@ -312,19 +314,38 @@ impl Lifecycle {
                 let key = field_str(up, StepName::Prepare, "prepared_key")?;
                 let doc: PreparedDoc = get_json(artifacts, key).await?;
                 let training = bp.stages.training.as_ref().expect("checked in Lifecycle::new");
-                let (bytes, job) = match training.compute {
-                    Compute::Local => (galley_ml::train(training.algorithm, &training.params, bp.data.task, &doc.frame(false), &doc.signature)?.to_bytes(), None),
-                    Compute::Managed => {
-                        let (bytes, job) = self.train_managed(up, training, &doc, log).await?;
-                        (bytes, Some(job))
+                let mut job = None;
+                let mut script = None;
+                let (bytes, file) = match (&training.command, training.algorithm, training.compute) {
+                    (Some(command), _, _) => {
+                        let out = self.train_script(command, training, &doc, log).await?;
+                        let bytes = std::mem::take(&mut script.insert(out).model);
+                        (bytes, "model.onnx")
                     }
+                    (None, Some(algorithm), Compute::Local) => {
+                        (galley_ml::train(algorithm, &training.params, bp.data.task, &doc.frame(false), &doc.signature)?.to_bytes(), "model.json")
+                    }
+                    (None, _, Compute::Managed) => {
+                        let (bytes, id) = self.train_managed(up, training, &doc, log).await?;
+                        job = Some(id);
+                        (bytes, "model.json")
+                    }
+                    (None, None, Compute::Local) => return Err(Error::invalid("the training stage names neither `algorithm` nor `command` (validate reports this too)")),
                 };
-                let sha = crate::store::digest(&[&String::from_utf8_lossy(&bytes)]);
-                let model_key = format!("models/{sha}/model.json");
+                let sha = hex::encode(&sha2::Sha256::digest(&bytes)[..16]);
+                let model_key = format!("models/{sha}/{file}");
                 let meta = artifacts.put_bytes(&ArtifactKey::new(&model_key)?, bytes.into()).await?;
+                // What the script left beside its model, kept as SageMaker keeps output.tar.gz.
+                let mut output_uri = None;
+                if let Some(out) = &script {
+                    for (rel, data) in &out.outputs {
+                        let stored = artifacts.put_bytes(&ArtifactKey::new(format!("models/{sha}/output/{rel}"))?, data.clone().into()).await?;
+                        output_uri.get_or_insert(stored.uri);
+                    }
+                }
                 if let Some(run) = self.current_run() {
                     let mut params = galley_blueprint::params_as_strings(&training.params);
-                    params.insert("algorithm".into(), format!("{:?}", training.algorithm));
+                    params.extend(trainer_params(training));
                     params.insert("data_hash".into(), field_str(up, StepName::Extract, "data_hash")?.to_owned());
                     params.insert("train_rows".into(), doc.train_y.len().to_string());
                     if let Some(job) = &job {
@@ -332,14 +353,21 @@ impl Lifecycle {
                     }
                     self.stages.experiments.log_params(&run, &params).await?;
                     self.stages.experiments.log_artifact(&run, "model", &meta.uri).await?;
+                    if let Some(out) = &script
+                        && !out.metrics.is_empty()
+                    {
+                        let points: Vec<_> = out.metrics.iter().map(|(k, v)| galley_core::stages::Metric::new(k.clone(), *v)).collect();
+                        self.stages.experiments.log_metrics(&run, &points).await?;
+                    }
                 }
-                log.line(&format!("trained {:?} on {} rows; model {} ({} bytes)", training.algorithm, doc.train_y.len(), meta.uri, meta.size));
-                Ok(json!({ "model_key": model_key, "model_uri": meta.uri, "model_sha": meta.sha256, "training_job": job }))
+                let trainer = trainer_params(training).into_iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
+                log.line(&format!("trained ({trainer}) on {} rows; model {} ({} bytes)", doc.train_y.len(), meta.uri, meta.size));
+                Ok(json!({ "model_key": model_key, "model_uri": meta.uri, "model_sha": meta.sha256, "training_job": job, "output_uri": output_uri }))
             }
             StepName::Evaluate => {
                 let model = self.load_model(field_str(up, StepName::Train, "model_key")?).await?;
                 let doc: PreparedDoc = get_json(artifacts, field_str(up, StepName::Prepare, "prepared_key")?).await?;
-                let metrics = galley_ml::evaluate(&model, &doc.frame(true));
+                let metrics = galley_ml::evaluate(&model, &doc.frame(true))?;
                 if let Some(run) = self.current_run() {
                     let points: Vec<_> = metrics.iter().map(|(k, v)| galley_core::stages::Metric::new(k.clone(), *v)).collect();
                     self.stages.experiments.log_metrics(&run, &points).await?;
@@ -373,7 +401,7 @@ impl Lifecycle {
                 }
                 let model = self.load_model(field_str(up, StepName::Train, "model_key")?).await?;
                 let doc: PreparedDoc = get_json(artifacts, field_str(up, StepName::Prepare, "prepared_key")?).await?;
-                let predictions = model.predict_matrix(&doc.train_x);
+                let predictions = model.score_matrix(&doc.train_x)?.scores;
                 self.stages.monitor.set_baseline(&name, &doc.table(&doc.train_x), &predictions).await?;
                 log.line(&format!("baseline for monitor `{name}`: {} rows", predictions.len()));
                 Ok(json!({ "monitor": name, "baseline_rows": predictions.len() }))
@@ -411,7 +439,7 @@ impl Lifecycle {
             image,
             instance_type: training.instance_type.clone(),
             max_runtime_secs,
-            algorithm: training.algorithm,
+            algorithm: training.algorithm.ok_or_else(|| Error::invalid("managed training runs a built-in `algorithm` (validate reports this too)"))?,
             params: training.params.clone(),
             task: bp.data.task,
             data: TrainingData {
@@ -431,9 +459,74 @@ impl Lifecycle {
         Ok((done.model, done.job_id))
     }
 
-    async fn load_model(&self, key: &str) -> Result<TrainedModel> {
+    /// The user's training code and requirements as they are now (empty for a built-in).
+    fn training_code_digest(&self) -> Result<String> {
+        match self.bp.stages.training.as_ref() {
+            Some(t) if t.command.is_some() => {
+                let (code, req) = self.training_paths(t);
+                crate::script::code_digest(&code, req.as_deref())
+            }
+            _ => Ok(String::new()),
+        }
+    }
+
+    /// `training.code` and `training.requirements`, relative to the blueprint's directory.
+    fn training_paths(&self, t: &galley_blueprint::TrainingStage) -> (std::path::PathBuf, Option<std::path::PathBuf>) {
+        let code = t.code.as_deref().map(|c| self.project_dir.join(c)).unwrap_or_else(|| self.project_dir.clone());
+        (code, t.requirements.as_deref().map(|r| self.project_dir.join(r)))
+    }
+
+    /// `training.command`: runs the user's code (see `script.rs`), then checks that the model
+    /// it wrote takes the prepared features and scores the held-out rows, before anything
+    /// downstream sees it. Returns the model with Galley's signature in its metadata.
+    async fn train_script(
+        &self,
+        command: &str,
+        training: &galley_blueprint::TrainingStage,
+        doc: &PreparedDoc,
+        log: &dyn StepLogger,
+    ) -> Result<crate::script::ScriptOutput> {
+        // Before a long training run, not after it: the model it writes is checked and scored
+        // with ONNX Runtime.
+        galley_ml::onnx::find_runtime().map_err(Error::unsupported)?;
+        let (code_dir, requirements) = self.training_paths(training);
+        let max_runtime = match training.max_runtime.as_deref() {
+            Some(m) => Some(std::time::Duration::from_secs(
+                galley_blueprint::duration_secs(m).ok_or_else(|| Error::invalid(format!("invalid `training.max_runtime` `{m}` (validate reports this too)")))?,
+            )),
+            None => None,
+        };
+        let job = crate::script::ScriptJob {
+            command,
+            code_dir,
+            requirements,
+            params: &training.params,
+            target: &self.bp.data.target,
+            task: self.bp.data.task,
+            features: &doc.features,
+            train: (&doc.train_x, &doc.train_y),
+            validation: (&doc.test_x, &doc.test_y),
+            max_runtime,
+        };
+        let mut out = crate::script::run(&job, log).await?;
+        let (model, tagged) = galley_ml::OnnxModel::adopt(&out.model, &doc.signature, self.bp.data.task)
+            .map_err(|e| match e.kind() {
+                galley_core::ErrorKind::Unsupported => e,
+                kind => Error::new(kind, format!("the model the training command wrote ({}) does not fit the prepared data: {e}", out.found)),
+            })?;
+        // One trial scoring now, so a model that loads but cannot score these rows fails here,
+        // naming the step, and never reaches the registry.
+        model
+            .score(&doc.test_x[..doc.test_x.len().min(16)])
+            .map_err(|e| Error::new(e.kind(), format!("the model the training command wrote ({}) cannot score the prepared rows: {e}", out.found)))?;
+        log.line(&format!("model ({}) takes {} features: {}", out.found, doc.features.len(), doc.features.join(", ")));
+        out.model = tagged;
+        Ok(out)
+    }
+
+    async fn load_model(&self, key: &str) -> Result<Model> {
         let bytes = self.stages.artifacts.get_bytes(&ArtifactKey::new(key)?).await?;
-        TrainedModel::from_bytes(&bytes)
+        Model::from_bytes(&bytes)
     }
 
     async fn prepare(&self, up: &BTreeMap<String, StepOutput>, log: &dyn StepLogger) -> Result<Json> {
@@ -503,7 +596,7 @@ impl Lifecycle {
                     get_json(&*self.stages.artifacts, field_str(up, StepName::Prepare, "prepared_key")?).await?;
                 let training = self.bp.stages.training.as_ref().expect("checked in Lifecycle::new");
                 let mut params = galley_blueprint::params_as_strings(&training.params);
-                params.insert("algorithm".into(), format!("{:?}", training.algorithm));
+                params.extend(trainer_params(training));
                 params.insert("model_sha256".into(), sha.to_owned());
                 let new = NewModelVersion {
                     artifact_uri: field_str(up, StepName::Train, "model_uri")?.to_owned(),
@@ -599,6 +692,21 @@ pub fn feature_group_spec(bp: &Blueprint, features: &[String]) -> FeatureGroupSp
         features: features.iter().map(|f| Column::new(f, DType::Float)).collect(),
         online: fs.map(|f| f.online).unwrap_or(true),
     }
+}
+
+/// How a model was trained, for the experiment run and the registry's lineage.
+fn trainer_params(t: &galley_blueprint::TrainingStage) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::new();
+    match (&t.command, t.algorithm) {
+        (Some(c), _) => {
+            p.insert("command".into(), c.clone());
+        }
+        (None, Some(a)) => {
+            p.insert("algorithm".into(), format!("{a:?}"));
+        }
+        (None, None) => {}
+    }
+    p
 }
 
 pub(crate) fn fmt_metrics(m: &BTreeMap<String, f64>) -> String {

@@ -6,20 +6,23 @@ use std::collections::BTreeMap;
 
 use galley_core::ml::Task;
 
-use crate::model::TrainedModel;
+use galley_core::Result;
+
+use crate::formats::Model;
 use crate::prepare::Frame;
 
 /// Probabilities are clipped to [EPS, 1 - EPS] for log loss, as scikit-learn does.
 const LOG_LOSS_EPS: f64 = 1e-15;
 
 /// Classification: accuracy, precision, recall, f1, roc_auc, log_loss (positive class 1).
-/// Regression: rmse, mae, r2.
-pub fn evaluate(model: &TrainedModel, test: &Frame) -> BTreeMap<String, f64> {
-    let scores = model.predict_matrix(&test.x);
-    match model.task() {
-        Task::Classification => classification(&scores, &test.y),
-        Task::Regression => regression(&scores, &test.y),
-    }
+/// Regression: rmse, mae, r2. Scored through the same [`Model`] the endpoint serves, so the
+/// gate judges exactly what is deployed; accuracy and its kin count the model's own labels.
+pub fn evaluate(model: &Model, test: &Frame) -> Result<BTreeMap<String, f64>> {
+    let scored = model.score_matrix(&test.x)?;
+    Ok(match model.task() {
+        Task::Classification => classification(&scored.scores, &scored.labels, &test.y),
+        Task::Regression => regression(&scored.scores, &test.y),
+    })
 }
 
 /// Whether a larger value of `metric` is better (false for error metrics).
@@ -27,15 +30,15 @@ pub fn higher_is_better(metric: &str) -> bool {
     !matches!(metric, "rmse" | "mae" | "mse" | "log_loss")
 }
 
-/// Metrics from scores (probability of class 1) and 0/1 labels.
-pub fn classification(scores: &[f64], y: &[f64]) -> BTreeMap<String, f64> {
+/// Metrics from scores (probability of class 1), the model's 0/1 labels and the true 0/1 labels.
+pub fn classification(scores: &[f64], labels: &[f64], y: &[f64]) -> BTreeMap<String, f64> {
     let mut m = BTreeMap::new();
     if y.is_empty() {
         return m;
     }
     let (mut tp, mut fp, mut tn, mut fneg) = (0.0, 0.0, 0.0, 0.0);
-    for (s, t) in scores.iter().zip(y) {
-        match (*s >= 0.5, *t == 1.0) {
+    for (l, t) in labels.iter().zip(y) {
+        match (*l == 1.0, *t == 1.0) {
             (true, true) => tp += 1.0,
             (true, false) => fp += 1.0,
             (false, false) => tn += 1.0,
@@ -124,7 +127,8 @@ mod tests {
         // tp = 2 (0.9, 0.6), fp = 1 (0.7), tn = 1 (0.2), fn = 1 (0.4)
         let s = [0.9, 0.6, 0.7, 0.2, 0.4];
         let y = [1.0, 1.0, 0.0, 0.0, 1.0];
-        let m = classification(&s, &y);
+        let labels: Vec<f64> = s.iter().map(|s| if *s >= 0.5 { 1.0 } else { 0.0 }).collect();
+        let m = classification(&s, &labels, &y);
         assert!((m["accuracy"] - 0.6).abs() < 1e-12);
         assert!((m["precision"] - 2.0 / 3.0).abs() < 1e-12);
         assert!((m["recall"] - 2.0 / 3.0).abs() < 1e-12);

@@ -480,60 +480,7 @@ impl TrainedModel {
 
     /// Scores rows whose columns are matched to the signature by name, in any order.
     pub fn predict(&self, rows: &Table) -> Result<Vec<f64>> {
-        let inputs = &self.signature.inputs;
-        let unknown: Vec<&str> = rows
-            .columns
-            .iter()
-            .map(|c| c.name.as_str())
-            .filter(|n| !inputs.iter().any(|i| i.name == *n))
-            .collect();
-        let missing: Vec<&str> = inputs
-            .iter()
-            .map(|i| i.name.as_str())
-            .filter(|n| rows.column_index(n).is_none())
-            .collect();
-        if !missing.is_empty() || !unknown.is_empty() {
-            let mut parts = Vec::new();
-            if !missing.is_empty() {
-                parts.push(format!("missing {}", feature_list(&missing)));
-            }
-            if !unknown.is_empty() {
-                parts.push(format!("unknown {}", feature_list(&unknown)));
-            }
-            return Err(Error::invalid(format!(
-                "{}; the model expects: {}",
-                parts.join("; "),
-                inputs
-                    .iter()
-                    .map(|i| i.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )));
-        }
-        let positions: Vec<usize> = inputs
-            .iter()
-            .map(|i| rows.column_index(&i.name).expect("checked"))
-            .collect();
-
-        let mut x = vec![0.0; inputs.len()];
-        let mut out = Vec::with_capacity(rows.len());
-        for (r, row) in rows.rows.iter().enumerate() {
-            if row.len() != rows.columns.len() {
-                return Err(Error::invalid(format!(
-                    "row {} has {} values for {} columns",
-                    r + 1,
-                    row.len(),
-                    rows.columns.len()
-                )));
-            }
-            for ((slot, &p), input) in x.iter_mut().zip(&positions).zip(inputs) {
-                *slot = input_value(&row[p], &input.name, input.dtype).map_err(|m| {
-                    Error::new(ErrorKind::InvalidInput, row_context(m, r, rows.len()))
-                })?;
-            }
-            out.push(self.predict_row(&x));
-        }
-        Ok(out)
+        Ok(self.predict_matrix(&ordered_rows(&self.signature, rows)?))
     }
 
     /// The class for a score (threshold 0.5) in classification; the score itself in regression.
@@ -549,6 +496,65 @@ impl TrainedModel {
             Task::Regression => score,
         }
     }
+}
+
+/// Rows whose columns are matched to `signature` by name, in any order, as numbers in the
+/// signature's order: what every model format scores.
+pub fn ordered_rows(signature: &Signature, rows: &Table) -> Result<Vec<Vec<f64>>> {
+    let inputs = &signature.inputs;
+    let unknown: Vec<&str> = rows
+        .columns
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|n| !inputs.iter().any(|i| i.name == *n))
+        .collect();
+    let missing: Vec<&str> = inputs
+        .iter()
+        .map(|i| i.name.as_str())
+        .filter(|n| rows.column_index(n).is_none())
+        .collect();
+    if !missing.is_empty() || !unknown.is_empty() {
+        let mut parts = Vec::new();
+        if !missing.is_empty() {
+            parts.push(format!("missing {}", feature_list(&missing)));
+        }
+        if !unknown.is_empty() {
+            parts.push(format!("unknown {}", feature_list(&unknown)));
+        }
+        return Err(Error::invalid(format!(
+            "{}; the model expects: {}",
+            parts.join("; "),
+            inputs
+                .iter()
+                .map(|i| i.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let positions: Vec<usize> = inputs
+        .iter()
+        .map(|i| rows.column_index(&i.name).expect("checked"))
+        .collect();
+
+    let mut out = Vec::with_capacity(rows.len());
+    for (r, row) in rows.rows.iter().enumerate() {
+        if row.len() != rows.columns.len() {
+            return Err(Error::invalid(format!(
+                "row {} has {} values for {} columns",
+                r + 1,
+                row.len(),
+                rows.columns.len()
+            )));
+        }
+        let mut x = vec![0.0; inputs.len()];
+        for ((slot, &p), input) in x.iter_mut().zip(&positions).zip(inputs) {
+            *slot = input_value(&row[p], &input.name, input.dtype).map_err(|m| {
+                Error::new(ErrorKind::InvalidInput, row_context(m, r, rows.len()))
+            })?;
+        }
+        out.push(x);
+    }
+    Ok(out)
 }
 
 fn feature_list(names: &[&str]) -> String {

@@ -73,7 +73,7 @@ fn logistic_regression_learns_wine_quality() {
         &p.signature,
     )
     .unwrap();
-    let m = evaluate(&model, &p.test);
+    let m = evaluate(&galley_ml::Model::from(model.clone()), &p.test).unwrap();
     eprintln!("logistic_regression on wine: {m:?}");
     assert!(m["accuracy"] > 0.65, "accuracy {m:?}");
     assert!(m["roc_auc"] > 0.7, "roc_auc {m:?}");
@@ -111,7 +111,7 @@ fn decision_tree_learns_wine_quality_and_scores_are_probabilities() {
         &p.signature,
     )
     .unwrap();
-    let m = evaluate(&model, &p.test);
+    let m = evaluate(&galley_ml::Model::from(model.clone()), &p.test).unwrap();
     eprintln!("decision_tree on wine: {m:?}");
     assert!(m["accuracy"] > 0.65, "{m:?}");
     assert!(m["roc_auc"] > 0.7, "{m:?}");
@@ -167,7 +167,7 @@ fn linear_regression_on_diabetes() {
         &p.signature,
     )
     .unwrap();
-    let m = evaluate(&model, &p.test);
+    let m = evaluate(&galley_ml::Model::from(model.clone()), &p.test).unwrap();
     eprintln!("linear_regression on diabetes: {m:?}");
     // The classic OLS fit explains roughly half the variance of this dataset.
     assert!(m["r2"] > 0.3 && m["r2"] < 0.8, "{m:?}");

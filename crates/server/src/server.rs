@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use galley_core::table::Value;
 use galley_core::{Error, ErrorKind, Result};
-use galley_ml::TrainedModel;
+use galley_ml::Model;
 use serde::Serialize;
 use subtle::ConstantTimeEq;
 
@@ -40,7 +40,7 @@ const MAX_SCHEDULE: u64 = 10_000;
 struct LiveVariant {
     name: Arc<str>,
     header: HeaderValue,
-    model: TrainedModel,
+    model: Model,
     /// The model's inputs are exactly the endpoint's signature, all numeric: rows can go to
     /// `predict_matrix` as parsed.
     matrix_ok: bool,
@@ -72,7 +72,7 @@ impl Live {
                     v.model_path.display()
                 ))
             })?;
-            let model = TrainedModel::from_bytes(&bytes).map_err(|e| {
+            let model = Model::from_bytes(&bytes).map_err(|e| {
                 Error::new(
                     e.kind(),
                     format!("variant `{}` ({}): {e}", v.name, v.model_path.display()),
@@ -453,11 +453,11 @@ async fn score(
     (response, Some(counters))
 }
 
-/// Scores `rows` (in signature order) with one variant and maps scores to labels.
+/// Scores `rows` (in signature order) with one variant: the labels (regression: values).
 fn predict(variant: &LiveVariant, sig: &SignatureIndex, rows: &Rows) -> Result<Vec<f64>> {
     let model = &variant.model;
-    let scores = match rows {
-        Rows::Numeric(m) if variant.matrix_ok => model.predict_matrix(m),
+    match rows {
+        Rows::Numeric(m) if variant.matrix_ok => model.labels_matrix(m),
         Rows::Numeric(m) => {
             let table = scoring::to_table(
                 m.iter()
@@ -474,11 +474,10 @@ fn predict(variant: &LiveVariant, sig: &SignatureIndex, rows: &Rows) -> Result<V
                     .collect(),
                 sig,
             );
-            model.predict(&table)?
+            model.labels(&table)
         }
-        Rows::Values(v) => model.predict(&scoring::to_table(v.clone(), sig))?,
-    };
-    Ok(scores.into_iter().map(|s| model.label(s)).collect())
+        Rows::Values(v) => model.labels(&scoring::to_table(v.clone(), sig)),
+    }
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {

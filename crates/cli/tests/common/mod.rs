@@ -10,6 +10,8 @@ use serde_json::Value;
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub blueprint: PathBuf,
+    /// Set for every `galley` this project runs.
+    pub env: Vec<(String, String)>,
 }
 
 impl Project {
@@ -20,11 +22,25 @@ impl Project {
         Project::with_text(name, &edit(text))
     }
 
+    /// A project that is a copy of `examples/<dir>/`, whose blueprint is `blueprint.yaml`.
+    pub fn from_example(dir: &str) -> Project {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples").join(dir);
+        let tmp = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir(&src).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_type().unwrap().is_file() {
+                std::fs::copy(entry.path(), tmp.path().join(entry.file_name())).unwrap();
+            }
+        }
+        let blueprint = tmp.path().join("blueprint.yaml");
+        Project { dir: tmp, blueprint, env: Vec::new() }
+    }
+
     pub fn with_text(name: &str, text: &str) -> Project {
         let dir = tempfile::tempdir().unwrap();
         let blueprint = dir.path().join(name);
         std::fs::write(&blueprint, text).unwrap();
-        Project { dir, blueprint }
+        Project { dir, blueprint, env: Vec::new() }
     }
 
     pub fn path(&self) -> &Path {
@@ -37,6 +53,7 @@ impl Project {
         let (cmd, rest) = args.split_first().unwrap();
         let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_galley"));
         c.current_dir(self.path()).arg(cmd).arg(&self.blueprint).args(rest).env_remove("GALLEY_OUTPUT").env("NO_COLOR", "1");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.output().unwrap()
     }
 
