@@ -42,7 +42,7 @@ def load(path):
 def serving_rows(records):
     by = {}
     for r in records:
-        if r["bench"] == "serving":
+        if r["bench"] == "serving" and r["system"] in ("galley", "mlflow", "hyper"):
             by.setdefault((r["rows"], r["connections"]), {})[r["system"]] = r["wrk"]
     rows = []
     for (n, c), systems in sorted(by.items()):
@@ -55,6 +55,18 @@ def serving_rows(records):
             "galley_vs_hyper": ratio(rps(g), rps(h)),
         })
     return rows
+
+
+def byo_rows(records):
+    """The team's own model (examples/sklearn): Galley serving its ONNX export vs `mlflow models
+    serve` of the same fitted scikit-learn pipeline."""
+    by = {}
+    for r in records:
+        if r["bench"] == "serving" and r["system"] in ("galley-onnx", "mlflow-sklearn"):
+            by.setdefault((r["rows"], r["connections"]), {})[r["system"]] = r["wrk"]
+    return [{"rows": n, "connections": c, "galley": s.get("galley-onnx"), "mlflow": s.get("mlflow-sklearn"),
+             "galley_vs_mlflow": ratio((s.get("galley-onnx") or {}).get("rps"), (s.get("mlflow-sklearn") or {}).get("rps"))}
+            for (n, c), s in sorted(by.items())]
 
 
 def one(records, bench, system):
@@ -96,7 +108,7 @@ def goals(serving, tracking, features, plan):
     return out
 
 
-def markdown(meta, serving, tracking, features, plan, goal_rows):
+def markdown(meta, serving, tracking, features, plan, goal_rows, byo=()):
     lines = [
         f"# Galley benchmarks ({meta['mode']} run)",
         "",
@@ -124,6 +136,20 @@ def markdown(meta, serving, tracking, features, plan, goal_rows):
                   for w in [s[name]] if w and (w["socket_errors"] or w["non_2xx"])]
         for n, c, name, se, bad in errors:
             lines.append(f"\n**{name}, {n} rows, {c} connections: {se} socket errors, {bad} non-2xx answers.**")
+        lines.append("")
+    if byo:
+        lines += ["## Serving your own model (examples/sklearn: scaler + logistic regression)", "",
+                  "Galley serves the ONNX export in-process with ONNX Runtime; MLflow serves the same fitted",
+                  "pipeline (`mlflow models serve`, the sklearn flavor). Same requests, same machine, back to back.", "",
+                  "| rows/req | conns | Galley (ONNX) req/s | p50 ms | p99 ms | MLflow (sklearn) req/s | p50 ms | p99 ms "
+                  "| Galley ÷ MLflow |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for s in byo:
+            g, m = s["galley"] or {}, s["mlflow"] or {}
+            lines.append(
+                f"| {s['rows']} | {s['connections']} | {fmt_num(g.get('rps'))} | {fmt_ms(g.get('p50_us'))} "
+                f"| {fmt_ms(g.get('p99_us'))} | {fmt_num(m.get('rps'))} | {fmt_ms(m.get('p50_us'))} "
+                f"| {fmt_ms(m.get('p99_us'))} | {fmt_ratio(s['galley_vs_mlflow'])} |")
         lines.append("")
     g, m = tracking["galley"] or {}, tracking["mlflow"] or {}
     lines += ["## Tracking ingest (in-process, SQLite, batches of 1,000)", "",
@@ -187,13 +213,14 @@ def main():
                 "ratio": ratio((fg or {}).get("lookups_per_s"), (ff or {}).get("lookups_per_s"))}
     plan = (peer("plan", "galley") or {}).get("plans", [])
     goal_rows = goals(serving, tracking, features, plan)
-    md = markdown(meta, serving, tracking, features, plan, goal_rows)
+    byo = byo_rows(records)
+    md = markdown(meta, serving, tracking, features, plan, goal_rows, byo)
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "results.md"), "w") as f:
         f.write(md + "\n")
     with open(os.path.join(a.out, "results.json"), "w") as f:
         json.dump({"meta": meta, "serving": serving, "tracking": tracking, "features": features,
-                   "plan": plan, "goals": goal_rows, "mlflow_model": peer("train", "mlflow")}, f, indent=2)
+                   "plan": plan, "goals": goal_rows, "serving_own_model": byo, "mlflow_model": peer("train", "mlflow")}, f, indent=2)
     print(md)
 
 

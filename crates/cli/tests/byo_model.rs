@@ -1,4 +1,5 @@
-//! Bring your own model: the user's training code (`examples/sklearn`, `examples/lightgbm`)
+//! Bring your own model: the user's training code (`examples/sklearn`, `examples/lightgbm`,
+//! `examples/mlflow`)
 //! through `galley run` on `local`: uv builds its environment, it runs under SageMaker's
 //! script-mode contract, its ONNX model is gated, registered and served by Galley's endpoint —
 //! and the endpoint answers what the library itself answers on the held-out rows.
@@ -95,6 +96,12 @@ fn served_like_the_library(example: &str) {
     let got_labels: Vec<f64> = serde_json::from_value(served["predictions"].clone()).unwrap();
     assert_eq!(got_labels, want_labels, "the endpoint's labels are the library's on every held-out row");
 
+    // And its probabilities, asked for as MLflow's docs ask a pyfunc model: `[[p(0), p(1)], …]`.
+    let proba = invoke(url, &json!({ "dataframe_split": { "columns": features, "data": test_x }, "params": { "predict_method": "predict_proba" } }));
+    let pairs: Vec<[f64; 2]> = serde_json::from_value(proba["predictions"].clone()).unwrap();
+    let worst_served = pairs.iter().zip(&want_proba).map(|(p, w)| (p[1] - w).abs().max((p[0] - (1.0 - w)).abs())).fold(0.0, f64::max);
+    assert!(worst_served <= PROBA_TOLERANCE, "served probabilities differ from the library's by up to {worst_served}");
+
     // The registered model, scored by the scorer the endpoint and `evaluate` use.
     let registered = find(&objects, "/model.onnx");
     let model = galley_ml::Model::from_bytes(&std::fs::read(&registered).unwrap()).unwrap();
@@ -123,6 +130,12 @@ fn served_like_the_library(example: &str) {
 #[test]
 fn sklearn_pipeline_served_like_scikit_learn() {
     served_like_the_library("sklearn");
+}
+
+/// The same scikit-learn pipeline, saved by the script as an MLflow model (ONNX flavor).
+#[test]
+fn mlflow_model_directory_served_like_scikit_learn() {
+    served_like_the_library("mlflow");
 }
 
 #[test]

@@ -53,6 +53,8 @@ pub(crate) struct ScriptOutput {
     pub model: Vec<u8>,
     /// Where in the model directory it was found, for the log.
     pub found: String,
+    /// The input columns an MLflow model's signature names, in order (none for a bare ONNX file).
+    pub signature_columns: Option<Vec<String>>,
     pub metrics: Vec<(String, f64)>,
     /// `output/data` files, by path relative to it.
     pub outputs: Vec<(String, Vec<u8>)>,
@@ -167,10 +169,10 @@ pub(crate) async fn run(job: &ScriptJob<'_>, log: &dyn StepLogger) -> Result<Scr
         };
         return Err(Error::invalid(format!("training command `{}` failed ({status}); {why}", job.command)));
     }
-    let (model, found) = read_model(&paths.model)?;
+    let (model, found, signature_columns) = read_model(&paths.model)?;
     log.line(&format!("training command finished in {:.1} s; model {found} ({} bytes)", started.elapsed().as_secs_f64(), model.len()));
     let outputs = read_outputs(&paths.output_data)?;
-    Ok(ScriptOutput { model, found, metrics, outputs })
+    Ok(ScriptOutput { model, found, signature_columns, metrics, outputs })
 }
 
 /// `/opt/ml` under the job directory.
@@ -272,15 +274,19 @@ fn parse_metric(line: &str) -> Option<(String, f64)> {
     (ok && value.is_finite()).then(|| (format!("training.{name}"), value))
 }
 
-/// `model.onnx`, else an MLflow model's ONNX flavor file.
-fn read_model(dir: &Path) -> Result<(Vec<u8>, String)> {
-    let onnx = dir.join("model.onnx");
-    if onnx.is_file() {
-        return Ok((std::fs::read(&onnx)?, "model.onnx".into()));
-    }
+/// An MLflow model's `MLmodel` (YAML): the onnx flavor's file, every flavor's name, and the
+/// input columns its signature names.
+struct MlModel {
+    onnx_file: Option<String>,
+    flavors: Vec<String>,
+    columns: Option<Vec<String>>,
+}
+
+/// `MLmodel` first (an MLflow model directory also holds a `model.onnx`), else `model.onnx`.
+fn read_model(dir: &Path) -> Result<(Vec<u8>, String, Option<Vec<String>>)> {
     let mlmodel = dir.join("MLmodel");
     if mlmodel.is_file() {
-        let (file, flavors) = mlflow_onnx_file(&std::fs::read_to_string(&mlmodel)?)?;
+        let MlModel { onnx_file: file, flavors, columns } = mlflow_model(&std::fs::read_to_string(&mlmodel)?)?;
         let Some(file) = file else {
             return Err(Error::unsupported(format!(
                 "the training command wrote an MLflow model of flavor(s) {}; Galley serves MLflow models with the `onnx` flavor \
@@ -291,7 +297,11 @@ fn read_model(dir: &Path) -> Result<(Vec<u8>, String)> {
         };
         let path = dir.join(&file);
         let bytes = std::fs::read(&path).map_err(|e| Error::invalid(format!("the MLflow model's onnx flavor names `{file}`, which cannot be read: {e}")))?;
-        return Ok((bytes, format!("MLmodel (onnx flavor, {file})")));
+        return Ok((bytes, format!("MLmodel (onnx flavor, {file})"), columns));
+    }
+    let onnx = dir.join("model.onnx");
+    if onnx.is_file() {
+        return Ok((std::fs::read(&onnx)?, "model.onnx".into(), None));
     }
     let found: Vec<String> = std::fs::read_dir(dir)?.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     Err(Error::invalid(format!(
@@ -301,8 +311,7 @@ fn read_model(dir: &Path) -> Result<(Vec<u8>, String)> {
     )))
 }
 
-/// The `data` file of the `onnx` flavor in an `MLmodel` (YAML), and every flavor's name.
-fn mlflow_onnx_file(text: &str) -> Result<(Option<String>, Vec<String>)> {
+fn mlflow_model(text: &str) -> Result<MlModel> {
     use yaml_rust2::{Yaml, YamlLoader};
     let docs = YamlLoader::load_from_str(text).map_err(|e| Error::invalid(format!("the model's MLmodel file is not YAML: {e}")))?;
     let flavors = docs.first().map(|d| &d["flavors"]).filter(|f| !f.is_badvalue());
@@ -311,7 +320,18 @@ fn mlflow_onnx_file(text: &str) -> Result<(Option<String>, Vec<String>)> {
     };
     let names = flavors.keys().filter_map(|k| k.as_str().map(str::to_owned)).collect();
     let file = flavors.get(&Yaml::String("onnx".into())).and_then(|f| f["data"].as_str().map(str::to_owned));
-    Ok((file, names))
+    // `signature.inputs` is JSON inside the YAML: a column-based signature is a list of
+    // `{"name", "type"}`; a tensor-based one has no names, and says nothing about columns.
+    let columns = match docs[0]["signature"]["inputs"].as_str() {
+        Some(json) => {
+            let specs: Vec<serde_json::Value> = serde_json::from_str(json)
+                .map_err(|e| Error::invalid(format!("the MLmodel signature's `inputs` is not JSON: {e}")))?;
+            let names: Option<Vec<String>> = specs.iter().map(|c| c["name"].as_str().map(str::to_owned)).collect();
+            names.filter(|n| !n.is_empty())
+        }
+        None => None,
+    };
+    Ok(MlModel { onnx_file: file, flavors: names, columns })
 }
 
 fn read_outputs(dir: &Path) -> Result<Vec<(String, Vec<u8>)>> {
@@ -490,10 +510,13 @@ mod tests {
     #[test]
     fn mlmodel_onnx_flavor() {
         let text = "artifact_path: model\nflavors:\n  onnx:\n    data: model.onnx\n    onnx_version: 1.17.0\n  python_function:\n    loader_module: mlflow.onnx\n";
-        let (file, names) = mlflow_onnx_file(text).unwrap();
-        assert_eq!(file.as_deref(), Some("model.onnx"));
-        assert_eq!(names, vec!["onnx", "python_function"]);
-        let (file, _) = mlflow_onnx_file("flavors:\n  sklearn:\n    pickled_model: model.pkl\n").unwrap();
-        assert_eq!(file, None);
+        let m = mlflow_model(text).unwrap();
+        assert_eq!(m.onnx_file.as_deref(), Some("model.onnx"));
+        assert_eq!(m.flavors, vec!["onnx", "python_function"]);
+        assert_eq!(m.columns, None);
+        let m = mlflow_model("flavors:\n  sklearn:\n    pickled_model: model.pkl\n").unwrap();
+        assert_eq!(m.onnx_file, None);
+        let signed = format!("{text}signature:\n  inputs: '[{{\"type\": \"double\", \"name\": \"alcohol\", \"required\": true}}, {{\"type\": \"double\", \"name\": \"ph\"}}]'\n");
+        assert_eq!(mlflow_model(&signed).unwrap().columns, Some(vec!["alcohol".to_owned(), "ph".to_owned()]));
     }
 }

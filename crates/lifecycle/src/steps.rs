@@ -509,6 +509,16 @@ impl Lifecycle {
             max_runtime,
         };
         let mut out = crate::script::run(&job, log).await?;
+        if let Some(columns) = &out.signature_columns
+            && *columns != doc.features
+        {
+            return Err(Error::invalid(format!(
+                "the MLflow model's signature takes the columns {}, but the prepared data has {} (in this order); \
+                 log it with `infer_signature` on the channel's features",
+                columns.join(", "),
+                doc.features.join(", ")
+            )));
+        }
         let (model, tagged) = galley_ml::OnnxModel::adopt(&out.model, &doc.signature, self.bp.data.task)
             .map_err(|e| match e.kind() {
                 galley_core::ErrorKind::Unsupported => e,

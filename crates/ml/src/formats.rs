@@ -70,6 +70,11 @@ impl Model {
         }
     }
 
+    /// Scores and labels for rows whose columns are matched to the signature by name.
+    pub fn scores(&self, rows: &Table) -> Result<Scores> {
+        self.score_matrix(&ordered_rows(self.signature(), rows)?)
+    }
+
     /// Labels for rows whose columns are matched to the signature by name, in any order.
     pub fn labels(&self, rows: &Table) -> Result<Vec<f64>> {
         self.labels_matrix(&ordered_rows(self.signature(), rows)?)

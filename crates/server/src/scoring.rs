@@ -78,7 +78,24 @@ pub enum Input<'a> {
 }
 
 /// Decodes a request body. Malformed JSON and unknown or missing format keys are `BadInput`.
-pub fn parse_request(body: &[u8]) -> Result<Input<'_>, BadInput> {
+/// What a request asks for: the labels (MLflow's `predict`, the default) or, for a classifier,
+/// the class probabilities (`"params": {"predict_method": "predict_proba"}`, the parameter
+/// MLflow's documentation gives a pyfunc model for it), answered as `[[p(0), p(1)], …]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Answer {
+    #[default]
+    Labels,
+    Probabilities,
+}
+
+/// A decoded JSON body: its rows and what it asks for.
+#[derive(Debug)]
+pub struct Parsed<'a> {
+    pub input: Input<'a>,
+    pub answer: Answer,
+}
+
+pub fn parse_request(body: &[u8]) -> Result<Parsed<'_>, BadInput> {
     let request: Request<'_> = serde_json::from_slice(body)
         .map_err(|e| BadInput(format!("Failed to parse input from JSON: {e}")))?;
     let accepted = ACCEPTED_FORMATS.join(", ");
@@ -92,10 +109,23 @@ pub fn parse_request(body: &[u8]) -> Result<Input<'_>, BadInput> {
             received.join(", ")
         ));
     }
+    let answer = match request.predict_method.as_deref() {
+        None | Some("predict") => Answer::Labels,
+        Some("predict_proba") => Answer::Probabilities,
+        Some(other) => return bad(format!("params.predict_method `{other}` is not one of predict, predict_proba")),
+    };
     match request.input {
-        Some(input) => Ok(input),
+        Some(input) => Ok(Parsed { input, answer }),
         None => bad(format!("Invalid input: expected one of {accepted}")),
     }
+}
+
+/// The `params` of a request: only `predict_method` means something here; the rest is
+/// accepted and ignored, as MLflow's server passes params to a model that may not read them.
+#[derive(Deserialize)]
+struct Params {
+    #[serde(default)]
+    predict_method: Option<String>,
 }
 
 /// Decodes a `text/csv` body, as MLflow's scoring server and SageMaker's CSV serializers send
@@ -149,6 +179,7 @@ struct Request<'a> {
     input: Option<Input<'a>>,
     found: Vec<&'static str>,
     unknown: Vec<String>,
+    predict_method: Option<String>,
 }
 
 impl<'de> Deserialize<'de> for Request<'de> {
@@ -164,6 +195,7 @@ impl<'de> Deserialize<'de> for Request<'de> {
                     input: None,
                     found: Vec::new(),
                     unknown: Vec::new(),
+                    predict_method: None,
                 };
                 while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                     match key.as_ref() {
@@ -191,7 +223,8 @@ impl<'de> Deserialize<'de> for Request<'de> {
                             req.input = Some(tensor.0);
                         }
                         "params" => {
-                            map.next_value::<IgnoredAny>()?;
+                            let params: Option<Params> = map.next_value()?;
+                            req.predict_method = params.and_then(|p| p.predict_method);
                         }
                         other => {
                             req.unknown.push(other.to_owned());
@@ -721,7 +754,7 @@ fn columnar_rows<T: CellConvert>(
 /// signature's column order (what `galley predict` sends on).
 pub fn decode_table(body: &[u8], signature: &Signature) -> Result<Table, BadInput> {
     let sig = SignatureIndex::new(signature);
-    let rows = to_rows::<Value>(parse_request(body)?, &sig)?;
+    let rows = to_rows::<Value>(parse_request(body)?.input, &sig)?;
     Ok(to_table(rows, &sig))
 }
 
@@ -736,6 +769,17 @@ pub fn to_table(rows: Vec<Vec<Value>>, sig: &SignatureIndex) -> Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn params_ask_for_labels_or_probabilities() {
+        let answer = |body: &str| parse_request(body.as_bytes()).map(|p| p.answer);
+        assert_eq!(answer(r#"{"inputs": [[1.0]]}"#).unwrap(), Answer::Labels);
+        assert_eq!(answer(r#"{"inputs": [[1.0]], "params": {"predict_method": "predict"}}"#).unwrap(), Answer::Labels);
+        assert_eq!(answer(r#"{"params": {"predict_method": "predict_proba", "other": 1}, "inputs": [[1.0]]}"#).unwrap(), Answer::Probabilities);
+        assert_eq!(answer(r#"{"inputs": [[1.0]], "params": null}"#).unwrap(), Answer::Labels);
+        let e = answer(r#"{"inputs": [[1.0]], "params": {"predict_method": "decision_function"}}"#).unwrap_err();
+        assert_eq!(e.0, "params.predict_method `decision_function` is not one of predict, predict_proba");
+    }
 
     #[test]
     fn csv_bodies_with_and_without_a_header_give_the_same_rows() {
@@ -763,7 +807,7 @@ mod tests {
     }
 
     fn rows(body: &str) -> Result<Vec<Vec<f64>>, BadInput> {
-        to_rows::<f64>(parse_request(body.as_bytes())?, &sig())
+        to_rows::<f64>(parse_request(body.as_bytes())?.input, &sig())
     }
 
     #[test]
@@ -820,7 +864,7 @@ mod tests {
             output: None,
         });
         assert!(!sig.all_numeric);
-        let input = parse_request(br#"{"dataframe_records": [{"s":"a\"b","x":3}]}"#).unwrap();
+        let input = parse_request(br#"{"dataframe_records": [{"s":"a\"b","x":3}]}"#).unwrap().input;
         let rows: Vec<Vec<Value>> = to_rows(input, &sig).unwrap();
         assert_eq!(
             rows,

@@ -29,7 +29,7 @@ use crate::capture::METRICS_PROM;
 use crate::config::{ServerConfig, ServerState, VariantConfig};
 use crate::metrics::{Metrics, VariantCounters, escape};
 use crate::recorder::{Entry, Recorder, Rows};
-use crate::scoring::{self, BadInput, SignatureIndex};
+use crate::scoring::{self, Answer, BadInput, SignatureIndex};
 
 /// Batches larger than this are scored on the blocking pool so they never stall the reactor.
 const BLOCKING_ROWS: usize = 2048;
@@ -371,10 +371,10 @@ async fn score(
     let live = state.live.load_full();
     let parsed = match format {
         BodyFormat::Json => scoring::parse_request(&body),
-        BodyFormat::Csv => scoring::parse_csv_request(&body, &live.sig),
+        BodyFormat::Csv => scoring::parse_csv_request(&body, &live.sig).map(|input| scoring::Parsed { input, answer: Answer::Labels }),
     };
-    let input = match parsed {
-        Ok(i) => i,
+    let (input, answer) = match parsed {
+        Ok(p) => (p.input, p.answer),
         Err(BadInput(m)) => return (bad_request(&m), None),
     };
     let rows = if live.sig.all_numeric {
@@ -396,7 +396,7 @@ async fn score(
     let predicted = if n_rows > BLOCKING_ROWS {
         let live = live.clone();
         match tokio::task::spawn_blocking(move || {
-            let p = predict(&live.variants[vi], &live.sig, &rows);
+            let p = predict(&live.variants[vi], &live.sig, &rows, answer);
             (p, rows)
         })
         .await
@@ -405,10 +405,10 @@ async fn score(
             Err(e) => Err(Error::internal(format!("scoring task failed: {e}"))),
         }
     } else {
-        predict(&live.variants[vi], &live.sig, &rows).map(|p| (p, rows))
+        predict(&live.variants[vi], &live.sig, &rows, answer).map(|p| (p, rows))
     };
     let variant = &live.variants[vi];
-    let (predictions, rows) = match predicted {
+    let (scored, rows) = match predicted {
         Ok(p) => p,
         Err(e) if e.kind() == ErrorKind::InvalidInput => {
             return (bad_request(e.message()), Some(counters));
@@ -424,13 +424,17 @@ async fn score(
     };
 
     #[derive(Serialize)]
-    struct Predictions<'a> {
-        predictions: &'a [f64],
+    struct Predictions<'a, T> {
+        predictions: &'a [T],
     }
-    let body = serde_json::to_vec(&Predictions {
-        predictions: &predictions,
-    })
-    .unwrap_or_default();
+    let (body, predictions) = match scored {
+        Scored::Labels(labels) => (serde_json::to_vec(&Predictions { predictions: &labels }), labels),
+        Scored::Probabilities(s) => {
+            let pairs: Vec<[f64; 2]> = s.scores.iter().map(|p| [1.0 - p, *p]).collect();
+            (serde_json::to_vec(&Predictions { predictions: &pairs }), s.labels)
+        }
+    };
+    let body = body.unwrap_or_default();
     let mut response = Response::new(Body::from(body));
     let headers = response.headers_mut();
     headers.insert(
@@ -453,13 +457,31 @@ async fn score(
     (response, Some(counters))
 }
 
-/// Scores `rows` (in signature order) with one variant: the labels (regression: values).
-fn predict(variant: &LiveVariant, sig: &SignatureIndex, rows: &Rows) -> Result<Vec<f64>> {
+/// What a variant answered: labels (regression: values), or for `predict_proba` the scores
+/// with the labels the inference log records either way.
+enum Scored {
+    Labels(Vec<f64>),
+    Probabilities(galley_ml::Scores),
+}
+
+/// Scores `rows` (in signature order) with one variant.
+fn predict(variant: &LiveVariant, sig: &SignatureIndex, rows: &Rows, answer: Answer) -> Result<Scored> {
     let model = &variant.model;
+    if answer == Answer::Probabilities && model.task() != galley_ml::Task::Classification {
+        return Err(Error::invalid("`predict_method: predict_proba` asks a classifier for probabilities; this model is a regressor"));
+    }
+    let matrix = |m: &[Vec<f64>]| match answer {
+        Answer::Labels => model.labels_matrix(m).map(Scored::Labels),
+        Answer::Probabilities => model.score_matrix(m).map(Scored::Probabilities),
+    };
+    let table = |t: &galley_core::Table| match answer {
+        Answer::Labels => model.labels(t).map(Scored::Labels),
+        Answer::Probabilities => model.scores(t).map(Scored::Probabilities),
+    };
     match rows {
-        Rows::Numeric(m) if variant.matrix_ok => model.labels_matrix(m),
+        Rows::Numeric(m) if variant.matrix_ok => matrix(m),
         Rows::Numeric(m) => {
-            let table = scoring::to_table(
+            let t = scoring::to_table(
                 m.iter()
                     .map(|r| {
                         r.iter()
@@ -474,9 +496,9 @@ fn predict(variant: &LiveVariant, sig: &SignatureIndex, rows: &Rows) -> Result<V
                     .collect(),
                 sig,
             );
-            model.labels(&table)
+            table(&t)
         }
-        Rows::Values(v) => model.labels(&scoring::to_table(v.clone(), sig)),
+        Rows::Values(v) => table(&scoring::to_table(v.clone(), sig)),
     }
 }
 
