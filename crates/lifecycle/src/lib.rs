@@ -123,6 +123,16 @@ impl Lifecycle {
                 )));
             }
         }
+        if let Some(t) = &self.bp.stages.training
+            && t.command.is_some()
+        {
+            // The bundle carries the blueprint and the data, not the code directory, and Galley's
+            // step image has no Python: the step container could not run the command.
+            return Err(Error::unsupported(
+                "`training.command` runs your code on this machine, and the platform's step containers do not carry it yet; \
+                 run the steps in this process with `galley run --local-steps`",
+            ));
+        }
         let (key, _) = remote::RunBundle::write(&self.bp, &self.blueprint_hash, &self.project_dir, pipeline, omitted, &*self.stages.artifacts).await?;
         Ok(key.as_str().to_owned())
     }
