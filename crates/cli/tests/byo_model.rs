@@ -61,6 +61,10 @@ fn invoke(url: &str, body: &Value) -> Value {
 /// Runs an example end to end and checks the endpoint against the library.
 fn served_like_the_library(example: &str) {
     let p = byo_project(example);
+    // The plan says the user's code trains, where and how.
+    let (_, plan) = p.galley_json(&["plan"]);
+    let train = plan["lifecycle"].as_array().unwrap().iter().find(|a| a["action"] == "run_training_command").unwrap_or_else(|| panic!("{plan}"));
+    assert_eq!((train["command"].as_str(), train["requirements"].as_str()), (Some("python train.py"), Some("requirements.txt")), "{train}");
     ok(&p.galley(&["apply", "--auto-approve"]));
     let (code, run) = p.galley_json(&["run"]);
     assert_eq!(code, 0, "{run}");
@@ -114,6 +118,10 @@ fn served_like_the_library(example: &str) {
     let library_auc = galley_ml::metrics::roc_auc(&want_proba, &y).unwrap();
     assert!((r["metrics"]["roc_auc"].as_f64().unwrap() - library_auc).abs() < 1e-4, "{} vs {library_auc}", r["metrics"]["roc_auc"]);
     eprintln!("{example}: {} held-out rows, labels equal, probabilities within {worst:.2e}", test_x.len());
+
+    // What the script printed is kept for the experiment run, metric lines included.
+    let log = std::fs::read_to_string(find(&objects, "/training.log")).unwrap();
+    assert!(log.contains("galley.metric train_accuracy="), "{log}");
 
     // A second run is cached: the code did not change.
     let (_, again) = p.galley_json(&["run"]);

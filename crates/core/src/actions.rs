@@ -43,6 +43,16 @@ pub enum LifecycleAction {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         runs_on: Option<String>,
     },
+    /// `training.command`: the train step runs the user's code here, under SageMaker's
+    /// script-mode contract, in a uv environment when `requirements` is set.
+    RunTrainingCommand {
+        command: String,
+        code: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requirements: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_runtime: Option<String>,
+    },
     /// `compute: managed`: the train step runs as the platform's training job, which is billed.
     SubmitTrainingJob { platform: String, image: String, instance_type: Option<String>, max_runtime: String },
 }
@@ -60,6 +70,11 @@ impl LifecycleAction {
             }
             LifecycleAction::AttachMonitor { endpoint, method, threshold } => {
                 format!("attach {method} monitor (threshold {threshold}) to endpoint `{endpoint}`")
+            }
+            LifecycleAction::RunTrainingCommand { command, code, requirements, max_runtime } => {
+                let env = requirements.as_deref().map(|r| format!(" in a uv environment from {r}")).unwrap_or_default();
+                let stop = max_runtime.as_deref().map(|m| format!(", stopped after {m}")).unwrap_or_default();
+                format!("train with your code: `{command}` in {code}{env}{stop}; its model.onnx is checked against the prepared data")
             }
             LifecycleAction::SubmitTrainingJob { platform, image, instance_type, max_runtime } => {
                 let on = instance_type.as_deref().unwrap_or("the platform's default instance");

@@ -80,7 +80,14 @@ pub fn plan_actions(bp: &Blueprint, registry: &Capabilities, observed: &Observed
         parameters: BTreeMap::new(),
         runs_on,
     });
-    if training.compute == Compute::Managed {
+    if let Some(command) = &training.command {
+        actions.push(LifecycleAction::RunTrainingCommand {
+            command: command.clone(),
+            code: training.code.clone().unwrap_or_else(|| ".".into()),
+            requirements: training.requirements.clone(),
+            max_runtime: training.max_runtime.clone(),
+        });
+    } else if training.compute == Compute::Managed {
         actions.push(LifecycleAction::SubmitTrainingJob {
             platform: bp.stage_platform(Stage::Training).to_string(),
             image: training.image.clone().unwrap_or_default(),

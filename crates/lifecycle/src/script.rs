@@ -30,6 +30,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 pub const METRIC_PREFIX: &str = "galley.metric ";
 /// How much of the failure file and of the output's tail an error quotes.
 const QUOTED: usize = 2000;
+/// The script's output kept for the experiment run, at most this much (the start is dropped).
+const MAX_LOG_BYTES: usize = 4 << 20;
 /// Output files kept beside the model (SageMaker's `output.tar.gz`), at most this much in all.
 const MAX_OUTPUT_BYTES: u64 = 256 << 20;
 
@@ -58,6 +60,8 @@ pub(crate) struct ScriptOutput {
     pub metrics: Vec<(String, f64)>,
     /// `output/data` files, by path relative to it.
     pub outputs: Vec<(String, Vec<u8>)>,
+    /// Everything the script printed (stdout and stderr, interleaved as read), for the run.
+    pub log: String,
 }
 
 pub(crate) async fn run(job: &ScriptJob<'_>, log: &dyn StepLogger) -> Result<ScriptOutput> {
@@ -114,11 +118,21 @@ pub(crate) async fn run(job: &ScriptJob<'_>, log: &dyn StepLogger) -> Result<Scr
     let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
     let mut metrics = Vec::new();
     let mut tail: Vec<String> = Vec::new();
+    let mut full_log = String::new();
     let mut seen = |line: String, metrics: &mut Vec<(String, f64)>| {
         if let Some(m) = parse_metric(&line) {
             metrics.push(m);
         }
         log.line(&line);
+        full_log.push_str(&line);
+        full_log.push('\n');
+        if full_log.len() > MAX_LOG_BYTES {
+            let mut cut = full_log.len() - MAX_LOG_BYTES / 2;
+            while !full_log.is_char_boundary(cut) {
+                cut += 1;
+            }
+            full_log.replace_range(..cut, "…\n");
+        }
         tail.push(line);
         if tail.len() > 40 {
             tail.remove(0);
@@ -172,7 +186,7 @@ pub(crate) async fn run(job: &ScriptJob<'_>, log: &dyn StepLogger) -> Result<Scr
     let (model, found, signature_columns) = read_model(&paths.model)?;
     log.line(&format!("training command finished in {:.1} s; model {found} ({} bytes)", started.elapsed().as_secs_f64(), model.len()));
     let outputs = read_outputs(&paths.output_data)?;
-    Ok(ScriptOutput { model, found, signature_columns, metrics, outputs })
+    Ok(ScriptOutput { model, found, signature_columns, metrics, outputs, log: full_log })
 }
 
 /// `/opt/ml` under the job directory.

@@ -353,11 +353,17 @@ impl Lifecycle {
                     }
                     self.stages.experiments.log_params(&run, &params).await?;
                     self.stages.experiments.log_artifact(&run, "model", &meta.uri).await?;
-                    if let Some(out) = &script
-                        && !out.metrics.is_empty()
-                    {
-                        let points: Vec<_> = out.metrics.iter().map(|(k, v)| galley_core::stages::Metric::new(k.clone(), *v)).collect();
-                        self.stages.experiments.log_metrics(&run, &points).await?;
+                    if let Some(out) = &script {
+                        if !out.metrics.is_empty() {
+                            let points: Vec<_> = out.metrics.iter().map(|(k, v)| galley_core::stages::Metric::new(k.clone(), *v)).collect();
+                            self.stages.experiments.log_metrics(&run, &points).await?;
+                        }
+                        let log_key = ArtifactKey::new(format!("models/{sha}/training.log"))?;
+                        let stored = artifacts.put_bytes(&log_key, out.log.clone().into_bytes().into()).await?;
+                        self.stages.experiments.log_artifact(&run, "training_log", &stored.uri).await?;
+                        if let Some(uri) = &output_uri {
+                            self.stages.experiments.log_artifact(&run, "training_output", uri).await?;
+                        }
                     }
                 }
                 let trainer = trainer_params(training).into_iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ");
