@@ -306,6 +306,10 @@ fn portability(bp: &Blueprint, c: &mut Checker) {
         if sv.auth.is_some() {
             asks.push((Stage::Serving, Feature::BearerAuth, vec!["stages", "serving", "auth"], "auth".into(), None));
         }
+        // The user's training code writes an ONNX model, which this endpoint must then serve.
+        if s.training.as_ref().is_some_and(|t| t.command.is_some()) {
+            asks.push((Stage::Serving, Feature::OnnxModels, vec!["stages", "training", "command"], "training.command".into(), Some("train with a built-in `algorithm:`, or serve on a platform that serves ONNX".into())));
+        }
         if sv.autoscaling.is_some() {
             asks.push((Stage::Serving, Feature::Autoscaling, vec!["stages", "serving", "autoscaling"], "autoscaling".into(), Some("remove `autoscaling`".into())));
         }

@@ -495,22 +495,33 @@ fn init_creates_the_state_bucket_versioned() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// `training.command` runs the user's code on this machine: a run whose steps would go to
-/// SageMaker Pipelines is refused before any execution starts, naming the way that works.
+/// `training.command` on aws: SageMaker endpoints run Galley's image, which carries no ONNX
+/// Runtime, so validate refuses it where the blueprint serves (naming `local`, which does); and
+/// without serving, a run whose steps would go to SageMaker Pipelines is refused before any
+/// execution starts, naming the way that works.
 #[test]
-fn training_command_with_remote_steps_is_refused_before_starting() {
+fn training_command_on_aws_is_refused_where_it_cannot_run() {
     let Some(url) = moto() else { return };
     let _moto = MOTO.lock().unwrap_or_else(|p| p.into_inner());
     let mut aws = fresh(&url, &url, &[]);
     let text = std::fs::read_to_string(&aws.project.blueprint).unwrap();
-    let text = text.replace(
-        "    algorithm: logistic_regression\n    compute: ${var.compute}\n    image: ${var.image}\n    instance_type: ${var.instance_type}\n",
-        "    command: python3 train.py\n",
-    )
-    // The drift check runs in Galley's image, which this blueprint no longer names.
-    .replace("retrain_on: [schedule, drift]", "retrain_on: [schedule]");
+    let text = text
+        .replace(
+            "    algorithm: logistic_regression\n    compute: ${var.compute}\n    image: ${var.image}\n    instance_type: ${var.instance_type}\n",
+            "    command: python3 train.py\n",
+        )
+        // The drift check runs in Galley's image, which this blueprint no longer names.
+        .replace("retrain_on: [schedule, drift]", "retrain_on: [schedule]");
     assert!(text.contains("command: python3 train.py"), "the shipped aws blueprint's training block changed");
-    std::fs::write(&aws.project.blueprint, text).unwrap();
+    std::fs::write(&aws.project.blueprint, &text).unwrap();
+    let out = aws.galley(&["validate"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("platform `aws` cannot honour serving ONNX models") && err.contains("local"), "{err}");
+
+    let serving = text.find("  serving:\n").unwrap();
+    let platforms = text.find("\nplatforms:").unwrap();
+    std::fs::write(&aws.project.blueprint, format!("{}{}", &text[..serving], &text[platforms..])).unwrap();
     let out = aws.galley(&["apply", "--auto-approve"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = aws.galley(&["run"]);

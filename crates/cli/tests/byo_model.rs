@@ -198,7 +198,7 @@ fn a_script_that_writes_no_model_is_refused() {
 #[test]
 fn a_model_whose_inputs_do_not_match_the_data_is_refused() {
     // A valid ONNX model (one Identity node) whose input takes 3 features, not the 11 prepared.
-    let p = failing_project(&format!("import os\nopen(os.path.join(os.environ['SM_MODEL_DIR'], 'model.onnx'), 'wb').write(bytes({:?}))\n", tiny_onnx(3)), "");
+    let p = failing_project(&format!("import os\nopen(os.path.join(os.environ['SM_MODEL_DIR'], 'model.onnx'), 'wb').write(bytes({:?}))\n", galley_testkit::onnx_models::identity(3)), "");
     fails_at_train(&p, "takes 3 features per row, but the prepared data has");
 }
 
@@ -208,54 +208,4 @@ fn a_script_past_max_runtime_is_stopped() {
     let started = std::time::Instant::now();
     fails_at_train(&p, "ran past `max_runtime` (2s)");
     assert!(started.elapsed().as_secs() < 50, "stopped, not waited out");
-}
-
-/// A minimal ONNX model, `Y = Identity(X)` with X float [N, width], hand-encoded protobuf.
-fn tiny_onnx(width: i64) -> Vec<u8> {
-    fn varint(out: &mut Vec<u8>, mut v: u64) {
-        while v >= 0x80 {
-            out.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        out.push(v as u8);
-    }
-    fn field(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
-        out.push(tag);
-        varint(out, body.len() as u64);
-        out.extend_from_slice(body);
-    }
-    // TypeProto{tensor_type{elem_type=1 (float), shape{dim{dim_param:"N"}, dim{dim_value:width}}}}
-    let mut dim_n = Vec::new();
-    field(&mut dim_n, 0x12, b"N");
-    let mut dim_w = vec![0x08];
-    varint(&mut dim_w, width as u64);
-    let mut shape = Vec::new();
-    field(&mut shape, 0x0a, &dim_n);
-    field(&mut shape, 0x0a, &dim_w);
-    let mut tensor = vec![0x08, 0x01];
-    field(&mut tensor, 0x12, &shape);
-    let mut ty = Vec::new();
-    field(&mut ty, 0x0a, &tensor);
-    let value_info = |name: &[u8]| {
-        let mut v = Vec::new();
-        field(&mut v, 0x0a, name);
-        field(&mut v, 0x12, &ty);
-        v
-    };
-    let mut node = Vec::new();
-    field(&mut node, 0x0a, b"X"); // input
-    field(&mut node, 0x12, b"Y"); // output
-    field(&mut node, 0x22, b"Identity"); // op_type
-    let mut graph = Vec::new();
-    field(&mut graph, 0x0a, &node);
-    field(&mut graph, 0x12, b"g");
-    field(&mut graph, 0x5a, &value_info(b"X")); // input = 11
-    field(&mut graph, 0x62, &value_info(b"Y")); // output = 12
-    let mut opset = Vec::new();
-    field(&mut opset, 0x0a, b"");
-    opset.extend([0x10, 17]); // version = 17
-    let mut model = vec![0x08, 8]; // ir_version 8
-    field(&mut model, 0x3a, &graph); // graph = 7
-    field(&mut model, 0x42, &opset); // opset_import = 8
-    model
 }

@@ -34,6 +34,7 @@ pub enum Feature {
     ShadowTraffic,
     Autoscaling,
     BearerAuth,
+    OnnxModels,
     DriftPsi,
     DriftKs,
     PredictionDrift,
@@ -43,7 +44,7 @@ pub enum Feature {
 }
 
 impl Feature {
-    pub const ALL: [Feature; 25] = [
+    pub const ALL: [Feature; 26] = [
         Feature::ArtifactVersioning,
         Feature::ArtifactEncryption,
         Feature::OnlineStore,
@@ -63,6 +64,7 @@ impl Feature {
         Feature::ShadowTraffic,
         Feature::Autoscaling,
         Feature::BearerAuth,
+        Feature::OnnxModels,
         Feature::DriftPsi,
         Feature::DriftKs,
         Feature::PredictionDrift,
@@ -79,7 +81,7 @@ impl Feature {
             RunSearch | NestedRuns => Stage::Experiments,
             Schedules | NewDataTrigger | DriftTrigger | StepCaching | StepRetries => Stage::Pipeline,
             ModelAliases | ApprovalStatus | ModelStages => Stage::Registry,
-            TrafficSplit | ShadowTraffic | Autoscaling | BearerAuth => Stage::Serving,
+            TrafficSplit | ShadowTraffic | Autoscaling | BearerAuth | OnnxModels => Stage::Serving,
             DriftPsi | DriftKs | PredictionDrift | Alarms => Stage::Monitoring,
             ManagedCompute | GpuTraining => Stage::Training,
         }
@@ -108,6 +110,7 @@ impl Feature {
             ShadowTraffic => "shadow traffic",
             Autoscaling => "endpoint autoscaling",
             BearerAuth => "bearer-token endpoint authentication",
+            OnnxModels => "serving ONNX models (what your own training code writes)",
             DriftPsi => "PSI drift",
             DriftKs => "Kolmogorov-Smirnov drift",
             PredictionDrift => "prediction drift",

@@ -91,10 +91,7 @@ impl OnnxModel {
     /// features; returns it and the bytes to register (the model with Galley's metadata added).
     pub fn adopt(bytes: &[u8], signature: &Signature, task: Task) -> Result<(OnnxModel, Vec<u8>)> {
         let probe = session(bytes)?;
-        let task_name = serde_json::to_value(task)?.as_str().unwrap_or_default().to_owned();
-        let mut tagged = bytes.to_vec();
-        append_metadata(&mut tagged, META_SIGNATURE, &serde_json::to_string(signature)?);
-        append_metadata(&mut tagged, META_TASK, &task_name);
+        let tagged = with_signature(bytes, signature, task)?;
         let model = Self::open(&tagged, probe, signature.clone(), task)?;
         Ok((model, tagged))
     }
@@ -152,6 +149,16 @@ impl OnnxModel {
             }
         }
     }
+}
+
+/// `model` with Galley's signature and task in its metadata: what is registered and served.
+/// Pure bytes work, no runtime needed; [`OnnxModel::adopt`] also checks the model fits.
+pub fn with_signature(model: &[u8], signature: &Signature, task: Task) -> Result<Vec<u8>> {
+    let task_name = serde_json::to_value(task)?.as_str().unwrap_or_default().to_owned();
+    let mut tagged = model.to_vec();
+    append_metadata(&mut tagged, META_SIGNATURE, &serde_json::to_string(signature)?);
+    append_metadata(&mut tagged, META_TASK, &task_name);
+    Ok(tagged)
 }
 
 fn tensor(elem: Elem, shape: [usize; 2], values: impl Iterator<Item = f64>) -> Result<SessionInputValue<'static>> {

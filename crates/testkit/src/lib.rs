@@ -24,6 +24,7 @@ pub mod capabilities;
 pub mod experiments;
 pub mod features;
 pub mod monitor;
+pub mod onnx_models;
 pub mod orchestrator;
 pub mod registry;
 pub mod runner;
@@ -40,7 +41,7 @@ pub use monitor::run_monitor;
 pub use orchestrator::run_orchestrator;
 pub use registry::run_registry;
 pub use runner::{Case, KnownGap, Report, TestResult, run_suite};
-pub use serving::{ServingCtx, ServingFixture, StandardModel, run_serving};
+pub use serving::{OnnxFixture, ServingCtx, ServingFixture, StandardModel, run_serving};
 pub use training::{TrainingFixture, run_training};
 pub use triggers::{PlatformEvents, run_triggers};
 

@@ -49,6 +49,18 @@ pub struct ServingFixture {
     pub tolerance: f64,
     /// For platforms with bearer authentication (the `BearerAuth` case).
     pub require_token: Option<RequireToken>,
+    /// For platforms that serve ONNX (the `OnnxModels` case): [`StandardModel::onnx_bytes`]
+    /// stored where the platform's server reads it.
+    pub onnx: Option<OnnxFixture>,
+}
+
+/// An ONNX model of the same rows' signature, and what it must answer for them.
+#[derive(Debug, Clone)]
+pub struct OnnxFixture {
+    pub artifact_uri: String,
+    pub expected: Vec<f64>,
+    /// The model computes in float32.
+    pub tolerance: f64,
 }
 
 /// The model every platform's serving suite deploys: a linear regression galley-ml fits to 200
@@ -61,6 +73,11 @@ pub struct StandardModel {
     pub signature: galley_core::stages::Signature,
     pub rows: Table,
     pub expected: Vec<f64>,
+    /// The same relation as an ONNX model (`0.6·alcohol − 1.5·ph + 3`, MatMul + Add, written
+    /// byte by byte), carrying Galley's signature: what the `OnnxModels` case serves.
+    pub onnx_bytes: Vec<u8>,
+    /// Its answers for `rows`, by arithmetic.
+    pub onnx_expected: Vec<f64>,
 }
 
 impl StandardModel {
@@ -80,7 +97,26 @@ impl StandardModel {
             rows.push(vec![Value::Float(a), Value::Float(p)]).expect("rows fit the columns");
         }
         let expected = model.predict(&rows).expect("the model scores its own rows");
-        StandardModel { bytes: model.to_bytes(), signature, rows, expected }
+        let (w, b) = ([0.6f32, -1.5], 3.0f32);
+        let onnx = crate::onnx_models::linear_regression(&w, b);
+        let onnx_bytes = galley_ml::onnx::with_signature(&onnx, &signature, ml::Task::Regression).expect("a signature serialises");
+        let onnx_expected = rows
+            .rows
+            .iter()
+            .map(|r| {
+                let (a, p) = (r[0].as_f64().expect("float"), r[1].as_f64().expect("float"));
+                w[0] as f64 * a + w[1] as f64 * p + b as f64
+            })
+            .collect();
+        StandardModel { bytes: model.to_bytes(), signature, rows, expected, onnx_bytes, onnx_expected }
+    }
+
+    /// [`fixture`](Self::fixture) plus the ONNX model stored at `onnx_uri`.
+    pub fn fixture_with_onnx(&self, artifact_uri: String, onnx_uri: String) -> ServingFixture {
+        ServingFixture {
+            onnx: Some(OnnxFixture { artifact_uri: onnx_uri, expected: self.onnx_expected.clone(), tolerance: 1e-4 }),
+            ..self.fixture(artifact_uri)
+        }
     }
 
     /// The fixture for this model stored at `artifact_uri` (where the platform put `bytes`).
@@ -94,6 +130,7 @@ impl StandardModel {
             expected: self.expected.clone(),
             tolerance: 1e-9,
             require_token: None,
+            onnx: None,
         }
     }
 }
@@ -123,6 +160,7 @@ pub fn cases() -> Vec<Case<ServingCtx>> {
         case!(shift_traffic_refuses_weights_not_summing_to_100, needs = [Feature::TrafficSplit]),
         case!(autoscaling_follows_every_deploy, needs = [Feature::Autoscaling]),
         case!(autoscaling_is_refused_where_not_declared),
+        case!(serves_an_onnx_model, needs = [Feature::OnnxModels]),
         case!(undeploy_is_idempotent),
     ]
 }
@@ -254,6 +292,26 @@ pub async fn invoke_returns_the_models_predictions(ctx: ServingCtx) -> TestResul
             one.predictions[0],
             ctx.fixture.expected[0]
         );
+        Ok(())
+    })
+    .await
+}
+
+/// An endpoint serves an ONNX model (what the user's training code writes) like Galley's own:
+/// its answers are the arithmetic the model encodes.
+pub async fn serves_an_onnx_model(ctx: ServingCtx) -> TestResult {
+    let Some(onnx) = ctx.fixture.onnx.clone() else {
+        anyhow::bail!("the platform declares OnnxModels, but its serving fixture has no ONNX model (ServingFixture::onnx)");
+    };
+    let mut spec = fresh_spec(&ctx.fixture);
+    let first = spec.variants[0].clone();
+    spec.variants = vec![Variant { artifact_uri: onnx.artifact_uri.clone(), weight: 100, ..first }];
+    with_endpoint(ctx, spec.clone(), |ctx, _| async move {
+        let p = ctx.serving.invoke(&spec.name, &ctx.fixture.rows).await?;
+        ensure_eq!(p.predictions.len(), onnx.expected.len(), "predictions of the ONNX model");
+        for (i, (g, w)) in p.predictions.iter().zip(&onnx.expected).enumerate() {
+            anyhow::ensure!((g - w).abs() <= onnx.tolerance, "ONNX model, row {i}: served {g}, the model encodes {w}");
+        }
         Ok(())
     })
     .await

@@ -63,7 +63,9 @@ fn serving_fixture(dir: &Path) -> ServingFixture {
     let model = StandardModel::new();
     let path = dir.join("model.json");
     std::fs::write(&path, &model.bytes).unwrap();
-    model.fixture(format!("file://{}", path.display()))
+    let onnx = dir.join("model.onnx");
+    std::fs::write(&onnx, &model.onnx_bytes).unwrap();
+    model.fixture_with_onnx(format!("file://{}", path.display()), format!("file://{}", onnx.display()))
 }
 
 /// The variable the bearer-auth case's endpoints read their token from; set once, first thing.

@@ -20,7 +20,7 @@ pub fn capabilities() -> Capabilities {
         LOCAL,
         &[
             OnlineStore, PointInTimeFetch, RunSearch, Schedules, NewDataTrigger, DriftTrigger, StepCaching, StepRetries,
-            ModelAliases, ApprovalStatus, TrafficSplit, BearerAuth, DriftPsi, DriftKs, PredictionDrift,
+            ModelAliases, ApprovalStatus, TrafficSplit, BearerAuth, OnnxModels, DriftPsi, DriftKs, PredictionDrift,
         ],
     )
 }
