@@ -15,6 +15,8 @@ use linfa::prelude::*;
 use ndarray::{Array1, Array2};
 use serde::{Deserialize, Serialize};
 
+mod regression_tree;
+
 use crate::params::{Params, algorithm_name};
 use crate::prepare::Frame;
 
@@ -60,7 +62,8 @@ enum Node {
         left: usize,
         right: usize,
     },
-    /// For classification the share of class-1 training rows that reached this leaf.
+    /// For classification the share of class-1 training rows that reached this leaf; for
+    /// regression the mean target of those rows.
     Leaf { value: f64 },
 }
 
@@ -150,6 +153,20 @@ pub fn train(
             };
             (fitted, vec![("fit_intercept", fit_intercept.to_string())])
         }
+        Algorithm::DecisionTree if task == Task::Regression => {
+            let growth = regression_tree::Growth {
+                max_depth: params.int("max_depth").map(|d| d as usize),
+                min_split: params.int("min_samples_split").unwrap_or(2) as usize,
+                min_leaf: params.int("min_samples_leaf").unwrap_or(1) as usize,
+            };
+            let nodes = regression_tree::fit(&train.x, &train.y, &growth);
+            let effective = [
+                ("max_depth", growth.max_depth.map_or("none".into(), |d| d.to_string())),
+                ("min_samples_leaf", growth.min_leaf.to_string()),
+                ("min_samples_split", growth.min_split.to_string()),
+            ];
+            (Fitted::Tree { nodes }, effective.to_vec())
+        }
         Algorithm::DecisionTree => {
             let max_depth = params.int("max_depth").map(|d| d as usize);
             let min_split = params.int("min_samples_split").unwrap_or(2);
@@ -203,10 +220,6 @@ fn check_task(algorithm: Algorithm, task: Task) -> Result<()> {
         (Algorithm::LinearRegression, Task::Classification) => Err(Error::invalid(
             "linear_regression predicts numbers; for `task: classification` use `algorithm: logistic_regression` \
              or `decision_tree`",
-        )),
-        (Algorithm::DecisionTree, Task::Regression) => Err(Error::unsupported(
-            "decision_tree supports classification only (linfa-trees has no regression trees); \
-             for `task: regression` use `algorithm: linear_regression`",
         )),
         _ => Ok(()),
     }
