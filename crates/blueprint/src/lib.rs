@@ -69,7 +69,13 @@ pub fn load_file(path: &Path, opts: &LoadOptions, registry: &PlatformRegistry) -
         return Err(fail(parse::too_large(meta.len() as usize)));
     }
     let bytes = std::fs::read(path).map_err(|e| fail(io_problem(path, e)))?;
-    let mut loaded = load_bytes(&name, &bytes, opts, registry)?;
+    let source = match parse::check_bytes(&bytes) {
+        Ok(source) => source,
+        Err(_) => return load_bytes(&name, &bytes, opts, registry),
+    };
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    let base = path.parent().map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p });
+    let mut loaded = load(&name, source, opts, registry, &env, base)?;
     loaded.path = path.to_path_buf();
     Ok(loaded)
 }
@@ -104,6 +110,19 @@ pub fn load_str_with_env(
     opts: &LoadOptions,
     registry: &PlatformRegistry,
     env: &BTreeMap<String, String>,
+) -> Result<Loaded, Diagnostics> {
+    load(name, source, opts, registry, env, None)
+}
+
+/// Every check; with `base` (the blueprint file's directory) also that the files the blueprint
+/// names relative to it are there.
+fn load(
+    name: &str,
+    source: &str,
+    opts: &LoadOptions,
+    registry: &PlatformRegistry,
+    env: &BTreeMap<String, String>,
+    base: Option<&Path>,
 ) -> Result<Loaded, Diagnostics> {
     if source.len() > parse::MAX_BYTES {
         let mut ds = Diagnostics::new(name, "");
@@ -172,7 +191,10 @@ pub fn load_str_with_env(
             return fail(ds);
         }
     };
-    let semantic = semantic::check(&blueprint, &root, registry);
+    let mut semantic = semantic::check(&blueprint, &root, registry);
+    if let Some(base) = base {
+        semantic.extend(semantic::files(&blueprint, &root, base));
+    }
     if !semantic.is_empty() {
         ds.extend(semantic);
         return fail(ds);

@@ -131,6 +131,37 @@ fn training_code(t: &crate::model::TrainingStage, c: &mut Checker) {
     }
 }
 
+/// The files a blueprint names relative to its own directory, checked where it is loaded from a
+/// file: the training code's directory, its requirements, and the script a Python command runs.
+pub fn files(bp: &Blueprint, root: &Node, base: &std::path::Path) -> Vec<Diagnostic> {
+    // No platform question is asked here.
+    let none = PlatformRegistry::default();
+    let mut c = Checker { root, registry: &none, out: Vec::new() };
+    let Some(t) = &bp.stages.training else { return c.out };
+    let Some(command) = &t.command else { return c.out };
+    let code = t.code.as_deref().map_or_else(|| base.to_path_buf(), |c| base.join(c));
+    if !code.is_dir() {
+        c.err(&["stages", "training", "code"], format!("`code: {}` is not a directory ({})", t.code.as_deref().unwrap_or("."), code.display()), Some("name the directory holding your training code, relative to the blueprint".into()));
+        return c.out;
+    }
+    if let Some(r) = &t.requirements
+        && !base.join(r).is_file()
+    {
+        c.err(&["stages", "training", "requirements"], format!("`requirements: {r}` is not a file ({})", base.join(r).display()), Some("name a pip requirements file, relative to the blueprint".into()));
+    }
+    // `python train.py …`: the script is a file in `code`, so a typo is caught here, not after
+    // the environment is built.
+    if let Ok(words) = split_command(command)
+        && let [program, script, ..] = words.as_slice()
+        && std::path::Path::new(program).file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("python"))
+        && script.ends_with(".py")
+        && !code.join(script).is_file()
+    {
+        c.err(&["stages", "training", "command"], format!("`{script}` is not a file in the training code's directory ({})", code.display()), Some("check the script's name, or set `code:` to the directory holding it".into()));
+    }
+    c.out
+}
+
 /// Splits a `command:` as a POSIX shell splits words (quotes, backslashes), with no expansion:
 /// the one tokenizer the validator and the lifecycle share.
 pub fn split_command(command: &str) -> std::result::Result<Vec<String>, String> {

@@ -514,6 +514,7 @@ fn training_command_on_aws_is_refused_where_it_cannot_run() {
         .replace("retrain_on: [schedule, drift]", "retrain_on: [schedule]");
     assert!(text.contains("command: python3 train.py"), "the shipped aws blueprint's training block changed");
     std::fs::write(&aws.project.blueprint, &text).unwrap();
+    std::fs::write(aws.project.path().join("train.py"), "raise SystemExit('never run here')\n").unwrap();
     let out = aws.galley(&["validate"]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
