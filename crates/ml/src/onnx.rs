@@ -300,11 +300,7 @@ fn ort_err(what: &'static str) -> impl Fn(ort::Error) -> Error + Copy {
 
 fn session(bytes: &[u8]) -> Result<Session> {
     let env = environment()?;
-    // One thread per session: concurrency comes from the pool of sessions (one per core), so
-    // a busy server does not run cores × cores threads.
     Session::builder(env)
-        .and_then(|b| b.with_intra_threads(1).map_err(Into::into))
-        .and_then(|b| b.with_inter_threads(1).map_err(Into::into))
         .and_then(|mut b| b.commit_from_memory(bytes))
         .map_err(|e| Error::invalid(format!("ONNX Runtime cannot load the model: {e}")))
 }
