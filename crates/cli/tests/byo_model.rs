@@ -75,7 +75,7 @@ fn served_like_the_library(example: &str) {
     let url = r["endpoint_url"].as_str().unwrap();
 
     let objects = p.path().join(".galley/local/artifacts");
-    let prepared = find(&objects, &format!("{}", r["prepared_key"].as_str().unwrap()));
+    let prepared = find(&objects, r["prepared_key"].as_str().unwrap());
     let doc: Value = serde_json::from_slice(&std::fs::read(&prepared).unwrap()).unwrap();
     let features: Vec<String> = serde_json::from_value(doc["features"].clone()).unwrap();
     let test_x: Vec<Vec<f64>> = serde_json::from_value(doc["test_x"].clone()).unwrap();

@@ -47,7 +47,10 @@ fn best_split(x: &[Vec<f64>], y: &[f64], rows: &[usize], min_leaf: usize) -> Opt
     let parent = sumsq - sum * sum / n as f64;
     let mut best: Option<(f64, usize, f64)> = None;
     let mut order = rows.to_vec();
-    for f in 0..x.first().map_or(0, Vec::len) {
+    let width = x.first().map_or(0, Vec::len);
+    // `f` names a column across rows, which no iterator over `x` gives directly.
+    #[allow(clippy::needless_range_loop)]
+    for f in 0..width {
         order.sort_by(|&a, &b| x[a][f].total_cmp(&x[b][f]));
         let (mut ls, mut lq) = (0.0, 0.0);
         for i in 1..n {
