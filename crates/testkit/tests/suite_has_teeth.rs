@@ -191,3 +191,72 @@ async fn a_leaky_feature_store_fails_the_point_in_time_cases() {
     let (_, msg) = &r.failed[1];
     assert!(msg.starts_with("leak: "), "{msg}");
 }
+
+/// An in-memory endpoint that scores with the model each variant's artifact holds (Galley's or
+/// ONNX, through `galley_ml::Model`), or — the flaw — with the standard Galley model whatever
+/// the variant names: an endpoint that "serves" an ONNX model it never loaded.
+struct MemServing {
+    artifacts: BTreeMap<String, Vec<u8>>,
+    endpoints: Mutex<BTreeMap<String, galley_core::stages::EndpointInfo>>,
+    ignores_the_artifact: bool,
+}
+
+impl Described for MemServing {
+    fn capabilities(&self) -> galley_core::Capabilities {
+        galley_core::Capabilities::new(PlatformId::from_static("mem"), &[galley_core::capability::Feature::OnnxModels])
+    }
+}
+
+#[async_trait]
+impl galley_core::stages::Serving for MemServing {
+    async fn deploy(&self, spec: &galley_core::stages::EndpointSpec) -> Result<galley_core::stages::EndpointInfo> {
+        let info = galley_core::stages::EndpointInfo {
+            name: spec.name.clone(),
+            url: format!("mem://{}", spec.name),
+            state: galley_core::stages::EndpointState::InService,
+            variants: spec.variants.clone(),
+            signature: spec.signature.clone(),
+            scaling: None,
+        };
+        self.endpoints.lock().unwrap().insert(spec.name.clone(), info.clone());
+        Ok(info)
+    }
+    async fn describe(&self, endpoint: &str) -> Result<Option<galley_core::stages::EndpointInfo>> {
+        Ok(self.endpoints.lock().unwrap().get(endpoint).cloned())
+    }
+    async fn invoke(&self, endpoint: &str, rows: &Table) -> Result<galley_core::stages::Prediction> {
+        let info = self.describe(endpoint).await?.ok_or_else(|| Error::not_found(format!("endpoint `{endpoint}`")))?;
+        let variant = &info.variants[0];
+        let uri = if self.ignores_the_artifact { "mem://galley" } else { variant.artifact_uri.as_str() };
+        let model = galley_ml::Model::from_bytes(&self.artifacts[uri])?;
+        Ok(galley_core::stages::Prediction { predictions: model.labels(rows)?, variant: variant.name.clone() })
+    }
+    async fn shift_traffic(&self, endpoint: &str, _weights: &[(String, u32)]) -> Result<galley_core::stages::EndpointInfo> {
+        self.describe(endpoint).await?.ok_or_else(|| Error::not_found(format!("endpoint `{endpoint}`")))
+    }
+    async fn undeploy(&self, endpoint: &str) -> Result<()> {
+        self.endpoints.lock().unwrap().remove(endpoint);
+        Ok(())
+    }
+}
+
+/// The ONNX case reads what the endpoint answers against the arithmetic the model encodes, so
+/// an endpoint that answers another model's predictions fails it. Needs ONNX Runtime (the
+/// faithful endpoint loads the model): `eval "$(scripts/stack up local)"`.
+#[tokio::test]
+async fn an_endpoint_that_never_loads_the_onnx_model_fails_the_onnx_case() {
+    if let Err(why) = galley_ml::onnx::find_runtime() {
+        panic!("{why} (`eval \"$(scripts/stack up local)\"` installs it)");
+    }
+    let model = galley_testkit::StandardModel::new();
+    let fixture = model.fixture_with_onnx("mem://galley".into(), "mem://onnx".into());
+    let artifacts = BTreeMap::from([("mem://galley".to_owned(), model.bytes.clone()), ("mem://onnx".to_owned(), model.onnx_bytes.clone())]);
+    let run = |ignores_the_artifact: bool| {
+        let serving = Arc::new(MemServing { artifacts: artifacts.clone(), endpoints: Mutex::default(), ignores_the_artifact });
+        let ctx = galley_testkit::ServingCtx { serving, fixture: Arc::new(fixture.clone()) };
+        galley_testkit::serving::serves_an_onnx_model(ctx)
+    };
+    run(false).await.expect("an endpoint serving the ONNX model passes");
+    let e = run(true).await.expect_err("an endpoint serving the Galley model instead must fail");
+    assert!(e.to_string().contains("the model encodes"), "{e}");
+}
