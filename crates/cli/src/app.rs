@@ -54,6 +54,14 @@ impl App {
         Ok(App { providers, loaded, ctx, state })
     }
 
+    /// The state file, when the state is a file (not a platform's backend).
+    pub fn state_file(&self) -> Option<&Path> {
+        match &self.state {
+            StateLocation::File(p) => Some(p),
+            StateLocation::Platform(..) => None,
+        }
+    }
+
     pub fn engine(&self, opts: EngineOptions) -> Result<Engine, CliError> {
         let backend: Box<dyn galley_engine::StateBackend> = match &self.state {
             StateLocation::File(path) => Box::new(LocalBackend::new(path.clone())),

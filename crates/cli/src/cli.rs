@@ -183,6 +183,10 @@ pub enum Command {
     /// files under /opt/ml). The entrypoint of Galley's image; see the Dockerfile.
     #[command(subcommand)]
     Container(ContainerMode),
+    /// Move the whole stack to another platform (or another blueprint's stack), resumably, and
+    /// prove the copy serves the same predictions.
+    #[command(subcommand)]
+    Migrate(MigrateCommand),
     /// List the platforms this galley knows: what each offers, whether it is built in, and
     /// how to get a build that has it.
     Platforms,
@@ -195,6 +199,42 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MigrateCommand {
+    /// What moves (counts and bytes), what is already there, and what the target cannot
+    /// express, with the target's resource plan; changes nothing.
+    Plan(MigrateArgs),
+    /// Provision the target with the ordinary engine, copy the stack into it (resuming an
+    /// interrupted migration), then print the proof. The source is only read.
+    Apply {
+        #[command(flatten)]
+        m: MigrateArgs,
+        /// Don't ask for confirmation.
+        #[arg(long)]
+        auto_approve: bool,
+        /// Objects copied at once.
+        #[arg(long, default_value_t = 8)]
+        parallelism: usize,
+    },
+    /// The proof, again, any time: exit 0 when the target is a copy, 1 when it differs.
+    Verify(MigrateArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MigrateArgs {
+    /// The source: the blueprint, as its state records it.
+    #[command(flatten)]
+    pub bp: BlueprintArgs,
+    /// The target: a platform (the same blueprint with every stage on it) or another blueprint
+    /// file (a target that differs in more than its platform).
+    #[arg(long, value_name = "PLATFORM|FILE")]
+    pub to: String,
+    /// The target's state file [default: for a platform, `.galley/migrate/PLATFORM/state.json`
+    /// next to the source's blueprint; for a blueprint file, where `galley apply FILE` keeps it].
+    #[arg(long, value_name = "PATH")]
+    pub target_state: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -257,6 +297,7 @@ impl Command {
             | Command::Destroy { bp, .. }
             | Command::Import { bp, .. }
             | Command::Predict { bp, .. } => Some(bp),
+            Command::Migrate(MigrateCommand::Plan(m) | MigrateCommand::Verify(m) | MigrateCommand::Apply { m, .. }) => Some(&mut m.bp),
             Command::Schema
             | Command::Completions { .. }
             | Command::ForceUnlock { .. }

@@ -88,6 +88,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Predict { bp, data } => predict(&ctx, &bp, &data).await,
+        Command::Migrate(m) => crate::migrate::migrate(&ctx, m).await,
         Command::Platform { platform, args } => {
             let providers = crate::platforms::providers(&process_context());
             providers.get(platform)?.process(&args).await?;
@@ -219,7 +220,7 @@ fn platforms(ctx: &Ctx) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn say(ctx: &Ctx, value: serde_json::Value, human: &str) {
+pub(crate) fn say(ctx: &Ctx, value: serde_json::Value, human: &str) {
     match ctx.output {
         Output::Json => print_json(&value),
         Output::Human => println!("{human}"),
@@ -267,7 +268,7 @@ async fn make_plan(app: &App, engine: &Engine) -> Result<Plan, CliError> {
     Ok(plan)
 }
 
-fn show_plan(ctx: &Ctx, plan: &Plan) {
+pub(crate) fn show_plan(ctx: &Ctx, plan: &Plan) {
     match ctx.output {
         Output::Json => println!("{}", plan.to_json()),
         Output::Human => println!("{}", plan.render_human()),
@@ -297,7 +298,7 @@ fn read_plan_file(path: &std::path::Path) -> Option<Result<Plan, CliError>> {
     is_plan.then(|| Plan::load(path).map_err(CliError::from))
 }
 
-fn confirm(question: &str) -> Result<bool, CliError> {
+pub(crate) fn confirm(question: &str) -> Result<bool, CliError> {
     if !std::io::stdin().is_terminal() {
         return Err(CliError::message(format!("{question} needs confirmation, and standard input is not a terminal; pass --auto-approve")));
     }
@@ -308,7 +309,7 @@ fn confirm(question: &str) -> Result<bool, CliError> {
     Ok(answer.trim() == "yes")
 }
 
-async fn apply(ctx: &Ctx, args: &BlueprintArgs, plan_file: Option<std::path::PathBuf>, auto_approve: bool, a: &ApplyArgs) -> Result<ExitCode, CliError> {
+pub(crate) async fn apply(ctx: &Ctx, args: &BlueprintArgs, plan_file: Option<std::path::PathBuf>, auto_approve: bool, a: &ApplyArgs) -> Result<ExitCode, CliError> {
     let app = App::load(args)?;
     let engine = app.engine(EngineOptions { refresh: true, ..engine_options(a) })?;
     let plan = match &plan_file {

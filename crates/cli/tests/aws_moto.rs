@@ -531,3 +531,126 @@ fn training_command_on_aws_is_refused_where_it_cannot_run() {
     assert!(err.contains("`training.command` runs your code on this machine") && err.contains("--local-steps"), "{err}");
     aws.galley(&["destroy", "--auto-approve", "--force"]);
 }
+
+/// `galley migrate` local → aws → local on moto: a local stack with two versions behind a canary
+/// split moves to aws (S3, SageMaker Experiments, the model registry, an endpoint), killed with
+/// SIGKILL at every kill point and resumed until done; the aws copy then moves back to another
+/// local stack the same way. Each is proven by `migrate verify`, whose predictions come from the
+/// serving container's code behind `sagemaker_runtime` on aws, and moto's own API counts what
+/// arrived. moto cannot delete model packages, so destroy leaves the group, as elsewhere here.
+#[test]
+fn migrate_local_to_aws_and_back_on_moto() {
+    let Some(url) = moto() else { return };
+    let _moto = MOTO.lock().unwrap_or_else(|p| p.into_inner());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let runtime = rt.block_on(sagemaker_runtime::SageMakerRuntime::start(&url));
+    let id = format!("{:08x}", std::process::id() ^ std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos());
+    let text = |suffix: &str| {
+        format!(
+            "apiVersion: galley/v1\nname: wine-mig{suffix}\nplatform: local\nvars:\n  iters: 200\n\
+             data:\n  source: builtin:winequality\n  target: quality\n  positive_when: {{at_least: 6}}\n\
+             stages:\n  artifacts:\n    bucket: galley-mig{suffix}-{id}\n  experiments:\n    name: wine-mig{suffix}-{id}\n\
+             \x20 training:\n    algorithm: logistic_regression\n    params: {{max_iterations: \"${{var.iters}}\"}}\n    image: 123456789012.dkr.ecr.eu-west-1.amazonaws.com/galley:0.1\n\
+             \x20 registry:\n    model: wine-mig{suffix}-{id}\n    gate: {{metric: accuracy, at_least: 0.6}}\n\
+             \x20 serving:\n    endpoint: wine-mig{suffix}-{id}\n    model: ${{stages.registry.outputs.model}}\n    traffic: {{strategy: canary, percent: 10}}\n\
+             \x20 monitoring:\n    drift: {{method: ks, threshold: 0.1}}\n\
+             platforms:\n  aws:\n    region: us-east-1\n    role_arn: arn:aws:iam::123456789012:role/galley-sagemaker\n"
+        )
+    };
+    let project = Project::with_text("stack.yaml", &text(""));
+    std::fs::write(project.path().join("back.yaml"), text("-back")).unwrap();
+    let mut aws = Aws { project, url: runtime.url.clone(), vars: Vec::new(), seen: Vec::new() };
+    let out = aws.galley(&["up"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = aws.galley(&["run", "--var", "iters=400"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // `galley migrate SUB stack.yaml ARGS…` with moto's credentials.
+    let migrate = |aws: &Aws, sub: &str, args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_galley"));
+        c.current_dir(aws.project.path()).args(["migrate", sub, "stack.yaml"]).args(args).args(["--output", "json"]);
+        c.env("AWS_ENDPOINT_URL", &aws.url).env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", SECRET).env("AWS_REGION", "us-east-1");
+        c.env("NO_COLOR", "1").env_remove("GALLEY_OUTPUT");
+        c
+    };
+    let last_json = |out: &Output| -> Value {
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or(Value::Null)
+    };
+    // Killed at its `stride`-th kill point, every time, until a run gets through (1: at every
+    // point; the local test does that too, so the way back, with its larger store, takes every
+    // third to keep CI short).
+    let migrate_until_done = |aws: &mut Aws, args: &[&str], stride: &str| -> (usize, Value) {
+        let mut kills = 0;
+        loop {
+            let out = migrate(aws, "apply", &[args, &["--auto-approve"]].concat()).env("GALLEY_TEST_MIGRATE_CRASH_AT", stride).output().unwrap();
+            aws.seen.extend_from_slice(&out.stdout);
+            aws.seen.extend_from_slice(&out.stderr);
+            if std::os::unix::process::ExitStatusExt::signal(&out.status) == Some(9) {
+                kills += 1;
+                assert!(kills < 300, "no progress after {kills} kills");
+                continue;
+            }
+            assert!(out.status.success(), "{}\n{}", last_json(&out), String::from_utf8_lossy(&out.stderr));
+            return (kills, last_json(&out));
+        }
+    };
+
+    // local → aws.
+    let to_aws = ["--to", "aws"];
+    let (kills, done) = migrate_until_done(&mut aws, &to_aws, "1");
+    println!("local → aws: killed {kills} times, then {}", done["applied"]);
+    assert!(kills >= 12, "killed only {kills} times: {done}");
+    assert_eq!(done["ok"], true, "{done}");
+    let proof = &done["proof"];
+    let checks = proof["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["ok"] == true), "{proof}");
+    let predictions = checks.iter().find(|c| c["what"] == "predictions").unwrap_or_else(|| panic!("{proof}"));
+    assert!(predictions["detail"].as_str().unwrap().contains("v1 → v1, v2 → v2"), "{proof}");
+    // The answers came from the serving container behind InvokeEndpoint, per variant.
+    let invoked: std::collections::BTreeSet<String> = runtime.invocations().iter().filter(|i| i.status == 200).map(|i| i.variant.clone()).collect();
+    assert!(invoked.contains("v1") && invoked.contains("v2"), "{invoked:?}");
+
+    let out = migrate(&aws, "verify", &to_aws).output().unwrap();
+    assert!(out.status.success(), "verify, again: {}", last_json(&out));
+
+    // moto's own API: every version once, every object, the endpoint on both variants.
+    let moto_clients = rt.block_on(async { galley_aws::AwsClients::connect(&galley_aws::AwsConfig::emulator(&url, "us-east-1", "testing", "testing")).await.unwrap() });
+    rt.block_on(async {
+        let packages = moto_clients.sagemaker.list_model_packages().model_package_group_name(format!("wine-mig-{id}")).send().await.unwrap();
+        assert_eq!(packages.model_package_summary_list().len(), 2, "two versions, none twice");
+        let objects = moto_clients.s3.list_objects_v2().bucket(format!("galley-mig-{id}")).send().await.unwrap();
+        let artifacts = checks.iter().find(|c| c["what"] == "artifacts").unwrap()["detail"].as_str().unwrap().to_owned();
+        let n: usize = artifacts.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(objects.key_count().unwrap_or_default() as usize >= n, "{artifacts}: {objects:?}");
+        let ep = moto_clients.sagemaker.describe_endpoint().endpoint_name(format!("wine-mig-{id}")).send().await.unwrap();
+        let mut variants: Vec<&str> = ep.production_variants().iter().filter_map(|v| v.variant_name()).collect();
+        variants.sort();
+        assert_eq!(variants, ["v1", "v2"]);
+    });
+
+    // aws → another local stack: the aws copy is now the source.
+    let aws_state = ".galley/migrate/aws/state.json";
+    let back = ["--platform", "aws", "--state", aws_state, "--to", "back.yaml", "--target-state", ".galley/back.json"];
+    let (kills, done) = migrate_until_done(&mut aws, &back, "3");
+    println!("aws → local: killed {kills} times, then {}", done["applied"]);
+    assert!(kills >= 8, "killed only {kills} times: {done}");
+    assert_eq!(done["ok"], true, "{done}");
+    let checks = done["proof"]["checks"].as_array().unwrap();
+    assert!(checks.iter().any(|c| c["what"] == "predictions" && c["detail"].as_str().unwrap().contains("v1 → v1, v2 → v2")), "{done}");
+
+    for (file, state) in [("back.yaml", ".galley/back.json"), ("stack.yaml", aws_state)] {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_galley"));
+        c.current_dir(aws.project.path()).args(["destroy", file, "--state", state, "--auto-approve", "--force"]);
+        if state == aws_state {
+            c.args(["--platform", "aws"]);
+        }
+        c.env("AWS_ENDPOINT_URL", &aws.url).env("AWS_ACCESS_KEY_ID", "testing").env("AWS_SECRET_ACCESS_KEY", SECRET).env("AWS_REGION", "us-east-1");
+        let out = c.output().unwrap();
+        aws.seen.extend_from_slice(&out.stderr);
+        let _ = out;
+    }
+    let out = aws.galley(&["destroy", "--auto-approve"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!String::from_utf8_lossy(&aws.seen).contains(SECRET), "the secret leaked");
+}

@@ -25,7 +25,7 @@ use galley_core::stages::{
 use galley_core::{Error, Result, StageSet};
 
 pub use actions::{Observed, plan_actions};
-pub use steps::{DEFAULT_MAX_RUNTIME, StepName, feature_group_spec};
+pub use steps::{DEFAULT_MAX_RUNTIME, PREPARED_KEY_PARAM, PreparedRows, StepName, feature_group_spec, prepared_rows};
 
 /// The model alias the gate moves on platforms with aliases.
 pub const CHAMPION: &str = "champion";

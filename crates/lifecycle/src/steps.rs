@@ -614,6 +614,7 @@ impl Lifecycle {
                 let mut params = galley_blueprint::params_as_strings(&training.params);
                 params.extend(trainer_params(training));
                 params.insert("model_sha256".into(), sha.to_owned());
+                params.insert(PREPARED_KEY_PARAM.into(), field_str(up, StepName::Prepare, "prepared_key")?.to_owned());
                 let new = NewModelVersion {
                     artifact_uri: field_str(up, StepName::Train, "model_uri")?.to_owned(),
                     metrics: serde_json::from_value(field(up, StepName::Evaluate, "metrics")?.clone())?,
@@ -695,6 +696,24 @@ impl Lifecycle {
         let doc: PreparedDoc = get_json(&*self.stages.artifacts, key).await?;
         Ok(doc.table(&doc.test_x[..n.min(doc.test_x.len())]))
     }
+}
+
+/// The lineage parameter naming the prepared split a version was trained and judged on: its
+/// held-out rows are what a migrated endpoint is proven on, its training rows a migrated
+/// monitor's baseline.
+pub const PREPARED_KEY_PARAM: &str = "prepared_key";
+
+/// The rows the `prepare` step split, as scoring tables in the model's signature.
+pub struct PreparedRows {
+    pub key: String,
+    pub train: Table,
+    pub test: Table,
+}
+
+/// Reads the split the `prepare` step wrote under `key` (see [`PREPARED_KEY_PARAM`]).
+pub async fn prepared_rows(artifacts: &dyn galley_core::stages::ArtifactStore, key: &str) -> Result<PreparedRows> {
+    let doc: PreparedDoc = get_json(artifacts, key).await?;
+    Ok(PreparedRows { key: key.to_owned(), train: doc.table(&doc.train_x), test: doc.table(&doc.test_x) })
 }
 
 /// The feature group the blueprint's features stage describes: an integer row key, an
