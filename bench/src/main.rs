@@ -6,6 +6,8 @@
 //!   galley-bench tracking DIR [METRICS] [BATCH]    experiment tracking ingest (metrics/s)
 //!   galley-bench features DIR [LOOKUPS]            online feature lookups (lookups/s, p50, p99)
 //!   galley-bench plan [SIZES...]                   engine plan time (needs `--features plan`)
+//!   galley-bench migrate FILES WORK MOTO BUCKET    migration's artifact copy, local ⇄ S3 on moto
+//!                                                  (needs `--features migrate`)
 //!
 //! The peers' versions of the same workloads are in `bench/peers/*.py`: keep the two in step.
 
@@ -16,6 +18,8 @@ use galley_core::Result;
 use serde_json::json;
 
 mod features;
+#[cfg(feature = "migrate")]
+mod migrate;
 #[cfg(feature = "plan")]
 mod plan;
 mod stats;
@@ -24,7 +28,8 @@ mod tracking;
 const USAGE: &str = "usage: galley-bench dump-wine OUT.csv
        galley-bench tracking DIR [METRICS=100000] [BATCH=1000]
        galley-bench features DIR [LOOKUPS=5000]
-       galley-bench plan [SIZES...=1000 10000]";
+       galley-bench plan [SIZES...=1000 10000]
+       galley-bench migrate FILES WORK MOTO_URL BUCKET";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -38,6 +43,7 @@ fn main() -> ExitCode {
             let sizes = if sizes.is_empty() { vec![1_000, 10_000] } else { sizes };
             plan(&sizes)
         }),
+        Some("migrate") if args.len() == 5 => migrate(&args[1..]),
         _ => {
             eprintln!("{USAGE}");
             return ExitCode::from(2);
@@ -53,6 +59,16 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "migrate")]
+fn migrate(a: &[String]) -> Result<serde_json::Value> {
+    runtime()?.block_on(migrate::run(Path::new(&a[0]), Path::new(&a[1]), &a[2], &a[3]))
+}
+
+#[cfg(not(feature = "migrate"))]
+fn migrate(_: &[String]) -> Result<serde_json::Value> {
+    Err(galley_core::Error::unsupported("galley-bench was built without the migrate benchmark: build it with `--features migrate`"))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -650,6 +650,13 @@ fn migrate_local_to_aws_and_back_on_moto() {
         aws.seen.extend_from_slice(&out.stderr);
         let _ = out;
     }
+    // Nothing the migration wrote holds the credential: the journals, the target states.
+    for written in common::files_under(&aws.project.path().join(".galley")) {
+        let path = aws.project.path().join(".galley").join(&written);
+        if path.is_file() && (written.ends_with(".jsonl") || written.ends_with(".json")) {
+            assert!(!String::from_utf8_lossy(&std::fs::read(&path).unwrap()).contains(SECRET), "the secret is in {written}");
+        }
+    }
     let out = aws.galley(&["destroy", "--auto-approve"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!String::from_utf8_lossy(&aws.seen).contains(SECRET), "the secret leaked");

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use galley_blueprint::Blueprint;
 use galley_core::{Result, StageSet};
 
-pub use artifacts::UriMap;
+pub use artifacts::{Copied, UriMap, copy_objects};
 pub use journal::{Journal, Kind};
 pub use plan::{MigrationPlan, Target, plan};
 pub use verify::{Check, Proof, verify};
