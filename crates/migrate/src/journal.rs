@@ -98,9 +98,7 @@ impl Journal {
         crash_point();
         Ok(())
     }
-}
 
-impl Journal {
     /// Makes every entry written so far durable.
     pub fn sync(&mut self) -> Result<()> {
         Ok(self.file.sync_data()?)

@@ -63,8 +63,8 @@ pub async fn verify(source: &Side, target: &Side) -> Result<Proof> {
     let mut checks = Checks(Vec::new());
     let (uris, by_uri_source, by_uri_target) = objects(source, target, &mut checks).await?;
     let runs = runs(source, target, &uris, &mut checks).await?;
-    versions(source, target, &uris, &runs, &by_uri_source, &by_uri_target, &mut checks).await?;
-    predictions(source, target, &uris, &mut checks).await?;
+    let listed = versions(source, target, &uris, &runs, &by_uri_source, &by_uri_target, &mut checks).await?;
+    predictions(source, target, &uris, &listed, &mut checks).await?;
     let ok = checks.0.iter().all(|c| c.ok);
     Ok(Proof { source: source.label.clone(), target: target.label.clone(), ok, checks: checks.0 })
 }
@@ -142,8 +142,8 @@ async fn versions(
     by_uri_source: &ByUri,
     by_uri_target: &ByUri,
     checks: &mut Checks,
-) -> Result<()> {
-    let (Some(_), Some(model)) = (source.model(), target.model()) else { return Ok(()) };
+) -> Result<Listed> {
+    let (Some(_), Some(model)) = (source.model(), target.model()) else { return Ok(Listed::default()) };
     let want = source_versions(source).await?;
     let have = if target.stages.registry.model_exists(model).await? { target.stages.registry.list_versions(model).await? } else { Vec::new() };
     let mut diffs = Vec::new();
@@ -196,13 +196,20 @@ async fn versions(
         }
         checks.push("serving", format!("endpoint `{from}` → `{to}`: the same versions and weights"), diffs);
     }
-    Ok(())
+    Ok(Listed { source: want, target: have })
+}
+
+/// Both registries' versions, listed once for the registry check and the predictions.
+#[derive(Default)]
+struct Listed {
+    source: Vec<ModelVersion>,
+    target: Vec<ModelVersion>,
 }
 
 /// The held-out rows through both endpoints: every weighted variant's answer on the target
 /// equals the same version's on the source, bit for bit, and its model file scored here.
-async fn predictions(source: &Side, target: &Side, uris: &UriMap, checks: &mut Checks) -> Result<()> {
-    let (Some(from), Some(to), Some(model)) = (source.endpoint(), target.endpoint(), target.model()) else { return Ok(()) };
+async fn predictions(source: &Side, target: &Side, uris: &UriMap, listed: &Listed, checks: &mut Checks) -> Result<()> {
+    let (Some(from), Some(to), Some(_)) = (source.endpoint(), target.endpoint(), target.model()) else { return Ok(()) };
     let Some(v) = baseline_version(source).await? else { return Ok(()) };
     let Some(rows) = held_out(source, &v).await? else {
         checks.push("predictions", "no held-out rows".into(), vec![format!("version {} records no prepared split to take held-out rows from", v.version)]);
@@ -214,8 +221,7 @@ async fn predictions(source: &Side, target: &Side, uris: &UriMap, checks: &mut C
     };
     let s_answers = answers(source, from, &s_info.variants, &rows).await?;
     let t_answers = answers(target, to, &t_info.variants, &rows).await?;
-    let versions = source_versions(source).await?;
-    let have = target.stages.registry.list_versions(model).await?;
+    let (versions, have) = (&listed.source, &listed.target);
     let mut diffs = Vec::new();
     let mut compared = Vec::new();
     for sv in s_info.variants.iter().filter(|v| v.weight > 0) {
