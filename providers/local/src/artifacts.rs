@@ -40,6 +40,8 @@ const READ_CHUNK: usize = 64 * 1024;
 pub struct LocalArtifacts {
     root: PathBuf,
     db: Db,
+    /// What it declares: local's features, or those of a platform that keeps its files here.
+    declared: galley_core::Capabilities,
 }
 
 struct Ref {
@@ -49,6 +51,13 @@ struct Ref {
 }
 
 impl LocalArtifacts {
+    /// The same object declared as `platform`'s: a platform that keeps this stage the local
+    /// way (onprem's shared directory) proves the declaration with its own suite run.
+    pub fn declaring(mut self, platform: galley_core::Capabilities) -> Self {
+        self.declared = platform;
+        self
+    }
+
     /// Opens (creating if needed) the store rooted at `root`.
     pub fn open(root: PathBuf) -> Result<Self> {
         let layout = || -> std::io::Result<PathBuf> {
@@ -66,7 +75,7 @@ impl LocalArtifacts {
         })?;
         let db = Db::open(&root.join("index.db"), SCHEMA)?;
         remove_abandoned_uploads(&root.join("tmp"));
-        Ok(LocalArtifacts { root, db })
+        Ok(LocalArtifacts { root, db, declared: crate::platform::capabilities() })
     }
 
     pub fn root(&self) -> &Path {
@@ -245,7 +254,7 @@ fn write_ref(conn: &Connection, key: &str, r: &Ref) -> rusqlite::Result<()> {
 
 impl Described for LocalArtifacts {
     fn capabilities(&self) -> galley_core::Capabilities {
-        crate::platform::capabilities()
+        self.declared.clone()
     }
 }
 

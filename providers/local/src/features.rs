@@ -39,14 +39,23 @@ pub struct LocalFeatures {
     /// so a lookup skips re-reading and re-parsing the group's spec without ever using a stale
     /// one.
     online_groups: std::sync::Mutex<(i64, HashMap<String, std::sync::Arc<Group>>)>,
+    /// What it declares: local's features, or those of a platform that keeps its data here.
+    declared: galley_core::Capabilities,
 }
 
 impl LocalFeatures {
+    /// The same object declared as `platform`'s: a platform that keeps this stage the local
+    /// way (onprem's shared directory) proves the declaration with its own suite run.
+    pub fn declaring(mut self, platform: galley_core::Capabilities) -> Self {
+        self.declared = platform;
+        self
+    }
+
     /// Opens (creating if needed) the feature store database at `db_path`.
     pub fn open(db_path: std::path::PathBuf) -> Result<Self> {
         let db = Db::open(&db_path, SCHEMA)
             .map_err(|e| e.stage(Stage::Features).operation("open").resource(db_path.display().to_string()))?;
-        Ok(LocalFeatures { db, online_groups: std::sync::Mutex::new((-1, HashMap::new())) })
+        Ok(LocalFeatures { db, online_groups: std::sync::Mutex::new((-1, HashMap::new())), declared: crate::platform::capabilities() })
     }
 
     fn online_group(&self, conn: &Connection, name: &str) -> DbResult<std::sync::Arc<Group>> {
@@ -284,7 +293,7 @@ fn entity_sql(key: EntityKey) -> SqlValue {
 
 impl Described for LocalFeatures {
     fn capabilities(&self) -> galley_core::Capabilities {
-        crate::platform::capabilities()
+        self.declared.clone()
     }
 }
 

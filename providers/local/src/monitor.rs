@@ -44,15 +44,24 @@ struct Recorded {
 pub struct LocalMonitor {
     /// Each monitor is a directory below this one.
     root: PathBuf,
+    /// What it declares: local's features, or those of a platform that keeps its monitors here.
+    declared: galley_core::Capabilities,
 }
 
 impl LocalMonitor {
+    /// The same object declared as `platform`'s: a platform that keeps this stage the local
+    /// way (onprem's shared directory) proves the declaration with its own suite run.
+    pub fn declaring(mut self, platform: galley_core::Capabilities) -> Self {
+        self.declared = platform;
+        self
+    }
+
     /// Opens (creating it if needed) the directory holding one sub-directory per monitor.
     pub fn open(monitors: impl Into<PathBuf>) -> Result<LocalMonitor> {
         let root = monitors.into();
         std::fs::create_dir_all(&root)
             .map_err(|e| Error::from(e).resource(root.display().to_string()))?;
-        Ok(LocalMonitor { root })
+        Ok(LocalMonitor { root, declared: crate::platform::capabilities() })
     }
 
     /// The directory of monitor `name` (the model server records there when its endpoint's
@@ -209,7 +218,7 @@ fn render_prom(monitor: &str, gauges: &[Gauge]) -> String {
 
 impl Described for LocalMonitor {
     fn capabilities(&self) -> galley_core::Capabilities {
-        crate::platform::capabilities()
+        self.declared.clone()
     }
 }
 

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use galley_blueprint::Blueprint;
 use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
 use galley_core::stages::{ExperimentTracker, FeatureGroupSpec, FeatureStore, ModelRegistry, Orchestrator, PipelineSpec, Serving};
-use galley_core::{Error, Result, Stage, StageSet};
+use galley_core::{Capabilities, Error, Result, Stage, StageSet};
 use galley_engine::{Provider, ProviderContext};
 use serde_json::{Value as Json, json};
 
@@ -115,53 +115,27 @@ impl LocalProvider {
 
     /// The runtime stage objects for a blueprint (also what `open` returns).
     pub fn stages(&self, bp: &Blueprint) -> Result<StageSet> {
-        let layout = Layout::for_blueprint(bp, &self.ctx);
+        self.stages_at(bp, &Layout::for_blueprint(bp, &self.ctx), crate::capabilities())
+    }
+
+    /// The stage objects over the files under `layout`, each declaring `declared`: how a
+    /// platform that keeps stages the local way (onprem, on a shared directory) opens them.
+    pub fn stages_at(&self, bp: &Blueprint, layout: &Layout, declared: Capabilities) -> Result<StageSet> {
         let artifacts_dir = bp.stages.artifacts.as_ref().map(|a| layout.artifacts(&a.bucket)).unwrap_or_else(|| layout.default_artifacts());
+        let serving = LocalServing::new(layout.endpoints(), layout.monitors(), self.server_command.clone());
         Ok(StageSet {
-            artifacts: Arc::new(LocalArtifacts::open(artifacts_dir)?),
-            features: Arc::new(LocalFeatures::open(layout.features_db())?),
+            artifacts: Arc::new(LocalArtifacts::open(artifacts_dir)?.declaring(declared.clone())),
+            features: Arc::new(LocalFeatures::open(layout.features_db())?.declaring(declared.clone())),
             experiments: Arc::new(LocalExperiments::open(layout.experiments_db())?),
-            orchestrator: Arc::new(LocalOrchestrator::open(layout.pipelines())?),
+            orchestrator: Arc::new(LocalOrchestrator::open(layout.pipelines())?.declaring(declared.clone())),
             registry: Arc::new(LocalRegistry::open(layout.registry_db())?),
-            serving: Arc::new(LocalServing::new(layout.endpoints(), layout.monitors(), self.server_command.clone())),
-            monitor: Arc::new(LocalMonitor::open(layout.monitors())?),
+            serving: Arc::new(serving.declaring(declared.clone())),
+            monitor: Arc::new(LocalMonitor::open(layout.monitors())?.declaring(declared)),
         })
     }
-}
 
-fn kind_static(kind: &str) -> &'static str {
-    [ARTIFACT_STORE, FEATURE_GROUP, EXPERIMENT, PIPELINE, REGISTERED_MODEL, ENDPOINT, MONITOR]
-        .into_iter()
-        .find(|k| *k == kind)
-        .expect("every handler's kind is one of the constants")
-}
-
-fn spec(address: &str, kind: &str, stage: Stage, name: &str, desired: Json, depends_on: &[&str], protect: bool) -> ResourceSpec {
-    galley_engine::provider::resource(crate::platform::LOCAL, address, kind, stage, name, desired, depends_on, protect)
-}
-
-fn path_str(p: &Path) -> String {
-    p.display().to_string()
-}
-
-#[async_trait]
-impl Provider for LocalProvider {
-    fn rules(&self) -> Arc<dyn galley_blueprint::PlatformRules> {
-        crate::rules()
-    }
-
-    /// `endpoint --config FILE`: an endpoint's model server, as [`LocalServing`] spawns it.
-    async fn process(&self, args: &[String]) -> Result<()> {
-        match args {
-            [cmd, flag, config] if cmd == ENDPOINT_PROCESS && flag == "--config" => {
-                crate::serving::run_server(Path::new(config)).await
-            }
-            _ => Err(Error::invalid(format!("the local platform has no process `{}`; expected `{ENDPOINT_PROCESS} --config FILE`", args.join(" ")))),
-        }
-    }
-
-    fn expand(&self, bp: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {
-        let layout = Layout::for_blueprint(bp, &self.ctx);
+    /// The resources of `stages` with their files under `layout` (see [`Self::stages_at`]).
+    pub fn expand_at(&self, bp: &Blueprint, stages: &[Stage], layout: &Layout) -> Result<Vec<ResourceSpec>> {
         let s = &bp.stages;
         let mut out = Vec::new();
         let declared = |st: Stage| stages.contains(&st);
@@ -216,6 +190,42 @@ impl Provider for LocalProvider {
                 json!({ "dir": path_str(&layout.pipelines()), "spec": p }), &deps, protect));
         }
         Ok(out)
+    }
+}
+
+fn kind_static(kind: &str) -> &'static str {
+    [ARTIFACT_STORE, FEATURE_GROUP, EXPERIMENT, PIPELINE, REGISTERED_MODEL, ENDPOINT, MONITOR]
+        .into_iter()
+        .find(|k| *k == kind)
+        .expect("every handler's kind is one of the constants")
+}
+
+fn spec(address: &str, kind: &str, stage: Stage, name: &str, desired: Json, depends_on: &[&str], protect: bool) -> ResourceSpec {
+    galley_engine::provider::resource(crate::platform::LOCAL, address, kind, stage, name, desired, depends_on, protect)
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+#[async_trait]
+impl Provider for LocalProvider {
+    fn rules(&self) -> Arc<dyn galley_blueprint::PlatformRules> {
+        crate::rules()
+    }
+
+    /// `endpoint --config FILE`: an endpoint's model server, as [`LocalServing`] spawns it.
+    async fn process(&self, args: &[String]) -> Result<()> {
+        match args {
+            [cmd, flag, config] if cmd == ENDPOINT_PROCESS && flag == "--config" => {
+                crate::serving::run_server(Path::new(config)).await
+            }
+            _ => Err(Error::invalid(format!("the local platform has no process `{}`; expected `{ENDPOINT_PROCESS} --config FILE`", args.join(" ")))),
+        }
+    }
+
+    fn expand(&self, bp: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {
+        self.expand_at(bp, stages, &Layout::for_blueprint(bp, &self.ctx))
     }
 
     fn handler(&self, kind: &str) -> Option<Arc<dyn ResourceHandler>> {

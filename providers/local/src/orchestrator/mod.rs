@@ -111,6 +111,8 @@ const CANCEL_POLL: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct LocalOrchestrator {
     inner: Arc<Inner>,
+    /// What it declares: local's features, or those of a platform that runs its pipelines so.
+    declared: galley_core::Capabilities,
 }
 
 pub(crate) struct Inner {
@@ -146,6 +148,13 @@ struct ActiveRun {
 }
 
 impl LocalOrchestrator {
+    /// The same object declared as `platform`'s: a platform that keeps this stage the local
+    /// way (onprem's shared directory) proves the declaration with its own suite run.
+    pub fn declaring(mut self, platform: galley_core::Capabilities) -> Self {
+        self.declared = platform;
+        self
+    }
+
     /// Opens (creating if needed) the orchestrator rooted at `dir`, with default options.
     pub fn open(dir: PathBuf) -> Result<Self> {
         Self::open_with(dir, RunnerOptions { cancel_poll: CANCEL_POLL, ..RunnerOptions::default() })
@@ -165,6 +174,7 @@ impl LocalOrchestrator {
                 executors: RwLock::new(HashMap::new()),
                 start_lock: tokio::sync::Mutex::new(()),
             }),
+            declared: crate::platform::capabilities(),
         };
         orch.reconcile_interrupted()?;
         Ok(orch)
@@ -344,7 +354,7 @@ fn new_run_id(started_ms: i64) -> String {
 
 impl Described for LocalOrchestrator {
     fn capabilities(&self) -> galley_core::Capabilities {
-        crate::platform::capabilities()
+        self.declared.clone()
     }
 }
 

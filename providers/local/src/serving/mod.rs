@@ -98,6 +98,8 @@ pub struct LocalServing {
     server_command: Vec<OsString>,
     options: ServingOptions,
     client: reqwest::Client,
+    /// What it declares: local's features, or those of a platform that runs its endpoints so.
+    declared: galley_core::Capabilities,
 }
 
 fn err(e: Error, op: &str, endpoint: &str) -> Error {
@@ -128,6 +130,13 @@ pub fn artifact_path(uri: &str) -> Result<PathBuf> {
 }
 
 impl LocalServing {
+    /// The same object declared as `platform`'s: a platform that keeps this stage the local
+    /// way (onprem's shared directory) proves the declaration with its own suite run.
+    pub fn declaring(mut self, platform: galley_core::Capabilities) -> Self {
+        self.declared = platform;
+        self
+    }
+
     /// Endpoints live under `endpoints/<name>/`, recorded inferences under
     /// `monitors/<name>/`. `server_command` starts the model server; it gets
     /// `--config <file>` appended (the provider passes `galley __platform local endpoint`).
@@ -147,6 +156,7 @@ impl LocalServing {
             server_command,
             options: ServingOptions::default(),
             client,
+            declared: crate::platform::capabilities(),
         }
     }
 
@@ -477,7 +487,7 @@ fn status_kind(status: u16) -> ErrorKind {
 
 impl Described for LocalServing {
     fn capabilities(&self) -> galley_core::Capabilities {
-        crate::platform::capabilities()
+        self.declared.clone()
     }
 }
 

@@ -1,0 +1,86 @@
+//! What the `onprem` platform is, as validation and the testkit see it: its id, the features it
+//! declares (each proven by a behaviour case in `tests/onprem.rs` against a real MLflow
+//! server), its `platforms.onprem` settings and the naming rules it inherits from the
+//! directory it keeps its files in.
+
+use std::sync::Arc;
+
+use galley_blueprint::{Blueprint, Finding, PlatformRules};
+use galley_core::capability::{Capabilities, Feature};
+use galley_core::{PlatformId, Stage};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub const ONPREM: PlatformId = PlatformId::from_static("onprem");
+
+/// MLflow's own variable for the tracking server, read when the blueprint names none.
+pub const TRACKING_URI_ENV: &str = "MLFLOW_TRACKING_URI";
+
+/// The features the onprem stages implement. Experiments and registry: MLflow's search and
+/// aliases, and the approval status as a version tag; the rest: what the stages kept under the
+/// shared directory do. Removing one makes validate refuse it; adding one without a behaviour
+/// case that needs it fails `onprem_proves_every_declared_capability`.
+pub fn capabilities() -> Capabilities {
+    use Feature::*;
+    Capabilities::new(
+        ONPREM,
+        &[
+            OnlineStore, PointInTimeFetch, RunSearch, Schedules, NewDataTrigger, DriftTrigger, StepCaching, StepRetries,
+            ModelAliases, ApprovalStatus, TrafficSplit, BearerAuth, OnnxModels, DriftPsi, DriftKs, PredictionDrift,
+        ],
+    )
+}
+
+/// `platforms.onprem`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OnpremSettings {
+    /// The shared directory for artifacts, feature data, pipeline runs, endpoints and monitors,
+    /// relative to the blueprint (default `.galley/onprem`). Point every machine at the same
+    /// mount (NFS, SMB) to share one stack.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// The MLflow tracking server, `http(s)://host:port` (default: `MLFLOW_TRACKING_URI`).
+    /// Credentials come from MLflow's own variables, `MLFLOW_TRACKING_USERNAME` and
+    /// `MLFLOW_TRACKING_PASSWORD` (or `MLFLOW_TRACKING_TOKEN`), never from the blueprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mlflow_tracking_uri: Option<String>,
+}
+
+pub struct OnpremRules;
+
+pub fn rules() -> Arc<dyn PlatformRules> {
+    Arc::new(OnpremRules)
+}
+
+impl PlatformRules for OnpremRules {
+    fn id(&self) -> PlatformId {
+        ONPREM
+    }
+
+    fn summary(&self) -> &'static str {
+        "your own servers: MLflow tracking and registry; Galley's model server as a managed service; artifacts, features, runs and monitors on a shared directory"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        capabilities()
+    }
+
+    fn cargo_feature(&self) -> &'static str {
+        "onprem"
+    }
+
+    fn settings_schema(&self) -> Option<serde_json::Value> {
+        Some(schemars::schema_for!(OnpremSettings).to_value())
+    }
+
+    /// The directory-kept stages impose the local platform's rules on their names; MLflow
+    /// accepts any experiment and model name.
+    fn check(&self, bp: &Blueprint, stages: &[Stage]) -> Vec<Finding> {
+        galley_local::rules()
+            .check(bp, stages)
+            .into_iter()
+            .map(|f| Finding { message: f.message.replace("on the local platform", "on the onprem platform"), ..f })
+            .collect()
+    }
+}

@@ -1,0 +1,275 @@
+//! The onprem platform as the engine sees it. Experiments and the registered model are MLflow
+//! resources (`onprem.mlflow_experiment`, `onprem.mlflow_registered_model`), read back from the
+//! server and tagged with their owner; every other stage is kept under the shared directory by
+//! the local platform's handlers and stage objects, renamed `onprem.*` and declaring onprem's
+//! features. The MLflow server's URI is in each MLflow resource's desired attributes (without
+//! credentials), so pointing the blueprint at another server is a visible replacement.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use galley_blueprint::Blueprint;
+use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
+use galley_core::stages::{ExperimentTracker, ModelRegistry};
+use galley_core::{Error, ErrorKind, Result, Stage, StageSet};
+use galley_engine::{Provider, ProviderContext};
+use galley_local::provider::{ARTIFACT_STORE, ENDPOINT, ENDPOINT_PROCESS, FEATURE_GROUP, Layout, LocalProvider, MONITOR, PIPELINE};
+use galley_mlflow::{Credentials, MlflowClient, MlflowExperiments, MlflowRegistry};
+use serde_json::{Value as Json, json};
+
+use crate::platform::{ONPREM, OnpremSettings, TRACKING_URI_ENV};
+
+pub const EXPERIMENT: &str = "onprem.mlflow_experiment";
+pub const REGISTERED_MODEL: &str = "onprem.mlflow_registered_model";
+
+/// The local kinds onprem keeps under its shared directory.
+const KEPT_LOCALLY: [&str; 5] = [ARTIFACT_STORE, FEATURE_GROUP, PIPELINE, ENDPOINT, MONITOR];
+
+/// `local.endpoint` → `onprem.endpoint`.
+pub fn onprem_kind(local_kind: &str) -> String {
+    local_kind.replacen("local.", "onprem.", 1)
+}
+
+pub struct OnpremProvider {
+    ctx: ProviderContext,
+    local: LocalProvider,
+    handlers: BTreeMap<String, Arc<dyn ResourceHandler>>,
+}
+
+pub fn provider(ctx: ProviderContext) -> Arc<dyn Provider> {
+    let mut command = ctx.process_command(ONPREM);
+    command.push(ENDPOINT_PROCESS.into());
+    Arc::new(OnpremProvider::new(ctx, command))
+}
+
+impl OnpremProvider {
+    /// `server_command` starts an endpoint's model server (it gets `--config FILE` appended).
+    pub fn new(ctx: ProviderContext, server_command: Vec<std::ffi::OsString>) -> Self {
+        let local = LocalProvider::new(ctx.clone(), server_command);
+        let mut handlers: BTreeMap<String, Arc<dyn ResourceHandler>> = BTreeMap::new();
+        for kind in KEPT_LOCALLY {
+            let inner = local.handler(kind).expect("the local provider handles its own kinds");
+            handlers.insert(onprem_kind(kind), Arc::new(Renamed { kind: onprem_kind(kind), inner }));
+        }
+        handlers.insert(EXPERIMENT.into(), Arc::new(ExperimentHandler));
+        handlers.insert(REGISTERED_MODEL.into(), Arc::new(RegisteredModelHandler));
+        OnpremProvider { ctx, local, handlers }
+    }
+
+    fn settings(bp: &Blueprint) -> OnpremSettings {
+        // Validation checked `platforms.onprem` against its schema.
+        bp.platform_settings(ONPREM).ok().flatten().unwrap_or_default()
+    }
+
+    /// The shared directory.
+    pub fn layout(&self, bp: &Blueprint) -> Layout {
+        let root = match Self::settings(bp).dir {
+            Some(dir) => self.ctx.project_dir.join(dir),
+            None => self.ctx.work_dir.join("onprem"),
+        };
+        Layout { root }
+    }
+
+    /// The stage objects: MLflow for experiments and the registry, the shared directory for the rest.
+    pub fn stages(&self, bp: &Blueprint) -> Result<StageSet> {
+        let mut stages = self.local.stages_at(bp, &self.layout(bp), crate::capabilities())?;
+        let client = client(&tracking_uri(bp)?)?;
+        stages.experiments = Arc::new(MlflowExperiments::new(client.clone(), crate::capabilities()));
+        stages.registry = Arc::new(MlflowRegistry::new(client, crate::capabilities()));
+        Ok(stages)
+    }
+}
+
+/// The blueprint's MLflow server, or `MLFLOW_TRACKING_URI`.
+pub fn tracking_uri(bp: &Blueprint) -> Result<String> {
+    let from_env = || std::env::var(TRACKING_URI_ENV).ok().filter(|v| !v.is_empty());
+    OnpremProvider::settings(bp).mlflow_tracking_uri.filter(|u| !u.is_empty()).or_else(from_env).ok_or_else(|| {
+        Error::invalid(format!(
+            "the onprem platform needs an MLflow tracking server: set `platforms.onprem.mlflow_tracking_uri` \
+             or {TRACKING_URI_ENV} (`scripts/stack up onprem` starts one on this machine)"
+        ))
+        .platform(ONPREM)
+    })
+}
+
+fn client(uri: &str) -> Result<MlflowClient> {
+    MlflowClient::new(uri, Credentials::from_env()).map_err(|e| e.platform(ONPREM))
+}
+
+fn spec(address: &str, kind: &str, stage: Stage, name: &str, desired: Json, depends_on: &[&str], protect: bool) -> ResourceSpec {
+    galley_engine::provider::resource(ONPREM, address, kind, stage, name, desired, depends_on, protect)
+}
+
+#[async_trait]
+impl Provider for OnpremProvider {
+    fn rules(&self) -> Arc<dyn galley_blueprint::PlatformRules> {
+        crate::rules()
+    }
+
+    /// `endpoint --config FILE`: an endpoint's model server, as the serving stage spawns it.
+    async fn process(&self, args: &[String]) -> Result<()> {
+        match args {
+            [cmd, flag, config] if cmd == ENDPOINT_PROCESS && flag == "--config" => galley_local::serving::run_server(Path::new(config)).await,
+            _ => Err(Error::invalid(format!("the onprem platform has no process `{}`; expected `{ENDPOINT_PROCESS} --config FILE`", args.join(" ")))),
+        }
+    }
+
+    fn expand(&self, bp: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {
+        let kept: Vec<Stage> = stages.iter().copied().filter(|s| !matches!(s, Stage::Experiments | Stage::Registry)).collect();
+        let mut out = self.local.expand_at(bp, &kept, &self.layout(bp))?;
+        for s in &mut out {
+            s.platform = ONPREM;
+            s.kind = onprem_kind(&s.kind);
+        }
+        let on_mlflow = |st: Stage| stages.contains(&st);
+        if !(on_mlflow(Stage::Experiments) || on_mlflow(Stage::Registry)) {
+            return Ok(out);
+        }
+        let uri = galley_mlflow::client::redact(&tracking_uri(bp)?);
+        if let (true, Some(e)) = (on_mlflow(Stage::Experiments), &bp.stages.experiments) {
+            out.push(spec("experiments.experiment", EXPERIMENT, Stage::Experiments, &e.name,
+                json!({ "tracking_uri": uri, "name": e.name }), &[], e.common.protect));
+        }
+        if let (true, Some(r)) = (on_mlflow(Stage::Registry), &bp.stages.registry) {
+            let deps: Vec<&str> = bp.declared_stages().contains(&Stage::Artifacts).then_some("artifacts.store").into_iter().collect();
+            out.push(spec("registry.model", REGISTERED_MODEL, Stage::Registry, &r.model,
+                json!({ "tracking_uri": uri, "model": r.model }), &deps, r.common.protect));
+        }
+        Ok(out)
+    }
+
+    fn handler(&self, kind: &str) -> Option<Arc<dyn ResourceHandler>> {
+        self.handlers.get(kind).cloned()
+    }
+
+    async fn open(&self, bp: &Blueprint, _outputs: &BTreeMap<String, BTreeMap<String, Json>>) -> Result<StageSet> {
+        self.stages(bp)
+    }
+}
+
+/// A local handler under an onprem kind.
+struct Renamed {
+    kind: String,
+    inner: Arc<dyn ResourceHandler>,
+}
+
+#[async_trait]
+impl ResourceHandler for Renamed {
+    fn kind(&self) -> &str {
+        &self.kind
+    }
+    fn replace_on(&self) -> &[&str] {
+        self.inner.replace_on()
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        self.inner.read(spec).await
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        self.inner.create(spec, owner).await
+    }
+    async fn update(&self, spec: &ResourceSpec, current: &Observed) -> Result<Observed> {
+        self.inner.update(spec, current).await
+    }
+    async fn delete(&self, spec: &ResourceSpec, current: &Observed) -> Result<()> {
+        self.inner.delete(spec, current).await
+    }
+}
+
+fn attr<'a>(spec: &'a ResourceSpec, key: &str) -> Result<&'a str> {
+    spec.desired.get(key).and_then(Json::as_str).ok_or_else(|| Error::internal(format!("resource `{}` has no `{key}` attribute", spec.address)))
+}
+
+fn spec_client(spec: &ResourceSpec) -> Result<MlflowClient> {
+    client(attr(spec, "tracking_uri")?)
+}
+
+fn vanished(spec: &ResourceSpec) -> Error {
+    Error::internal(format!("{} `{}` vanished from MLflow right after it was written", spec.kind, spec.name))
+}
+
+struct ExperimentHandler;
+
+#[async_trait]
+impl ResourceHandler for ExperimentHandler {
+    fn kind(&self) -> &str {
+        EXPERIMENT
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["tracking_uri", "name"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let client = spec_client(spec)?;
+        let name = attr(spec, "name")?;
+        let tracker = MlflowExperiments::new(client.clone(), crate::capabilities());
+        let Some(id) = tracker.get_experiment(name).await? else { return Ok(None) };
+        Ok(Some(Observed {
+            id: id.clone(),
+            attributes: json!({ "tracking_uri": client.uri(), "name": name }),
+            outputs: BTreeMap::from([
+                ("experiment_id".to_owned(), json!(id)),
+                ("url".to_owned(), json!(format!("{}/#/experiments/{id}", client.uri()))),
+            ]),
+        }))
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        let client = spec_client(spec)?;
+        let tracker = MlflowExperiments::new(client.clone(), crate::capabilities());
+        let id = tracker.create_experiment(attr(spec, "name")?).await?;
+        let tag = json!({ "experiment_id": id, "key": OwnerTag::KEY, "value": owner.value() });
+        client.post("experiments/set-experiment-tag", &tag).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    /// MLflow keeps a deleted experiment (and its runs) restorable until its garbage collection
+    /// (`mlflow gc`) runs; creating it again restores it.
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        let tracker = MlflowExperiments::new(spec_client(spec)?, crate::capabilities());
+        tracker.delete_experiment(attr(spec, "name")?).await
+    }
+}
+
+struct RegisteredModelHandler;
+
+#[async_trait]
+impl ResourceHandler for RegisteredModelHandler {
+    fn kind(&self) -> &str {
+        REGISTERED_MODEL
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["tracking_uri", "model"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let client = spec_client(spec)?;
+        let model = attr(spec, "model")?;
+        match client.get("registered-models/get", &[("name", model)]).await {
+            Ok(_) => Ok(Some(Observed {
+                id: model.to_owned(),
+                attributes: json!({ "tracking_uri": client.uri(), "model": model }),
+                outputs: BTreeMap::from([
+                    ("model".to_owned(), json!(model)),
+                    ("url".to_owned(), json!(format!("{}/#/models/{model}", client.uri()))),
+                ]),
+            })),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+    async fn create(&self, spec: &ResourceSpec, owner: &OwnerTag) -> Result<Observed> {
+        let client = spec_client(spec)?;
+        let model = attr(spec, "model")?;
+        MlflowRegistry::new(client.clone(), crate::capabilities()).create_model(model, Some("managed by Galley")).await?;
+        client.post("registered-models/set-tag", &json!({ "name": model, "key": OwnerTag::KEY, "value": owner.value() })).await?;
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        self.read(spec).await?.ok_or_else(|| vanished(spec))
+    }
+    /// Deletes the registered model with its versions, as MLflow does.
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        MlflowRegistry::new(spec_client(spec)?, crate::capabilities()).delete_model(attr(spec, "model")?).await
+    }
+}

@@ -1,0 +1,33 @@
+//! Where the onprem tests find their servers: MLflow, started by `scripts/stack up onprem`
+//! (which `scripts/test` and `.ci/run` call), at `MLFLOW_TRACKING_URI`.
+//!
+//! A test that needs MLflow and finds no URI fails, saying how to start it. Opting out is
+//! explicit — `GALLEY_TEST_SKIP=onprem` — and each test skipped so is appended to
+//! `GALLEY_TEST_SKIP_LOG`, which `scripts/test` prints at the end of the run.
+#![allow(dead_code)]
+
+/// The MLflow tracking URI, or `None` when the run opted out of the onprem servers.
+pub fn mlflow_uri() -> Option<String> {
+    if let Ok(url) = std::env::var("MLFLOW_TRACKING_URI")
+        && url.starts_with("http")
+    {
+        return Some(url.trim().trim_end_matches('/').to_owned());
+    }
+    let test = std::thread::current().name().unwrap_or("an onprem test").to_owned();
+    let opted_out = std::env::var("GALLEY_TEST_SKIP").is_ok_and(|s| s.split(',').any(|p| p.trim() == "onprem"));
+    if !opted_out {
+        panic!(
+            "{test} needs the onprem servers (a real MLflow tracking server) and MLFLOW_TRACKING_URI is not an http URL.\n\
+             Start them with `eval \"$(scripts/stack up onprem)\"` (stop them with `scripts/stack down onprem`), or run \
+             everything with `scripts/test`. To skip the onprem tests on purpose, set GALLEY_TEST_SKIP=onprem."
+        );
+    }
+    println!("SKIPPED (GALLEY_TEST_SKIP=onprem): {test}");
+    if let Ok(log) = std::env::var("GALLEY_TEST_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = writeln!(f, "onprem: {test}");
+        }
+    }
+    None
+}

@@ -1,0 +1,149 @@
+//! Every behaviour suite against the onprem platform: experiments and the registry on the real
+//! MLflow server `scripts/stack up onprem` starts, the other stages on a fresh directory as the
+//! shared directory keeps them. Ends with the proof that every feature onprem declares was
+//! needed by a case that passed here.
+//!
+//! The model server is a separate process; as in the local platform's test, this binary doubles
+//! as it (see `server_command`).
+
+mod common;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::sync::Arc;
+
+use galley_core::StageSet;
+use galley_core::stages::{ExperimentTracker, ModelRegistry, NewModelVersion};
+use galley_local::artifacts::LocalArtifacts;
+use galley_local::features::LocalFeatures;
+use galley_local::monitor::LocalMonitor;
+use galley_local::orchestrator::LocalOrchestrator;
+use galley_local::serving::{EndpointSettings, LocalServing};
+use galley_mlflow::{Credentials, MlflowClient, MlflowExperiments, MlflowRegistry};
+use galley_testkit::serving::{RequireToken, ServingFixture};
+use galley_testkit::{Fixtures, StandardModel, run_stage_set};
+
+const CONFIG_ENV: &str = "GALLEY_TESTKIT_ENDPOINT_CONFIG";
+const TOKEN_ENV: &str = "GALLEY_TESTKIT_ONPREM_TOKEN";
+
+/// Not a test: the model server process the serving suite starts.
+#[test]
+#[ignore = "run only as the onprem model server child process"]
+fn endpoint_server_process() {
+    let Some(config) = std::env::var_os(CONFIG_ENV) else { return };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    if let Err(e) = runtime.block_on(galley_local::serving::run_server(Path::new(&config))) {
+        eprintln!("endpoint server failed: {e}");
+        std::process::exit(1);
+    }
+    std::process::exit(0);
+}
+
+fn server_command() -> Vec<OsString> {
+    let script = format!(r#"{CONFIG_ENV}="$2" exec "$0" --ignored --exact --nocapture endpoint_server_process "$2""#);
+    vec!["/bin/sh".into(), "-c".into(), script.into(), std::env::current_exe().unwrap().into_os_string()]
+}
+
+fn serving_fixture(dir: &Path) -> ServingFixture {
+    let model = StandardModel::new();
+    let path = dir.join("model.json");
+    std::fs::write(&path, &model.bytes).unwrap();
+    let onnx = dir.join("model.onnx");
+    std::fs::write(&onnx, &model.onnx_bytes).unwrap();
+    model.fixture_with_onnx(format!("file://{}", path.display()), format!("file://{}", onnx.display()))
+}
+
+fn mlflow(uri: &str) -> MlflowClient {
+    MlflowClient::new(uri, Credentials::None).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn onprem_proves_every_declared_capability() {
+    let Some(uri) = common::substrate::mlflow_uri() else { return };
+    let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
+    // SAFETY: set before this test starts any thread or process that reads the environment.
+    unsafe { std::env::set_var(TOKEN_ENV, &token) };
+    let declared = galley_onprem::capabilities();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let serving = Arc::new(LocalServing::new(d.join("endpoints"), d.join("monitors"), server_command()).declaring(declared.clone()));
+    let stages = StageSet {
+        artifacts: Arc::new(LocalArtifacts::open(d.join("artifacts")).unwrap().declaring(declared.clone())),
+        features: Arc::new(LocalFeatures::open(d.join("features.db")).unwrap().declaring(declared.clone())),
+        experiments: Arc::new(MlflowExperiments::new(mlflow(&uri), declared.clone())),
+        orchestrator: Arc::new(LocalOrchestrator::open(d.join("pipelines")).unwrap().declaring(declared.clone())),
+        registry: Arc::new(MlflowRegistry::new(mlflow(&uri), declared.clone())),
+        serving: serving.clone(),
+        monitor: Arc::new(LocalMonitor::open(d.join("monitors")).unwrap().declaring(declared.clone())),
+    };
+    let mut fixture = serving_fixture(d);
+    let configure = serving.clone();
+    fixture.require_token = Some(RequireToken(Arc::new(move |name: &str| {
+        let settings = EndpointSettings { token_env: Some(TOKEN_ENV.into()), ..EndpointSettings::default() };
+        configure.configure(name, &settings)?;
+        Ok(token.clone())
+    })));
+    let report = run_stage_set(&stages, &declared, Fixtures { serving: Some(fixture), ..Fixtures::default() }).await;
+    report.assert_ok();
+    report.assert_capabilities_proven(&declared);
+    assert!(report.passed.iter().any(|n| n == "registry::aliases_move_and_resolve"), "{}", report.summary());
+}
+
+/// What MLflow itself holds for a version Galley registered: a source inside the lineage run's
+/// artifacts, an `MLmodel` file there with MLflow's signature, and the model file with the same
+/// bytes; read back through MLflow's API, not Galley's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registered_version_is_an_mlflow_model_directory() {
+    let Some(uri) = common::substrate::mlflow_uri() else { return };
+    let client = mlflow(&uri);
+    let caps = galley_onprem::capabilities();
+    let tracker = MlflowExperiments::new(client.clone(), caps.clone());
+    let registry = MlflowRegistry::new(client.clone(), caps);
+    let name = format!("gtk-onprem-{}", uuid::Uuid::new_v4().simple());
+    tracker.create_experiment(&name).await.unwrap();
+    let run = tracker.start_run(&name, Some("train"), &Default::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let model = StandardModel::new();
+    let path = dir.path().join("model.json");
+    std::fs::write(&path, &model.bytes).unwrap();
+    registry.create_model(&name, None).await.unwrap();
+    let new = NewModelVersion {
+        artifact_uri: format!("file://{}", path.display()),
+        metrics: [("rmse".to_owned(), 0.1 + 0.2)].into(),
+        lineage: galley_core::stages::Lineage { run_id: Some(run.clone()), ..Default::default() },
+        signature: model.signature.clone(),
+        description: None,
+    };
+    let v = registry.register_version(&name, &new).await.unwrap();
+    assert_eq!(v.metrics["rmse"], 0.1 + 0.2, "a metric's f64 survives MLflow's string tags bit for bit");
+
+    let got = client.get("model-versions/get", &[("name", &name), ("version", "1")]).await.unwrap();
+    let mv = &got["model_version"];
+    assert_eq!(mv["run_id"].as_str(), Some(run.as_str()), "{mv}");
+    let source = mv["source"].as_str().unwrap();
+    let run_json = client.get("runs/get", &[("run_id", &run)]).await.unwrap();
+    let run_artifacts = run_json["run"]["info"]["artifact_uri"].as_str().unwrap();
+    assert!(source.starts_with(run_artifacts), "source {source} is not inside the run's artifacts {run_artifacts}");
+    let path_in_proxy = source.trim_start_matches("mlflow-artifacts:").trim_start_matches('/');
+    let mlmodel = String::from_utf8(client.get_artifact(&format!("{path_in_proxy}/MLmodel")).await.unwrap().to_vec()).unwrap();
+    assert!(mlmodel.contains("flavors:") && mlmodel.contains("signature:"), "{mlmodel}");
+    let first_input = &model.signature.inputs[0].name;
+    assert!(mlmodel.contains(&format!(r#"\"name\":\"{first_input}\""#)), "the MLmodel signature names no `{first_input}`:\n{mlmodel}");
+    let stored = client.get_artifact(&format!("{path_in_proxy}/model.json")).await.unwrap();
+    assert_eq!(stored.as_ref(), model.bytes.as_slice(), "the model file in MLflow differs from the registered one");
+    registry.delete_model(&name).await.unwrap();
+    tracker.delete_experiment(&name).await.unwrap();
+}
+
+/// A server that is not there: one error naming MLflow and the URL, said to be retryable.
+#[tokio::test]
+async fn an_unreachable_server_is_named() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    let uri = format!("http://127.0.0.1:{port}");
+    let tracker = MlflowExperiments::new(mlflow(&uri), galley_onprem::capabilities());
+    let e = tracker.create_experiment("x").await.unwrap_err();
+    assert!(e.to_string().contains(&format!("MLflow at {uri} could not connect")), "{e}");
+    assert!(e.is_retryable(), "{e:?}");
+}
