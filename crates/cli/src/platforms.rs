@@ -28,6 +28,7 @@ pub fn providers(ctx: &ProviderContext) -> Providers {
     let mut providers: Vec<std::sync::Arc<dyn galley_engine::Provider>> = Vec::new();
     register!(registry, providers, ctx, galley_local, "local");
     register!(registry, providers, ctx, galley_aws, "aws");
+    register!(registry, providers, ctx, galley_onprem, "onprem");
     #[cfg(feature = "testing")]
     register!(registry, providers, ctx, galley_toy, "testing");
     providers.into_iter().fold(Providers::new(registry), |p, provider| p.with(provider))

@@ -77,6 +77,12 @@ impl Layout {
     }
 }
 
+/// Experiments and a registry kept elsewhere (onprem: an MLflow server).
+pub struct Tracking {
+    pub experiments: Arc<dyn ExperimentTracker>,
+    pub registry: Arc<dyn ModelRegistry>,
+}
+
 pub struct LocalProvider {
     ctx: ProviderContext,
     /// How to start an endpoint server process: this galley's `__platform local endpoint`.
@@ -115,20 +121,28 @@ impl LocalProvider {
 
     /// The runtime stage objects for a blueprint (also what `open` returns).
     pub fn stages(&self, bp: &Blueprint) -> Result<StageSet> {
-        self.stages_at(bp, &Layout::for_blueprint(bp, &self.ctx), crate::capabilities())
+        self.stages_at(bp, &Layout::for_blueprint(bp, &self.ctx), crate::capabilities(), None)
     }
 
     /// The stage objects over the files under `layout`, each declaring `declared`: how a
     /// platform that keeps stages the local way (onprem, on a shared directory) opens them.
-    pub fn stages_at(&self, bp: &Blueprint, layout: &Layout, declared: Capabilities) -> Result<StageSet> {
+    /// With `tracking`, those are the experiments and registry (no SQLite file is opened for them).
+    pub fn stages_at(&self, bp: &Blueprint, layout: &Layout, declared: Capabilities, tracking: Option<Tracking>) -> Result<StageSet> {
+        let tracking = match tracking {
+            Some(t) => t,
+            None => Tracking {
+                experiments: Arc::new(LocalExperiments::open(layout.experiments_db())?),
+                registry: Arc::new(LocalRegistry::open(layout.registry_db())?),
+            },
+        };
         let artifacts_dir = bp.stages.artifacts.as_ref().map(|a| layout.artifacts(&a.bucket)).unwrap_or_else(|| layout.default_artifacts());
         let serving = LocalServing::new(layout.endpoints(), layout.monitors(), self.server_command.clone());
         Ok(StageSet {
             artifacts: Arc::new(LocalArtifacts::open(artifacts_dir)?.declaring(declared.clone())),
             features: Arc::new(LocalFeatures::open(layout.features_db())?.declaring(declared.clone())),
-            experiments: Arc::new(LocalExperiments::open(layout.experiments_db())?),
+            experiments: tracking.experiments,
             orchestrator: Arc::new(LocalOrchestrator::open(layout.pipelines())?.declaring(declared.clone())),
-            registry: Arc::new(LocalRegistry::open(layout.registry_db())?),
+            registry: tracking.registry,
             serving: Arc::new(serving.declaring(declared.clone())),
             monitor: Arc::new(LocalMonitor::open(layout.monitors())?.declaring(declared)),
         })

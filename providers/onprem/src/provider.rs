@@ -15,7 +15,7 @@ use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
 use galley_core::stages::{ExperimentTracker, ModelRegistry};
 use galley_core::{Error, ErrorKind, Result, Stage, StageSet};
 use galley_engine::{Provider, ProviderContext};
-use galley_local::provider::{ARTIFACT_STORE, ENDPOINT, ENDPOINT_PROCESS, FEATURE_GROUP, Layout, LocalProvider, MONITOR, PIPELINE};
+use galley_local::provider::{ARTIFACT_STORE, ENDPOINT, ENDPOINT_PROCESS, FEATURE_GROUP, Layout, LocalProvider, MONITOR, PIPELINE, Tracking};
 use galley_mlflow::{Credentials, MlflowClient, MlflowExperiments, MlflowRegistry};
 use serde_json::{Value as Json, json};
 
@@ -74,11 +74,12 @@ impl OnpremProvider {
 
     /// The stage objects: MLflow for experiments and the registry, the shared directory for the rest.
     pub fn stages(&self, bp: &Blueprint) -> Result<StageSet> {
-        let mut stages = self.local.stages_at(bp, &self.layout(bp), crate::capabilities())?;
         let client = client(&tracking_uri(bp)?)?;
-        stages.experiments = Arc::new(MlflowExperiments::new(client.clone(), crate::capabilities()));
-        stages.registry = Arc::new(MlflowRegistry::new(client, crate::capabilities()));
-        Ok(stages)
+        let tracking = Tracking {
+            experiments: Arc::new(MlflowExperiments::new(client.clone(), crate::capabilities())),
+            registry: Arc::new(MlflowRegistry::new(client, crate::capabilities())),
+        };
+        self.local.stages_at(bp, &self.layout(bp), crate::capabilities(), Some(tracking))
     }
 }
 

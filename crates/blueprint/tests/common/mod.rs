@@ -4,5 +4,5 @@
 use galley_blueprint::PlatformRegistry;
 
 pub fn registry() -> PlatformRegistry {
-    PlatformRegistry::default().with(galley_local::rules()).with(galley_aws::rules())
+    PlatformRegistry::default().with(galley_local::rules()).with(galley_aws::rules()).with(galley_onprem::rules())
 }

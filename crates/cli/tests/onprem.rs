@@ -1,0 +1,125 @@
+//! The onprem platform through the real binary, on the real MLflow server `scripts/stack up
+//! onprem` starts: plan → apply → run → a prediction → destroy, with MLflow's own REST API (not
+//! Galley) confirming what exists after apply and run, and what is gone after destroy. Each test
+//! names its experiment and model uniquely: the server is shared.
+
+mod common;
+#[path = "../../../providers/onprem/tests/common/substrate.rs"]
+mod substrate;
+
+use common::{Project, files_under, ok, process_alive};
+use serde_json::Value;
+
+/// The shipped onprem blueprint with this test's own experiment and model names.
+fn project(tag: &str) -> (Project, String) {
+    let name = format!("gtk-{tag}-{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+    let p = Project::from_shipped("onprem.yaml", |t| {
+        t.replace("  experiments:\n    name: wine-quality", &format!("  experiments:\n    name: {name}"))
+            .replace("    model: wine-quality", &format!("    model: {name}"))
+    });
+    (p, name)
+}
+
+/// `GET /api/2.0/mlflow/{path}` on the server, with curl: a client that is not Galley's.
+fn mlflow(uri: &str, path: &str) -> Value {
+    let out = std::process::Command::new("curl").args(["-s", &format!("{uri}/api/2.0/mlflow/{path}")]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("MLflow answered {path} with: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn tag<'a>(tags: &'a Value, key: &str) -> Option<&'a str> {
+    tags.as_array()?.iter().find(|t| t["key"] == key)?["value"].as_str()
+}
+
+#[test]
+fn onprem_lifecycle_on_a_real_mlflow_server() {
+    let Some(uri) = substrate::mlflow_uri() else { return };
+    let (p, name) = project("onprem");
+
+    let (code, plan) = p.galley_json(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, 2, "{plan}");
+    let changes = plan["changes"].as_array().unwrap();
+    let kinds: Vec<&str> = changes.iter().filter_map(|c| c["kind"].as_str()).collect();
+    assert!(kinds.contains(&"onprem.mlflow_experiment") && kinds.contains(&"onprem.mlflow_registered_model"), "{kinds:?}");
+    assert!(plan.to_string().contains(&uri), "the plan names the MLflow server: {plan}");
+
+    ok(&p.galley(&["apply", "--auto-approve"]));
+    let exp = mlflow(&uri, &format!("experiments/get-by-name?experiment_name={name}"));
+    assert_eq!(exp["experiment"]["lifecycle_stage"], "active", "{exp}");
+    assert!(tag(&exp["experiment"]["tags"], "galley").is_some_and(|v| v.contains("experiments.experiment")), "owner tag: {exp}");
+    let model = mlflow(&uri, &format!("registered-models/get?name={name}"));
+    assert!(tag(&model["registered_model"]["tags"], "galley").is_some(), "owner tag: {model}");
+
+    let (code, run) = p.galley_json(&["run"]);
+    assert_eq!(code, 0, "{run}");
+    assert_eq!(run["run"]["registered_version"], 1, "{run}");
+    let accuracy = run["run"]["metrics"]["accuracy"].as_f64().unwrap();
+
+    // What MLflow holds: version 1, champion, gate's verdict, in its run, the run's metrics.
+    let v = mlflow(&uri, &format!("model-versions/get?name={name}&version=1"))["model_version"].clone();
+    let aliases: Vec<&str> = v["aliases"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(aliases, ["champion"], "{v}");
+    let run_id = v["run_id"].as_str().unwrap();
+    let mlflow_run = mlflow(&uri, &format!("runs/get?run_id={run_id}"))["run"].clone();
+    assert!(v["source"].as_str().unwrap().starts_with(mlflow_run["info"]["artifact_uri"].as_str().unwrap()), "{v}");
+    let logged = mlflow_run["data"]["metrics"].as_array().unwrap().iter().find(|m| m["key"] == "accuracy").map(|m| m["value"].as_f64().unwrap());
+    assert_eq!(logged, Some(accuracy), "the run's accuracy in MLflow vs what galley run reported: {mlflow_run}");
+    assert_eq!(tag(&v["tags"], "galley.metric.accuracy").map(|s| s.parse::<f64>().unwrap()), Some(accuracy), "{v}");
+
+    let body = r#"{"dataframe_split": {"columns": ["fixed_acidity","volatile_acidity","citric_acid","residual_sugar","chlorides","free_sulfur_dioxide","total_sulfur_dioxide","density","ph","sulphates","alcohol"], "data": [[7.4,0.7,0.0,1.9,0.076,11.0,34.0,0.9978,3.51,0.56,9.4]]}}"#;
+    let (code, pred) = p.galley_json(&["predict", "--data", body]);
+    assert_eq!(code, 0, "{pred}");
+    assert_eq!(pred["predictions"].as_array().unwrap().len(), 1, "{pred}");
+
+    let state: Value = serde_json::from_slice(&std::fs::read(p.path().join(".galley/onprem/endpoints/wine-quality/state.json")).unwrap()).unwrap();
+    let pid = state["pid"].as_u64().unwrap() as u32;
+    assert!(process_alive(pid));
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+    assert!(!process_alive(pid), "the endpoint server {pid} must be stopped");
+    assert_eq!(mlflow(&uri, &format!("registered-models/get?name={name}"))["error_code"], "RESOURCE_DOES_NOT_EXIST");
+    let exp = mlflow(&uri, &format!("experiments/get-by-name?experiment_name={name}"));
+    assert_eq!(exp["experiment"]["lifecycle_stage"], "deleted", "MLflow keeps a deleted experiment until `mlflow gc`: {exp}");
+    let left = files_under(&p.path().join(".galley"));
+    assert!(left.iter().all(|f| f.starts_with("state.json")), "destroy must leave only the state files: {left:?}");
+}
+
+/// MLflow down at apply: one error naming MLflow and its URL, no MLflow resource recorded as
+/// made; when the server answers at that URL again (here: a forwarder to the real one comes up
+/// on the port), the same apply settles the interrupted create and completes.
+#[test]
+fn a_server_that_is_down_is_named_and_the_apply_completes_when_it_is_back() {
+    let Some(uri) = substrate::mlflow_uri() else { return };
+    let (mut p, name) = project("down");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = format!("http://127.0.0.1:{port}");
+    p.env.push(("MLFLOW_TRACKING_URI".into(), down.clone()));
+    let out = p.galley(&["apply", "--auto-approve"]);
+    assert!(!out.status.success());
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains(&format!("MLflow at {down} could not connect")), "{said}");
+    let (_, status) = p.galley_json(&["status"]);
+    let recorded = status["resources"].as_object().unwrap();
+    assert!(!recorded.contains_key("experiments.experiment") && !recorded.contains_key("registry.model"), "{status}");
+    assert_eq!(mlflow(&uri, &format!("registered-models/get?name={name}"))["error_code"], "RESOURCE_DOES_NOT_EXIST");
+
+    forward(port, uri.trim_start_matches("http://"));
+    ok(&p.galley(&["apply", "--auto-approve"]));
+    assert_eq!(mlflow(&uri, &format!("registered-models/get?name={name}"))["registered_model"]["name"], name.as_str());
+    assert_eq!(mlflow(&uri, &format!("experiments/get-by-name?experiment_name={name}"))["experiment"]["lifecycle_stage"], "active");
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+    assert_eq!(mlflow(&uri, &format!("registered-models/get?name={name}"))["error_code"], "RESOURCE_DOES_NOT_EXIST");
+}
+
+/// The server coming back at `port`: every connection there is piped to `upstream`.
+fn forward(port: u16, upstream: &str) {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port the server was down on is free again");
+    let upstream = upstream.to_owned();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let Ok(up) = std::net::TcpStream::connect(&upstream) else { continue };
+            let (mut a, mut b) = (conn.try_clone().unwrap(), up.try_clone().unwrap());
+            let (mut c, mut d) = (conn, up);
+            std::thread::spawn(move || { let _ = std::io::copy(&mut a, &mut b); let _ = b.shutdown(std::net::Shutdown::Write); });
+            std::thread::spawn(move || { let _ = std::io::copy(&mut d, &mut c); let _ = c.shutdown(std::net::Shutdown::Write); });
+        }
+    });
+}
