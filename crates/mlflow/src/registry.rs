@@ -100,6 +100,18 @@ impl MlflowRegistry {
         Ok(format!("{run_artifacts}/{dir}"))
     }
 
+    /// `(alias, version)` for every alias of the model.
+    async fn aliases(&self, model: &str) -> Result<Vec<(String, u64)>> {
+        let j = self.client.get("registered-models/get", &[("name", model)]).await?;
+        let mut out = Vec::new();
+        for a in j["registered_model"]["aliases"].as_array().into_iter().flatten() {
+            let (Some(alias), Some(version)) = (a["alias"].as_str(), a["version"].as_str()) else { continue };
+            let version = version.parse().map_err(|_| Error::internal(format!("MLflow's alias `{alias}` of `{model}` names no version number")))?;
+            out.push((alias.to_owned(), version));
+        }
+        Ok(out)
+    }
+
     async fn set_tag(&self, model: &str, version: u64, key: &str, value: &str) -> Result<()> {
         let body = json!({ "name": model, "version": version.to_string(), "key": key, "value": value });
         self.client.post("model-versions/set-tag", &body).await.map(|_| ())
@@ -305,6 +317,12 @@ impl ModelRegistry for MlflowRegistry {
                 break;
             }
         }
+        // MLflow's search leaves the versions' aliases out: they come from the model.
+        let aliases = self.aliases(model).await.map_err(op)?;
+        for v in &mut out {
+            v.aliases = aliases.iter().filter(|(_, n)| *n == v.version).map(|(a, _)| a.clone()).collect();
+            v.aliases.sort();
+        }
         out.sort_by_key(|v| v.version);
         Ok(out)
     }
@@ -333,11 +351,9 @@ impl ModelRegistry for MlflowRegistry {
     /// Read from the registered model's alias list: MLflow answers an unknown alias with an
     /// invalid-parameter error that only its wording tells from a real one.
     async fn get_by_alias(&self, model: &str, alias: &str) -> Result<Option<ModelVersion>> {
-        let j = self.client.get("registered-models/get", &[("name", model)]).await.map_err(|e| Self::ctx(e, "get_by_alias", model))?;
-        let found = j["registered_model"]["aliases"].as_array().into_iter().flatten().find(|a| a["alias"].as_str() == Some(alias));
-        match found.and_then(|a| a["version"].as_str()).map(str::parse::<u64>) {
-            Some(Ok(version)) => self.get_version(model, version).await.map(Some),
-            Some(Err(_)) => Err(Error::internal(format!("MLflow's alias `{alias}` of `{model}` names no version number"))),
+        let aliases = self.aliases(model).await.map_err(|e| Self::ctx(e, "get_by_alias", model))?;
+        match aliases.into_iter().find(|(a, _)| a == alias) {
+            Some((_, version)) => self.get_version(model, version).await.map(Some),
             None => Ok(None),
         }
     }

@@ -192,6 +192,18 @@ pub async fn aliases_move_and_resolve(r: Registry) -> TestResult {
         let mut v2_aliases = r.get_version(&name, 2).await?.aliases;
         v2_aliases.sort();
         ensure_eq!(v2_aliases, vec!["challenger".to_owned(), "champion".to_owned()], "aliases of v2");
+        // A listing carries them too: promotion logic (the gate's champion, a migration) reads it.
+        let listed: Vec<(u64, Vec<String>)> = r
+            .list_versions(&name)
+            .await?
+            .into_iter()
+            .map(|v| {
+                let mut a = v.aliases;
+                a.sort();
+                (v.version, a)
+            })
+            .collect();
+        ensure_eq!(listed, vec![(1, vec![]), (2, vec!["challenger".to_owned(), "champion".to_owned()])], "list_versions' aliases");
 
         r.remove_alias(&name, "challenger").await?;
         ensure_eq!(r.get_by_alias(&name, "challenger").await?, None, "challenger after remove_alias");
