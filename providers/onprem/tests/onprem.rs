@@ -131,6 +131,18 @@ async fn a_registered_version_is_an_mlflow_model_directory() {
     assert!(mlmodel.contains(&format!(r#"\"name\":\"{first_input}\""#)), "the MLmodel signature names no `{first_input}`:\n{mlmodel}");
     let stored = client.get_artifact(&format!("{path_in_proxy}/model.json")).await.unwrap();
     assert_eq!(stored.as_ref(), model.bytes.as_slice(), "the model file in MLflow differs from the registered one");
+
+    // MLflow's own loader reads the directory: `models:/NAME/1` resolves, the MLmodel parses,
+    // and the signature it reports is the registered one.
+    let bin = std::env::var("GALLEY_TEST_MLFLOW_BIN").expect("GALLEY_TEST_MLFLOW_BIN (set by `scripts/stack up onprem`): MLflow's venv");
+    let script = "import sys, mlflow\nfrom mlflow.models import Model\nm = Model.load(f'models:/{sys.argv[1]}/1')\n\
+                  print(','.join(c.name for c in m.signature.inputs.inputs)); print(sorted(m.flavors))";
+    let out = std::process::Command::new(format!("{bin}/python")).args(["-c", script, &name]).env("MLFLOW_TRACKING_URI", &uri).output().unwrap();
+    assert!(out.status.success(), "MLflow could not load the version: {}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    let names: Vec<&str> = model.signature.inputs.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(said.lines().next(), Some(names.join(",").as_str()), "{said}");
+    assert!(said.contains("galley"), "{said}");
     registry.delete_model(&name).await.unwrap();
     tracker.delete_experiment(&name).await.unwrap();
 }
