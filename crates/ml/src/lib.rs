@@ -7,11 +7,13 @@
 
 pub mod dataset;
 pub mod drift;
+pub mod export;
 pub mod formats;
 pub mod gate;
 pub mod metrics;
 pub mod model;
 pub mod onnx;
+pub mod onnx_proto;
 pub mod params;
 pub mod prepare;
 pub mod validate;

@@ -42,7 +42,7 @@ pub struct TrainedModel {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
-enum Fitted {
+pub(crate) enum Fitted {
     /// `intercept + coefficients · x`, through the logistic function for classification.
     /// Coefficients apply to raw (unscaled) feature values.
     Linear {
@@ -55,7 +55,7 @@ enum Fitted {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "node", rename_all = "snake_case")]
-enum Node {
+pub(crate) enum Node {
     Split {
         feature: usize,
         threshold: f64,
@@ -446,6 +446,9 @@ impl TrainedModel {
 
     pub fn signature(&self) -> &Signature {
         &self.signature
+    }
+    pub(crate) fn fitted(&self) -> &Fitted {
+        &self.fitted
     }
     pub fn algorithm(&self) -> Algorithm {
         self.algorithm

@@ -196,18 +196,26 @@ fn numbers(value: &DynValue, n: usize) -> Result<Vec<f64>> {
     Ok(out)
 }
 
-/// Probability of class 1 from the probabilities output: a `[N, C]` tensor (classes in sorted
-/// order, so column 1), or ZipMap's sequence of maps keyed by class.
+/// Probability of class 1 from the probabilities output: a float or double `[N, C]` tensor
+/// (classes in sorted order, so column 1), a `[N, 1]` or `[N]` one holding P(class 1) itself
+/// (Galley's exported models), or ZipMap's sequence of maps keyed by class.
 fn positive_probability(value: &DynValue, n: usize) -> Result<Vec<f64>> {
     let read = ort_err("read the model's probabilities");
+    let column = |shape: &[i64], v: Vec<f64>| {
+        let c = if shape.len() == 2 { shape[1] as usize } else { 1 };
+        if v.len() != n * c {
+            return Err(Error::invalid(format!("the model's probabilities have shape {shape:?}; expected [{n}, 2] or [{n}, 1]")));
+        }
+        Ok(if c == 1 { v } else { (0..n).map(|i| v[i * c + 1]).collect() })
+    };
     match value.dtype() {
         ValueType::Tensor { ty: TensorElementType::Float32, .. } => {
             let (shape, v) = value.try_extract_tensor::<f32>().map_err(read)?;
-            let c = if shape.len() == 2 { shape[1] as usize } else { 1 };
-            if c < 2 || v.len() != n * c {
-                return Err(Error::invalid(format!("the model's probabilities have shape {shape:?}; expected [{n}, 2]")));
-            }
-            Ok((0..n).map(|i| v[i * c + 1] as f64).collect())
+            column(shape, v.iter().map(|x| *x as f64).collect())
+        }
+        ValueType::Tensor { ty: TensorElementType::Float64, .. } => {
+            let (shape, v) = value.try_extract_tensor::<f64>().map_err(read)?;
+            column(shape, v.to_vec())
         }
         ValueType::Sequence(_) => {
             let maps = value.try_extract_sequence::<ort::value::DynMapValueType>().map_err(read)?;
