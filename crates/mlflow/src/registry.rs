@@ -87,15 +87,16 @@ impl MlflowRegistry {
         let path = if proxied.starts_with("//") { path.split_once('/').map(|(_, p)| p).unwrap_or("") } else { path };
         let model = read_file_uri(&new.artifact_uri).await?;
         let dir = format!("galley-model-{}", &hex::encode(Sha256::digest(new.artifact_uri.as_bytes()))[..12]);
-        let file = match &model {
-            Some(bytes) => {
-                let name = if bytes.first() == Some(&b'{') { "model.json" } else { "model.onnx" };
-                self.client.put_artifact(&format!("{path}/{dir}/{name}"), bytes.clone()).await?;
-                Some((name, hex::encode(Sha256::digest(bytes))))
-            }
+        let files = match &model {
+            Some(bytes) => Some(model_files(bytes)?),
             None => None,
         };
-        let mlmodel = mlmodel(&dir, new, file);
+        if let Some(files) = &files {
+            for (name, bytes) in [Some((files.galley_name, &files.galley)), files.onnx.as_ref().map(|o| ("model.onnx", o))].into_iter().flatten() {
+                self.client.put_artifact(&format!("{path}/{dir}/{name}"), bytes.clone()).await?;
+            }
+        }
+        let mlmodel = mlmodel(&dir, new, files.as_ref());
         self.client.put_artifact(&format!("{path}/{dir}/MLmodel"), mlmodel.into()).await?;
         Ok(format!("{run_artifacts}/{dir}"))
     }
@@ -128,6 +129,27 @@ async fn read_file_uri(uri: &str) -> Result<Option<bytes::Bytes>> {
     }
 }
 
+/// What goes into a version's MLflow model directory beside its `MLmodel`.
+pub struct ModelFiles {
+    /// `model.json` (Galley's format) or `model.onnx` (the user's ONNX model).
+    pub galley_name: &'static str,
+    pub galley: bytes::Bytes,
+    pub sha256: String,
+    /// The model as ONNX, for MLflow's ONNX flavor: the user's file itself, or Galley's model
+    /// exported (`galley_ml::export`); `None` only for a file that is neither.
+    pub onnx: Option<bytes::Bytes>,
+}
+
+fn model_files(bytes: &bytes::Bytes) -> Result<ModelFiles> {
+    let sha256 = hex::encode(Sha256::digest(bytes));
+    if galley_ml::onnx::looks_like_onnx(bytes) {
+        return Ok(ModelFiles { galley_name: "model.onnx", galley: bytes.clone(), sha256, onnx: None });
+    }
+    let model = galley_ml::TrainedModel::from_bytes(bytes)?;
+    let onnx = galley_ml::export::to_onnx(&model)?;
+    Ok(ModelFiles { galley_name: "model.json", galley: bytes.clone(), sha256, onnx: Some(onnx.into()) })
+}
+
 /// MLflow's column type for a Galley dtype (MLflow's `ColSpec` names).
 fn mlflow_type(d: DType) -> &'static str {
     match d {
@@ -138,28 +160,32 @@ fn mlflow_type(d: DType) -> &'static str {
     }
 }
 
+/// The ONNX package version the `onnx` flavor names (what MLflow records; the file is opset 17).
+const ONNX_VERSION: &str = "1.17.0";
+
 /// The `MLmodel` file: MLflow's model metadata (YAML; every value written as a JSON string,
-/// which is valid YAML), with the signature in MLflow's format and Galley's flavor.
-pub fn mlmodel(dir: &str, new: &NewModelVersion, file: Option<(&str, String)>) -> String {
-    let cols = |cs: &[galley_core::table::Column]| {
-        let specs: Vec<Json> = cs.iter().map(|c| json!({ "type": mlflow_type(c.dtype), "name": c.name, "required": true })).collect();
-        Json::Array(specs).to_string()
-    };
+/// which is valid YAML) with the input signature in MLflow's format, Galley's flavor, and, when
+/// there is an ONNX file, MLflow's `onnx` and `python_function` flavors over it, so
+/// `mlflow models serve models:/NAME@champion` serves the version.
+pub fn mlmodel(dir: &str, new: &NewModelVersion, files: Option<&ModelFiles>) -> String {
     let q = |s: &str| Json::String(s.to_owned()).to_string();
     let mut out = format!("artifact_path: {}\nflavors:\n  galley:\n", q(dir));
-    match &file {
-        Some((name, sha)) => {
-            let format = if name.ends_with(".onnx") { "onnx" } else { "galley-json" };
-            out += &format!("    data: {}\n    format: {}\n    sha256: {}\n", q(name), q(format), q(sha));
+    match files {
+        Some(f) => {
+            let format = if f.galley_name.ends_with(".onnx") { "onnx" } else { "galley-json" };
+            out += &format!("    data: {}\n    format: {}\n    sha256: {}\n", q(f.galley_name), q(format), q(&f.sha256));
         }
         None => out += "    data: null\n",
     }
     out += &format!("    source_uri: {}\n    galley_version: {}\n", q(&new.artifact_uri), q(env!("CARGO_PKG_VERSION")));
-    out += &format!("model_uuid: {}\n", q(&hex::encode(&Sha256::digest(new.artifact_uri.as_bytes())[..16])));
-    out += &format!("signature:\n  inputs: {}\n", q(&cols(&new.signature.inputs)));
-    if let Some(o) = &new.signature.output {
-        out += &format!("  outputs: {}\n", q(&cols(std::slice::from_ref(o))));
+    if files.is_some_and(|f| f.onnx.is_some() || f.galley_name == "model.onnx") {
+        let data = q("model.onnx");
+        out += &format!("  onnx:\n    onnx_version: {}\n    data: {data}\n    providers: [\"CPUExecutionProvider\"]\n", q(ONNX_VERSION));
+        out += &format!("  python_function:\n    loader_module: \"mlflow.onnx\"\n    data: {data}\n");
     }
+    out += &format!("model_uuid: {}\n", q(&hex::encode(&Sha256::digest(new.artifact_uri.as_bytes())[..16])));
+    let inputs: Vec<Json> = new.signature.inputs.iter().map(|c| json!({ "type": mlflow_type(c.dtype), "name": c.name, "required": true })).collect();
+    out += &format!("signature:\n  inputs: {}\n", q(&Json::Array(inputs).to_string()));
     out
 }
 

@@ -159,3 +159,106 @@ async fn an_unreachable_server_is_named() {
     assert!(e.to_string().contains(&format!("MLflow at {uri} could not connect")), "{e}");
     assert!(e.is_retryable(), "{e:?}");
 }
+
+/// The same held-out wine rows through Galley's scorer, ONNX Runtime (the version's exported
+/// `model.onnx`, through Galley's ONNX scorer) and `mlflow models serve models:/NAME@champion`
+/// (MLflow's own server and ONNX flavor): a decision tree answers bit for bit on all three,
+/// a logistic regression within 1e-12 with every label equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mlflow_serves_a_registered_version_as_galley_scores_it() {
+    use galley_core::ml::{Algorithm, Data, PositiveWhen, Split, Task, VarValue};
+    use galley_ml::formats::Model;
+    let Some(uri) = common::substrate::mlflow_uri() else { return };
+    let bin = std::env::var("GALLEY_TEST_MLFLOW_BIN").expect("GALLEY_TEST_MLFLOW_BIN (set by `scripts/stack up onprem`): MLflow's venv");
+    let ds = galley_ml::load_source("builtin:winequality", Path::new(".")).unwrap();
+    let data = Data {
+        source: "builtin:winequality".into(),
+        target: "quality".into(),
+        task: Task::Classification,
+        positive_when: Some(PositiveWhen { at_least: 6.0 }),
+        schema: Default::default(),
+        split: Split { test_size: 0.2, seed: 42 },
+    };
+    let p = galley_ml::prepare(&ds.table, &data, &[]).unwrap();
+    let client = mlflow(&uri);
+    let registry = MlflowRegistry::new(client.clone(), galley_onprem::capabilities());
+    let dir = tempfile::tempdir().unwrap();
+
+    for (alg, params, tolerance) in [(Algorithm::DecisionTree, vec![("max_depth", 6.0)], 0.0), (Algorithm::LogisticRegression, vec![("max_iterations", 200.0)], 1e-12)] {
+        let params: indexmap::IndexMap<String, VarValue> = params.into_iter().map(|(k, v)| (k.to_owned(), VarValue::Number(v))).collect();
+        let model = galley_ml::train(alg, &params, p.task, &p.train, &p.signature).unwrap();
+        let path = dir.path().join(format!("{alg:?}.json"));
+        std::fs::write(&path, model.to_bytes()).unwrap();
+        let name = format!("gtk-serve-{}", uuid::Uuid::new_v4().simple());
+        registry.create_model(&name, None).await.unwrap();
+        let new = NewModelVersion {
+            artifact_uri: format!("file://{}", path.display()),
+            metrics: Default::default(),
+            lineage: Default::default(),
+            signature: p.signature.clone(),
+            description: None,
+        };
+        let v = registry.register_version(&name, &new).await.unwrap();
+        registry.set_alias(&name, "champion", v.version).await.unwrap();
+
+        let galley = Model::from(model.clone()).score_matrix(&p.test.x).unwrap();
+        let exported = galley_ml::export::to_onnx(&model).unwrap();
+        let ort = Model::from_bytes(&exported).unwrap().score_matrix(&p.test.x).unwrap();
+        let served = mlflow_models_serve(&bin, &uri, &format!("models:/{name}@champion"), &p.signature, &p.test.x);
+
+        let worst = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max);
+        let (probability, label): (Vec<f64>, Vec<f64>) = served.iter().copied().unzip();
+        assert_eq!(probability.len(), galley.scores.len(), "{alg:?}: one answer per row");
+        assert!(worst(&galley.scores, &ort.scores) <= tolerance, "{alg:?}: ONNX Runtime vs Galley {:e}", worst(&galley.scores, &ort.scores));
+        assert!(worst(&galley.scores, &probability) <= tolerance, "{alg:?}: mlflow models serve vs Galley {:e}", worst(&galley.scores, &probability));
+        assert_eq!(label, galley.labels, "{alg:?}: labels from mlflow models serve");
+        assert_eq!(ort.labels, galley.labels, "{alg:?}: labels from ONNX Runtime");
+        println!("{alg:?}: {} rows, mlflow models serve vs Galley: {:e}, ONNX Runtime vs Galley: {:e}", galley.scores.len(), worst(&galley.scores, &probability), worst(&galley.scores, &ort.scores));
+        registry.delete_model(&name).await.unwrap();
+    }
+}
+
+/// Starts `mlflow models serve -m MODEL`, posts `rows` as MLflow's `dataframe_split`, stops it;
+/// returns (probability, label) per row.
+fn mlflow_models_serve(bin: &str, uri: &str, model: &str, signature: &galley_core::stages::Signature, rows: &[Vec<f64>]) -> Vec<(f64, f64)> {
+    use std::os::unix::process::CommandExt;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let path = format!("{bin}:{}", std::env::var("PATH").unwrap_or_default());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let mut child = std::process::Command::new(format!("{bin}/mlflow"))
+        .args(["models", "serve", "-m", model, "--env-manager", "local", "-h", "127.0.0.1", "-p", &port.to_string()])
+        .env("MLFLOW_TRACKING_URI", uri)
+        .env("PATH", path)
+        .stdout(log.reopen().unwrap())
+        .stderr(log.reopen().unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    let up = (0..240).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        std::process::Command::new("curl").args(["-fs", &format!("{url}/health")]).output().is_ok_and(|o| o.status.success())
+    });
+    let body = serde_json::json!({ "dataframe_split": {
+        "columns": signature.inputs.iter().map(|c| c.name.clone()).collect::<Vec<_>>(),
+        "data": rows,
+    }});
+    let out = up.then(|| {
+        std::process::Command::new("curl")
+            .args(["-s", "-X", "POST", "-H", "content-type: application/json", &format!("{url}/invocations"), "--data-binary", &body.to_string()])
+            .output()
+            .unwrap()
+    });
+    // SIGTERM to its process group: the server's workers go with it.
+    unsafe { libc::kill(-(child.id() as i32), libc::SIGTERM) };
+    let _ = child.wait();
+    let said = std::fs::read_to_string(log.path()).unwrap_or_default();
+    let out = out.unwrap_or_else(|| panic!("mlflow models serve did not come up on {url}:\n{said}"));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("mlflow models serve answered: {}\n{said}", String::from_utf8_lossy(&out.stdout)));
+    answer["predictions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no predictions: {answer}"))
+        .iter()
+        .map(|p| (p["probability"].as_f64().unwrap_or_else(|| panic!("{p}")), p["label"].as_f64().unwrap_or_else(|| panic!("{p}"))))
+        .collect()
+}
