@@ -70,6 +70,30 @@ fn onprem_lifecycle_on_a_real_mlflow_server() {
     assert_eq!(code, 0, "{pred}");
     assert_eq!(pred["predictions"].as_array().unwrap().len(), 1, "{pred}");
 
+    // The Open Inference Protocol, spoken by a client nobody here wrote (Triton's `tritonclient`,
+    // JSON tensors): the same row answers the same label as `galley predict`, with P(class 1).
+    let (_, outputs) = p.galley_json(&["outputs"]);
+    let endpoint = outputs["serving.endpoint"]["url"].as_str().unwrap().trim_start_matches("http://").trim_end_matches("/invocations").to_owned();
+    let bin = std::env::var("GALLEY_TEST_MLFLOW_BIN").expect("GALLEY_TEST_MLFLOW_BIN (set by `scripts/stack up onprem`)");
+    let script = r#"
+import json, sys, numpy as np
+import tritonclient.http as t
+c = t.InferenceServerClient(url=sys.argv[1])
+assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("wine-quality")
+meta = c.get_model_metadata("wine-quality")
+x = t.InferInput("rows", [1, len(meta["inputs"])], "FP64")
+x.set_data_from_numpy(np.array([[7.4,0.7,0.0,1.9,0.076,11.0,34.0,0.9978,3.51,0.56,9.4]]), binary_data=False)
+r = c.infer("wine-quality", [x], outputs=[t.InferRequestedOutput("predict", binary_data=False), t.InferRequestedOutput("probability", binary_data=False)])
+print(json.dumps({"inputs": [i["name"] for i in meta["inputs"]], "predict": r.as_numpy("predict").tolist(), "probability": r.as_numpy("probability").tolist()}))
+"#;
+    let out = std::process::Command::new(format!("{bin}/python")).args(["-c", script, &endpoint]).output().unwrap();
+    assert!(out.status.success(), "tritonclient: {}", String::from_utf8_lossy(&out.stderr));
+    let triton: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(triton["inputs"][10], "alcohol", "{triton}");
+    assert_eq!(triton["predict"][0][0].as_f64(), pred["predictions"][0].as_f64(), "V2 vs /invocations: {triton} {pred}");
+    let p1 = triton["probability"][0][0].as_f64().unwrap();
+    assert!((0.0..=1.0).contains(&p1) && (p1 >= 0.5) == (pred["predictions"][0].as_f64() == Some(1.0)), "{triton}");
+
     let state: Value = serde_json::from_slice(&std::fs::read(p.path().join(".galley/onprem/endpoints/wine-quality/state.json")).unwrap()).unwrap();
     let pid = state["pid"].as_u64().unwrap() as u32;
     assert!(process_alive(pid));

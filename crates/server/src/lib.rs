@@ -12,6 +12,7 @@ pub mod metrics;
 mod recorder;
 pub mod scoring;
 mod server;
+pub mod v2;
 
 pub use config::{DEFAULT_MAX_BODY_BYTES, ServerConfig, ServerState, VariantConfig};
 pub use server::{router, run_server, schedule};

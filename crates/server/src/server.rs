@@ -37,23 +37,23 @@ const BLOCKING_ROWS: usize = 2048;
 const MAX_SCHEDULE: u64 = 10_000;
 
 /// One loaded variant.
-struct LiveVariant {
-    name: Arc<str>,
-    header: HeaderValue,
-    model: Model,
+pub(crate) struct LiveVariant {
+    pub(crate) name: Arc<str>,
+    pub(crate) header: HeaderValue,
+    pub(crate) model: Model,
     /// The model's inputs are exactly the endpoint's signature, all numeric: rows can go to
     /// `predict_matrix` as parsed.
     matrix_ok: bool,
-    config: VariantConfig,
-    counters: Arc<VariantCounters>,
+    pub(crate) config: VariantConfig,
+    pub(crate) counters: Arc<VariantCounters>,
 }
 
 /// Everything one configuration serves.
-struct Live {
+pub(crate) struct Live {
     generation: u64,
-    sig: SignatureIndex,
+    pub(crate) sig: SignatureIndex,
     column_names: Arc<[String]>,
-    variants: Vec<LiveVariant>,
+    pub(crate) variants: Vec<LiveVariant>,
     schedule: Vec<u16>,
     next: AtomicU64,
     /// Prometheus label sets for the model info gauge.
@@ -135,7 +135,7 @@ impl Live {
     }
 
     #[inline]
-    fn choose(&self) -> usize {
+    pub(crate) fn choose(&self) -> usize {
         let n = self.next.fetch_add(1, Relaxed);
         self.schedule[(n % self.schedule.len() as u64) as usize] as usize
     }
@@ -234,7 +234,32 @@ fn bad_request(message: &str) -> Response {
 }
 
 impl AppState {
-    fn authorized(&self, headers: &HeaderMap) -> bool {
+    pub(crate) fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// What is served now: a snapshot that a reload does not change under the caller.
+    pub(crate) fn live(&self) -> Arc<Live> {
+        self.live.load_full()
+    }
+
+    pub(crate) fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Records an answered request in the inference log the monitor reads (when it has one).
+    pub(crate) fn log_inference(&self, live: &Live, variant: usize, rows: Rows, predictions: Vec<f64>) {
+        if let Some(recorder) = &self.recorder {
+            let entry = Entry { variant: live.variants[variant].name.clone(), columns: live.column_names.clone(), rows, predictions };
+            recorder.record(entry, &self.metrics);
+        }
+    }
+
+    pub(crate) fn authorized(&self, headers: &HeaderMap) -> bool {
         let Some(token) = &self.token else {
             return true;
         };
@@ -248,7 +273,7 @@ impl AppState {
     }
 }
 
-fn unauthorized() -> Response {
+pub(crate) fn unauthorized() -> Response {
     let mut r = error_response(
         StatusCode::UNAUTHORIZED,
         "UNAUTHENTICATED",
@@ -295,7 +320,15 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 /// Decrements the in-flight gauge however the handler ends (even if its future is dropped).
-struct InFlight<'a>(&'a Metrics);
+pub(crate) struct InFlight<'a>(&'a Metrics);
+
+impl<'a> InFlight<'a> {
+    /// Counts a request in flight until dropped.
+    pub(crate) fn enter(metrics: &'a Metrics) -> InFlight<'a> {
+        metrics.in_flight.fetch_add(1, Relaxed);
+        InFlight(metrics)
+    }
+}
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
@@ -304,8 +337,7 @@ impl Drop for InFlight<'_> {
 
 async fn invocations(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let started = Instant::now();
-    state.metrics.in_flight.fetch_add(1, Relaxed);
-    let _guard = InFlight(&state.metrics);
+    let _guard = InFlight::enter(&state.metrics);
     let (response, counters) = score(&state, request).await;
     let status = response.status().as_u16();
     match counters {
@@ -443,29 +475,19 @@ async fn score(
     );
     headers.insert("x-galley-variant", variant.header.clone());
 
-    if let Some(recorder) = &state.recorder {
-        recorder.record(
-            Entry {
-                variant: variant.name.clone(),
-                columns: live.column_names.clone(),
-                rows,
-                predictions,
-            },
-            &state.metrics,
-        );
-    }
+    state.log_inference(&live, vi, rows, predictions);
     (response, Some(counters))
 }
 
 /// What a variant answered: labels (regression: values), or for `predict_proba` the scores
 /// with the labels the inference log records either way.
-enum Scored {
+pub(crate) enum Scored {
     Labels(Vec<f64>),
     Probabilities(galley_ml::Scores),
 }
 
 /// Scores `rows` (in signature order) with one variant.
-fn predict(variant: &LiveVariant, sig: &SignatureIndex, rows: &Rows, answer: Answer) -> Result<Scored> {
+pub(crate) fn predict(variant: &LiveVariant, sig: &SignatureIndex, rows: &Rows, answer: Answer) -> Result<Scored> {
     let model = &variant.model;
     if answer == Answer::Probabilities && model.task() != galley_ml::Task::Classification {
         return Err(Error::invalid("`predict_method: predict_proba` asks a classifier for probabilities; this model is a regressor"));
@@ -653,7 +675,7 @@ async fn not_found() -> Response {
     error_response(
         StatusCode::NOT_FOUND,
         "ENDPOINT_NOT_FOUND",
-        "no such route; this server answers POST /invocations, GET /health, /ping, /metrics, /version and POST /admin/reload",
+        "no such route; this server answers POST /invocations, GET /health, /ping, /metrics, /version, POST /admin/reload and the Open Inference Protocol under /v2",
     )
 }
 
@@ -665,6 +687,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(metrics))
         .route("/version", get(version))
         .route("/admin/reload", post(reload))
+        .merge(crate::v2::routes())
         .fallback(not_found)
         .with_state(state)
 }
