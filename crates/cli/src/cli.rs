@@ -183,6 +183,10 @@ pub enum Command {
     /// files under /opt/ml). The entrypoint of Galley's image; see the Dockerfile.
     #[command(subcommand)]
     Container(ContainerMode),
+    /// Write what another serving stack needs to serve this endpoint (`kserve`: an
+    /// InferenceService manifest and the models as ONNX).
+    #[command(subcommand)]
+    Export(ExportCommand),
     /// Move the whole stack to another platform (or another blueprint's stack), resumably, and
     /// prove the copy serves the same predictions.
     #[command(subcommand)]
@@ -198,6 +202,26 @@ pub enum Command {
         platform: PlatformId,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// The endpoint as a KServe InferenceService (Open Inference Protocol, ONNX on KServe's
+    /// Triton runtime, the same versions and canary split), and beside it the models in Triton's
+    /// repository layout to upload where `--storage-uri` points.
+    Kserve {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// Where the cluster will read the models, e.g. `s3://models/wine` or `pvc://models/wine`.
+        #[arg(long, value_name = "URI")]
+        storage_uri: String,
+        /// Where to write the model files [default: .galley/export/kserve beside the blueprint].
+        #[arg(long, value_name = "DIR")]
+        models_dir: Option<PathBuf>,
+        /// Write the manifest here instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -297,6 +321,7 @@ impl Command {
             | Command::Destroy { bp, .. }
             | Command::Import { bp, .. }
             | Command::Predict { bp, .. } => Some(bp),
+            Command::Export(ExportCommand::Kserve { bp, .. }) => Some(bp),
             Command::Migrate(MigrateCommand::Plan(m) | MigrateCommand::Verify(m) | MigrateCommand::Apply { m, .. }) => Some(&mut m.bp),
             Command::Schema
             | Command::Completions { .. }

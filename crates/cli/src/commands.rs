@@ -89,6 +89,9 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         }
         Command::Predict { bp, data } => predict(&ctx, &bp, &data).await,
         Command::Migrate(m) => crate::migrate::migrate(&ctx, m).await,
+        Command::Export(crate::cli::ExportCommand::Kserve { bp, storage_uri, models_dir, out }) => {
+            crate::export::kserve(&ctx, &bp, &storage_uri, models_dir, out).await
+        }
         Command::Platform { platform, args } => {
             let providers = crate::platforms::providers(&process_context());
             providers.get(platform)?.process(&args).await?;

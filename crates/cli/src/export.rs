@@ -1,0 +1,133 @@
+//! `galley export kserve`: the blueprint's endpoint as a KServe `InferenceService`, for teams
+//! that serve on Kubernetes. The manifest serves the same versions on the same split through
+//! the Open Inference Protocol (KServe's Triton runtime for ONNX); beside it, the models as
+//! ONNX files in Triton's repository layout (`{endpoint}-v{N}/{endpoint}/1/model.onnx`; Galley's
+//! built-in models exported by `galley_ml::export`), to upload where `--storage-uri` points.
+//!
+//! KServe's canary keeps the previous ready revision serving the rest of the traffic, so a
+//! two-variant split becomes the newest version with `canaryTrafficPercent`: applying it on
+//! top of an InferenceService that serves the older version reproduces the split.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use galley_core::stages::{ArtifactKey, ArtifactStoreExt};
+use galley_engine::EngineOptions;
+use serde_json::{Value as Json, json};
+
+use crate::app::App;
+use crate::cli::BlueprintArgs;
+use crate::commands::{Ctx, say};
+use crate::error::CliError;
+
+pub const API_VERSION: &str = "serving.kserve.io/v1beta1";
+
+/// One served version, as the manifest needs it.
+pub struct Served {
+    pub version: u64,
+    pub weight: u32,
+    pub storage_uri: String,
+}
+
+/// The `InferenceService` for `endpoint` serving `served` (newest last gets the canary share).
+pub fn inference_service(endpoint: &str, blueprint: &str, served: &[Served]) -> Json {
+    let newest = served.iter().max_by_key(|s| s.version).expect("an endpoint serves a version");
+    let total: u32 = served.iter().map(|s| s.weight).sum::<u32>().max(1);
+    let mut predictor = json!({
+        "model": { "modelFormat": { "name": "onnx" }, "protocolVersion": "v2", "storageUri": newest.storage_uri },
+    });
+    if served.len() > 1 {
+        predictor["canaryTrafficPercent"] = json!((newest.weight as u64 * 100 / total as u64) as i64);
+    }
+    let split: Vec<String> = served.iter().map(|s| format!("v{}={}%", s.version, s.weight as u64 * 100 / total as u64)).collect();
+    json!({
+        "apiVersion": API_VERSION,
+        "kind": "InferenceService",
+        "metadata": {
+            "name": endpoint,
+            "labels": { "app.kubernetes.io/managed-by": "galley", "galley.dev/blueprint": blueprint },
+            "annotations": { "galley.dev/split": split.join(","), "galley.dev/versions": served.iter().map(|s| format!("{}={}", s.version, s.storage_uri)).collect::<Vec<_>>().join(",") },
+        },
+        "spec": { "predictor": predictor },
+    })
+}
+
+pub(crate) async fn kserve(ctx: &Ctx, args: &BlueprintArgs, storage_uri: &str, models_dir: Option<PathBuf>, out: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    let app = App::load(args)?;
+    let bp = &app.loaded.blueprint;
+    let sv = bp.stages.serving.as_ref().ok_or_else(|| CliError::message("the blueprint has no serving stage: there is no endpoint to export"))?;
+    let engine = app.engine(EngineOptions::default())?;
+    app.require_applied(&engine)?;
+    let stages = app.stages(&engine).await?;
+    let info = stages
+        .serving
+        .describe(&sv.endpoint)
+        .await?
+        .ok_or_else(|| CliError::message(format!("endpoint `{}` is not deployed yet; `galley run` deploys it", sv.endpoint)))?;
+    if info.variants.is_empty() {
+        return Err(CliError::message(format!("endpoint `{}` serves no version yet; `galley run` deploys one", sv.endpoint)));
+    }
+    let dir = models_dir.unwrap_or_else(|| app.ctx.work_dir.join("export/kserve"));
+    let prefix = storage_uri.trim_end_matches('/');
+    let mut served = Vec::new();
+    let mut files = Vec::new();
+    for v in &info.variants {
+        let version = stages.registry.get_version(&v.model, v.version).await?;
+        let sha = version.lineage.params.get("model_sha256").ok_or_else(|| {
+            CliError::message(format!("version {} of `{}` records no model_sha256: it was not registered by `galley run`", v.version, v.model))
+        })?;
+        // Found by content, not by a key layout: the register step records the file's hash.
+        let keys = stages.artifacts.list("models/").await?;
+        let key = keys.iter().find(|m| &m.sha256 == sha).ok_or_else(|| CliError::message(format!("the model of version {} ({sha}) is not in the artifact store", v.version)))?;
+        let bytes = stages.artifacts.get_bytes(&ArtifactKey::new(key.key.as_str())?).await?;
+        let onnx = match galley_ml::Model::from_bytes(&bytes)? {
+            galley_ml::Model::Galley(m) => galley_ml::export::to_onnx(&m)?,
+            galley_ml::Model::Onnx(_) => bytes.to_vec(),
+        };
+        let repo = format!("{}-v{}", sv.endpoint, v.version);
+        let path = dir.join(&repo).join(&sv.endpoint).join("1").join("model.onnx");
+        std::fs::create_dir_all(path.parent().expect("a file under a directory"))?;
+        std::fs::write(&path, &onnx)?;
+        files.push(path.display().to_string());
+        served.push(Served { version: v.version, weight: v.weight, storage_uri: format!("{prefix}/{repo}") });
+    }
+    let manifest = inference_service(&sv.endpoint, &bp.name, &served);
+    let yaml = to_yaml(&manifest);
+    match &out {
+        Some(path) => std::fs::write(path, &yaml)?,
+        None if ctx.output == crate::cli::Output::Human => print!("{yaml}"),
+        None => {}
+    }
+    let upload = format!("upload {} to {prefix}/ (e.g. `aws s3 cp --recursive`, `gsutil -m cp -r`), then `kubectl apply -f` the manifest", dir.display());
+    let human = match &out {
+        Some(path) => format!("wrote {} and {} model file(s) under {}; {upload}", path.display(), files.len(), dir.display()),
+        None => format!("# {} model file(s) under {}; {upload}", files.len(), dir.display()),
+    };
+    if out.is_some() || ctx.output == crate::cli::Output::Json {
+        say(ctx, json!({ "manifest": manifest, "models": files, "storage_uri": prefix }), &human);
+    } else {
+        eprintln!("{human}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// JSON as YAML, through yaml-rust2's emitter (every JSON document is a YAML document; this
+/// reads as Kubernetes manifests usually do).
+pub fn to_yaml(value: &Json) -> String {
+    fn convert(v: &Json) -> yaml_rust2::Yaml {
+        use yaml_rust2::Yaml;
+        match v {
+            Json::Null => Yaml::Null,
+            Json::Bool(b) => Yaml::Boolean(*b),
+            Json::Number(n) if n.is_i64() => Yaml::Integer(n.as_i64().unwrap_or_default()),
+            Json::Number(n) => Yaml::Real(n.to_string()),
+            Json::String(s) => Yaml::String(s.clone()),
+            Json::Array(a) => Yaml::Array(a.iter().map(convert).collect()),
+            Json::Object(o) => Yaml::Hash(o.iter().map(|(k, v)| (Yaml::String(k.clone()), convert(v))).collect()),
+        }
+    }
+    let mut out = String::new();
+    yaml_rust2::YamlEmitter::new(&mut out).dump(&convert(value)).expect("emitting to a String cannot fail");
+    out.push('\n');
+    out
+}

@@ -1,0 +1,94 @@
+//! `galley export kserve` through the real binary: the quickstart's endpoint on a 90/10 canary
+//! becomes an InferenceService that KServe's own CRD schema accepts (the CustomResourceDefinition's
+//! OpenAPI v3 schema, `shared/api-specs/kserve/`, beside the repository), and model files that
+//! answer as the endpoint does.
+
+mod common;
+
+use common::{Project, ok};
+use serde_json::{Value as Json, json};
+
+fn to_json(y: &yaml_rust2::Yaml) -> Json {
+    use yaml_rust2::Yaml;
+    match y {
+        Yaml::Real(s) => s.parse::<f64>().map(Json::from).unwrap_or(Json::Null),
+        Yaml::Integer(i) => json!(i),
+        Yaml::String(s) => json!(s),
+        Yaml::Boolean(b) => json!(b),
+        Yaml::Array(a) => Json::Array(a.iter().map(to_json).collect()),
+        Yaml::Hash(h) => Json::Object(h.iter().map(|(k, v)| (k.as_str().map(str::to_owned).unwrap_or_default(), to_json(v))).collect()),
+        _ => Json::Null,
+    }
+}
+
+fn yaml(text: &str) -> Json {
+    to_json(&yaml_rust2::YamlLoader::load_from_str(text).unwrap().remove(0))
+}
+
+/// KServe's InferenceService schema (v1beta1), from its CRD.
+fn crd_schema() -> Json {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/api-specs/kserve/serving.kserve.io_inferenceservices.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("KServe's CRD is missing ({e}): expected {} beside the repository", path.display()));
+    let crd = yaml(&text);
+    let version = crd["spec"]["versions"].as_array().unwrap().iter().find(|v| v["name"] == "v1beta1").expect("a v1beta1 version");
+    version["schema"]["openAPIV3Schema"].clone()
+}
+
+fn violations(schema: &Json, doc: &Json) -> Vec<String> {
+    let validator = jsonschema::validator_for(schema).unwrap();
+    validator.iter_errors(doc).map(|e| format!("{e} at {}", e.instance_path())).collect()
+}
+
+#[test]
+fn kserve_export_is_a_valid_inference_service_serving_the_same_models() {
+    let p = Project::from_shipped("quickstart.yaml", |t| t);
+    ok(&p.galley(&["up"]));
+    ok(&p.galley(&["run", "--var", "max_iterations=400"]));
+    let export = std::process::Command::new(env!("CARGO_BIN_EXE_galley"))
+        .current_dir(p.path())
+        .args(["export", "kserve"])
+        .arg(&p.blueprint)
+        .args(["--storage-uri", "s3://models/wine/", "--out", "isvc.yaml", "--models-dir", "models"])
+        .output()
+        .unwrap();
+    println!("{}", ok(&export));
+    let manifest = yaml(&std::fs::read_to_string(p.path().join("isvc.yaml")).unwrap());
+
+    let schema = crd_schema();
+    let v = violations(&schema, &manifest);
+    assert!(v.is_empty(), "KServe's schema refuses the manifest: {v:?}\n{manifest}");
+    let predictor = &manifest["spec"]["predictor"];
+    assert_eq!(manifest["apiVersion"], "serving.kserve.io/v1beta1");
+    assert_eq!(predictor["model"]["modelFormat"]["name"], "onnx");
+    assert_eq!(predictor["model"]["protocolVersion"], "v2");
+    assert_eq!(predictor["model"]["storageUri"], "s3://models/wine/wine-quality-v2", "{manifest}");
+    assert_eq!(predictor["canaryTrafficPercent"], 10, "{manifest}");
+    // The schema check has teeth: a predictor field KServe does not define is refused.
+    let mut wrong = manifest.clone();
+    wrong["spec"]["predictor"]["canaryTrafficPercent"] = json!("ten");
+    assert!(!violations(&schema, &wrong).is_empty(), "a string traffic percent passed KServe's schema");
+
+    // The files are ONNX in Triton's layout, and answer as the endpoint's variant does.
+    let body = r#"{"dataframe_split": {"columns": ["fixed_acidity","volatile_acidity","citric_acid","residual_sugar","chlorides","sulphates","alcohol"], "data": [[7.4,0.7,0.0,1.9,0.076,0.56,9.4],[8.1,0.28,0.4,2.1,0.054,0.88,13.2]]}}"#;
+    for version in [1, 2] {
+        let file = p.path().join(format!("models/wine-quality-v{version}/wine-quality/1/model.onnx"));
+        let bytes = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let onnx = galley_ml::Model::from_bytes(&bytes).unwrap();
+        assert_eq!(onnx.format(), "onnx");
+        let rows = galley_server::scoring::decode_table(body.as_bytes(), onnx.signature()).unwrap();
+        let labels = onnx.labels(&rows).unwrap();
+        // Until both variants have answered: the split sends one request in ten to v2.
+        let mut seen = false;
+        for _ in 0..20 {
+            let (code, pred) = p.galley_json(&["predict", "--data", body]);
+            assert_eq!(code, 0, "{pred}");
+            if pred["variant"] == format!("v{version}") {
+                assert_eq!(pred["predictions"], json!(labels), "v{version}: the endpoint vs the exported ONNX file");
+                seen = true;
+                break;
+            }
+        }
+        assert!(seen, "v{version} never answered");
+    }
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+}
