@@ -223,6 +223,16 @@ pub enum ExportCommand {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// What a Prometheus server needs to watch the endpoint: `prometheus.yml` (a scrape job over
+    /// file-based discovery), the endpoint's targets file, recording and alerting rules (drift,
+    /// errors, latency) and their `promtool test rules` cases.
+    Prometheus {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// Where to write them [default: .galley/export/prometheus beside the blueprint].
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -321,7 +331,7 @@ impl Command {
             | Command::Destroy { bp, .. }
             | Command::Import { bp, .. }
             | Command::Predict { bp, .. } => Some(bp),
-            Command::Export(ExportCommand::Kserve { bp, .. }) => Some(bp),
+            Command::Export(ExportCommand::Kserve { bp, .. } | ExportCommand::Prometheus { bp, .. }) => Some(bp),
             Command::Migrate(MigrateCommand::Plan(m) | MigrateCommand::Verify(m) | MigrateCommand::Apply { m, .. }) => Some(&mut m.bp),
             Command::Schema
             | Command::Completions { .. }

@@ -92,6 +92,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Export(crate::cli::ExportCommand::Kserve { bp, storage_uri, models_dir, out }) => {
             crate::export::kserve(&ctx, &bp, &storage_uri, models_dir, out).await
         }
+        Command::Export(crate::cli::ExportCommand::Prometheus { bp, dir }) => crate::export::prometheus(&ctx, &bp, dir).await,
         Command::Platform { platform, args } => {
             let providers = crate::platforms::providers(&process_context());
             providers.get(platform)?.process(&args).await?;

@@ -1,3 +1,6 @@
+//! `galley export prometheus`: the scrape job, targets, rules and rule tests for a Prometheus
+//! server to watch the endpoint (`galley_server::prometheus`).
+//!
 //! `galley export kserve`: the blueprint's endpoint as a KServe `InferenceService`, for teams
 //! that serve on Kubernetes. The manifest serves the same versions on the same split through
 //! the Open Inference Protocol (KServe's Triton runtime for ONNX); beside it, the models as
@@ -130,4 +133,56 @@ pub fn to_yaml(value: &Json) -> String {
     yaml_rust2::YamlEmitter::new(&mut out).dump(&convert(value)).expect("emitting to a String cannot fail");
     out.push('\n');
     out
+}
+
+pub(crate) async fn prometheus(ctx: &Ctx, args: &BlueprintArgs, dir: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    use galley_server::prometheus as prom;
+    let app = App::load(args)?;
+    let bp = &app.loaded.blueprint;
+    let sv = bp.stages.serving.as_ref().ok_or_else(|| CliError::message("the blueprint has no serving stage: there is no endpoint to watch"))?;
+    let engine = app.engine(EngineOptions::default())?;
+    app.require_applied(&engine)?;
+    let stages = app.stages(&engine).await?;
+    let info = stages
+        .serving
+        .describe(&sv.endpoint)
+        .await?
+        .ok_or_else(|| CliError::message(format!("endpoint `{}` is not deployed yet; `galley run` deploys it", sv.endpoint)))?;
+    let host_port = info
+        .url
+        .split("://")
+        .nth(1)
+        .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
+        .ok_or_else(|| CliError::message(format!("endpoint `{}` has no http URL Prometheus can scrape ({})", sv.endpoint, info.url)))?;
+    let dir = dir.unwrap_or_else(|| app.ctx.work_dir.join("export/prometheus"));
+    std::fs::create_dir_all(dir.join("targets"))?;
+    std::fs::create_dir_all(dir.join("rules"))?;
+    let mut config = prom::config(15);
+    if sv.auth.is_some() {
+        // The token never goes into these files: the user puts it in `token` beside them.
+        config["scrape_configs"][0]["authorization"] = json!({ "type": "Bearer", "credentials_file": "token" });
+    }
+    let thresholds = prom::Thresholds::default();
+    let written = [
+        ("prometheus.yml", to_yaml(&config)),
+        (&format!("targets/{}.json", sv.endpoint) as &str, serde_json::to_string_pretty(&prom::targets(&sv.endpoint, &host_port))?),
+        ("rules/galley.rules.yml", to_yaml(&prom::rules(thresholds))),
+        ("rules/galley.rules.test.yml", to_yaml(&prom::rule_tests(thresholds))),
+    ];
+    let mut files = Vec::new();
+    for (name, text) in &written {
+        let path = dir.join(name);
+        std::fs::write(&path, text)?;
+        files.push(path.display().to_string());
+    }
+    let token = if sv.auth.is_some() { format!("; write the endpoint's token into {}/token", dir.display()) } else { String::new() };
+    let human = format!(
+        "wrote {} files under {}: `prometheus --config.file={}/prometheus.yml` scrapes `{}` at {host_port}{token}; check them with `promtool check config` and `promtool test rules`",
+        files.len(),
+        dir.display(),
+        dir.display(),
+        sv.endpoint
+    );
+    say(ctx, json!({ "files": files, "target": host_port }), &human);
+    Ok(ExitCode::SUCCESS)
 }

@@ -92,3 +92,48 @@ fn kserve_export_is_a_valid_inference_service_serving_the_same_models() {
     }
     ok(&p.galley(&["destroy", "--auto-approve"]));
 }
+
+/// `galley export prometheus`: Prometheus's own tools accept the files (`promtool check config`,
+/// `check rules`, `test rules` with the generated cases, which fail when an expectation is
+/// wrong), and a real Prometheus server scrapes the endpoint through them.
+#[test]
+fn prometheus_export_passes_promtool_and_a_real_prometheus_scrapes_the_endpoint() {
+    let promtool = std::env::var("GALLEY_PROMTOOL").expect("GALLEY_PROMTOOL (set by `scripts/stack up local`): Prometheus's promtool");
+    let prometheus = std::path::Path::new(&promtool).with_file_name("prometheus");
+    assert!(prometheus.exists(), "{} is missing: `apt-get install prometheus` (scripts/stack up local installs it)", prometheus.display());
+    let p = Project::from_shipped("quickstart.yaml", |t| t);
+    ok(&p.galley(&["up"]));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_galley")).current_dir(p.path()).args(["export", "prometheus"]).arg(&p.blueprint).args(["--dir", "prom"]).output().unwrap();
+    ok(&out);
+    let dir = p.path().join("prom");
+    let tool = |args: &[&str], in_dir: &std::path::Path| std::process::Command::new(&promtool).current_dir(in_dir).args(args).output().unwrap();
+    ok(&tool(&["check", "config", "prometheus.yml"], &dir));
+    ok(&tool(&["check", "rules", "rules/galley.rules.yml"], &dir));
+    ok(&tool(&["test", "rules", "galley.rules.test.yml"], &dir.join("rules")));
+    let tests = std::fs::read_to_string(dir.join("rules/galley.rules.test.yml")).unwrap();
+    std::fs::write(dir.join("rules/wrong.test.yml"), tests.replace("severity: page", "severity: info")).unwrap();
+    assert!(!tool(&["test", "rules", "wrong.test.yml"], &dir.join("rules")).status.success(), "promtool passed a wrong expectation");
+
+    // A real Prometheus, on a free port, scraping through the targets file.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new(&prometheus)
+        .current_dir(&dir)
+        .args(["--config.file=prometheus.yml", &format!("--web.listen-address=127.0.0.1:{port}"), "--storage.tsdb.path=data"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let query = format!("http://127.0.0.1:{port}/api/v1/query?query=up%7Bjob%3D%22galley%22%7D");
+    let mut last = Json::Null;
+    let up = (0..120).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let Ok(o) = std::process::Command::new("curl").args(["-fs", &query]).output() else { return false };
+        last = serde_json::from_slice(&o.stdout).unwrap_or(Json::Null);
+        last["data"]["result"][0]["value"][1] == "1"
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(up, "Prometheus never scraped the endpoint: {last}");
+    assert_eq!(last["data"]["result"][0]["metric"]["galley_endpoint"], "wine-quality", "{last}");
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+}

@@ -9,6 +9,7 @@
 pub mod capture;
 pub mod config;
 pub mod metrics;
+pub mod prometheus;
 mod recorder;
 pub mod scoring;
 mod server;
