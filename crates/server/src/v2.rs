@@ -9,6 +9,9 @@
 //! (regression: the values); a classifier also answers `probability` (of class 1) when the
 //! request names it among its `outputs`. Errors are the protocol's `{"error": …}`.
 
+// A refusal is the HTTP response itself, built once on a cold path: boxing it buys nothing.
+#![allow(clippy::result_large_err)]
+
 use std::sync::Arc;
 use std::time::Instant;
 
