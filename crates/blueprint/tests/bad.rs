@@ -34,7 +34,7 @@ const CASES: &[(&str, usize, usize, &str, &str)] = &[
     ("wrong_type.yaml", 14, 11, "stages.serving.port", "expected a whole number for `port`, found a string"),
     ("missing_required.yaml", 9, 3, "stages.artifacts.bucket", "missing required field `bucket` in `stages.artifacts`"),
     ("bad_enum.yaml", 11, 16, "stages.registry.promotion", "unknown value `alais` for `promotion`; expected one of alias, approval, stage"),
-    ("bad_platform.yaml", 3, 11, "platform", "unknown value `awz` for `platform`; expected one of aws, local"),
+    ("bad_platform.yaml", 3, 11, "platform", "unknown value `awz` for `platform`; expected one of aws, local, onprem"),
     ("bad_backend_type.yaml", 10, 9, "backend.type", "unknown `type` `s4` in `backend`; expected one of local, s3"),
     ("undefined_var.yaml", 10, 11, "stages.experiments.name", "undefined variable `experiment` in `${var.experiment}`"),
     ("undefined_env.yaml", 10, 11, "stages.experiments.name", "environment variable `GALLEY_TEST_SURELY_UNSET_VARIABLE` is not set (`${env.GALLEY_TEST_SURELY_UNSET_VARIABLE}`)"),
@@ -107,7 +107,7 @@ fn hints_carry_did_you_mean_and_alternatives() {
     assert_eq!(hint("unknown_ref_output.yaml"), "did you mean `model`?");
     assert_eq!(
         hint("aws_alias.yaml"),
-        "use `promotion: approval`, or run the registry stage on a platform that supports it (`stages.registry.platform`): local"
+        "use `promotion: approval`, or run the registry stage on a platform that supports it (`stages.registry.platform`): local, onprem"
     );
     assert_eq!(hint("tabs.yaml"), "configure your editor to insert spaces in YAML files");
 }
@@ -286,7 +286,7 @@ fn platform_override_is_checked_for_portability() {
 fn a_platform_galley_does_not_know_is_named_with_the_ones_it_does() {
     let text = "apiVersion: galley/v1\nname: w\nplatform: gcp\ndata: {source: builtin:iris, target: species}\nstages: {}\n";
     let ds = load_str("gcp.yaml", text, &LoadOptions::default(), &registry()).unwrap_err();
-    assert_eq!(ds.items()[0].message, "unknown value `gcp` for `platform`; expected one of aws, local");
+    assert_eq!(ds.items()[0].message, "unknown value `gcp` for `platform`; expected one of aws, local, onprem");
     // A platform only this test registers is validated by its own rules like any other.
     let toy = registry().with(galley_toy::rules());
     let ds = load_str("toy.yaml", &text.replace("gcp", "toy").replace("stages: {}", "stages: {artifacts: {bucket: wine}}"), &LoadOptions::default(), &toy).unwrap_err();
