@@ -8,21 +8,10 @@ mod common;
 use common::{Project, ok};
 use serde_json::{Value as Json, json};
 
-fn to_json(y: &yaml_rust2::Yaml) -> Json {
-    use yaml_rust2::Yaml;
-    match y {
-        Yaml::Real(s) => s.parse::<f64>().map(Json::from).unwrap_or(Json::Null),
-        Yaml::Integer(i) => json!(i),
-        Yaml::String(s) => json!(s),
-        Yaml::Boolean(b) => json!(b),
-        Yaml::Array(a) => Json::Array(a.iter().map(to_json).collect()),
-        Yaml::Hash(h) => Json::Object(h.iter().map(|(k, v)| (k.as_str().map(str::to_owned).unwrap_or_default(), to_json(v))).collect()),
-        _ => Json::Null,
-    }
-}
 
+/// YAML as JSON, through Galley's own YAML reader (the blueprint's).
 fn yaml(text: &str) -> Json {
-    to_json(&yaml_rust2::YamlLoader::load_from_str(text).unwrap().remove(0))
+    galley_blueprint::parse::parse(text).unwrap_or_else(|d| panic!("{}", d.message)).to_json()
 }
 
 /// KServe's InferenceService schema (v1beta1), from its CRD.

@@ -19,8 +19,9 @@ impl Protocol {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/api-specs/kserve/rest_predict_v2.yaml");
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("KServe's V2 OpenAPI document is missing ({e}): expected {} beside the repository", path.display()));
-        let doc = yaml_rust2::YamlLoader::load_from_str(&text).unwrap().remove(0);
-        Protocol { components: to_json(&doc)["components"].clone() }
+        // Galley's own YAML reader (the blueprint's), as JSON.
+        let doc = galley_blueprint::parse::parse(&text).unwrap_or_else(|d| panic!("{}: {}", path.display(), d.message)).to_json();
+        Protocol { components: doc["components"].clone() }
     }
 
     /// The schema violations of `value` against `#/components/schemas/{name}`.
@@ -36,18 +37,6 @@ impl Protocol {
     }
 }
 
-fn to_json(y: &yaml_rust2::Yaml) -> Json {
-    use yaml_rust2::Yaml;
-    match y {
-        Yaml::Real(s) => s.parse::<f64>().map(Json::from).unwrap_or(Json::Null),
-        Yaml::Integer(i) => json!(i),
-        Yaml::String(s) => json!(s),
-        Yaml::Boolean(b) => json!(b),
-        Yaml::Array(a) => Json::Array(a.iter().map(to_json).collect()),
-        Yaml::Hash(h) => Json::Object(h.iter().map(|(k, v)| (k.as_str().map(str::to_owned).unwrap_or_else(|| format!("{k:?}")), to_json(v))).collect()),
-        _ => Json::Null,
-    }
-}
 
 async fn call(method: &str, url: &str, body: Option<&Json>) -> (u16, Json) {
     let c = reqwest::Client::builder().no_proxy().build().unwrap();
