@@ -165,3 +165,30 @@ fn project_dir(file: &Path) -> PathBuf {
     let dir = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf())
 }
+
+/// A blueprint whose endpoint is deployed: what `predict` and the exports read.
+pub struct Deployed {
+    pub app: App,
+    pub stages: StageSet,
+    /// The endpoint's name (`stages.serving.endpoint`).
+    pub endpoint: String,
+    pub info: galley_core::stages::EndpointInfo,
+}
+
+impl Deployed {
+    /// Loads the blueprint, checks it is applied, opens its stages and describes its endpoint.
+    /// `without_serving` is the error when the blueprint has no serving stage.
+    pub async fn open(args: &BlueprintArgs, without_serving: &str) -> Result<Deployed, CliError> {
+        let app = App::load(args)?;
+        let endpoint = app.loaded.blueprint.stages.serving.as_ref().map(|sv| sv.endpoint.clone()).ok_or_else(|| CliError::message(without_serving))?;
+        let engine = app.engine(EngineOptions::default())?;
+        app.require_applied(&engine)?;
+        let stages = app.stages(&engine).await?;
+        let info = stages
+            .serving
+            .describe(&endpoint)
+            .await?
+            .ok_or_else(|| CliError::message(format!("endpoint `{endpoint}` is not deployed yet; `galley run` deploys it")))?;
+        Ok(Deployed { app, stages, endpoint, info })
+    }
+}

@@ -725,19 +725,10 @@ async fn predict(ctx: &Ctx, args: &BlueprintArgs, data: &str) -> Result<ExitCode
     } else {
         data.to_owned()
     };
-    let app = App::load(args)?;
-    let sv = app.loaded.blueprint.stages.serving.as_ref().ok_or_else(|| CliError::message("the blueprint has no serving stage"))?;
-    let engine = app.engine(EngineOptions::default())?;
-    app.require_applied(&engine)?;
-    let stages = app.stages(&engine).await?;
-    let info = stages
-        .serving
-        .describe(&sv.endpoint)
-        .await?
-        .ok_or_else(|| CliError::message(format!("endpoint `{}` is not deployed yet; `galley run` deploys it", sv.endpoint)))?;
-    let rows = galley_server::scoring::decode_table(body.as_bytes(), &info.signature)
-        .map_err(|e| CliError::message(format!("the request does not fit endpoint `{}`: {e}", sv.endpoint)))?;
-    let p = stages.serving.invoke(&sv.endpoint, &rows).await?;
+    let d = crate::app::Deployed::open(args, "the blueprint has no serving stage").await?;
+    let rows = galley_server::scoring::decode_table(body.as_bytes(), &d.info.signature)
+        .map_err(|e| CliError::message(format!("the request does not fit endpoint `{}`: {e}", d.endpoint)))?;
+    let p = d.stages.serving.invoke(&d.endpoint, &rows).await?;
     say(ctx, serde_json::to_value(&p)?, &format!("{:?} (variant {})", p.predictions, p.variant));
     Ok(ExitCode::SUCCESS)
 }

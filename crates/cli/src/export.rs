@@ -15,10 +15,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use galley_core::stages::{ArtifactKey, ArtifactStoreExt};
-use galley_engine::EngineOptions;
 use serde_json::{Value as Json, json};
 
-use crate::app::App;
+use crate::app::Deployed;
 use crate::cli::BlueprintArgs;
 use crate::commands::{Ctx, say};
 use crate::error::CliError;
@@ -56,45 +55,35 @@ pub fn inference_service(endpoint: &str, blueprint: &str, served: &[Served]) -> 
 }
 
 pub(crate) async fn kserve(ctx: &Ctx, args: &BlueprintArgs, storage_uri: &str, models_dir: Option<PathBuf>, out: Option<PathBuf>) -> Result<ExitCode, CliError> {
-    let app = App::load(args)?;
-    let bp = &app.loaded.blueprint;
-    let sv = bp.stages.serving.as_ref().ok_or_else(|| CliError::message("the blueprint has no serving stage: there is no endpoint to export"))?;
-    let engine = app.engine(EngineOptions::default())?;
-    app.require_applied(&engine)?;
-    let stages = app.stages(&engine).await?;
-    let info = stages
-        .serving
-        .describe(&sv.endpoint)
-        .await?
-        .ok_or_else(|| CliError::message(format!("endpoint `{}` is not deployed yet; `galley run` deploys it", sv.endpoint)))?;
+    let Deployed { app, stages, endpoint, info } = Deployed::open(args, "the blueprint has no serving stage: there is no endpoint to export").await?;
     if info.variants.is_empty() {
-        return Err(CliError::message(format!("endpoint `{}` serves no version yet; `galley run` deploys one", sv.endpoint)));
+        return Err(CliError::message(format!("endpoint `{endpoint}` serves no version yet; `galley run` deploys one")));
     }
     let dir = models_dir.unwrap_or_else(|| app.ctx.work_dir.join("export/kserve"));
     let prefix = storage_uri.trim_end_matches('/');
     let mut served = Vec::new();
     let mut files = Vec::new();
+    // Models are found by content, not by a key layout: the register step records the file's hash.
+    let models = stages.artifacts.list("models/").await?;
     for v in &info.variants {
         let version = stages.registry.get_version(&v.model, v.version).await?;
         let sha = version.lineage.params.get("model_sha256").ok_or_else(|| {
             CliError::message(format!("version {} of `{}` records no model_sha256: it was not registered by `galley run`", v.version, v.model))
         })?;
-        // Found by content, not by a key layout: the register step records the file's hash.
-        let keys = stages.artifacts.list("models/").await?;
-        let key = keys.iter().find(|m| &m.sha256 == sha).ok_or_else(|| CliError::message(format!("the model of version {} ({sha}) is not in the artifact store", v.version)))?;
+        let key = models.iter().find(|m| &m.sha256 == sha).ok_or_else(|| CliError::message(format!("the model of version {} ({sha}) is not in the artifact store", v.version)))?;
         let bytes = stages.artifacts.get_bytes(&ArtifactKey::new(key.key.as_str())?).await?;
         let onnx = match galley_ml::Model::from_bytes(&bytes)? {
             galley_ml::Model::Galley(m) => galley_ml::export::to_onnx(&m)?,
             galley_ml::Model::Onnx(_) => bytes.to_vec(),
         };
-        let repo = format!("{}-v{}", sv.endpoint, v.version);
-        let path = dir.join(&repo).join(&sv.endpoint).join("1").join("model.onnx");
+        let repo = format!("{endpoint}-v{}", v.version);
+        let path = dir.join(&repo).join(&endpoint).join("1").join("model.onnx");
         std::fs::create_dir_all(path.parent().expect("a file under a directory"))?;
         std::fs::write(&path, &onnx)?;
         files.push(path.display().to_string());
         served.push(Served { version: v.version, weight: v.weight, storage_uri: format!("{prefix}/{repo}") });
     }
-    let manifest = inference_service(&sv.endpoint, &bp.name, &served);
+    let manifest = inference_service(&endpoint, &app.loaded.blueprint.name, &served);
     let yaml = to_yaml(&manifest);
     match &out {
         Some(path) => std::fs::write(path, &yaml)?,
@@ -137,35 +126,26 @@ pub fn to_yaml(value: &Json) -> String {
 
 pub(crate) async fn prometheus(ctx: &Ctx, args: &BlueprintArgs, dir: Option<PathBuf>) -> Result<ExitCode, CliError> {
     use galley_server::prometheus as prom;
-    let app = App::load(args)?;
-    let bp = &app.loaded.blueprint;
-    let sv = bp.stages.serving.as_ref().ok_or_else(|| CliError::message("the blueprint has no serving stage: there is no endpoint to watch"))?;
-    let engine = app.engine(EngineOptions::default())?;
-    app.require_applied(&engine)?;
-    let stages = app.stages(&engine).await?;
-    let info = stages
-        .serving
-        .describe(&sv.endpoint)
-        .await?
-        .ok_or_else(|| CliError::message(format!("endpoint `{}` is not deployed yet; `galley run` deploys it", sv.endpoint)))?;
+    let Deployed { app, endpoint, info, .. } = Deployed::open(args, "the blueprint has no serving stage: there is no endpoint to watch").await?;
+    let authenticated = app.loaded.blueprint.stages.serving.as_ref().is_some_and(|sv| sv.auth.is_some());
     let host_port = info
         .url
         .split("://")
         .nth(1)
         .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
-        .ok_or_else(|| CliError::message(format!("endpoint `{}` has no http URL Prometheus can scrape ({})", sv.endpoint, info.url)))?;
+        .ok_or_else(|| CliError::message(format!("endpoint `{endpoint}` has no http URL Prometheus can scrape ({})", info.url)))?;
     let dir = dir.unwrap_or_else(|| app.ctx.work_dir.join("export/prometheus"));
     std::fs::create_dir_all(dir.join("targets"))?;
     std::fs::create_dir_all(dir.join("rules"))?;
     let mut config = prom::config(15);
-    if sv.auth.is_some() {
+    if authenticated {
         // The token never goes into these files: the user puts it in `token` beside them.
         config["scrape_configs"][0]["authorization"] = json!({ "type": "Bearer", "credentials_file": "token" });
     }
     let thresholds = prom::Thresholds::default();
     let written = [
         ("prometheus.yml", to_yaml(&config)),
-        (&format!("targets/{}.json", sv.endpoint) as &str, serde_json::to_string_pretty(&prom::targets(&sv.endpoint, &host_port))?),
+        (&format!("targets/{endpoint}.json") as &str, serde_json::to_string_pretty(&prom::targets(&endpoint, &host_port))?),
         ("rules/galley.rules.yml", to_yaml(&prom::rules(thresholds))),
         ("rules/galley.rules.test.yml", to_yaml(&prom::rule_tests(thresholds))),
     ];
@@ -175,13 +155,13 @@ pub(crate) async fn prometheus(ctx: &Ctx, args: &BlueprintArgs, dir: Option<Path
         std::fs::write(&path, text)?;
         files.push(path.display().to_string());
     }
-    let token = if sv.auth.is_some() { format!("; write the endpoint's token into {}/token", dir.display()) } else { String::new() };
+    let token = if authenticated { format!("; write the endpoint's token into {}/token", dir.display()) } else { String::new() };
     let human = format!(
         "wrote {} files under {}: `prometheus --config.file={}/prometheus.yml` scrapes `{}` at {host_port}{token}; check them with `promtool check config` and `promtool test rules`",
         files.len(),
         dir.display(),
         dir.display(),
-        sv.endpoint
+        endpoint
     );
     say(ctx, json!({ "files": files, "target": host_port }), &human);
     Ok(ExitCode::SUCCESS)

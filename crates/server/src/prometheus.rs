@@ -38,9 +38,7 @@ pub fn config(scrape_interval_seconds: u32) -> Json {
     })
 }
 
-/// A file-SD targets file: the endpoint at `host_port`, labelled with its name. `token_file`
-/// names a file holding the endpoint's bearer token when it requires one (the token itself
-/// never goes into these files).
+/// A file-SD targets file: the endpoint at `host_port`, labelled with its name.
 pub fn targets(endpoint: &str, host_port: &str) -> Json {
     json!([{ "targets": [host_port], "labels": { "galley_endpoint": endpoint } }])
 }
