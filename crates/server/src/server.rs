@@ -243,12 +243,16 @@ impl AppState {
         self.live.load_full()
     }
 
-    pub(crate) fn max_body(&self) -> usize {
-        self.max_body
-    }
-
-    pub(crate) fn metrics(&self) -> &Metrics {
-        &self.metrics
+    /// The body, up to `max_body` bytes: refused early when `Content-Length` says it is larger.
+    pub(crate) async fn read_body(&self, headers: &HeaderMap, body: Body) -> std::result::Result<Bytes, BodyError> {
+        let too_large = || BodyError::TooLarge(format!("the request body is larger than the limit of {} bytes", self.max_body));
+        let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > self.max_body as u64) {
+            return Err(too_large());
+        }
+        axum::body::to_bytes(body, self.max_body).await.map_err(|e| {
+            if is_length_limit(&e) { too_large() } else { BodyError::Unreadable(format!("cannot read the request body: {e}")) }
+        })
     }
 
     /// Records an answered request in the inference log the monitor reads (when it has one).
@@ -320,11 +324,11 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 /// Decrements the in-flight gauge however the handler ends (even if its future is dropped).
-pub(crate) struct InFlight<'a>(&'a Metrics);
+struct InFlight<'a>(&'a Metrics);
 
 impl<'a> InFlight<'a> {
     /// Counts a request in flight until dropped.
-    pub(crate) fn enter(metrics: &'a Metrics) -> InFlight<'a> {
+    fn enter(metrics: &'a Metrics) -> InFlight<'a> {
         metrics.in_flight.fetch_add(1, Relaxed);
         InFlight(metrics)
     }
@@ -336,15 +340,30 @@ impl Drop for InFlight<'_> {
 }
 
 async fn invocations(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    observed(&state, score(&state, request)).await
+}
+
+/// Runs a scoring handler counted in flight, and records its status and latency under the
+/// variant that answered (or as unrouted when none did).
+pub(crate) async fn observed(
+    state: &AppState,
+    handler: impl Future<Output = (Response, Option<Arc<VariantCounters>>)>,
+) -> Response {
     let started = Instant::now();
     let _guard = InFlight::enter(&state.metrics);
-    let (response, counters) = score(&state, request).await;
+    let (response, counters) = handler.await;
     let status = response.status().as_u16();
     match counters {
         Some(c) => c.observe(status, started.elapsed()),
         None => state.metrics.unrouted().observe(status, started.elapsed()),
     }
     response
+}
+
+/// Why a request body was not read; each protocol words the answer its own way.
+pub(crate) enum BodyError {
+    TooLarge(String),
+    Unreadable(String),
 }
 
 async fn score(
@@ -369,32 +388,12 @@ async fn score(
             None,
         );
     };
-    let too_large = || {
-        let message = format!(
-            "the request body is larger than the limit of {} bytes",
-            state.max_body
-        );
-        error_response(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "REQUEST_LIMIT_EXCEEDED",
-            &message,
-        )
-    };
-    let declared = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.max_body as u64) {
-        return (too_large(), None);
-    }
-    let body: Bytes = match axum::body::to_bytes(body, state.max_body).await {
+    let body = match state.read_body(&parts.headers, body).await {
         Ok(b) => b,
         Err(e) => {
-            let response = if is_length_limit(&e) {
-                too_large()
-            } else {
-                bad_request(&format!("cannot read the request body: {e}"))
+            let response = match e {
+                BodyError::TooLarge(m) => error_response(StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_LIMIT_EXCEEDED", &m),
+                BodyError::Unreadable(m) => bad_request(&m),
             };
             return (response, None);
         }

@@ -13,11 +13,9 @@
 #![allow(clippy::result_large_err)]
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -27,7 +25,7 @@ use serde_json::{Value as Json, json};
 
 use crate::recorder::Rows;
 use crate::scoring::Answer;
-use crate::server::{AppState, InFlight, Live, Scored, predict, unauthorized};
+use crate::server::{AppState, BodyError, Live, Scored, observed, predict, unauthorized};
 
 pub const PREDICT: &str = "predict";
 pub const PROBABILITY: &str = "probability";
@@ -239,36 +237,27 @@ fn rows_of(req: &InferRequest, live: &Live) -> Result<Vec<Vec<f64>>, String> {
     Ok((0..n).map(|r| cols.iter().map(|c| c[r]).collect()).collect())
 }
 
-async fn infer(State(state): State<Arc<AppState>>, Path(name): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    run(&state, &name, None, &headers, &body).await
+async fn infer(State(state): State<Arc<AppState>>, Path(name): Path<String>, request: Request) -> Response {
+    observed(&state, answer(&state, &name, None, request)).await
 }
 
-async fn infer_version(State(state): State<Arc<AppState>>, Path((name, version)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> Response {
-    run(&state, &name, Some(&version), &headers, &body).await
+async fn infer_version(State(state): State<Arc<AppState>>, Path((name, version)): Path<(String, String)>, request: Request) -> Response {
+    observed(&state, answer(&state, &name, Some(&version), request)).await
 }
 
-async fn run(state: &Arc<AppState>, name: &str, version: Option<&str>, headers: &HeaderMap, body: &[u8]) -> Response {
-    let started = Instant::now();
-    let _guard = InFlight::enter(state.metrics());
-    let (response, counters) = answer(state, name, version, headers, body);
-    let status = response.status().as_u16();
-    match counters {
-        Some(c) => c.observe(status, started.elapsed()),
-        None => state.metrics().unrouted().observe(status, started.elapsed()),
-    }
-    response
-}
-
-fn answer(state: &Arc<AppState>, name: &str, version: Option<&str>, headers: &HeaderMap, body: &[u8]) -> (Response, Option<Arc<crate::metrics::VariantCounters>>) {
-    if !state.authorized(headers) {
+async fn answer(state: &AppState, name: &str, version: Option<&str>, request: Request) -> (Response, Option<Arc<crate::metrics::VariantCounters>>) {
+    let (parts, body) = request.into_parts();
+    if !state.authorized(&parts.headers) {
         return (unauthorized(), None);
-    }
-    if body.len() > state.max_body() {
-        return (error(StatusCode::PAYLOAD_TOO_LARGE, format!("the request body is larger than the limit of {} bytes", state.max_body())), None);
     }
     if let Err(r) = this_model(state, name) {
         return (r, None);
     }
+    let body = match state.read_body(&parts.headers, body).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge(m)) => return (error(StatusCode::PAYLOAD_TOO_LARGE, m), None),
+        Err(BodyError::Unreadable(m)) => return (error(StatusCode::BAD_REQUEST, m), None),
+    };
     let live = state.live();
     let vi = match version {
         Some(v) => match variant_of(&live, name, v) {
@@ -279,7 +268,7 @@ fn answer(state: &Arc<AppState>, name: &str, version: Option<&str>, headers: &He
     };
     let variant = &live.variants[vi];
     let counters = variant.counters.clone();
-    let req: InferRequest = match serde_json::from_slice(body) {
+    let req: InferRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => return (error(StatusCode::BAD_REQUEST, format!("not an Open Inference Protocol request: {e}")), Some(counters)),
     };

@@ -121,6 +121,19 @@ async fn the_v2_route_speaks_the_open_inference_protocol() {
         oip.check("inference_error_response", &answer);
         assert!(answer["error"].as_str().unwrap().contains(says), "{path}: {answer}");
     }
+    // Bodies are bounded by the endpoint's limit (10 MB by default), as on /invocations: a
+    // 3 MB request is answered, one over the limit is refused in the protocol's shape.
+    let n = 250_000;
+    let big = json!({ "inputs": [{ "name": "rows", "shape": [n, 3], "datatype": "FP64", "data": vec![[1.125, 2.25, 4.0625]; n] }] });
+    assert!(big.to_string().len() > 3 << 20, "the request is not over 3 MB");
+    let (status, answer) = call("POST", &format!("{url}/v2/models/oip/versions/1/infer"), Some(&big)).await;
+    assert_eq!(status, 200, "{}", answer.to_string().chars().take(300).collect::<String>());
+    assert_eq!(answer["outputs"][0]["shape"], json!([n, 1]));
+    let huge = Json::String("x".repeat(11 << 20));
+    let (status, answer) = call("POST", &format!("{url}/v2/models/oip/infer"), Some(&huge)).await;
+    assert_eq!(status, 413, "{answer}");
+    oip.check("inference_error_response", &answer);
+    assert!(answer["error"].as_str().unwrap().contains("larger than the limit"), "{answer}");
     // The schema check has teeth: an answer without its outputs is not a valid response.
     assert!(!oip.violations("inference_response", &json!({ "model_name": "oip" })).is_empty());
     serving.undeploy("oip").await.unwrap();
