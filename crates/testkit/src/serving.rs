@@ -112,6 +112,15 @@ impl StandardModel {
     }
 
     /// [`fixture`](Self::fixture) plus the ONNX model stored at `onnx_uri`.
+    /// Both model files written under `dir`, as a fixture of their `file://` URIs: for a
+    /// platform whose model server reads this machine's files (local, onprem).
+    pub fn files_fixture(&self, dir: &std::path::Path) -> ServingFixture {
+        let (json, onnx) = (dir.join("model.json"), dir.join("model.onnx"));
+        std::fs::write(&json, &self.bytes).expect("the fixture directory is writable");
+        std::fs::write(&onnx, &self.onnx_bytes).expect("the fixture directory is writable");
+        self.fixture_with_onnx(format!("file://{}", json.display()), format!("file://{}", onnx.display()))
+    }
+
     pub fn fixture_with_onnx(&self, artifact_uri: String, onnx_uri: String) -> ServingFixture {
         ServingFixture {
             onnx: Some(OnnxFixture { artifact_uri: onnx_uri, expected: self.onnx_expected.clone(), tolerance: 1e-4 }),
@@ -502,4 +511,16 @@ pub async fn autoscaling_is_refused_where_not_declared(ctx: ServingCtx) -> TestR
     expect_kind(refused, ErrorKind::Unsupported, "deploy with autoscaling")?;
     ensure_eq!(described?, None, "describe after the refused deploy");
     Ok(())
+}
+
+/// The command a serving stage that spawns its model server (`--config FILE` appended) runs
+/// when the test binary itself is the server: it re-runs this binary with only the ignored
+/// `test` selected and the config path in `config_env`. A shell moves `--config FILE` into the
+/// environment (the test harness would refuse it as a flag); the path also stays on the
+/// command line, as a filter matching no test, because the serving stage recognises its server
+/// by it.
+pub fn this_binary_as_server(config_env: &str, test: &str) -> Vec<std::ffi::OsString> {
+    let script = format!(r#"{config_env}="$2" exec "$0" --ignored --exact --nocapture {test} "$2""#);
+    let exe = std::env::current_exe().expect("a test binary knows its path");
+    vec!["/bin/sh".into(), "-c".into(), script.into(), exe.into_os_string()]
 }

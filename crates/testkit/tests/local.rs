@@ -3,9 +3,8 @@
 //!
 //! The local model server is a separate process. This test binary doubles as it: the serving
 //! suite's server command re-runs this binary with only the ignored `endpoint_server_process`
-//! test selected and the config path in an environment variable (see `server_command`).
+//! test selected and the config path in an environment variable (see `galley_testkit::serving::this_binary_as_server`).
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use galley_local::orchestrator::LocalOrchestrator;
 use galley_local::registry::LocalRegistry;
 use galley_local::serving::LocalServing;
 use galley_local::serving::EndpointSettings;
-use galley_testkit::serving::{RequireToken, ServingFixture};
+use galley_testkit::serving::{RequireToken, this_binary_as_server};
 use galley_testkit::{Fixtures, StandardModel, run_artifacts, run_stage_set};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -50,23 +49,7 @@ fn endpoint_server_process() {
     std::process::exit(0);
 }
 
-/// `LocalServing` appends `--config FILE`, which the test harness would refuse as an unknown
-/// flag; a shell moves it into the environment. The config path also stays on the command
-/// line (as a filter matching no test) because `LocalServing` recognises its server by it.
-fn server_command() -> Vec<OsString> {
-    let script = format!(r#"{CONFIG_ENV}="$2" exec "$0" --ignored --exact --nocapture endpoint_server_process "$2""#);
-    vec!["/bin/sh".into(), "-c".into(), script.into(), std::env::current_exe().unwrap().into_os_string()]
-}
 
-/// The testkit's standard model, saved where the local server reads it.
-fn serving_fixture(dir: &Path) -> ServingFixture {
-    let model = StandardModel::new();
-    let path = dir.join("model.json");
-    std::fs::write(&path, &model.bytes).unwrap();
-    let onnx = dir.join("model.onnx");
-    std::fs::write(&onnx, &model.onnx_bytes).unwrap();
-    model.fixture_with_onnx(format!("file://{}", path.display()), format!("file://{}", onnx.display()))
-}
 
 /// The variable the bearer-auth case's endpoints read their token from; set once, first thing.
 const TOKEN_ENV: &str = "GALLEY_TESTKIT_LOCAL_TOKEN";
@@ -81,7 +64,7 @@ async fn local_proves_every_declared_capability() {
     unsafe { std::env::set_var(TOKEN_ENV, &token) };
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let serving = Arc::new(LocalServing::new(d.join("endpoints"), d.join("monitors"), server_command()));
+    let serving = Arc::new(LocalServing::new(d.join("endpoints"), d.join("monitors"), this_binary_as_server(CONFIG_ENV, "endpoint_server_process")));
     let stages = StageSet {
         artifacts: Arc::new(LocalArtifacts::open(d.join("artifacts")).unwrap()),
         features: Arc::new(LocalFeatures::open(d.join("features.db")).unwrap()),
@@ -91,7 +74,7 @@ async fn local_proves_every_declared_capability() {
         serving: serving.clone(),
         monitor: Arc::new(LocalMonitor::open(d.join("monitors")).unwrap()),
     };
-    let mut fixture = serving_fixture(d);
+    let mut fixture = StandardModel::new().files_fixture(d);
     let configure = serving.clone();
     fixture.require_token = Some(RequireToken(Arc::new(move |name: &str| {
         let settings = EndpointSettings { token_env: Some(TOKEN_ENV.into()), ..EndpointSettings::default() };

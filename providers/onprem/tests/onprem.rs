@@ -4,11 +4,10 @@
 //! needed by a case that passed here.
 //!
 //! The model server is a separate process; as in the local platform's test, this binary doubles
-//! as it (see `server_command`).
+//! as it (see `galley_testkit::serving::this_binary_as_server`).
 
 mod common;
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -20,7 +19,7 @@ use galley_local::monitor::LocalMonitor;
 use galley_local::orchestrator::LocalOrchestrator;
 use galley_local::serving::{EndpointSettings, LocalServing};
 use galley_mlflow::{Credentials, MlflowClient, MlflowExperiments, MlflowRegistry};
-use galley_testkit::serving::{RequireToken, ServingFixture};
+use galley_testkit::serving::{RequireToken, this_binary_as_server};
 use galley_testkit::{Fixtures, StandardModel, run_stage_set};
 
 const CONFIG_ENV: &str = "GALLEY_TESTKIT_ENDPOINT_CONFIG";
@@ -39,19 +38,7 @@ fn endpoint_server_process() {
     std::process::exit(0);
 }
 
-fn server_command() -> Vec<OsString> {
-    let script = format!(r#"{CONFIG_ENV}="$2" exec "$0" --ignored --exact --nocapture endpoint_server_process "$2""#);
-    vec!["/bin/sh".into(), "-c".into(), script.into(), std::env::current_exe().unwrap().into_os_string()]
-}
 
-fn serving_fixture(dir: &Path) -> ServingFixture {
-    let model = StandardModel::new();
-    let path = dir.join("model.json");
-    std::fs::write(&path, &model.bytes).unwrap();
-    let onnx = dir.join("model.onnx");
-    std::fs::write(&onnx, &model.onnx_bytes).unwrap();
-    model.fixture_with_onnx(format!("file://{}", path.display()), format!("file://{}", onnx.display()))
-}
 
 fn mlflow(uri: &str) -> MlflowClient {
     MlflowClient::new(uri, Credentials::None).unwrap()
@@ -66,7 +53,7 @@ async fn onprem_proves_every_declared_capability() {
     let declared = galley_onprem::capabilities();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let serving = Arc::new(LocalServing::new(d.join("endpoints"), d.join("monitors"), server_command()).declaring(declared.clone()));
+    let serving = Arc::new(LocalServing::new(d.join("endpoints"), d.join("monitors"), this_binary_as_server(CONFIG_ENV, "endpoint_server_process")).declaring(declared.clone()));
     let stages = StageSet {
         artifacts: Arc::new(LocalArtifacts::open(d.join("artifacts")).unwrap().declaring(declared.clone())),
         features: Arc::new(LocalFeatures::open(d.join("features.db")).unwrap().declaring(declared.clone())),
@@ -76,7 +63,7 @@ async fn onprem_proves_every_declared_capability() {
         serving: serving.clone(),
         monitor: Arc::new(LocalMonitor::open(d.join("monitors")).unwrap().declaring(declared.clone())),
     };
-    let mut fixture = serving_fixture(d);
+    let mut fixture = StandardModel::new().files_fixture(d);
     let configure = serving.clone();
     fixture.require_token = Some(RequireToken(Arc::new(move |name: &str| {
         let settings = EndpointSettings { token_env: Some(TOKEN_ENV.into()), ..EndpointSettings::default() };
