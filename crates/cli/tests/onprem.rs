@@ -16,6 +16,7 @@ fn project(tag: &str) -> (Project, String) {
     let p = Project::from_shipped("onprem.yaml", |t| {
         t.replace("  experiments:\n    name: wine-quality", &format!("  experiments:\n    name: {name}"))
             .replace("    model: wine-quality", &format!("    model: {name}"))
+            .replace("    group: wine-features", &format!("    group: {name}"))
     });
     (p, name)
 }
@@ -26,6 +27,33 @@ fn mlflow(uri: &str, path: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("MLflow answered {path} with: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
+/// Feast's feature server's answer for `alcohol` of entity `row_id` 0 in view `view`: the
+/// HTTP status and the body.
+fn feast_online(server: &str, view: &str) -> (u16, Value) {
+    let body = serde_json::json!({ "features": [format!("{view}:alcohol")], "entities": { "row_id": [0] } }).to_string();
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-H", "content-type: application/json", "-d", &body, &format!("{server}/get-online-features")])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())))
+}
+
+/// Waits for the feature server, which re-reads Feast's registry every second, to see `view`
+/// as `want` says (200: known, 404: unknown).
+fn feast_sees(server: &str, view: &str, want: u16) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (code, body) = feast_online(server, view);
+        if code == want {
+            return body;
+        }
+        assert!(std::time::Instant::now() < deadline, "Feast's feature server answered {code} for view {view}, not {want}: {body}");
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
 fn tag<'a>(tags: &'a Value, key: &str) -> Option<&'a str> {
     tags.as_array()?.iter().find(|t| t["key"] == key)?["value"].as_str()
 }
@@ -33,6 +61,8 @@ fn tag<'a>(tags: &'a Value, key: &str) -> Option<&'a str> {
 #[test]
 fn onprem_lifecycle_on_a_real_mlflow_server() {
     let Some(uri) = substrate::mlflow_uri() else { return };
+    let Some(feast) = substrate::feast() else { return };
+    let server = feast.server_url.clone().unwrap();
     let (p, name) = project("onprem");
 
     let (code, plan) = p.galley_json(&["plan", "--detailed-exitcode"]);
@@ -40,6 +70,7 @@ fn onprem_lifecycle_on_a_real_mlflow_server() {
     let changes = plan["changes"].as_array().unwrap();
     let kinds: Vec<&str> = changes.iter().filter_map(|c| c["kind"].as_str()).collect();
     assert!(kinds.contains(&"onprem.mlflow_experiment") && kinds.contains(&"onprem.mlflow_registered_model"), "{kinds:?}");
+    assert!(kinds.contains(&"onprem.feast_feature_view"), "{kinds:?}");
     assert!(plan.to_string().contains(&uri), "the plan names the MLflow server: {plan}");
 
     ok(&p.galley(&["apply", "--auto-approve"]));
@@ -48,11 +79,18 @@ fn onprem_lifecycle_on_a_real_mlflow_server() {
     assert!(tag(&exp["experiment"]["tags"], "galley").is_some_and(|v| v.contains("experiments.experiment")), "owner tag: {exp}");
     let model = mlflow(&uri, &format!("registered-models/get?name={name}"));
     assert!(tag(&model["registered_model"]["tags"], "galley").is_some(), "owner tag: {model}");
+    // Feast's own server knows the view, with nothing online yet.
+    let before = feast_sees(&server, &name, 200);
+    assert_eq!(before["results"][1]["statuses"][0], "NOT_FOUND", "{before}");
 
     let (code, run) = p.galley_json(&["run"]);
     assert_eq!(code, 0, "{run}");
     assert_eq!(run["run"]["registered_version"], 1, "{run}");
     let accuracy = run["run"]["metrics"]["accuracy"].as_f64().unwrap();
+    // The run ingested the dataset into Feast's offline store and materialized it: the first
+    // wine's alcohol (9.4, as in the request below) is served online by Feast.
+    let online = feast_sees(&server, &name, 200);
+    assert_eq!(online["results"][1]["values"][0].as_f64(), Some(9.4), "{online}");
 
     // What MLflow holds: version 1, champion, gate's verdict, in its run, the run's metrics.
     let v = mlflow(&uri, &format!("model-versions/get?name={name}&version=1"))["model_version"].clone();
@@ -102,6 +140,9 @@ print(json.dumps({"inputs": [i["name"] for i in meta["inputs"]], "predict": r.as
     assert_eq!(mlflow(&uri, &format!("registered-models/get?name={name}"))["error_code"], "RESOURCE_DOES_NOT_EXIST");
     let exp = mlflow(&uri, &format!("experiments/get-by-name?experiment_name={name}"));
     assert_eq!(exp["experiment"]["lifecycle_stage"], "deleted", "MLflow keeps a deleted experiment until `mlflow gc`: {exp}");
+    let gone = feast_sees(&server, &name, 404);
+    assert!(gone.to_string().contains("FeatureViewNotFound"), "{gone}");
+    assert!(!galley_onprem::feast::repo::definitions_file(&feast.repo, &name).exists(), "destroy removes the definitions file");
     let left = files_under(&p.path().join(".galley"));
     assert!(left.iter().all(|f| f.starts_with("state.json")), "destroy must leave only the state files: {left:?}");
 }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use galley_core::error::ResultExt;
-use galley_core::stages::{Described, FeatureGroupSpec, FeatureStore, TimestampMs, now_ms};
+use galley_core::stages::{Described, FeatureGroupSpec, FeatureStore, Target, TimestampMs, now_ms};
 use galley_core::table::{Column, DType, Table, Value};
 use galley_core::{Error, Result, Stage};
 use rusqlite::types::{Value as SqlValue, ValueRef};
@@ -97,53 +97,12 @@ fn feature_column(index: usize) -> String {
     format!("f{index}")
 }
 
-/// Names are free text (they never reach SQL), but must be usable in messages and files.
-fn check_name(what: &str, name: &str) -> Result<()> {
-    if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) || name.trim() != name {
-        return Err(Error::invalid(format!(
-            "{what} `{name}` is not a valid name: use 1-128 printable characters, without leading \
-             or trailing spaces"
-        )));
-    }
-    Ok(())
-}
-
 fn sql_type(dtype: DType) -> &'static str {
     match dtype {
         DType::Bool | DType::Int => "INTEGER",
         DType::Float => "REAL",
         DType::String => "TEXT",
     }
-}
-
-fn validate_spec(spec: &FeatureGroupSpec) -> Result<()> {
-    check_name("feature group", &spec.name)?;
-    check_name("entity column", &spec.entity.name)?;
-    check_name("event-time column", &spec.event_time)?;
-    if !matches!(spec.entity.dtype, DType::Int | DType::String) {
-        return Err(Error::invalid(format!(
-            "feature group `{}`: the entity column `{}` is {}, but an entity key must be int or string",
-            spec.name, spec.entity.name, spec.entity.dtype
-        )));
-    }
-    let mut seen = vec![spec.entity.name.as_str(), spec.event_time.as_str()];
-    if spec.entity.name == spec.event_time {
-        return Err(Error::invalid(format!(
-            "feature group `{}`: the entity and event-time columns must differ",
-            spec.name
-        )));
-    }
-    for f in &spec.features {
-        check_name("feature", &f.name)?;
-        if seen.contains(&f.name.as_str()) {
-            return Err(Error::invalid(format!(
-                "feature group `{}`: column `{}` is declared twice",
-                spec.name, f.name
-            )));
-        }
-        seen.push(&f.name);
-    }
-    Ok(())
 }
 
 fn load_group(conn: &Connection, group: &str) -> DbResult<Option<Group>> {
@@ -165,50 +124,6 @@ fn require_group(conn: &Connection, group: &str) -> DbResult<Group> {
         ))
         .into()
     })
-}
-
-fn require_online(spec: &FeatureGroupSpec) -> DbResult<()> {
-    if spec.online {
-        Ok(())
-    } else {
-        Err(Error::invalid(format!(
-            "feature group `{}` has no online store; set `online: true` on it and run `galley apply`",
-            spec.name
-        ))
-        .into())
-    }
-}
-
-/// The spec's (position, column) for `names`, in that order; every feature when `names` is
-/// empty.
-fn pick_features<'a>(spec: &'a FeatureGroupSpec, names: &[String]) -> DbResult<Vec<(usize, &'a Column)>> {
-    if names.is_empty() {
-        return Ok(spec.features.iter().enumerate().collect());
-    }
-    names
-        .iter()
-        .map(|n| {
-            spec.features
-                .iter()
-                .enumerate()
-                .find(|(_, f)| &f.name == n)
-                .ok_or_else(|| unknown_feature(spec, n).into())
-        })
-        .collect()
-}
-
-fn unknown_feature(spec: &FeatureGroupSpec, name: &str) -> Error {
-    let known: Vec<&str> = spec.features.iter().map(|f| f.name.as_str()).collect();
-    Error::invalid(format!(
-        "`{name}` is not a feature of group `{}` (its features are: {})",
-        spec.name,
-        known.join(", ")
-    ))
-}
-
-/// Whether a value of `actual` may be stored in a column of `declared` (ints widen to floats).
-fn compatible(actual: DType, declared: DType) -> bool {
-    actual == declared || (actual == DType::Int && declared == DType::Float)
 }
 
 fn to_sql(v: &Value, declared: DType) -> SqlValue {
@@ -300,7 +215,7 @@ impl Described for LocalFeatures {
 #[async_trait]
 impl FeatureStore for LocalFeatures {
     async fn create_group(&self, spec: &FeatureGroupSpec) -> Result<()> {
-        validate_spec(spec).ctx(Stage::Features, "create_group", &spec.name)?;
+        spec.validate().ctx(Stage::Features, "create_group", &spec.name)?;
         let spec = spec.clone();
         let name = spec.name.clone();
         self.db
@@ -365,43 +280,18 @@ impl FeatureStore for LocalFeatures {
                 let group = require_group(conn, &g)?;
                 let spec = &group.spec;
                 // For each input column: its SQL column and declared type.
-                let mut targets: Vec<(String, DType)> = Vec::with_capacity(rows.columns.len());
-                for c in &rows.columns {
-                    let (column, declared) = if c.name == spec.entity.name {
-                        ("entity".to_owned(), spec.entity.dtype)
-                    } else if c.name == spec.event_time {
-                        ("event_time".to_owned(), DType::Int)
-                    } else {
-                        let (i, f) = spec.features.iter().enumerate().find(|(_, f)| f.name == c.name).ok_or_else(|| {
-                            Error::invalid(format!(
-                                "column `{}` is not a feature of group `{g}`; add it to the group's \
-                                 features or drop it from the rows (features: {})",
-                                c.name,
-                                spec.features.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", ")
-                            ))
-                        })?;
-                        (feature_column(i), f.dtype)
-                    };
-                    if !compatible(c.dtype, declared) {
-                        return Err(Error::invalid(format!(
-                            "column `{}` is {} in the rows but {declared} in feature group `{g}`",
-                            c.name, c.dtype
-                        ))
-                        .into());
-                    }
-                    if targets.iter().any(|(t, _)| *t == column) {
-                        return Err(Error::invalid(format!("column `{}` appears twice in the rows", c.name)).into());
-                    }
-                    targets.push((column, declared));
-                }
-                for required in [&spec.entity.name, &spec.event_time] {
-                    if rows.column_index(required).is_none() {
-                        return Err(Error::invalid(format!(
-                            "the rows for feature group `{g}` lack the `{required}` column"
-                        ))
-                        .into());
-                    }
-                }
+                let targets: Vec<(String, DType)> = spec
+                    .check_rows(&rows)?
+                    .into_iter()
+                    .map(|(target, declared)| {
+                        let column = match target {
+                            Target::Entity => "entity".to_owned(),
+                            Target::EventTime => "event_time".to_owned(),
+                            Target::Feature(i) => feature_column(i),
+                        };
+                        (column, declared)
+                    })
+                    .collect();
                 let columns: Vec<&str> = targets.iter().map(|(c, _)| c.as_str()).collect();
                 let placeholders = vec!["?"; columns.len() + 1].join(", ");
                 let sql = format!(
@@ -414,35 +304,9 @@ impl FeatureStore for LocalFeatures {
                 {
                     let mut insert = tx.prepare_cached(&sql)?;
                     let mut bound: Vec<SqlValue> = Vec::with_capacity(targets.len() + 1);
-                    for (i, row) in rows.rows.iter().enumerate() {
-                        if row.len() != targets.len() {
-                            return Err(Error::invalid(format!(
-                                "row {i} has {} values but the rows have {} columns",
-                                row.len(),
-                                targets.len()
-                            ))
-                            .into());
-                        }
+                    for row in &rows.rows {
                         bound.clear();
-                        for ((value, (column, declared)), c) in row.iter().zip(&targets).zip(&rows.columns) {
-                            match value.dtype() {
-                                None if column == "entity" || column == "event_time" => {
-                                    return Err(Error::invalid(format!(
-                                        "row {i}: column `{}` must not be null",
-                                        c.name
-                                    ))
-                                    .into());
-                                }
-                                Some(actual) if !compatible(actual, *declared) => {
-                                    return Err(Error::invalid(format!(
-                                        "row {i}: column `{}` is {declared} but the value is {actual}",
-                                        c.name
-                                    ))
-                                    .into());
-                                }
-                                _ => bound.push(to_sql(value, *declared)),
-                            }
-                        }
+                        bound.extend(row.iter().zip(&targets).map(|(value, (_, declared))| to_sql(value, *declared)));
                         bound.push(SqlValue::Integer(ingested_at));
                         insert.execute(params_from_iter(bound.iter()))?;
                     }
@@ -459,7 +323,7 @@ impl FeatureStore for LocalFeatures {
         self.db
             .call(move |conn| {
                 let group = require_group(conn, &g)?;
-                require_online(&group.spec)?;
+                group.spec.require_online()?;
                 let features: Vec<String> = (0..group.spec.features.len()).map(feature_column).collect();
                 let list: String = features.iter().map(|f| format!(", {f}")).collect();
                 let updates: String = features.iter().map(|f| format!(", {f} = excluded.{f}")).collect();
@@ -495,8 +359,8 @@ impl FeatureStore for LocalFeatures {
             .read_now(|conn| {
                 let group = self.online_group(conn, group)?;
                 let spec = &group.spec;
-                require_online(spec)?;
-                let wanted = pick_features(spec, features)?;
+                spec.require_online()?;
+                let wanted = spec.pick(features)?;
                 let keys: Vec<EntityKey> = keys.iter().map(|k| entity_key(spec, k)).collect::<DbResult<_>>()?;
                 let select: String = wanted.iter().map(|(i, _)| format!(", {}", feature_column(*i))).collect();
                 let mut found: HashMap<EntityKey, Vec<Value>> = HashMap::with_capacity(keys.len());
@@ -542,7 +406,7 @@ impl FeatureStore for LocalFeatures {
                 let group = require_group(conn, &g)?;
                 let spec = &group.spec;
                 let wanted: Vec<(usize, Column)> =
-                    pick_features(spec, &features)?.into_iter().map(|(i, c)| (i, c.clone())).collect();
+                    spec.pick(&features)?.into_iter().map(|(i, c)| (i, c.clone())).collect();
                 let missing = |what: &str, name: &str| -> DbError {
                     Error::invalid(format!(
                         "the entity rows for feature group `{g}` lack the {what} column `{name}`"

@@ -77,10 +77,12 @@ impl Layout {
     }
 }
 
-/// Experiments and a registry kept elsewhere (onprem: an MLflow server).
-pub struct Tracking {
+/// Stages kept on servers rather than in files (onprem: MLflow's experiments and registry,
+/// Feast's features).
+pub struct Servers {
     pub experiments: Arc<dyn ExperimentTracker>,
     pub registry: Arc<dyn ModelRegistry>,
+    pub features: Arc<dyn FeatureStore>,
 }
 
 pub struct LocalProvider {
@@ -127,22 +129,23 @@ impl LocalProvider {
     /// The stage objects over the files under `layout`, each declaring `declared`: how a
     /// platform that keeps stages the local way (onprem, on a shared directory) opens them.
     /// With `tracking`, those are the experiments and registry (no SQLite file is opened for them).
-    pub fn stages_at(&self, bp: &Blueprint, layout: &Layout, declared: Capabilities, tracking: Option<Tracking>) -> Result<StageSet> {
-        let tracking = match tracking {
-            Some(t) => t,
-            None => Tracking {
+    pub fn stages_at(&self, bp: &Blueprint, layout: &Layout, declared: Capabilities, servers: Option<Servers>) -> Result<StageSet> {
+        let servers = match servers {
+            Some(s) => s,
+            None => Servers {
                 experiments: Arc::new(LocalExperiments::open(layout.experiments_db())?),
                 registry: Arc::new(LocalRegistry::open(layout.registry_db())?),
+                features: Arc::new(LocalFeatures::open(layout.features_db())?.declaring(declared.clone())),
             },
         };
         let artifacts_dir = bp.stages.artifacts.as_ref().map(|a| layout.artifacts(&a.bucket)).unwrap_or_else(|| layout.default_artifacts());
         let serving = LocalServing::new(layout.endpoints(), layout.monitors(), self.server_command.clone());
         Ok(StageSet {
             artifacts: Arc::new(LocalArtifacts::open(artifacts_dir)?.declaring(declared.clone())),
-            features: Arc::new(LocalFeatures::open(layout.features_db())?.declaring(declared.clone())),
-            experiments: tracking.experiments,
+            features: servers.features,
+            experiments: servers.experiments,
             orchestrator: Arc::new(LocalOrchestrator::open(layout.pipelines())?.declaring(declared.clone())),
-            registry: tracking.registry,
+            registry: servers.registry,
             serving: Arc::new(serving.declaring(declared.clone())),
             monitor: Arc::new(LocalMonitor::open(layout.monitors())?.declaring(declared)),
         })

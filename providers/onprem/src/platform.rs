@@ -15,9 +15,15 @@ pub const ONPREM: PlatformId = PlatformId::from_static("onprem");
 
 /// MLflow's own variable for the tracking server, read when the blueprint names none.
 pub const TRACKING_URI_ENV: &str = "MLFLOW_TRACKING_URI";
+/// The Feast feature repository, its Python and its feature server, read when the blueprint
+/// names none (`scripts/stack up onprem` prints all three).
+pub const FEAST_REPO_ENV: &str = "GALLEY_FEAST_REPO";
+pub const FEAST_PYTHON_ENV: &str = "GALLEY_FEAST_PYTHON";
+pub const FEAST_SERVER_ENV: &str = "FEAST_FEATURE_SERVER_URL";
 
 /// The features the onprem stages implement. Experiments and registry: MLflow's search and
-/// aliases, and the approval status as a version tag; the rest: what the stages kept under the
+/// aliases, and the approval status as a version tag; features: Feast's online store and
+/// point-in-time join; the rest: what the stages kept under the
 /// shared directory do. Removing one makes validate refuse it; adding one without a behaviour
 /// case that needs it fails `onprem_proves_every_declared_capability`.
 pub fn capabilities() -> Capabilities {
@@ -45,6 +51,19 @@ pub struct OnpremSettings {
     /// `MLFLOW_TRACKING_PASSWORD` (or `MLFLOW_TRACKING_TOKEN`), never from the blueprint.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mlflow_tracking_uri: Option<String>,
+    /// The Feast feature repository Galley writes its feature views into, relative to the
+    /// blueprint (default: `GALLEY_FEAST_REPO`, else `feast` under `dir`). Galley writes a
+    /// `feature_store.yaml` there when it has none; one of yours must use Feast's `file`
+    /// offline store, which reads the Parquet files Galley ingests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feast_repo: Option<String>,
+    /// A Python with `feast` installed (default: `GALLEY_FEAST_PYTHON`, else `python3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feast_python: Option<String>,
+    /// Feast's feature server (`feast serve` in the repository), for online features
+    /// (default: `FEAST_FEATURE_SERVER_URL`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feast_feature_server_url: Option<String>,
 }
 
 pub struct OnpremRules;
@@ -59,7 +78,7 @@ impl PlatformRules for OnpremRules {
     }
 
     fn summary(&self) -> &'static str {
-        "your own servers: MLflow tracking and registry; Galley's model server as a managed service; artifacts, features, runs and monitors on a shared directory"
+        "your own servers: MLflow tracking and registry; Feast features; Galley's model server as a managed service; artifacts, runs and monitors on a shared directory"
     }
 
     fn capabilities(&self) -> Capabilities {

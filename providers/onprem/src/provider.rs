@@ -1,6 +1,7 @@
 //! The onprem platform as the engine sees it. Experiments and the registered model are MLflow
 //! resources (`onprem.mlflow_experiment`, `onprem.mlflow_registered_model`), read back from the
-//! server and tagged with their owner; every other stage is kept under the shared directory by
+//! server and tagged with their owner; the feature group is a Feast feature view
+//! (`onprem.feast_feature_view`), read back from Feast's registry; every other stage is kept under the shared directory by
 //! the local platform's handlers and stage objects, renamed `onprem.*` and declaring onprem's
 //! features. The MLflow server's URI is in each MLflow resource's desired attributes (without
 //! credentials), so pointing the blueprint at another server is a visible replacement.
@@ -12,20 +13,22 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use galley_blueprint::Blueprint;
 use galley_core::resource::{Observed, OwnerTag, ResourceHandler, ResourceSpec};
-use galley_core::stages::{ExperimentTracker, ModelRegistry};
+use galley_core::stages::{ExperimentTracker, FeatureGroupSpec, FeatureStore, ModelRegistry};
 use galley_core::{Error, ErrorKind, Result, Stage, StageSet};
 use galley_engine::{Provider, ProviderContext};
-use galley_local::provider::{ARTIFACT_STORE, ENDPOINT, ENDPOINT_PROCESS, FEATURE_GROUP, Layout, LocalProvider, MONITOR, PIPELINE, Tracking};
+use galley_local::provider::{ARTIFACT_STORE, ENDPOINT, ENDPOINT_PROCESS, Layout, LocalProvider, MONITOR, PIPELINE, Servers};
 use galley_mlflow::{Credentials, MlflowClient, MlflowExperiments, MlflowRegistry};
 use serde_json::{Value as Json, json};
 
-use crate::platform::{ONPREM, OnpremSettings, TRACKING_URI_ENV};
+use crate::feast::{FeastConfig, FeastFeatures};
+use crate::platform::{FEAST_PYTHON_ENV, FEAST_REPO_ENV, FEAST_SERVER_ENV, ONPREM, OnpremSettings, TRACKING_URI_ENV};
 
 pub const EXPERIMENT: &str = "onprem.mlflow_experiment";
 pub const REGISTERED_MODEL: &str = "onprem.mlflow_registered_model";
+pub const FEATURE_VIEW: &str = "onprem.feast_feature_view";
 
 /// The local kinds onprem keeps under its shared directory.
-const KEPT_LOCALLY: [&str; 5] = [ARTIFACT_STORE, FEATURE_GROUP, PIPELINE, ENDPOINT, MONITOR];
+const KEPT_LOCALLY: [&str; 4] = [ARTIFACT_STORE, PIPELINE, ENDPOINT, MONITOR];
 
 /// `local.endpoint` → `onprem.endpoint`.
 pub fn onprem_kind(local_kind: &str) -> String {
@@ -55,6 +58,7 @@ impl OnpremProvider {
         }
         handlers.insert(EXPERIMENT.into(), Arc::new(ExperimentHandler));
         handlers.insert(REGISTERED_MODEL.into(), Arc::new(RegisteredModelHandler));
+        handlers.insert(FEATURE_VIEW.into(), Arc::new(FeatureViewHandler::default()));
         OnpremProvider { ctx, local, handlers }
     }
 
@@ -72,14 +76,30 @@ impl OnpremProvider {
         Layout { root }
     }
 
-    /// The stage objects: MLflow for experiments and the registry, the shared directory for the rest.
+    /// The stage objects: MLflow for experiments and the registry, Feast for features, the
+    /// shared directory for the rest.
     pub fn stages(&self, bp: &Blueprint) -> Result<StageSet> {
         let client = client(&tracking_uri(bp)?)?;
-        let tracking = Tracking {
+        let servers = Servers {
             experiments: Arc::new(MlflowExperiments::new(client.clone(), crate::capabilities())),
             registry: Arc::new(MlflowRegistry::new(client, crate::capabilities())),
+            features: Arc::new(FeastFeatures::open(self.feast(bp), crate::capabilities()).map_err(|e| e.platform(ONPREM))?),
         };
-        self.local.stages_at(bp, &self.layout(bp), crate::capabilities(), Some(tracking))
+        self.local.stages_at(bp, &self.layout(bp), crate::capabilities(), Some(servers))
+    }
+
+    /// The blueprint's Feast, else the environment's, else a repository under the shared
+    /// directory and `python3`.
+    pub fn feast(&self, bp: &Blueprint) -> FeastConfig {
+        let settings = Self::settings(bp);
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let repo = match settings.feast_repo.filter(|r| !r.is_empty()) {
+            Some(r) => self.ctx.project_dir.join(r),
+            None => env(FEAST_REPO_ENV).map(Into::into).unwrap_or_else(|| self.layout(bp).root.join("feast")),
+        };
+        let python = settings.feast_python.filter(|p| !p.is_empty()).or_else(|| env(FEAST_PYTHON_ENV)).unwrap_or_else(|| "python3".into());
+        let server_url = settings.feast_feature_server_url.filter(|u| !u.is_empty()).or_else(|| env(FEAST_SERVER_ENV));
+        FeastConfig { repo, python: python.into(), server_url }
     }
 }
 
@@ -118,11 +138,19 @@ impl Provider for OnpremProvider {
     }
 
     fn expand(&self, bp: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {
-        let kept: Vec<Stage> = stages.iter().copied().filter(|s| !matches!(s, Stage::Experiments | Stage::Registry)).collect();
+        let kept: Vec<Stage> = stages.iter().copied().filter(|s| !matches!(s, Stage::Experiments | Stage::Registry | Stage::Features)).collect();
         let mut out = self.local.expand_at(bp, &kept, &self.layout(bp))?;
         for s in &mut out {
             s.platform = ONPREM;
             s.kind = onprem_kind(&s.kind);
+        }
+        if let (true, Some(f)) = (stages.contains(&Stage::Features), &bp.stages.features) {
+            let features = galley_lifecycle::resolved_features(bp, &self.ctx.project_dir)?;
+            let group = galley_lifecycle::feature_group_spec(bp, &features);
+            let feast = self.feast(bp);
+            out.push(spec("features.group", FEATURE_VIEW, Stage::Features, &f.group,
+                json!({ "repo": feast.repo.display().to_string(), "python": feast.python.display().to_string(), "spec": group }),
+                &[], f.common.protect));
         }
         let on_mlflow = |st: Stage| stages.contains(&st);
         if !(on_mlflow(Stage::Experiments) || on_mlflow(Stage::Registry)) {
@@ -272,5 +300,62 @@ impl ResourceHandler for RegisteredModelHandler {
     /// Deletes the registered model with its versions, as MLflow does.
     async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
         MlflowRegistry::new(spec_client(spec)?, crate::capabilities()).delete_model(attr(spec, "model")?).await
+    }
+}
+
+/// A feature group as a Feast feature view. The repository and the group's definition are
+/// replacements; the Python that drives Feast is not (any Python with Feast will do).
+#[derive(Default)]
+struct FeatureViewHandler {
+    /// One store (and so one Feast bridge, which takes seconds to start) per repository.
+    stores: std::sync::Mutex<BTreeMap<(String, String), Arc<FeastFeatures>>>,
+}
+
+impl FeatureViewHandler {
+    fn store(&self, spec: &ResourceSpec) -> Result<Arc<FeastFeatures>> {
+        let (repo, python) = (attr(spec, "repo")?.to_owned(), attr(spec, "python")?.to_owned());
+        let mut stores = self.stores.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = stores.get(&(repo.clone(), python.clone())) {
+            return Ok(s.clone());
+        }
+        let config = FeastConfig { repo: repo.clone().into(), python: python.clone().into(), server_url: None };
+        let store = Arc::new(FeastFeatures::open(config, crate::capabilities()).map_err(|e| e.platform(ONPREM))?);
+        stores.insert((repo, python), store.clone());
+        Ok(store)
+    }
+
+    fn group(spec: &ResourceSpec) -> Result<FeatureGroupSpec> {
+        let value = spec.desired.get("spec").cloned().unwrap_or(Json::Null);
+        serde_json::from_value(value).map_err(|e| Error::internal(format!("resource `{}`: its `spec` is not a feature group: {e}", spec.address)))
+    }
+}
+
+#[async_trait]
+impl ResourceHandler for FeatureViewHandler {
+    fn kind(&self) -> &str {
+        FEATURE_VIEW
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["repo", "spec"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        let store = self.store(spec)?;
+        let repo = store.config().repo.display().to_string();
+        Ok(store.describe_group(&spec.name).await?.map(|g| Observed {
+            id: format!("{repo}#{}", g.name),
+            attributes: json!({ "repo": repo, "python": attr(spec, "python").unwrap_or_default(), "spec": g }),
+            outputs: BTreeMap::from([("group".to_owned(), json!(g.name)), ("feast_repo".to_owned(), json!(repo))]),
+        }))
+    }
+    async fn create(&self, spec: &ResourceSpec, _owner: &OwnerTag) -> Result<Observed> {
+        self.store(spec)?.create_group(&Self::group(spec)?).await?;
+        self.read(spec).await?.ok_or_else(|| Error::internal(format!("feature view `{}` vanished from Feast's registry right after it was applied", spec.name)))
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        self.read(spec).await?.ok_or_else(|| Error::internal(format!("feature view `{}` is no longer in Feast's registry", spec.name)))
+    }
+    /// Deletes the view with its online table and offline files.
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        self.store(spec)?.delete_group(&spec.name).await
     }
 }

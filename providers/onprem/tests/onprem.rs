@@ -1,5 +1,6 @@
 //! Every behaviour suite against the onprem platform: experiments and the registry on the real
-//! MLflow server `scripts/stack up onprem` starts, the other stages on a fresh directory as the
+//! MLflow server `scripts/stack up onprem` starts, features on its Feast (repository, Python
+//! and feature server), the other stages on a fresh directory as the
 //! shared directory keeps them. Ends with the proof that every feature onprem declares was
 //! needed by a case that passed here.
 //!
@@ -14,10 +15,10 @@ use std::sync::Arc;
 use galley_core::StageSet;
 use galley_core::stages::{ExperimentTracker, ModelRegistry, NewModelVersion};
 use galley_local::artifacts::LocalArtifacts;
-use galley_local::features::LocalFeatures;
 use galley_local::monitor::LocalMonitor;
 use galley_local::orchestrator::LocalOrchestrator;
 use galley_local::serving::{EndpointSettings, LocalServing};
+use galley_onprem::feast::FeastFeatures;
 use galley_mlflow::{Credentials, MlflowClient, MlflowExperiments, MlflowRegistry};
 use galley_testkit::serving::{RequireToken, this_binary_as_server};
 use galley_testkit::{Fixtures, StandardModel, run_stage_set};
@@ -47,6 +48,7 @@ fn mlflow(uri: &str) -> MlflowClient {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn onprem_proves_every_declared_capability() {
     let Some(uri) = common::substrate::mlflow_uri() else { return };
+    let Some(feast) = common::substrate::feast() else { return };
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     // SAFETY: set before this test starts any thread or process that reads the environment.
     unsafe { std::env::set_var(TOKEN_ENV, &token) };
@@ -56,7 +58,7 @@ async fn onprem_proves_every_declared_capability() {
     let serving = Arc::new(LocalServing::new(d.join("endpoints"), d.join("monitors"), this_binary_as_server(CONFIG_ENV, "endpoint_server_process")).declaring(declared.clone()));
     let stages = StageSet {
         artifacts: Arc::new(LocalArtifacts::open(d.join("artifacts")).unwrap().declaring(declared.clone())),
-        features: Arc::new(LocalFeatures::open(d.join("features.db")).unwrap().declaring(declared.clone())),
+        features: Arc::new(FeastFeatures::open(feast, declared.clone()).unwrap()),
         experiments: Arc::new(MlflowExperiments::new(mlflow(&uri), declared.clone())),
         orchestrator: Arc::new(LocalOrchestrator::open(d.join("pipelines")).unwrap().declaring(declared.clone())),
         registry: Arc::new(MlflowRegistry::new(mlflow(&uri), declared.clone())),
@@ -248,4 +250,42 @@ fn mlflow_models_serve(bin: &str, uri: &str, model: &str, signature: &galley_cor
         .iter()
         .map(|p| (p["probability"].as_f64().unwrap_or_else(|| panic!("{p}")), p["label"].as_f64().unwrap_or_else(|| panic!("{p}"))))
         .collect()
+}
+
+/// The repository Galley writes is what it applied: Feast's own CLI, planning from the files
+/// alone, finds nothing to change. And a feature server that is down is named, with the repo.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feast_repository_galley_writes_is_what_feast_holds() {
+    use galley_core::stages::{FeatureGroupSpec, FeatureStore};
+    use galley_core::table::{Column, DType, Table, Value};
+    let Some(stack) = common::substrate::feast() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let down = format!("http://127.0.0.1:{port}");
+    let config = galley_onprem::feast::FeastConfig { repo: dir.path().join("repo"), python: stack.python.clone(), server_url: Some(down.clone()) };
+    let store = FeastFeatures::open(config, galley_onprem::capabilities()).unwrap();
+    let spec = FeatureGroupSpec {
+        name: "wine features (v2)".into(),
+        entity: Column::new("wine id", DType::Int),
+        event_time: "seen_at".into(),
+        features: vec![Column::new("alcohol", DType::Float), Column::new("grade \"a\"", DType::String)],
+        online: true,
+    };
+    store.create_group(&spec).await.unwrap();
+    let mut rows = Table::new(vec![Column::new("wine id", DType::Int), Column::new("seen_at", DType::Int), Column::new("alcohol", DType::Float)]);
+    rows.push(vec![Value::Int(7), Value::Int(1_000), Value::Float(9.4)]).unwrap();
+    assert_eq!(store.ingest(&spec.name, &rows).await.unwrap(), 1);
+
+    let feast_cli = stack.python.with_file_name("feast");
+    let out = std::process::Command::new(&feast_cli).arg("plan").current_dir(dir.path().join("repo")).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "feast plan: {said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("No changes to registry"), "feast plan, from the files Galley wrote, wants changes:\n{said}");
+
+    let e = store.get_online(&spec.name, &[Value::Int(7)], &[]).await.unwrap_err().to_string();
+    assert!(e.contains(&down) && e.contains("could not connect") && e.contains("feast serve"), "{e}");
+    store.delete_group(&spec.name).await.unwrap();
+    assert_eq!(store.describe_group(&spec.name).await.unwrap(), None);
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("repo")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(!left.iter().any(|f| f.to_string_lossy().starts_with("galley_")), "{left:?}");
 }

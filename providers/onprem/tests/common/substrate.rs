@@ -1,5 +1,7 @@
-//! Where the onprem tests find their servers: MLflow, started by `scripts/stack up onprem`
-//! (which `scripts/test` and `.ci/run` call), at `MLFLOW_TRACKING_URI`.
+//! Where the onprem tests find their servers, started by `scripts/stack up onprem` (which
+//! `scripts/test` and `.ci/run` call): MLflow at `MLFLOW_TRACKING_URI`; Feast's repository,
+//! Python and feature server at `GALLEY_FEAST_REPO`, `GALLEY_FEAST_PYTHON` and
+//! `FEAST_FEATURE_SERVER_URL`.
 //!
 //! A test that needs MLflow and finds no URI fails, saying how to start it. Opting out is
 //! explicit — `GALLEY_TEST_SKIP=onprem` — and each test skipped so is appended to
@@ -13,11 +15,26 @@ pub fn mlflow_uri() -> Option<String> {
     {
         return Some(url.trim().trim_end_matches('/').to_owned());
     }
+    missing("MLFLOW_TRACKING_URI is not an http URL")
+}
+
+/// The stack's Feast, or `None` when the run opted out of the onprem servers.
+pub fn feast() -> Option<galley_onprem::feast::FeastConfig> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (var("GALLEY_FEAST_REPO"), var("GALLEY_FEAST_PYTHON"), var("FEAST_FEATURE_SERVER_URL")) {
+        (Some(repo), Some(python), Some(url)) => {
+            Some(galley_onprem::feast::FeastConfig { repo: repo.into(), python: python.into(), server_url: Some(url) })
+        }
+        _ => missing("GALLEY_FEAST_REPO, GALLEY_FEAST_PYTHON or FEAST_FEATURE_SERVER_URL is unset"),
+    }
+}
+
+fn missing<T>(what: &str) -> Option<T> {
     let test = std::thread::current().name().unwrap_or("an onprem test").to_owned();
     let opted_out = std::env::var("GALLEY_TEST_SKIP").is_ok_and(|s| s.split(',').any(|p| p.trim() == "onprem"));
     if !opted_out {
         panic!(
-            "{test} needs the onprem servers (a real MLflow tracking server) and MLFLOW_TRACKING_URI is not an http URL.\n\
+            "{test} needs the onprem servers (real MLflow and Feast servers) and {what}.\n\
              Start them with `eval \"$(scripts/stack up onprem)\"` (stop them with `scripts/stack down onprem`), or run \
              everything with `scripts/test`. To skip the onprem tests on purpose, set GALLEY_TEST_SKIP=onprem."
         );
