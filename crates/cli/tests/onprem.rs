@@ -175,6 +175,41 @@ fn a_server_that_is_down_is_named_and_the_apply_completes_when_it_is_back() {
 }
 
 /// The server coming back at `port`: every connection there is piped to `upstream`.
+/// MLflow's basic-auth app: a wrong password fails the apply in one line that names the user
+/// tried and the variables it came from, never the password, and records nothing; the right
+/// one applies, and MLflow (asked with the admin's credentials) holds the experiment.
+#[test]
+fn mlflow_basic_auth_a_wrong_password_is_named_in_one_line() {
+    let Some((uri, password)) = substrate::mlflow_auth() else { return };
+    let (mut p, name) = project("auth");
+    let wrong = "not-the-password-7b1e";
+    p.env.push(("MLFLOW_TRACKING_URI".into(), uri.clone()));
+    p.env.push(("MLFLOW_TRACKING_USERNAME".into(), "admin".into()));
+    p.env.push(("MLFLOW_TRACKING_PASSWORD".into(), wrong.into()));
+    let out = p.galley(&["apply", "--auto-approve"]);
+    assert!(!out.status.success());
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!said.contains(wrong), "the password must never be printed: {said}");
+    let line = said.lines().find(|l| l.contains("HTTP 401")).unwrap_or_else(|| panic!("no line names the refusal: {said}"));
+    assert!(line.contains(&format!("MLflow at {uri}")) && line.contains("basic auth as user `admin`") && line.contains("MLFLOW_TRACKING_PASSWORD"), "{line}");
+    let (_, status) = p.galley_json(&["status"]);
+    let recorded = status["resources"].as_object().unwrap();
+    assert!(!recorded.contains_key("experiments.experiment") && !recorded.contains_key("registry.model"), "{status}");
+
+    p.env.retain(|(k, _)| k != "MLFLOW_TRACKING_PASSWORD");
+    p.env.push(("MLFLOW_TRACKING_PASSWORD".into(), password.clone()));
+    ok(&p.galley(&["apply", "--auto-approve"]));
+    let get = |path: &str| -> Value {
+        let out = std::process::Command::new("curl").args(["-s", "-u", &format!("admin:{password}"), &format!("{uri}/api/2.0/mlflow/{path}")]).output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    };
+    assert_eq!(get(&format!("experiments/get-by-name?experiment_name={name}"))["experiment"]["lifecycle_stage"], "active");
+    let anonymous = std::process::Command::new("curl").args(["-s", "-o", "/dev/null", "-w", "%{http_code}", &format!("{uri}/api/2.0/mlflow/experiments/get-by-name?experiment_name={name}")]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401", "the server must really require credentials");
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+    assert_eq!(get(&format!("registered-models/get?name={name}"))["error_code"], "RESOURCE_DOES_NOT_EXIST");
+}
+
 fn forward(port: u16, upstream: &str) {
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port the server was down on is free again");
     let upstream = upstream.to_owned();

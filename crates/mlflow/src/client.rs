@@ -20,7 +20,7 @@ pub enum Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.describe())
+        f.write_str(&self.describe())
     }
 }
 
@@ -37,11 +37,14 @@ impl Credentials {
     }
 
     /// What was tried, for an error: never the secret.
-    pub fn describe(&self) -> &'static str {
+    /// What was tried, for a refusal's message: the kind and the user, never the secret.
+    pub fn describe(&self) -> String {
         match self {
-            Credentials::None => "no credentials (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)",
-            Credentials::Basic { .. } => "basic auth from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD",
-            Credentials::Bearer(_) => "the bearer token in MLFLOW_TRACKING_TOKEN",
+            Credentials::None => "no credentials (set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN)".into(),
+            Credentials::Basic { username, .. } => {
+                format!("basic auth as user `{username}` from MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD")
+            }
+            Credentials::Bearer(_) => "the bearer token in MLFLOW_TRACKING_TOKEN".into(),
         }
     }
 }

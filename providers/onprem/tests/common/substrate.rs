@@ -18,6 +18,17 @@ pub fn mlflow_uri() -> Option<String> {
     missing("MLFLOW_TRACKING_URI is not an http URL")
 }
 
+/// The stack's MLflow running the basic-auth app: its URI and its admin's password (from the
+/// file the stack wrote, never from the environment).
+pub fn mlflow_auth() -> Option<(String, String)> {
+    let uri = std::env::var("GALLEY_TEST_MLFLOW_AUTH_URI").ok().filter(|u| u.starts_with("http"));
+    let file = std::env::var("GALLEY_TEST_MLFLOW_AUTH_PASSWORD_FILE").ok();
+    match (uri, file.and_then(|f| std::fs::read_to_string(f).ok())) {
+        (Some(uri), Some(password)) => Some((uri, password.trim().to_owned())),
+        _ => missing("GALLEY_TEST_MLFLOW_AUTH_URI or GALLEY_TEST_MLFLOW_AUTH_PASSWORD_FILE is unset"),
+    }
+}
+
 /// The stack's Feast, or `None` when the run opted out of the onprem servers.
 pub fn feast() -> Option<galley_onprem::feast::FeastConfig> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
