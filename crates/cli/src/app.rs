@@ -109,10 +109,20 @@ impl App {
     /// pipeline's platform runs them there (SageMaker Pipelines), unless `local_steps`.
     pub fn run_lifecycle(&self, stages: StageSet, local_steps: bool) -> Result<Arc<galley_lifecycle::Lifecycle>, CliError> {
         let lifecycle = self.new_lifecycle(stages)?;
-        Ok(Arc::new(match local_steps || self.remote_steps().is_none() {
-            true => lifecycle,
-            false => lifecycle.with_remote_steps(galley_lifecycle::remote::omitted_settings(self.providers.registry())),
-        }))
+        if local_steps || self.remote_steps().is_none() {
+            return Ok(Arc::new(lifecycle));
+        }
+        let bp = &self.loaded.blueprint;
+        let mut settings = galley_lifecycle::remote::omitted_settings(self.providers.registry());
+        let mut platforms: Vec<galley_core::PlatformId> = bp.declared_stages().into_iter().map(|s| bp.stage_platform(s)).collect();
+        platforms.sort();
+        platforms.dedup();
+        for platform in platforms {
+            if let Some(resolved) = self.providers.get(platform)?.bundle_settings(bp)? {
+                settings.resolved.push((platform.as_str().to_owned(), resolved));
+            }
+        }
+        Ok(Arc::new(lifecycle.with_remote_steps(settings)))
     }
 
     /// Where the pipeline's platform runs the steps, if not in Galley's process: what the plan

@@ -152,7 +152,11 @@ async fn container_step(
 async fn bundled_lifecycle(bundle_uri: &str) -> Result<(Arc<galley_lifecycle::Lifecycle>, tempfile::TempDir), CliError> {
     use galley_lifecycle::{Lifecycle, remote::RunBundle};
     let providers = crate::platforms::providers(&process_context());
-    let bytes = providers.container()?.read_uri(bundle_uri).await?;
+    // A bundle on a shared directory (onprem's Airflow workers) needs no platform to read it.
+    let bytes = match bundle_uri.strip_prefix("file://") {
+        Some(path) => std::fs::read(path).map_err(|e| CliError::message(format!("run bundle {bundle_uri}: {e}")))?,
+        None => providers.container()?.read_uri(bundle_uri).await?,
+    };
     let bundle = RunBundle::parse(&bytes).map_err(|e| CliError::message(format!("run bundle {bundle_uri}: {}", e.message())))?;
     if bundle.galley_version != env!("CARGO_PKG_VERSION") {
         eprintln!("note: the run bundle was written by galley {}, this image is galley {}", bundle.galley_version, env!("CARGO_PKG_VERSION"));

@@ -17,6 +17,7 @@ fn project(tag: &str) -> (Project, String) {
         t.replace("  experiments:\n    name: wine-quality", &format!("  experiments:\n    name: {name}"))
             .replace("    model: wine-quality", &format!("    model: {name}"))
             .replace("    group: wine-features", &format!("    group: {name}"))
+            .replace("    name: wine-quality-retrain", &format!("    name: {name}"))
     });
     (p, name)
 }
@@ -54,6 +55,23 @@ fn feast_sees(server: &str, view: &str, want: u16) -> Value {
     }
 }
 
+/// `GET /api/v2/{path}` on the stack's Airflow, with curl and a token of its own: the HTTP
+/// status and the body.
+fn airflow(path: &str) -> (u16, Value) {
+    let url = std::env::var("AIRFLOW_API_URL").expect("AIRFLOW_API_URL (set by `scripts/stack up onprem`)");
+    let login = serde_json::json!({ "username": std::env::var("AIRFLOW_USERNAME").unwrap(), "password": std::env::var("AIRFLOW_PASSWORD").unwrap() });
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-H", "content-type: application/json", "-d", &login.to_string(), &format!("{url}/auth/token")])
+        .output()
+        .unwrap();
+    let token: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("Airflow's /auth/token: {}", String::from_utf8_lossy(&out.stdout)));
+    let bearer = format!("Authorization: Bearer {}", token["access_token"].as_str().unwrap());
+    let out = std::process::Command::new("curl").args(["-s", "-w", "\n%{http_code}", "-H", &bearer, &format!("{url}/api/v2/{path}")]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
+    (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())))
+}
+
 fn tag<'a>(tags: &'a Value, key: &str) -> Option<&'a str> {
     tags.as_array()?.iter().find(|t| t["key"] == key)?["value"].as_str()
 }
@@ -62,6 +80,7 @@ fn tag<'a>(tags: &'a Value, key: &str) -> Option<&'a str> {
 fn onprem_lifecycle_on_a_real_mlflow_server() {
     let Some(uri) = substrate::mlflow_uri() else { return };
     let Some(feast) = substrate::feast() else { return };
+    let Some(airflow_config) = substrate::airflow() else { return };
     let server = feast.server_url.clone().unwrap();
     let (p, name) = project("onprem");
 
@@ -70,8 +89,10 @@ fn onprem_lifecycle_on_a_real_mlflow_server() {
     let changes = plan["changes"].as_array().unwrap();
     let kinds: Vec<&str> = changes.iter().filter_map(|c| c["kind"].as_str()).collect();
     assert!(kinds.contains(&"onprem.mlflow_experiment") && kinds.contains(&"onprem.mlflow_registered_model"), "{kinds:?}");
-    assert!(kinds.contains(&"onprem.feast_feature_view"), "{kinds:?}");
+    assert!(kinds.contains(&"onprem.feast_feature_view") && kinds.contains(&"onprem.airflow_dag"), "{kinds:?}");
     assert!(plan.to_string().contains(&uri), "the plan names the MLflow server: {plan}");
+    let runs_on = plan["lifecycle"][0]["runs_on"].as_str().unwrap_or_default();
+    assert!(runs_on.starts_with(&format!("Airflow at {}", airflow_config.api_url)), "the plan says where the steps run: {runs_on}");
 
     ok(&p.galley(&["apply", "--auto-approve"]));
     let exp = mlflow(&uri, &format!("experiments/get-by-name?experiment_name={name}"));
@@ -82,11 +103,32 @@ fn onprem_lifecycle_on_a_real_mlflow_server() {
     // Feast's own server knows the view, with nothing online yet.
     let before = feast_sees(&server, &name, 200);
     assert_eq!(before["results"][1]["statuses"][0], "NOT_FOUND", "{before}");
+    // Airflow's own API has the DAG Galley wrote, unpaused, with no run yet (its 04:00
+    // schedule does not start the run it "missed" before the apply).
+    let (code, dag) = airflow(&format!("dags/{name}"));
+    assert_eq!((code, &dag["is_paused"]), (200, &Value::Bool(false)), "{dag}");
+    assert_eq!(airflow(&format!("dags/{name}/dagRuns")).1["total_entries"], 0);
 
     let (code, run) = p.galley_json(&["run"]);
     assert_eq!(code, 0, "{run}");
     assert_eq!(run["run"]["registered_version"], 1, "{run}");
     let accuracy = run["run"]["metrics"]["accuracy"].as_f64().unwrap();
+    // The steps ran as Airflow tasks: Airflow says the DAG run and its nine task instances succeeded.
+    let dag_run = run["run"]["pipeline_run"].as_str().unwrap().strip_prefix(&format!("{name}/")).unwrap_or_else(|| panic!("not a DAG run: {run}")).to_owned();
+    let (_, r) = airflow(&format!("dags/{name}/dagRuns/{dag_run}"));
+    assert_eq!(r["state"], "success", "{r}");
+    let (_, tasks) = airflow(&format!("dags/{name}/dagRuns/{dag_run}/taskInstances"));
+    let states: Vec<(&str, &str)> = tasks["task_instances"].as_array().unwrap().iter().map(|t| (t["task_id"].as_str().unwrap(), t["state"].as_str().unwrap_or("none"))).collect();
+    assert_eq!(states.len(), 9, "{states:?}");
+    assert!(states.iter().all(|(_, s)| *s == "success"), "{states:?}");
+    // The same lifecycle in Galley's process gives the same model: nothing new to register.
+    let (code, here) = p.galley_json(&["run", "--local-steps", "--no-cache"]);
+    assert_eq!(code, 0, "{here}");
+    assert_eq!((&here["run"]["registered_version"], &here["run"]["registered_new"]), (&Value::from(1), &Value::Bool(false)), "{here}");
+    assert_eq!(here["run"]["metrics"], run["run"]["metrics"], "in-process vs Airflow metrics");
+    assert!(!here["run"]["pipeline_run"].as_str().unwrap().contains('/'), "ran in this process: {here}");
+    let versions = mlflow(&uri, &format!("model-versions/search?filter=name%3D%27{name}%27"));
+    assert_eq!(versions["model_versions"].as_array().map(Vec::len), Some(1), "one version in MLflow: {versions}");
     // The run ingested the dataset into Feast's offline store and materialized it: the first
     // wine's alcohol (9.4, as in the request below) is served online by Feast.
     let online = feast_sees(&server, &name, 200);
@@ -140,6 +182,8 @@ print(json.dumps({"inputs": [i["name"] for i in meta["inputs"]], "predict": r.as
     assert_eq!(mlflow(&uri, &format!("registered-models/get?name={name}"))["error_code"], "RESOURCE_DOES_NOT_EXIST");
     let exp = mlflow(&uri, &format!("experiments/get-by-name?experiment_name={name}"));
     assert_eq!(exp["experiment"]["lifecycle_stage"], "deleted", "MLflow keeps a deleted experiment until `mlflow gc`: {exp}");
+    assert_eq!(airflow(&format!("dags/{name}")).0, 404, "destroy removes the DAG from Airflow");
+    assert!(!airflow_config.dags_folder.join(galley_onprem::airflow::dag::file_name(&name)).exists(), "and its file");
     let gone = feast_sees(&server, &name, 404);
     assert!(gone.to_string().contains("FeatureViewNotFound"), "{gone}");
     assert!(!galley_onprem::feast::repo::definitions_file(&feast.repo, &name).exists(), "destroy removes the definitions file");
@@ -208,6 +252,34 @@ fn mlflow_basic_auth_a_wrong_password_is_named_in_one_line() {
     assert_eq!(String::from_utf8_lossy(&anonymous.stdout), "401", "the server must really require credentials");
     ok(&p.galley(&["destroy", "--auto-approve"]));
     assert_eq!(get(&format!("registered-models/get?name={name}"))["error_code"], "RESOURCE_DOES_NOT_EXIST");
+}
+
+/// Airflow's JWT sign-in with a wrong password: the apply fails in one line naming Airflow,
+/// its URL and the user tried, never the password; no DAG file is left for Airflow to load and
+/// state records no DAG. The right password applies, and Airflow's API has the DAG.
+#[test]
+fn airflow_a_wrong_password_is_named_in_one_line_and_leaves_no_dag() {
+    let Some(_) = substrate::mlflow_uri() else { return };
+    let Some(airflow_config) = substrate::airflow() else { return };
+    let (mut p, name) = project("afauth");
+    let wrong = "not-the-password-41c9";
+    p.env.push(("AIRFLOW_PASSWORD".into(), wrong.into()));
+    let out = p.galley(&["apply", "--auto-approve"]);
+    assert!(!out.status.success());
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!said.contains(wrong), "the password must never be printed: {said}");
+    let line = said.lines().find(|l| l.contains("HTTP 401")).unwrap_or_else(|| panic!("no line names the refusal: {said}"));
+    assert!(line.contains(&format!("Airflow at {}", airflow_config.api_url)) && line.contains("user `admin`") && line.contains("AIRFLOW_PASSWORD"), "{line}");
+    let file = airflow_config.dags_folder.join(galley_onprem::airflow::dag::file_name(&name));
+    assert!(!file.exists(), "no DAG file may be left behind: {}", file.display());
+    let (_, status) = p.galley_json(&["status"]);
+    assert!(!status["resources"].as_object().unwrap().contains_key("pipeline.pipeline"), "{status}");
+
+    p.env.retain(|(k, _)| k != "AIRFLOW_PASSWORD");
+    ok(&p.galley(&["apply", "--auto-approve"]));
+    assert_eq!(airflow(&format!("dags/{name}")).0, 200);
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+    assert_eq!(airflow(&format!("dags/{name}")).0, 404);
 }
 
 fn forward(port: u16, upstream: &str) {

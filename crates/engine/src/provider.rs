@@ -77,6 +77,15 @@ pub trait Provider: Send + Sync {
         None
     }
 
+    /// `platforms.<id>` as this machine resolves them (paths absolute, defaults and the
+    /// environment read in), for a run bundle: the step processes of the platform's engine
+    /// read the blueprint alone, on another machine or in another directory. `None`: the
+    /// blueprint's settings serve there as written. Never credentials.
+    fn bundle_settings(&self, blueprint: &Blueprint) -> Result<Option<serde_json::Value>> {
+        let _ = blueprint;
+        Ok(None)
+    }
+
     /// `galley container …`: the entrypoint of Galley's image on this platform.
     async fn container(&self, command: &ContainerCommand) -> Result<()> {
         let _ = command;

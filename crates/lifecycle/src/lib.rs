@@ -53,7 +53,7 @@ pub struct Lifecycle {
     pipeline_run: Mutex<(Option<String>, bool)>,
     /// Set by [`Lifecycle::with_remote_steps`]: runs go to the platform's engine when its
     /// orchestrator runs steps in containers; the credential settings the bundle leaves out.
-    remote: Option<remote::OmittedSettings>,
+    remote: Option<remote::BundleSettings>,
     blueprint_hash: String,
 }
 
@@ -83,10 +83,10 @@ impl Lifecycle {
 
     /// Runs on the platform's own engine (each step a container of Galley's image; the run goes
     /// on when this process ends) instead of in this process: for a pipeline platform whose
-    /// rules declare `PlatformRules::remote_steps`, which is what the plan shows. `omitted` names the settings the run
-    /// bundle must leave out.
-    pub fn with_remote_steps(mut self, omitted: remote::OmittedSettings) -> Self {
-        self.remote = Some(omitted);
+    /// rules declare `PlatformRules::remote_steps`, which is what the plan shows. `settings` says how the run
+    /// bundle's platform settings differ from the blueprint's.
+    pub fn with_remote_steps(mut self, settings: remote::BundleSettings) -> Self {
+        self.remote = Some(settings);
         self
     }
 
@@ -113,7 +113,7 @@ impl Lifecycle {
 
     /// Refuses a remote run that would need a stage on Galley's machine, and writes the bundle
     /// the step containers read; returns the run's parameter naming it.
-    async fn prepare_remote(&self, pipeline: &str, omitted: &remote::OmittedSettings) -> Result<String> {
+    async fn prepare_remote(&self, pipeline: &str, settings: &remote::BundleSettings) -> Result<String> {
         for stage in self.bp.declared_stages() {
             let platform = self.bp.stage_platform(stage);
             if platform.as_str() == "local" {
@@ -133,7 +133,7 @@ impl Lifecycle {
                  run the steps in this process with `galley run --local-steps`",
             ));
         }
-        let (key, _) = remote::RunBundle::write(&self.bp, &self.blueprint_hash, &self.project_dir, pipeline, omitted, &*self.stages.artifacts).await?;
+        let (key, _) = remote::RunBundle::write(&self.bp, &self.blueprint_hash, &self.project_dir, pipeline, settings, &*self.stages.artifacts).await?;
         Ok(key.as_str().to_owned())
     }
 

@@ -19,21 +19,29 @@ pub use galley_core::stages::{PARAM_BUNDLE, PARAM_EXPERIMENT_RUN, PARAM_FORCE_FR
 /// Bumped on any change a step container of another galley version could misread.
 pub const BUNDLE_FORMAT: u32 = 1;
 
-/// Settings a bundle never carries: `(platform, field)` pairs of credential settings
-/// (`PlatformRules::credential_fields`) and of settings about the user's machine
-/// (`PlatformRules::machine_fields`, a credentials profile). A step container gets its
-/// credentials from the platform (SageMaker's execution role), never from a file in the bucket.
-pub type OmittedSettings = Vec<(String, String)>;
+/// How a bundle's `platforms.<id>` settings differ from the blueprint's.
+#[derive(Debug, Clone, Default)]
+pub struct BundleSettings {
+    /// Settings a bundle never carries: `(platform, field)` pairs of credential settings
+    /// (`PlatformRules::credential_fields`) and of settings about the user's machine
+    /// (`PlatformRules::machine_fields`, a credentials profile). A step container gets its
+    /// credentials from the platform (SageMaker's execution role), never from a file in the bucket.
+    pub omitted: Vec<(String, String)>,
+    /// Whole `platforms.<id>` sections as resolved on this machine (`Provider::bundle_settings`:
+    /// absolute paths, URLs read from the environment), which replace the blueprint's.
+    pub resolved: Vec<(String, serde_json::Value)>,
+}
 
 /// What every platform `registry` knows says a bundle must leave out.
-pub fn omitted_settings(registry: &galley_blueprint::PlatformRegistry) -> OmittedSettings {
-    registry
+pub fn omitted_settings(registry: &galley_blueprint::PlatformRegistry) -> BundleSettings {
+    let omitted = registry
         .all()
         .flat_map(|rules| {
             let platform = rules.id().as_str().to_owned();
             rules.credential_fields().iter().chain(rules.machine_fields()).map(move |f| (platform.clone(), (*f).to_owned())).collect::<Vec<_>>()
         })
-        .collect()
+        .collect();
+    BundleSettings { omitted, resolved: Vec::new() }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -63,14 +71,17 @@ impl RunBundle {
         blueprint_hash: &str,
         project_dir: &Path,
         pipeline: &str,
-        omitted: &OmittedSettings,
+        settings: &BundleSettings,
         store: &dyn ArtifactStore,
     ) -> Result<(ArtifactKey, RunBundle)> {
         let mut blueprint = bp.clone();
         // Already merged and substituted into the fields; a variable may hold a secret.
         blueprint.vars.clear();
         blueprint.environments.clear();
-        for (platform, field) in omitted {
+        for (platform, resolved) in &settings.resolved {
+            blueprint.platforms.insert(platform.clone(), resolved.clone());
+        }
+        for (platform, field) in &settings.omitted {
             if let Some(serde_json::Value::Object(settings)) = blueprint.platforms.get_mut(platform) {
                 settings.remove(field);
             }

@@ -4,5 +4,6 @@
 
 pub mod dag;
 pub mod runner;
+pub mod stored;
 
 pub use runner::{CacheEntry, RunJournal, RunnerOptions, execute, execute_step, new_run};

@@ -16,7 +16,7 @@
 //! - in this process (`galley run --local-steps`, for debugging; an executor is attached):
 //!   Galley's DAG runner (`galley-pipeline`) walks the steps here, with retries, caching of
 //!   unchanged steps and cancellation; runs, step logs and the cache live in the artifact
-//!   bucket under `galley/pipelines/` ([`S3Journal`]). No SageMaker execution starts. With
+//!   bucket under `galley/pipelines/` ([`StoredJournal`]). No SageMaker execution starts. With
 //!   `training.compute: managed` the train step submits a SageMaker Training Job
 //!   ([`crate::training`]) either way.
 
@@ -27,11 +27,12 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use galley_core::stages::{
     ArtifactKey, ArtifactStore, ArtifactStoreExt, Described, Orchestrator, PARAM_BUNDLE, PARAM_EXPERIMENT_RUN, PARAM_FORCE_FROM, PARAM_TRIGGER,
-    PipelineRun, PipelineSpec, RunState, StepExecutor, StepLogger, StepOutput, StepRun, TrainingJob, TrainingJobResult, Trigger,
+    PipelineRun, PipelineSpec, RunState, StepExecutor, StepLogger, StepRun, TrainingJob, TrainingJobResult, Trigger,
     bundle_key, now_ms,
 };
 use galley_core::{Error, ErrorKind, Result, RetryPolicy, Stage};
-use galley_pipeline::{CacheEntry, RunJournal, RunnerOptions, dag};
+use galley_pipeline::stored::{self, StoredJournal};
+use galley_pipeline::{RunJournal, RunnerOptions, dag};
 use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 
@@ -139,66 +140,6 @@ pub fn execution_id(arn: &str) -> Result<&str> {
         .ok_or_else(|| Error::invalid(format!("`{arn}` is not a SageMaker pipeline execution ARN")))
 }
 
-/// Collects a step's log lines; S3 objects cannot be appended to, so the log is stored once
-/// the step ends.
-struct BufferLogger(Mutex<Vec<String>>);
-
-impl StepLogger for BufferLogger {
-    fn line(&self, message: &str) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(message.to_owned());
-    }
-}
-
-/// Where the DAG runner keeps a run on aws: its record, step logs and the step cache, as
-/// objects in the artifact bucket.
-struct S3Journal {
-    store: S3Artifacts,
-    logs: Mutex<HashMap<String, Arc<BufferLogger>>>,
-}
-
-impl S3Journal {
-    fn cache_key(pipeline: &str, step: &str) -> Result<ArtifactKey> {
-        ArtifactKey::new(format!("{ROOT}/{pipeline}/cache/{step}.json"))
-    }
-}
-
-#[async_trait]
-impl RunJournal for S3Journal {
-    async fn save(&self, run: &PipelineRun) -> Result<()> {
-        self.store.put_bytes(&SageMakerPipelines::run_key(&run.id)?, Bytes::from(serde_json::to_vec(run)?)).await?;
-        Ok(())
-    }
-
-    fn step_log(&self, _run: &str, step: &str) -> Arc<dyn StepLogger> {
-        let log = Arc::new(BufferLogger(Mutex::new(Vec::new())));
-        self.logs.lock().unwrap_or_else(|p| p.into_inner()).insert(step.to_owned(), log.clone());
-        log
-    }
-
-    async fn step_done(&self, run: &str, step: &str) {
-        let log = self.logs.lock().unwrap_or_else(|p| p.into_inner()).remove(step);
-        if let (Some(log), Ok(key)) = (log, ArtifactKey::new(format!("{ROOT}/runs/{run}/logs/{step}.log"))) {
-            let text = log.0.lock().unwrap_or_else(|p| p.into_inner()).join("\n");
-            if let Err(e) = self.store.put_bytes(&key, Bytes::from(text)).await {
-                tracing::warn!(%run, %step, error = %e, "could not store the step's log");
-            }
-        }
-    }
-
-    async fn cache_get(&self, pipeline: &str, step: &str) -> Result<Option<CacheEntry>> {
-        match self.store.get_bytes(&Self::cache_key(pipeline, step)?).await {
-            Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(format!("cache entry of `{step}`: {e}")))?)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn cache_put(&self, pipeline: &str, step: &str, entry: &CacheEntry) -> Result<()> {
-        self.store.put_bytes(&Self::cache_key(pipeline, step)?, Bytes::from(serde_json::to_vec(entry)?)).await?;
-        Ok(())
-    }
-}
-
 impl SageMakerPipelines {
     pub fn new(clients: AwsClients, store: S3Artifacts, image: Option<String>, instance_type: Option<String>) -> Self {
         SageMakerPipelines {
@@ -217,21 +158,8 @@ impl SageMakerPipelines {
         }
     }
 
-    fn run_key(run: &str) -> Result<ArtifactKey> {
-        if run.is_empty() || !run.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-            return Err(Error::not_found(format!("run `{run}` does not exist (not a galley run id)")));
-        }
-        ArtifactKey::new(format!("{ROOT}/runs/{run}/run.json"))
-    }
-
-    /// How a step of a SageMaker execution ended and what it handed on (written by its
-    /// container; SageMaker's own step record has neither Galley's cache hit nor the output).
-    fn output_key(execution: &str, step: &str) -> Result<ArtifactKey> {
-        ArtifactKey::new(format!("{ROOT}/runs/{execution}/outputs/{step}.json"))
-    }
-
     async fn load_run(&self, run: &str) -> Result<PipelineRun> {
-        match self.store.get_bytes(&Self::run_key(run)?).await {
+        match self.store.get_bytes(&stored::run_key(run)?).await {
             Ok(b) => serde_json::from_slice(&b).map_err(|e| Error::corrupt(format!("run record of `{run}` is damaged ({e})"))),
             Err(e) if e.kind() == ErrorKind::NotFound => Err(Error::not_found(format!("pipeline run `{run}` does not exist"))),
             Err(e) => Err(e),
@@ -301,14 +229,8 @@ impl SageMakerPipelines {
         let mut outputs = BTreeMap::new();
         for s in steps.pipeline_execution_steps() {
             let (Some(name), Some("Succeeded")) = (s.step_name(), s.step_status().map(|x| x.as_str())) else { continue };
-            match self.store.get_bytes(&Self::output_key(id, name)?).await {
-                Ok(b) => {
-                    let done: StepRun = serde_json::from_slice(&b)
-                        .map_err(|e| Error::corrupt(format!("the record of step `{name}` of {arn} is damaged ({e})")))?;
-                    outputs.insert(name.to_owned(), done);
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
+            if let Some(done) = stored::step_record(&self.store, id, name).await? {
+                outputs.insert(name.to_owned(), done);
             }
         }
         // SageMaker lists the newest step first; a run reads in the order its steps started.
@@ -519,7 +441,7 @@ impl Orchestrator for SageMakerPipelines {
         };
         let id = format!("run-{}", uuid::Uuid::new_v4().simple());
         let run = galley_pipeline::new_run(&spec, &id, trigger, params, now_ms());
-        let journal = Arc::new(S3Journal { store: self.store.clone(), logs: Mutex::default() });
+        let journal = Arc::new(StoredJournal::new(Arc::new(self.store.clone())));
         journal.save(&run).await?;
         self.store.put_bytes(&ArtifactKey::new(format!("{ROOT}/{pipeline}/runs/{id}"))?, Bytes::new()).await?;
         let cancel = CancellationToken::new();
@@ -572,25 +494,8 @@ impl Orchestrator for SageMakerPipelines {
             true => (self.managed_status(run).await?, execution_id(run)?),
             false => (self.load_run(run).await?, run),
         };
-        let mut out = String::new();
-        for s in &record.steps {
-            if step.is_some_and(|want| want != s.name) {
-                continue;
-            }
-            let key = ArtifactKey::new(format!("{ROOT}/runs/{run}/logs/{}.log", s.name))?;
-            match self.store.get_bytes(&key).await {
-                Ok(b) => {
-                    if step.is_none() {
-                        out.push_str(&format!("== {}\n", s.name));
-                    }
-                    out.push_str(&String::from_utf8_lossy(&b));
-                    out.push('\n');
-                }
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(out)
+        let steps: Vec<&str> = record.steps.iter().map(|s| s.name.as_str()).collect();
+        stored::run_logs(&self.store, run, &steps, step).await
     }
 
     async fn cancel(&self, run: &str) -> Result<()> {
@@ -630,26 +535,8 @@ impl Orchestrator for SageMakerPipelines {
     }
 
     async fn run_step_here(&self, spec: &PipelineSpec, run: &str, step: &str, executor: Arc<dyn StepExecutor>) -> Result<StepRun> {
-        let id = execution_id(run)?.to_owned();
-        let mut upstream = BTreeMap::new();
-        for ancestor in dag::ancestors(spec, step) {
-            match self.store.get_bytes(&Self::output_key(&id, &ancestor)?).await {
-                Ok(b) => {
-                    let done: StepRun = serde_json::from_slice(&b)
-                        .map_err(|e| Error::corrupt(format!("the record of step `{ancestor}` of {run} is damaged ({e})")))?;
-                    upstream.insert(ancestor, StepOutput { values: done.output.unwrap_or_default() });
-                }
-                // Reported by execute_step, naming every missing one.
-                Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let journal = Arc::new(S3Journal { store: self.store.clone(), logs: Mutex::default() });
-        let done = galley_pipeline::execute_step(spec, &id, step, upstream, executor, journal, &self.runner).await?;
-        if done.state == RunState::Succeeded {
-            self.store.put_bytes(&Self::output_key(&id, step)?, Bytes::from(serde_json::to_vec(&done)?)).await?;
-        }
-        Ok(done)
+        let id = execution_id(run)?;
+        stored::run_stored_step(Arc::new(self.store.clone()), spec, id, step, executor, &self.runner).await
     }
 
     fn attach_executor(&self, pipeline: &str, executor: Arc<dyn StepExecutor>) -> Result<()> {

@@ -71,6 +71,10 @@ impl Layout {
     pub fn monitors(&self) -> PathBuf {
         self.root.join("monitors")
     }
+    /// The artifact directory of `bp`: its bucket's, or the default one.
+    pub fn artifacts_of(&self, bp: &Blueprint) -> PathBuf {
+        bp.stages.artifacts.as_ref().map(|a| self.artifacts(&a.bucket)).unwrap_or_else(|| self.default_artifacts())
+    }
     /// The artifact directory the lifecycle uses when the blueprint declares no artifacts stage.
     pub fn default_artifacts(&self) -> PathBuf {
         self.artifacts("default")
@@ -138,7 +142,7 @@ impl LocalProvider {
                 features: Arc::new(LocalFeatures::open(layout.features_db())?.declaring(declared.clone())),
             },
         };
-        let artifacts_dir = bp.stages.artifacts.as_ref().map(|a| layout.artifacts(&a.bucket)).unwrap_or_else(|| layout.default_artifacts());
+        let artifacts_dir = layout.artifacts_of(bp);
         let serving = LocalServing::new(layout.endpoints(), layout.monitors(), self.server_command.clone());
         Ok(StageSet {
             artifacts: Arc::new(LocalArtifacts::open(artifacts_dir)?.declaring(declared.clone())),
@@ -329,7 +333,8 @@ fn still_there(observed: Option<Observed>, spec: &ResourceSpec) -> Result<Observ
     })
 }
 
-fn remove_dir(dir: &Path) -> Result<()> {
+/// Removes `dir` with what it holds, then the folders above it that this left empty.
+pub fn remove_dir(dir: &Path) -> Result<()> {
     match std::fs::remove_dir_all(dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::from(e).resource(path_str(dir))),
         _ => {

@@ -3,10 +3,11 @@
 //! Feast feature repository and its feature server ([`feast`]); artifacts, pipeline runs,
 //! endpoints and monitors live under one shared directory, kept the way the local platform
 //! keeps them (the endpoint is Galley's model server as a managed process, bound where the
-//! blueprint says). Airflow and Prometheus take over their stages as they land (issue 12);
-//! until then the plan names those resources `onprem.*` with the directory they live in, so
-//! nothing is hidden.
+//! blueprint says). Pipelines run on Airflow 3 when one is configured ([`airflow`]): a DAG
+//! file per pipeline, each step a task running `galley container step`; without one, in
+//! Galley's process with the shared directory's DAG runner.
 
+pub mod airflow;
 pub mod feast;
 pub mod platform;
 pub mod provider;

@@ -20,6 +20,12 @@ pub const TRACKING_URI_ENV: &str = "MLFLOW_TRACKING_URI";
 pub const FEAST_REPO_ENV: &str = "GALLEY_FEAST_REPO";
 pub const FEAST_PYTHON_ENV: &str = "GALLEY_FEAST_PYTHON";
 pub const FEAST_SERVER_ENV: &str = "FEAST_FEATURE_SERVER_URL";
+/// Airflow's api-server (`scripts/stack up onprem` prints it), read when the blueprint names none.
+pub const AIRFLOW_API_URL_ENV: &str = "AIRFLOW_API_URL";
+/// Airflow's own variable for its DAGs folder.
+pub const AIRFLOW_DAGS_FOLDER_ENV: &str = "AIRFLOW__CORE__DAGS_FOLDER";
+/// The galley Airflow's workers run, when not this one.
+pub const AIRFLOW_GALLEY_ENV: &str = "GALLEY_AIRFLOW_GALLEY";
 
 /// The features the onprem stages implement. Experiments and registry: MLflow's search and
 /// aliases, and the approval status as a version tag; features: Feast's online store and
@@ -64,6 +70,26 @@ pub struct OnpremSettings {
     /// (default: `FEAST_FEATURE_SERVER_URL`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feast_feature_server_url: Option<String>,
+    /// Airflow 3's api-server, `http(s)://host:port` (default: `AIRFLOW_API_URL`). With one,
+    /// `galley run` runs the pipeline as an Airflow DAG, each step a task on Airflow's workers;
+    /// without, in Galley's process. Credentials come from `AIRFLOW_USERNAME` and
+    /// `AIRFLOW_PASSWORD`, never from the blueprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub airflow_api_url: Option<String>,
+    /// The DAGs folder Airflow's dag-processor reads, relative to the blueprint (default:
+    /// Airflow's own `AIRFLOW__CORE__DAGS_FOLDER`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub airflow_dags_folder: Option<String>,
+    /// The galley binary Airflow's workers run, an absolute path on them (default:
+    /// `GALLEY_AIRFLOW_GALLEY`, else this galley). The workers must also see `dir` at the same path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub airflow_galley: Option<String>,
+}
+
+/// The Airflow the blueprint's pipelines run on, if any: its setting, else `AIRFLOW_API_URL`.
+pub fn airflow_api_url(bp: &Blueprint) -> Option<String> {
+    let settings: OnpremSettings = bp.platform_settings(ONPREM).ok().flatten().unwrap_or_default();
+    settings.airflow_api_url.filter(|u| !u.trim().is_empty()).or_else(|| std::env::var(AIRFLOW_API_URL_ENV).ok().filter(|v| !v.trim().is_empty()))
 }
 
 pub struct OnpremRules;
@@ -91,6 +117,10 @@ impl PlatformRules for OnpremRules {
 
     fn settings_schema(&self) -> Option<serde_json::Value> {
         Some(schemars::schema_for!(OnpremSettings).to_value())
+    }
+
+    fn remote_steps(&self, bp: &Blueprint) -> Option<String> {
+        airflow_api_url(bp).map(|url| format!("Airflow at {url}, each step a task running `galley container step` on Airflow's workers"))
     }
 
     /// The directory-kept stages impose the local platform's rules on their names; MLflow

@@ -20,12 +20,16 @@ use galley_local::provider::{ARTIFACT_STORE, ENDPOINT, ENDPOINT_PROCESS, Layout,
 use galley_mlflow::{Credentials, MlflowClient, MlflowExperiments, MlflowRegistry};
 use serde_json::{Value as Json, json};
 
+use crate::airflow::{AirflowConfig, AirflowCredentials, AirflowOrchestrator};
 use crate::feast::{FeastConfig, FeastFeatures};
-use crate::platform::{FEAST_PYTHON_ENV, FEAST_REPO_ENV, FEAST_SERVER_ENV, ONPREM, OnpremSettings, TRACKING_URI_ENV};
+use crate::platform::{
+    AIRFLOW_DAGS_FOLDER_ENV, AIRFLOW_GALLEY_ENV, FEAST_PYTHON_ENV, FEAST_REPO_ENV, FEAST_SERVER_ENV, ONPREM, OnpremSettings, TRACKING_URI_ENV,
+};
 
 pub const EXPERIMENT: &str = "onprem.mlflow_experiment";
 pub const REGISTERED_MODEL: &str = "onprem.mlflow_registered_model";
 pub const FEATURE_VIEW: &str = "onprem.feast_feature_view";
+pub const AIRFLOW_DAG: &str = "onprem.airflow_dag";
 
 /// The local kinds onprem keeps under its shared directory.
 const KEPT_LOCALLY: [&str; 4] = [ARTIFACT_STORE, PIPELINE, ENDPOINT, MONITOR];
@@ -59,6 +63,7 @@ impl OnpremProvider {
         handlers.insert(EXPERIMENT.into(), Arc::new(ExperimentHandler));
         handlers.insert(REGISTERED_MODEL.into(), Arc::new(RegisteredModelHandler));
         handlers.insert(FEATURE_VIEW.into(), Arc::new(FeatureViewHandler::default()));
+        handlers.insert(AIRFLOW_DAG.into(), Arc::new(AirflowDagHandler));
         OnpremProvider { ctx, local, handlers }
     }
 
@@ -85,7 +90,30 @@ impl OnpremProvider {
             registry: Arc::new(MlflowRegistry::new(client, crate::capabilities())),
             features: Arc::new(FeastFeatures::open(self.feast(bp), crate::capabilities()).map_err(|e| e.platform(ONPREM))?),
         };
-        self.local.stages_at(bp, &self.layout(bp), crate::capabilities(), Some(servers))
+        let layout = self.layout(bp);
+        let mut set = self.local.stages_at(bp, &layout, crate::capabilities(), Some(servers))?;
+        if let Some(airflow) = self.airflow(bp)? {
+            set.orchestrator = Arc::new(airflow_orchestrator(airflow, &layout.pipelines(), &layout.artifacts_of(bp))?);
+        }
+        Ok(set)
+    }
+
+    /// The blueprint's Airflow, else the environment's; `None` runs pipelines in Galley's process.
+    pub fn airflow(&self, bp: &Blueprint) -> Result<Option<AirflowConfig>> {
+        let Some(api_url) = crate::platform::airflow_api_url(bp) else { return Ok(None) };
+        let settings = Self::settings(bp);
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let dags_folder = match settings.airflow_dags_folder.filter(|d| !d.is_empty()) {
+            Some(d) => self.ctx.project_dir.join(d),
+            None => env(AIRFLOW_DAGS_FOLDER_ENV).map(Into::into).ok_or_else(|| {
+                Error::invalid(format!(
+                    "pipelines on Airflow at {api_url} need its DAGs folder: set `platforms.onprem.airflow_dags_folder` or {AIRFLOW_DAGS_FOLDER_ENV}"
+                ))
+                .platform(ONPREM)
+            })?,
+        };
+        let galley = settings.airflow_galley.filter(|g| !g.is_empty()).or_else(|| env(AIRFLOW_GALLEY_ENV)).map(Into::into).unwrap_or_else(|| self.ctx.galley_exe.clone());
+        Ok(Some(AirflowConfig { api_url, dags_folder: absolute(dags_folder), galley, parse_timeout: std::time::Duration::from_secs(120) }))
     }
 
     /// The blueprint's Feast, else the environment's, else a repository under the shared
@@ -101,6 +129,18 @@ impl OnpremProvider {
         let server_url = settings.feast_feature_server_url.filter(|u| !u.is_empty()).or_else(|| env(FEAST_SERVER_ENV));
         FeastConfig { repo, python: python.into(), server_url }
     }
+}
+
+/// The Airflow orchestrator over the shared directory's pipelines and artifacts.
+fn airflow_orchestrator(config: AirflowConfig, pipelines: &Path, artifacts: &Path) -> Result<AirflowOrchestrator> {
+    let files = Arc::new(galley_local::artifacts::LocalArtifacts::open(artifacts.to_path_buf())?.declaring(crate::capabilities()));
+    let uri_of = { let files = files.clone(); Box::new(move |k: &galley_core::stages::ArtifactKey| files.uri_for(k)) };
+    let local = galley_local::orchestrator::LocalOrchestrator::open(pipelines.to_path_buf())?.declaring(crate::capabilities());
+    AirflowOrchestrator::new(config, AirflowCredentials::from_env(), files, uri_of, local, crate::capabilities()).map_err(|e| e.platform(ONPREM))
+}
+
+fn absolute(path: std::path::PathBuf) -> std::path::PathBuf {
+    std::path::absolute(&path).unwrap_or(path)
 }
 
 /// The blueprint's MLflow server, or `MLFLOW_TRACKING_URI`.
@@ -140,9 +180,22 @@ impl Provider for OnpremProvider {
     fn expand(&self, bp: &Blueprint, stages: &[Stage]) -> Result<Vec<ResourceSpec>> {
         let kept: Vec<Stage> = stages.iter().copied().filter(|s| !matches!(s, Stage::Experiments | Stage::Registry | Stage::Features)).collect();
         let mut out = self.local.expand_at(bp, &kept, &self.layout(bp))?;
+        let airflow = self.airflow(bp)?;
+        let layout = self.layout(bp);
         for s in &mut out {
             s.platform = ONPREM;
             s.kind = onprem_kind(&s.kind);
+            if let (Some(a), PIPELINE) = (&airflow, s.kind.replacen("onprem.", "local.", 1).as_str()) {
+                s.kind = AIRFLOW_DAG.into();
+                s.desired = json!({
+                    "api_url": a.api_url,
+                    "dags_folder": a.dags_folder.display().to_string(),
+                    "galley": a.galley.display().to_string(),
+                    "dir": s.desired["dir"],
+                    "artifacts": layout.artifacts_of(bp).display().to_string(),
+                    "spec": s.desired["spec"],
+                });
+            }
         }
         if let (true, Some(f)) = (stages.contains(&Stage::Features), &bp.stages.features) {
             let features = galley_lifecycle::resolved_features(bp, &self.ctx.project_dir)?;
@@ -175,6 +228,25 @@ impl Provider for OnpremProvider {
 
     async fn open(&self, bp: &Blueprint, _outputs: &BTreeMap<String, BTreeMap<String, Json>>) -> Result<StageSet> {
         self.stages(bp)
+    }
+
+    /// Every setting as this machine resolves it (the shared directory and Feast's repository
+    /// as absolute paths, the servers' URLs from the environment), so an Airflow task reading
+    /// the run bundle on a worker opens the same stack.
+    fn bundle_settings(&self, bp: &Blueprint) -> Result<Option<Json>> {
+        let feast = self.feast(bp);
+        let airflow = self.airflow(bp)?;
+        let settings = OnpremSettings {
+            dir: Some(absolute(self.layout(bp).root).display().to_string()),
+            mlflow_tracking_uri: Some(tracking_uri(bp)?),
+            feast_repo: Some(absolute(feast.repo).display().to_string()),
+            feast_python: Some(feast.python.display().to_string()),
+            feast_feature_server_url: feast.server_url,
+            airflow_api_url: airflow.as_ref().map(|a| a.api_url.clone()),
+            airflow_dags_folder: airflow.as_ref().map(|a| a.dags_folder.display().to_string()),
+            airflow_galley: airflow.as_ref().map(|a| a.galley.display().to_string()),
+        };
+        Ok(Some(serde_json::to_value(settings)?))
     }
 }
 
@@ -300,6 +372,66 @@ impl ResourceHandler for RegisteredModelHandler {
     /// Deletes the registered model with its versions, as MLflow does.
     async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
         MlflowRegistry::new(spec_client(spec)?, crate::capabilities()).delete_model(attr(spec, "model")?).await
+    }
+}
+
+/// A pipeline as an Airflow DAG: the DAG file in the DAGs folder, read back through Airflow's
+/// API. Another Airflow or DAGs folder is a replacement; another galley binary rewrites the file.
+struct AirflowDagHandler;
+
+impl AirflowDagHandler {
+    fn orchestrator(spec: &ResourceSpec) -> Result<AirflowOrchestrator> {
+        let config = AirflowConfig {
+            api_url: attr(spec, "api_url")?.to_owned(),
+            dags_folder: attr(spec, "dags_folder")?.into(),
+            galley: attr(spec, "galley")?.into(),
+            parse_timeout: std::time::Duration::from_secs(120),
+        };
+        airflow_orchestrator(config, Path::new(attr(spec, "dir")?), Path::new(attr(spec, "artifacts")?))
+    }
+
+    fn pipeline(spec: &ResourceSpec) -> Result<galley_core::stages::PipelineSpec> {
+        serde_json::from_value(spec.desired["spec"].clone()).map_err(|e| Error::internal(format!("resource `{}`: its `spec` is not a pipeline: {e}", spec.address)))
+    }
+}
+
+#[async_trait]
+impl ResourceHandler for AirflowDagHandler {
+    fn kind(&self) -> &str {
+        AIRFLOW_DAG
+    }
+    fn replace_on(&self) -> &[&str] {
+        &["api_url", "dags_folder"]
+    }
+    async fn read(&self, spec: &ResourceSpec) -> Result<Option<Observed>> {
+        use galley_core::stages::Orchestrator;
+        let orchestrator = Self::orchestrator(spec)?;
+        let Some(parsed) = orchestrator.describe_pipeline(&spec.name).await? else { return Ok(None) };
+        let mut attributes = spec.desired.clone();
+        attributes["spec"] = serde_json::to_value(&parsed)?;
+        let url = orchestrator.client().url().to_owned();
+        Ok(Some(Observed {
+            id: format!("{url}#{}", parsed.name),
+            attributes,
+            outputs: BTreeMap::from([("name".to_owned(), json!(parsed.name)), ("url".to_owned(), json!(format!("{url}/dags/{}", parsed.name)))]),
+        }))
+    }
+    async fn create(&self, spec: &ResourceSpec, _owner: &OwnerTag) -> Result<Observed> {
+        use galley_core::stages::Orchestrator;
+        Self::orchestrator(spec)?.upsert_pipeline(&Self::pipeline(spec)?).await?;
+        self.read(spec).await?.ok_or_else(|| Error::internal(format!("DAG `{}` vanished from Airflow right after it was loaded", spec.name)))
+    }
+    async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
+        use galley_core::stages::Orchestrator;
+        Self::orchestrator(spec)?.upsert_pipeline(&Self::pipeline(spec)?).await?;
+        self.read(spec).await?.ok_or_else(|| Error::internal(format!("DAG `{}` is no longer in Airflow", spec.name)))
+    }
+    /// Removes the DAG file and Airflow's record of the DAG with its run history, and the
+    /// in-process runs' history under the shared directory, as destroying a local pipeline does.
+    async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
+        use galley_core::stages::Orchestrator;
+        Self::orchestrator(spec)?.delete_pipeline(&spec.name).await?;
+        galley_local::provider::remove_dir(&Path::new(attr(spec, "dir")?).join(&spec.name))
     }
 }
 

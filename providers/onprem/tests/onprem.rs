@@ -17,6 +17,7 @@ use galley_core::stages::{ExperimentTracker, ModelRegistry, NewModelVersion};
 use galley_local::artifacts::LocalArtifacts;
 use galley_local::monitor::LocalMonitor;
 use galley_local::orchestrator::LocalOrchestrator;
+use galley_onprem::airflow::{AirflowCredentials, AirflowOrchestrator};
 use galley_local::serving::{EndpointSettings, LocalServing};
 use galley_onprem::feast::FeastFeatures;
 use galley_mlflow::{Credentials, MlflowClient, MlflowExperiments, MlflowRegistry};
@@ -49,6 +50,7 @@ fn mlflow(uri: &str) -> MlflowClient {
 async fn onprem_proves_every_declared_capability() {
     let Some(uri) = common::substrate::mlflow_uri() else { return };
     let Some(feast) = common::substrate::feast() else { return };
+    let Some(airflow) = common::substrate::airflow() else { return };
     let token = format!("tok-{}", uuid::Uuid::new_v4().simple());
     // SAFETY: set before this test starts any thread or process that reads the environment.
     unsafe { std::env::set_var(TOKEN_ENV, &token) };
@@ -56,11 +58,24 @@ async fn onprem_proves_every_declared_capability() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let serving = Arc::new(LocalServing::new(d.join("endpoints"), d.join("monitors"), this_binary_as_server(CONFIG_ENV, "endpoint_server_process")).declaring(declared.clone()));
+    let artifacts = Arc::new(LocalArtifacts::open(d.join("artifacts")).unwrap().declaring(declared.clone()));
+    // Definitions are DAG files Airflow's dag-processor loads and its API describes; the
+    // suite's runs have in-process step bodies, so they go through the shared directory's runner.
+    let files = artifacts.clone();
+    let orchestrator = AirflowOrchestrator::new(
+        airflow,
+        AirflowCredentials::from_env(),
+        artifacts.clone(),
+        Box::new(move |k| files.uri_for(k)),
+        LocalOrchestrator::open(d.join("pipelines")).unwrap().declaring(declared.clone()),
+        declared.clone(),
+    )
+    .unwrap();
     let stages = StageSet {
-        artifacts: Arc::new(LocalArtifacts::open(d.join("artifacts")).unwrap().declaring(declared.clone())),
+        artifacts,
         features: Arc::new(FeastFeatures::open(feast, declared.clone()).unwrap()),
         experiments: Arc::new(MlflowExperiments::new(mlflow(&uri), declared.clone())),
-        orchestrator: Arc::new(LocalOrchestrator::open(d.join("pipelines")).unwrap().declaring(declared.clone())),
+        orchestrator: Arc::new(orchestrator),
         registry: Arc::new(MlflowRegistry::new(mlflow(&uri), declared.clone())),
         serving: serving.clone(),
         monitor: Arc::new(LocalMonitor::open(d.join("monitors")).unwrap().declaring(declared.clone())),

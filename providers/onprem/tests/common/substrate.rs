@@ -1,7 +1,8 @@
 //! Where the onprem tests find their servers, started by `scripts/stack up onprem` (which
 //! `scripts/test` and `.ci/run` call): MLflow at `MLFLOW_TRACKING_URI`; Feast's repository,
 //! Python and feature server at `GALLEY_FEAST_REPO`, `GALLEY_FEAST_PYTHON` and
-//! `FEAST_FEATURE_SERVER_URL`.
+//! `FEAST_FEATURE_SERVER_URL`; Airflow at `AIRFLOW_API_URL` with its DAGs folder in
+//! `AIRFLOW__CORE__DAGS_FOLDER` and its user in `AIRFLOW_USERNAME` / `AIRFLOW_PASSWORD`.
 //!
 //! A test that needs MLflow and finds no URI fails, saying how to start it. Opting out is
 //! explicit — `GALLEY_TEST_SKIP=onprem` — and each test skipped so is appended to
@@ -40,12 +41,27 @@ pub fn feast() -> Option<galley_onprem::feast::FeastConfig> {
     }
 }
 
+/// The stack's Airflow: its api-server and DAGs folder (the credentials are read from
+/// `AIRFLOW_USERNAME` / `AIRFLOW_PASSWORD` by whoever signs in).
+pub fn airflow() -> Option<galley_onprem::airflow::AirflowConfig> {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    match (var("AIRFLOW_API_URL"), var("AIRFLOW__CORE__DAGS_FOLDER"), var("AIRFLOW_PASSWORD")) {
+        (Some(api_url), Some(dags), Some(_)) => Some(galley_onprem::airflow::AirflowConfig {
+            api_url,
+            dags_folder: dags.into(),
+            galley: "galley".into(),
+            parse_timeout: std::time::Duration::from_secs(120),
+        }),
+        _ => missing("AIRFLOW_API_URL, AIRFLOW__CORE__DAGS_FOLDER or AIRFLOW_PASSWORD is unset"),
+    }
+}
+
 fn missing<T>(what: &str) -> Option<T> {
     let test = std::thread::current().name().unwrap_or("an onprem test").to_owned();
     let opted_out = std::env::var("GALLEY_TEST_SKIP").is_ok_and(|s| s.split(',').any(|p| p.trim() == "onprem"));
     if !opted_out {
         panic!(
-            "{test} needs the onprem servers (real MLflow and Feast servers) and {what}.\n\
+            "{test} needs the onprem servers (real MLflow, Feast and Airflow servers) and {what}.\n\
              Start them with `eval \"$(scripts/stack up onprem)\"` (stop them with `scripts/stack down onprem`), or run \
              everything with `scripts/test`. To skip the onprem tests on purpose, set GALLEY_TEST_SKIP=onprem."
         );
