@@ -189,23 +189,10 @@ impl AirflowOrchestrator {
             });
         }
         let conf = &r["conf"];
-        let state = match (r["state"].as_str(), r["note"].as_str()) {
-            (Some("failed"), Some(note)) if note.starts_with(CANCEL_NOTE) => RunState::Cancelled,
-            (s, _) => run_state(s),
-        };
-        let trigger = conf[PARAM_TRIGGER]
-            .as_str()
-            .and_then(Trigger::parse)
-            .or_else(|| (r["run_type"].as_str() == Some("scheduled")).then_some(Trigger::Schedule));
         Ok(PipelineRun {
-            id: run,
-            pipeline: dag_id.to_owned(),
-            state,
-            trigger,
-            started_ms: ms(&r["start_date"]).or_else(|| ms(&r["queued_at"])).unwrap_or_default(),
-            ended_ms: ms(&r["end_date"]),
             steps,
             params: conf.as_object().into_iter().flatten().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned()))).collect(),
+            ..dag_run(dag_id, &r)
         })
     }
 }
@@ -226,6 +213,30 @@ pub fn storage_id(run: &str) -> String {
 fn write_atomically(path: &std::path::Path, body: &str) -> Result<()> {
     let tmp = path.with_extension("py.tmp");
     std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, path)).map_err(|e| Error::from(e).resource(path.display().to_string()))
+}
+
+/// A DAG run as Galley's run, without its steps and parameters: Airflow has no cancelled
+/// state, so a failed run with Galley's cancel note is `Cancelled`; a run Airflow's timetable
+/// started is the schedule's.
+fn dag_run(dag_id: &str, r: &Json) -> PipelineRun {
+    let state = match (r["state"].as_str(), r["note"].as_str()) {
+        (Some("failed"), Some(note)) if note.starts_with(CANCEL_NOTE) => RunState::Cancelled,
+        (s, _) => run_state(s),
+    };
+    let trigger = r["conf"][PARAM_TRIGGER]
+        .as_str()
+        .and_then(Trigger::parse)
+        .or_else(|| (r["run_type"].as_str() == Some("scheduled")).then_some(Trigger::Schedule));
+    PipelineRun {
+        id: format!("{dag_id}/{}", r["dag_run_id"].as_str().unwrap_or_default()),
+        pipeline: dag_id.to_owned(),
+        state,
+        trigger,
+        started_ms: ms(&r["start_date"]).or_else(|| ms(&r["queued_at"])).unwrap_or_default(),
+        ended_ms: ms(&r["end_date"]),
+        steps: Vec::new(),
+        params: BTreeMap::new(),
+    }
 }
 
 fn ms(v: &Json) -> Option<i64> {
@@ -339,20 +350,9 @@ impl Orchestrator for AirflowOrchestrator {
         let mut runs = self.local.list_runs(pipeline).await?;
         if let Some(list) = self.client.get(&format!("dags/{pipeline}/dagRuns?limit=100&order_by=-run_after")).await? {
             for r in list["dag_runs"].as_array().into_iter().flatten() {
-                let Some(id) = r["dag_run_id"].as_str() else { continue };
-                runs.push(PipelineRun {
-                    id: format!("{pipeline}/{id}"),
-                    pipeline: pipeline.to_owned(),
-                    state: match (r["state"].as_str(), r["note"].as_str()) {
-                        (Some("failed"), Some(note)) if note.starts_with(CANCEL_NOTE) => RunState::Cancelled,
-                        (s, _) => run_state(s),
-                    },
-                    trigger: r["conf"][PARAM_TRIGGER].as_str().and_then(Trigger::parse),
-                    started_ms: ms(&r["start_date"]).or_else(|| ms(&r["queued_at"])).unwrap_or_default(),
-                    ended_ms: ms(&r["end_date"]),
-                    steps: Vec::new(),
-                    params: BTreeMap::new(),
-                });
+                if r["dag_run_id"].is_string() {
+                    runs.push(dag_run(pipeline, r));
+                }
             }
         }
         runs.sort_by_key(|r| r.started_ms);
