@@ -9,6 +9,7 @@
 //! 5. typed deserialization and semantic checks (names, cross-stage rules, portability).
 
 pub mod diag;
+pub mod emit;
 pub mod model;
 pub mod parse;
 pub mod platform;

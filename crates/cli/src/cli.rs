@@ -307,6 +307,10 @@ pub enum ContainerMode {
         /// The first step that must not reuse a cached output; empty for none.
         #[arg(long, default_value = "")]
         force_from: String,
+        /// What started the run on the platform (`schedule`, `new_data`, `drift`); empty for a
+        /// run `galley run` started. Recorded on the experiment run the platform's run gets.
+        #[arg(long, default_value = "")]
+        trigger: String,
     },
     /// The monitor's drift check over the traffic the endpoint captured since its baseline,
     /// publishing the drift gauges where the platform alarms on them (a scheduled job's body

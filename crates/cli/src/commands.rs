@@ -98,8 +98,8 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             providers.get(platform)?.process(&args).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Container(ContainerMode::Step { name, run, bundle, experiment_run, force_from }) => {
-            container_step(&ctx, &name, &run, &bundle, experiment_run, force_from).await
+        Command::Container(ContainerMode::Step { name, run, bundle, experiment_run, force_from, trigger }) => {
+            container_step(&ctx, &name, &run, &bundle, experiment_run, force_from, trigger).await
         }
         Command::Container(ContainerMode::CheckDrift { bundle }) => container_check_drift(&ctx, &bundle).await,
         Command::Container(mode) => {
@@ -129,12 +129,17 @@ async fn container_step(
     bundle_uri: &str,
     experiment_run: String,
     force_from: String,
+    trigger: String,
 ) -> Result<ExitCode, CliError> {
     use galley_lifecycle::StepName;
     let (lifecycle, _project) = bundled_lifecycle(bundle_uri).await?;
     let nonempty = |s: String| Some(s).filter(|s| !s.is_empty());
     let force_from = nonempty(force_from).map(|s| StepName::parse(&s)).transpose()?;
-    let done = lifecycle.run_step_here(run, name, nonempty(experiment_run), force_from).await?;
+    let trigger = match nonempty(trigger) {
+        Some(t) => Some(galley_core::stages::Trigger::parse(&t).ok_or_else(|| CliError::message(format!("`--trigger {t}`: expected schedule, new_data or drift")))?),
+        None => None,
+    };
+    let done = lifecycle.run_step_here(run, name, nonempty(experiment_run), force_from, trigger).await?;
     let ok = done.state == RunState::Succeeded;
     let how = if done.cached { " (cached)" } else { "" };
     let human = match &done.error {

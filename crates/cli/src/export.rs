@@ -14,6 +14,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use galley_blueprint::emit::to_yaml;
 use galley_core::stages::{ArtifactKey, ArtifactStoreExt};
 use serde_json::{Value as Json, json};
 
@@ -101,27 +102,6 @@ pub(crate) async fn kserve(ctx: &Ctx, args: &BlueprintArgs, storage_uri: &str, m
         eprintln!("{human}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// JSON as YAML, through yaml-rust2's emitter (every JSON document is a YAML document; this
-/// reads as Kubernetes manifests usually do).
-pub fn to_yaml(value: &Json) -> String {
-    fn convert(v: &Json) -> yaml_rust2::Yaml {
-        use yaml_rust2::Yaml;
-        match v {
-            Json::Null => Yaml::Null,
-            Json::Bool(b) => Yaml::Boolean(*b),
-            Json::Number(n) if n.is_i64() => Yaml::Integer(n.as_i64().unwrap_or_default()),
-            Json::Number(n) => Yaml::Real(n.to_string()),
-            Json::String(s) => Yaml::String(s.clone()),
-            Json::Array(a) => Yaml::Array(a.iter().map(convert).collect()),
-            Json::Object(o) => Yaml::Hash(o.iter().map(|(k, v)| (Yaml::String(k.clone()), convert(v))).collect()),
-        }
-    }
-    let mut out = String::new();
-    yaml_rust2::YamlEmitter::new(&mut out).dump(&convert(value)).expect("emitting to a String cannot fail");
-    out.push('\n');
-    out
 }
 
 pub(crate) async fn prometheus(ctx: &Ctx, args: &BlueprintArgs, dir: Option<PathBuf>) -> Result<ExitCode, CliError> {

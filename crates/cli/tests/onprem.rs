@@ -18,6 +18,7 @@ fn project(tag: &str) -> (Project, String) {
             .replace("    model: wine-quality", &format!("    model: {name}"))
             .replace("    group: wine-features", &format!("    group: {name}"))
             .replace("    name: wine-quality-retrain", &format!("    name: {name}"))
+            .replace("    endpoint: wine-quality", &format!("    endpoint: {name}"))
     });
     (p, name)
 }
@@ -58,6 +59,11 @@ fn feast_sees(server: &str, view: &str, want: u16) -> Value {
 /// `GET /api/v2/{path}` on the stack's Airflow, with curl and a token of its own: the HTTP
 /// status and the body.
 fn airflow(path: &str) -> (u16, Value) {
+    airflow_call("GET", path, None)
+}
+
+/// `METHOD /api/v2/{path}` with a JSON body on the stack's Airflow.
+fn airflow_call(method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
     let url = std::env::var("AIRFLOW_API_URL").expect("AIRFLOW_API_URL (set by `scripts/stack up onprem`)");
     let login = serde_json::json!({ "username": std::env::var("AIRFLOW_USERNAME").unwrap(), "password": std::env::var("AIRFLOW_PASSWORD").unwrap() });
     let out = std::process::Command::new("curl")
@@ -66,10 +72,55 @@ fn airflow(path: &str) -> (u16, Value) {
         .unwrap();
     let token: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("Airflow's /auth/token: {}", String::from_utf8_lossy(&out.stdout)));
     let bearer = format!("Authorization: Bearer {}", token["access_token"].as_str().unwrap());
-    let out = std::process::Command::new("curl").args(["-s", "-w", "\n%{http_code}", "-H", &bearer, &format!("{url}/api/v2/{path}")]).output().unwrap();
+    let mut args = vec!["-s".to_owned(), "-w".into(), "\n%{http_code}".into(), "-X".into(), method.into(), "-H".into(), bearer];
+    if let Some(body) = body {
+        args.extend(["-H".into(), "content-type: application/json".into(), "-d".into(), body.to_string()]);
+    }
+    args.push(format!("{url}/api/v2/{path}"));
+    let out = std::process::Command::new("curl").args(&args).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or((&text, "0"));
     (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(Value::String(body.to_owned())))
+}
+
+/// `GET {path}` on the stack's Prometheus, with curl: its JSON answer's `data`.
+fn prometheus(path: &str) -> Value {
+    let url = std::env::var("PROMETHEUS_URL").expect("PROMETHEUS_URL (set by `scripts/stack up onprem`)");
+    let out = std::process::Command::new("curl").args(["-s", &format!("{url}{path}")]).output().unwrap();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("Prometheus answered {path} with: {}", String::from_utf8_lossy(&out.stdout)));
+    doc["data"].clone()
+}
+
+/// The rule groups Prometheus loaded for endpoint `name`.
+fn prometheus_groups(name: &str) -> Vec<String> {
+    let file = format!("/rules/galley_{name}.yml");
+    prometheus("/api/v1/rules")["groups"].as_array().unwrap().iter().filter(|g| g["file"].as_str().is_some_and(|f| f.ends_with(&file))).map(|g| g["name"].as_str().unwrap().to_owned()).collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+}
+
+/// The health of Prometheus's target for endpoint `name` (`None`: it has none), once `want`
+/// holds or after 30 s (file discovery re-reads every 5 s, the stack scrapes every 2 s).
+fn prometheus_target(name: &str, want: Option<&str>) -> Option<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let targets = prometheus("/api/v1/targets?state=active");
+        let health = targets["activeTargets"].as_array().unwrap().iter().find(|t| t["labels"]["galley_endpoint"] == name).map(|t| t["health"].as_str().unwrap().to_owned());
+        if health.as_deref() == want || std::time::Instant::now() > deadline {
+            return health;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// Waits up to `secs` for `probe` to answer `Some`.
+fn eventually<T>(secs: u64, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(std::time::Instant::now() < deadline, "after {secs}s: {what}");
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
 }
 
 fn tag<'a>(tags: &'a Value, key: &str) -> Option<&'a str> {
@@ -108,6 +159,9 @@ fn onprem_lifecycle_on_a_real_mlflow_server() {
     let (code, dag) = airflow(&format!("dags/{name}"));
     assert_eq!((code, &dag["is_paused"]), (200, &Value::Bool(false)), "{dag}");
     assert_eq!(airflow(&format!("dags/{name}/dagRuns")).1["total_entries"], 0);
+    // Prometheus's own API has loaded the endpoint's rules; nothing serves yet, so no target.
+    assert_eq!(prometheus_groups(&name), [format!("galley-{name}-drift"), format!("galley-{name}-serving")]);
+    assert_eq!(prometheus_target(&name, None), None);
 
     let (code, run) = p.galley_json(&["run"]);
     assert_eq!(code, 0, "{run}");
@@ -149,6 +203,13 @@ fn onprem_lifecycle_on_a_real_mlflow_server() {
     let (code, pred) = p.galley_json(&["predict", "--data", body]);
     assert_eq!(code, 0, "{pred}");
     assert_eq!(pred["predictions"].as_array().unwrap().len(), 1, "{pred}");
+    // Prometheus scrapes the endpoint where it bound, and has its request counter.
+    assert_eq!(prometheus_target(&name, Some("up")).as_deref(), Some("up"));
+    let query = format!("/api/v1/query?query=sum(galley_requests_total%7Bgalley_endpoint%3D%22{name}%22%7D)");
+    let served = eventually(20, "Prometheus scraped the endpoint's requests", || {
+        prometheus(&query)["result"][0]["value"][1].as_str().and_then(|v| v.parse::<f64>().ok()).filter(|v| *v >= 1.0)
+    });
+    assert!(served >= 1.0);
 
     // The Open Inference Protocol, spoken by a client nobody here wrote (Triton's `tritonclient`,
     // JSON tensors): the same row answers the same label as `galley predict`, with P(class 1).
@@ -159,14 +220,14 @@ fn onprem_lifecycle_on_a_real_mlflow_server() {
 import json, sys, numpy as np
 import tritonclient.http as t
 c = t.InferenceServerClient(url=sys.argv[1])
-assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("wine-quality")
-meta = c.get_model_metadata("wine-quality")
+assert c.is_server_live() and c.is_server_ready() and c.is_model_ready(sys.argv[2])
+meta = c.get_model_metadata(sys.argv[2])
 x = t.InferInput("rows", [1, len(meta["inputs"])], "FP64")
 x.set_data_from_numpy(np.array([[7.4,0.7,0.0,1.9,0.076,11.0,34.0,0.9978,3.51,0.56,9.4]]), binary_data=False)
-r = c.infer("wine-quality", [x], outputs=[t.InferRequestedOutput("predict", binary_data=False), t.InferRequestedOutput("probability", binary_data=False)])
+r = c.infer(sys.argv[2], [x], outputs=[t.InferRequestedOutput("predict", binary_data=False), t.InferRequestedOutput("probability", binary_data=False)])
 print(json.dumps({"inputs": [i["name"] for i in meta["inputs"]], "predict": r.as_numpy("predict").tolist(), "probability": r.as_numpy("probability").tolist()}))
 "#;
-    let out = std::process::Command::new(format!("{bin}/python")).args(["-c", script, &endpoint]).output().unwrap();
+    let out = std::process::Command::new(format!("{bin}/python")).args(["-c", script, &endpoint, &name]).output().unwrap();
     assert!(out.status.success(), "tritonclient: {}", String::from_utf8_lossy(&out.stderr));
     let triton: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(triton["inputs"][10], "alcohol", "{triton}");
@@ -174,7 +235,7 @@ print(json.dumps({"inputs": [i["name"] for i in meta["inputs"]], "predict": r.as
     let p1 = triton["probability"][0][0].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&p1) && (p1 >= 0.5) == (pred["predictions"][0].as_f64() == Some(1.0)), "{triton}");
 
-    let state: Value = serde_json::from_slice(&std::fs::read(p.path().join(".galley/onprem/endpoints/wine-quality/state.json")).unwrap()).unwrap();
+    let state: Value = serde_json::from_slice(&std::fs::read(p.path().join(format!(".galley/onprem/endpoints/{name}/state.json"))).unwrap()).unwrap();
     let pid = state["pid"].as_u64().unwrap() as u32;
     assert!(process_alive(pid));
     ok(&p.galley(&["destroy", "--auto-approve"]));
@@ -183,12 +244,102 @@ print(json.dumps({"inputs": [i["name"] for i in meta["inputs"]], "predict": r.as
     let exp = mlflow(&uri, &format!("experiments/get-by-name?experiment_name={name}"));
     assert_eq!(exp["experiment"]["lifecycle_stage"], "deleted", "MLflow keeps a deleted experiment until `mlflow gc`: {exp}");
     assert_eq!(airflow(&format!("dags/{name}")).0, 404, "destroy removes the DAG from Airflow");
+    assert_eq!(airflow(&format!("dags/{name}.drift-check")).0, 404, "and its drift check");
     assert!(!airflow_config.dags_folder.join(galley_onprem::airflow::dag::file_name(&name)).exists(), "and its file");
+    assert!(prometheus_groups(&name).is_empty(), "destroy unloads the endpoint's rules from Prometheus");
+    assert_eq!(prometheus_target(&name, None), None, "and Prometheus stops scraping it");
     let gone = feast_sees(&server, &name, 404);
     assert!(gone.to_string().contains("FeatureViewNotFound"), "{gone}");
     assert!(!galley_onprem::feast::repo::definitions_file(&feast.repo, &name).exists(), "destroy removes the definitions file");
     let left = files_under(&p.path().join(".galley"));
     assert!(left.iter().all(|f| f.starts_with("state.json")), "destroy must leave only the state files: {left:?}");
+}
+
+/// The drift trigger on Airflow and Prometheus: drifted traffic at the endpoint, then the
+/// pipeline's drift-check DAG (started here as its hourly schedule would): its check publishes
+/// the monitor's verdict, Prometheus scrapes it and fires `GalleyDriftDetected`, and the DAG
+/// starts a run of the pipeline's DAG with `trigger=drift`, which retrains (MLflow's run says
+/// so). A second check during the same alert starts no second retrain.
+#[test]
+fn a_drift_alert_in_prometheus_retrains_through_airflow() {
+    let Some(uri) = substrate::mlflow_uri() else { return };
+    let Some(_) = substrate::feast() else { return };
+    let Some(_) = substrate::airflow() else { return };
+    if std::env::var("PROMETHEUS_URL").is_err() {
+        panic!("PROMETHEUS_URL is not set: start the onprem stack with `eval \"$(scripts/stack up onprem)\"`");
+    }
+    let (p, name) = project("drift");
+    let check = format!("{name}.drift-check");
+    let (_, plan) = p.galley_json(&["plan"]);
+    assert!(plan.to_string().contains(&format!("DAG {check} (0 * * * *)")), "the plan shows the drift check: {plan}");
+    ok(&p.galley(&["apply", "--auto-approve"]));
+    let (code, dag) = airflow(&format!("dags/{check}"));
+    assert_eq!((code, &dag["is_paused"]), (200, &Value::Bool(false)), "{dag}");
+    let (code, first) = p.galley_json(&["run"]);
+    assert_eq!(code, 0, "{first}");
+
+    // 150 copies of one wine with twice its alcohol: every feature's distribution moved.
+    let row = "[7.4,0.7,0.0,1.9,0.076,11.0,34.0,0.9978,3.51,0.56,18.8]";
+    let rows = vec![row; 150].join(",");
+    let body = format!(r#"{{"dataframe_split": {{"columns": ["fixed_acidity","volatile_acidity","citric_acid","residual_sugar","chlorides","free_sulfur_dioxide","total_sulfur_dioxide","density","ph","sulphates","alcohol"], "data": [{rows}]}}}}"#);
+    let (code, pred) = p.galley_json(&["predict", "--data", &body]);
+    assert_eq!(code, 0, "{pred}");
+    assert_eq!(prometheus_target(&name, Some("up")).as_deref(), Some("up"));
+
+    let start = |id: &str| {
+        let (code, r) = airflow_call("POST", &format!("dags/{check}/dagRuns"), Some(&serde_json::json!({ "dag_run_id": id, "logical_date": null })));
+        assert_eq!(code, 200, "{r}");
+    };
+    let finished = |id: &str| {
+        eventually(240, &format!("drift check {id} finished"), || {
+            let (_, r) = airflow(&format!("dags/{check}/dagRuns/{id}"));
+            matches!(r["state"].as_str(), Some("success" | "failed")).then_some(r)
+        })
+    };
+    let task_states = |id: &str| -> Vec<(String, String)> {
+        let (_, t) = airflow(&format!("dags/{check}/dagRuns/{id}/taskInstances"));
+        let mut v: Vec<(String, String)> = t["task_instances"].as_array().unwrap().iter().map(|t| (t["task_id"].as_str().unwrap().to_owned(), t["state"].as_str().unwrap_or("none").to_owned())).collect();
+        v.sort();
+        v
+    };
+    let drift_runs = || -> Vec<Value> {
+        let (_, runs) = airflow(&format!("dags/{name}/dagRuns?limit=100"));
+        runs["dag_runs"].as_array().unwrap().iter().filter(|r| r["conf"]["trigger"] == "drift").cloned().collect()
+    };
+    start("check-1");
+    let r = finished("check-1");
+    let states = task_states("check-1");
+    assert_eq!(r["state"], "success", "{r} {states:?}");
+    assert_eq!(states, [("check_drift".into(), "success".into()), ("drift_alert".into(), "success".into()), ("retrain".into(), "success".into())]);
+    let alert = prometheus("/api/v1/alerts")["alerts"].as_array().unwrap().iter().find(|a| a["labels"]["monitor"] == name.as_str()).cloned();
+    assert_eq!(alert.as_ref().map(|a| a["state"].clone()), Some(Value::from("firing")), "{alert:?}");
+    // The retrain: a run of the pipeline's DAG with trigger=drift, which succeeds and trains
+    // again (force_from=train), as MLflow's run records.
+    let retrain = eventually(240, "the drift retrain finished", || {
+        drift_runs().into_iter().find(|r| matches!(r["state"].as_str(), Some("success" | "failed")))
+    });
+    assert_eq!(retrain["state"], "success", "{retrain}");
+    assert_eq!(retrain["conf"]["force_from"], "train", "{retrain}");
+    let exp = mlflow(&uri, &format!("experiments/get-by-name?experiment_name={name}"))["experiment"]["experiment_id"].clone();
+    let runs = std::process::Command::new("curl")
+        .args(["-s", "-H", "content-type: application/json", "-d", &serde_json::json!({ "experiment_ids": [exp], "max_results": 50 }).to_string(), &format!("{uri}/api/2.0/mlflow/runs/search")])
+        .output()
+        .unwrap();
+    let runs: Value = serde_json::from_slice(&runs.stdout).unwrap();
+    let triggers: Vec<&str> = runs["runs"].as_array().unwrap().iter().filter_map(|r| tag(&r["data"]["tags"], "galley.trigger")).collect();
+    assert!(triggers.contains(&"drift"), "MLflow has the drift retrain's run: {triggers:?}");
+
+    // The same alert again (still firing: nothing changed the traffic): no second retrain.
+    start("check-2");
+    let r = finished("check-2");
+    assert_eq!(r["state"], "success", "{r}");
+    let states = task_states("check-2");
+    assert_eq!(states[1], ("drift_alert".into(), "skipped".into()), "{states:?}");
+    assert_eq!(drift_runs().len(), 1, "one drift episode, one retrain");
+
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+    assert_eq!(airflow(&format!("dags/{check}")).0, 404);
+    assert_eq!(airflow(&format!("variables/{}", galley_onprem::airflow::dag::drift_variable(&name))).0, 404, "destroy removes the alert memory");
 }
 
 /// MLflow down at apply: one error naming MLflow and its URL, no MLflow resource recorded as

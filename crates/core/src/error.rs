@@ -37,6 +37,33 @@ impl ErrorKind {
     }
 }
 
+impl ErrorKind {
+    /// The kind an HTTP service's refusal means, by status alone (a client that knows the
+    /// service's own error codes refines it).
+    pub fn of_http_status(status: u16) -> ErrorKind {
+        match status {
+            404 => ErrorKind::NotFound,
+            400 | 422 => ErrorKind::InvalidInput,
+            401 => ErrorKind::Unauthenticated,
+            403 => ErrorKind::PermissionDenied,
+            409 => ErrorKind::Conflict,
+            429 => ErrorKind::Throttled,
+            408 | 504 => ErrorKind::Timeout,
+            _ => ErrorKind::Unavailable,
+        }
+    }
+}
+
+/// The start of a response body for a message: whitespace collapsed, at most 200 characters.
+pub fn body_excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let collapsed = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match collapsed.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &collapsed[..i]),
+        None => collapsed,
+    }
+}
+
 /// Where an error happened. Every field is optional: layers fill in what they know.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorContext {

@@ -103,12 +103,49 @@ impl Lifecycle {
         step: &str,
         experiment_run: Option<String>,
         force_from: Option<StepName>,
+        trigger: Option<Trigger>,
     ) -> Result<galley_core::stages::StepRun> {
         StepName::parse(step)?;
-        *self.experiment_run.lock().expect("experiment run lock") = experiment_run;
+        // A run the platform started on its own (its schedule, a drift alert) has no
+        // experiment run from `galley run`: its steps share one, found by the run's id.
+        let started_by_platform = experiment_run.is_none();
+        let experiment_run = match experiment_run {
+            Some(r) => Some(r),
+            None => self.experiment_run_of(run, trigger).await?,
+        };
+        *self.experiment_run.lock().expect("experiment run lock") = experiment_run.clone();
         *self.force_from.lock().expect("force lock") = force_from;
         let spec = self.pipeline_spec();
-        self.stages.orchestrator.run_step_here(&spec, run, step, self.clone() as Arc<dyn StepExecutor>).await
+        let done = self.stages.orchestrator.run_step_here(&spec, run, step, self.clone() as Arc<dyn StepExecutor>).await;
+        if let (true, Some(id)) = (started_by_platform, &experiment_run) {
+            let last = spec.steps.last().is_some_and(|s| s.name == step);
+            let status = match &done {
+                Ok(d) if d.state == RunState::Succeeded && !last => None,
+                Ok(d) if d.state == RunState::Succeeded => Some(galley_core::stages::RunStatus::Finished),
+                _ => Some(galley_core::stages::RunStatus::Failed),
+            };
+            if let Some(status) = status {
+                self.stages.experiments.end_run(id, status).await?;
+            }
+        }
+        done
+    }
+
+    /// The experiment run of platform run `run`: the one its first step began (tagged
+    /// `galley.pipeline_run`), else a new one. `None` without an experiments stage.
+    async fn experiment_run_of(&self, run: &str, trigger: Option<Trigger>) -> Result<Option<String>> {
+        let Some(exp) = &self.bp.stages.experiments else { return Ok(None) };
+        let query = galley_core::stages::RunQuery {
+            tags: BTreeMap::from([("galley.pipeline_run".to_owned(), run.to_owned())]),
+            limit: Some(1),
+            ..Default::default()
+        };
+        if let Some(found) = self.stages.experiments.search_runs(&exp.name, &query).await?.into_iter().next() {
+            return Ok(Some(found.id));
+        }
+        let Some(id) = self.begin_experiment_run(trigger).await? else { return Ok(None) };
+        self.stages.experiments.set_tags(&id, &BTreeMap::from([("galley.pipeline_run".to_owned(), run.to_owned())])).await?;
+        Ok(Some(id))
     }
 
     /// Refuses a remote run that would need a stage on Galley's machine, and writes the bundle

@@ -149,7 +149,7 @@ impl MlflowClient {
         serde_json::from_slice(&body).map_err(|_| {
             Error::new(
                 ErrorKind::Unavailable,
-                format!("MLflow at {} answered {op} with something that is not MLflow's JSON: {}", self.base, excerpt(&body)),
+                format!("MLflow at {} answered {op} with something that is not MLflow's JSON: {}", self.base, galley_core::error::body_excerpt(&body)),
             )
         })
     }
@@ -165,7 +165,7 @@ impl MlflowClient {
     fn refused(&self, op: &str, status: u16, body: &[u8]) -> Error {
         let parsed: Option<Json> = serde_json::from_slice(body).ok();
         let code = parsed.as_ref().and_then(|j| j.get("error_code")).and_then(Json::as_str).unwrap_or("");
-        let message = parsed.as_ref().and_then(|j| j.get("message")).and_then(Json::as_str).map(str::to_owned).unwrap_or_else(|| excerpt(body));
+        let message = parsed.as_ref().and_then(|j| j.get("message")).and_then(Json::as_str).map(str::to_owned).unwrap_or_else(|| galley_core::error::body_excerpt(body));
         let kind = match (code, status) {
             ("RESOURCE_DOES_NOT_EXIST" | "NOT_FOUND", _) | (_, 404) => ErrorKind::NotFound,
             ("RESOURCE_ALREADY_EXISTS", _) => ErrorKind::AlreadyExists,
@@ -195,12 +195,6 @@ pub fn redact(uri: &str) -> String {
         Some((_, host)) => format!("{scheme}://{host}{path}"),
         None => uri.to_owned(),
     }
-}
-
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let collapsed: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    collapsed.chars().take(120).collect()
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

@@ -43,35 +43,58 @@ pub fn targets(endpoint: &str, host_port: &str) -> Json {
     json!([{ "targets": [host_port], "labels": { "galley_endpoint": endpoint } }])
 }
 
-/// The recording and alerting rules.
+/// The recording and alerting rules over every endpoint and monitor the server scrapes (one
+/// Prometheus per deployment: `galley export prometheus`).
 pub fn rules(t: Thresholds) -> Json {
+    rule_groups("galley", "", "", t)
+}
+
+/// The same rules for one endpoint and its monitor only, in groups named after the endpoint:
+/// the file a shared Prometheus loads beside other teams' (onprem's `monitoring.prometheus`).
+pub fn endpoint_rules(endpoint: &str, monitor: &str, t: Thresholds) -> Json {
+    let quoted = |v: &str| serde_json::to_string(v).expect("a string serializes");
+    rule_groups(&format!("galley-{endpoint}"), &format!("endpoint={}", quoted(endpoint)), &format!("monitor={}", quoted(monitor)), t)
+}
+
+/// `prefix` names the groups; `endpoint` and `monitor` are label matchers (empty: every series).
+fn rule_groups(prefix: &str, endpoint: &str, monitor: &str, t: Thresholds) -> Json {
+    let all = |extra: &str| match (endpoint, extra) {
+        ("", "") => String::new(),
+        ("", x) => format!("{{{x}}}"),
+        (e, "") => format!("{{{e}}}"),
+        (e, x) => format!("{{{e},{x}}}"),
+    };
+    let monitor = if monitor.is_empty() { String::new() } else { format!("{{{monitor}}}") };
     json!({ "groups": [
-        { "name": "galley-serving", "rules": [
+        { "name": format!("{prefix}-serving"), "rules": [
             { "record": "endpoint_variant:galley_requests:rate5m",
-              "expr": "sum by (endpoint, variant) (rate(galley_requests_total[5m]))" },
+              "expr": format!("sum by (endpoint, variant) (rate(galley_requests_total{}[5m]))", all("")) },
             { "record": "endpoint_variant:galley_requests_errors:ratio_rate5m",
-              "expr": "sum by (endpoint, variant) (rate(galley_requests_total{code=~\"5..\"}[5m])) / sum by (endpoint, variant) (rate(galley_requests_total[5m]))" },
+              "expr": format!("sum by (endpoint, variant) (rate(galley_requests_total{}[5m])) / sum by (endpoint, variant) (rate(galley_requests_total{}[5m]))", all("code=~\"5..\""), all("")) },
             { "record": "endpoint_variant:galley_request_duration_seconds:p99_5m",
-              "expr": "histogram_quantile(0.99, sum by (endpoint, variant, le) (rate(galley_request_duration_seconds_bucket[5m])))" },
+              "expr": format!("histogram_quantile(0.99, sum by (endpoint, variant, le) (rate(galley_request_duration_seconds_bucket{}[5m])))", all("")) },
             { "alert": "GalleyHighErrorRate",
-              "expr": format!("endpoint_variant:galley_requests_errors:ratio_rate5m > {}", t.error_ratio),
+              "expr": format!("endpoint_variant:galley_requests_errors:ratio_rate5m{} > {}", all(""), t.error_ratio),
               "for": "5m",
               "labels": { "severity": "page" },
               "annotations": { "summary": "Endpoint {{ $labels.endpoint }} variant {{ $labels.variant }} answers {{ $value | humanizePercentage }} of requests with 5xx" } },
             { "alert": "GalleyHighLatency",
-              "expr": format!("endpoint_variant:galley_request_duration_seconds:p99_5m > {}", t.latency_p99_seconds),
+              "expr": format!("endpoint_variant:galley_request_duration_seconds:p99_5m{} > {}", all(""), t.latency_p99_seconds),
               "for": "10m",
               "labels": { "severity": "warning" },
               "annotations": { "summary": "Endpoint {{ $labels.endpoint }} variant {{ $labels.variant }} has p99 latency {{ $value | humanizeDuration }}" } },
         ]},
-        { "name": "galley-drift", "rules": [
-            { "alert": "GalleyDriftDetected",
-              "expr": "max by (monitor) (galley_drift_detected) == 1",
+        { "name": format!("{prefix}-drift"), "rules": [
+            { "alert": DRIFT_ALERT,
+              "expr": format!("max by (monitor) (galley_drift_detected{monitor}) == 1"),
               "labels": { "severity": "warning", "galley_trigger": "drift" },
               "annotations": { "summary": "Monitor {{ $labels.monitor }} reports drift: retraining is due" } },
         ]},
     ]})
 }
+
+/// The alert that says a monitor sees drift (its `monitor` label names which).
+pub const DRIFT_ALERT: &str = "GalleyDriftDetected";
 
 /// `promtool test rules` cases for [`rules`]: errors above the threshold page after five
 /// minutes, below it they do not; drift alerts as soon as the gauge says so.

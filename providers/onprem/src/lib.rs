@@ -10,6 +10,7 @@
 pub mod airflow;
 pub mod feast;
 pub mod platform;
+pub mod prometheus;
 pub mod provider;
 
 pub use platform::{ONPREM, capabilities, rules};

@@ -26,6 +26,10 @@ pub const AIRFLOW_API_URL_ENV: &str = "AIRFLOW_API_URL";
 pub const AIRFLOW_DAGS_FOLDER_ENV: &str = "AIRFLOW__CORE__DAGS_FOLDER";
 /// The galley Airflow's workers run, when not this one.
 pub const AIRFLOW_GALLEY_ENV: &str = "GALLEY_AIRFLOW_GALLEY";
+/// The Prometheus server and the directory it reads `targets/*.json` and `rules/*.yml` from
+/// (`scripts/stack up onprem` prints both), read when the blueprint names none.
+pub const PROMETHEUS_URL_ENV: &str = "PROMETHEUS_URL";
+pub const PROMETHEUS_CONFIG_DIR_ENV: &str = "GALLEY_PROMETHEUS_CONFIG_DIR";
 
 /// The features the onprem stages implement. Experiments and registry: MLflow's search and
 /// aliases, and the approval status as a version tag; features: Feast's online store and
@@ -84,6 +88,17 @@ pub struct OnpremSettings {
     /// `GALLEY_AIRFLOW_GALLEY`, else this galley). The workers must also see `dir` at the same path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub airflow_galley: Option<String>,
+    /// The Prometheus server that watches the endpoint, `http(s)://host:port` (default:
+    /// `PROMETHEUS_URL`). With one, `galley apply` loads the endpoint's recording and alerting
+    /// rules into it (its reload API needs `--web.enable-lifecycle`), and the endpoint's
+    /// address is written where its file service discovery reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_url: Option<String>,
+    /// The directory that Prometheus's configuration reads rules (`rules/*.yml`) and file-SD
+    /// targets (`targets/*.json`) from, relative to the blueprint (default:
+    /// `GALLEY_PROMETHEUS_CONFIG_DIR`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prometheus_config_dir: Option<String>,
 }
 
 /// The Airflow the blueprint's pipelines run on, if any: its setting, else `AIRFLOW_API_URL`.

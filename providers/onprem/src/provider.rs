@@ -22,14 +22,17 @@ use serde_json::{Value as Json, json};
 
 use crate::airflow::{AirflowConfig, AirflowCredentials, AirflowOrchestrator};
 use crate::feast::{FeastConfig, FeastFeatures};
+use crate::prometheus::PrometheusConfig;
 use crate::platform::{
-    AIRFLOW_DAGS_FOLDER_ENV, AIRFLOW_GALLEY_ENV, FEAST_PYTHON_ENV, FEAST_REPO_ENV, FEAST_SERVER_ENV, ONPREM, OnpremSettings, TRACKING_URI_ENV,
+    AIRFLOW_DAGS_FOLDER_ENV, AIRFLOW_GALLEY_ENV, FEAST_PYTHON_ENV, FEAST_REPO_ENV, FEAST_SERVER_ENV, ONPREM, OnpremSettings, PROMETHEUS_CONFIG_DIR_ENV,
+    PROMETHEUS_URL_ENV, TRACKING_URI_ENV,
 };
 
 pub const EXPERIMENT: &str = "onprem.mlflow_experiment";
 pub const REGISTERED_MODEL: &str = "onprem.mlflow_registered_model";
 pub const FEATURE_VIEW: &str = "onprem.feast_feature_view";
 pub const AIRFLOW_DAG: &str = "onprem.airflow_dag";
+pub const PROMETHEUS_RULES: &str = "onprem.prometheus_rules";
 
 /// The local kinds onprem keeps under its shared directory.
 const KEPT_LOCALLY: [&str; 4] = [ARTIFACT_STORE, PIPELINE, ENDPOINT, MONITOR];
@@ -64,6 +67,7 @@ impl OnpremProvider {
         handlers.insert(REGISTERED_MODEL.into(), Arc::new(RegisteredModelHandler));
         handlers.insert(FEATURE_VIEW.into(), Arc::new(FeatureViewHandler::default()));
         handlers.insert(AIRFLOW_DAG.into(), Arc::new(AirflowDagHandler));
+        handlers.insert(PROMETHEUS_RULES.into(), Arc::new(crate::prometheus::RulesHandler));
         OnpremProvider { ctx, local, handlers }
     }
 
@@ -92,6 +96,9 @@ impl OnpremProvider {
         };
         let layout = self.layout(bp);
         let mut set = self.local.stages_at(bp, &layout, crate::capabilities(), Some(servers))?;
+        if let Some(prometheus) = self.prometheus(bp)? {
+            set.serving = Arc::new(crate::prometheus::Scraped { inner: set.serving, prometheus });
+        }
         if let Some(airflow) = self.airflow(bp)? {
             set.orchestrator = Arc::new(airflow_orchestrator(airflow, &layout.pipelines(), &layout.artifacts_of(bp))?);
         }
@@ -113,7 +120,26 @@ impl OnpremProvider {
             })?,
         };
         let galley = settings.airflow_galley.filter(|g| !g.is_empty()).or_else(|| env(AIRFLOW_GALLEY_ENV)).map(Into::into).unwrap_or_else(|| self.ctx.galley_exe.clone());
-        Ok(Some(AirflowConfig { api_url, dags_folder: absolute(dags_folder), galley, parse_timeout: std::time::Duration::from_secs(120) }))
+        let prometheus_url = self.prometheus(bp)?.map(|p| p.url);
+        Ok(Some(AirflowConfig { api_url, dags_folder: absolute(dags_folder), galley, parse_timeout: std::time::Duration::from_secs(120), prometheus_url }))
+    }
+
+    /// The blueprint's Prometheus, else the environment's; `None` leaves Prometheus out.
+    pub fn prometheus(&self, bp: &Blueprint) -> Result<Option<PrometheusConfig>> {
+        let settings = Self::settings(bp);
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let Some(url) = settings.prometheus_url.filter(|u| !u.trim().is_empty()).or_else(|| env(PROMETHEUS_URL_ENV)) else { return Ok(None) };
+        let config_dir = match settings.prometheus_config_dir.filter(|d| !d.is_empty()) {
+            Some(d) => self.ctx.project_dir.join(d),
+            None => env(PROMETHEUS_CONFIG_DIR_ENV).map(Into::into).ok_or_else(|| {
+                Error::invalid(format!(
+                    "monitoring on Prometheus at {url} needs the directory its configuration reads rules and targets from: \
+                     set `platforms.onprem.prometheus_config_dir` or {PROMETHEUS_CONFIG_DIR_ENV}"
+                ))
+                .platform(ONPREM)
+            })?,
+        };
+        Ok(Some(PrometheusConfig { url: url.trim_end_matches('/').to_owned(), config_dir: absolute(config_dir) }))
     }
 
     /// The blueprint's Feast, else the environment's, else a repository under the shared
@@ -187,15 +213,30 @@ impl Provider for OnpremProvider {
             s.kind = onprem_kind(&s.kind);
             if let (Some(a), PIPELINE) = (&airflow, s.kind.replacen("onprem.", "local.", 1).as_str()) {
                 s.kind = AIRFLOW_DAG.into();
+                let pipeline: galley_core::stages::PipelineSpec = serde_json::from_value(s.desired["spec"].clone())?;
                 s.desired = json!({
                     "api_url": a.api_url,
                     "dags_folder": a.dags_folder.display().to_string(),
                     "galley": a.galley.display().to_string(),
                     "dir": s.desired["dir"],
                     "artifacts": layout.artifacts_of(bp).display().to_string(),
+                    "prometheus_url": a.prometheus_url,
                     "spec": s.desired["spec"],
+                    "triggers_on_airflow": crate::airflow::dag::triggers(&pipeline, a.prometheus_url.as_deref()),
                 });
             }
+        }
+        if let (true, Some(prometheus), Some(sv)) = (stages.contains(&Stage::Monitoring), self.prometheus(bp)?, &bp.stages.serving) {
+            let monitor = out.iter().find(|s| s.address == "monitoring.monitor").map(|s| s.name.clone()).unwrap_or_else(|| sv.endpoint.clone());
+            let protect = bp.stages.monitoring.as_ref().is_some_and(|m| m.common.protect);
+            out.push(spec("monitoring.prometheus", PROMETHEUS_RULES, Stage::Monitoring, &sv.endpoint,
+                json!({
+                    "url": prometheus.url,
+                    "config_dir": prometheus.config_dir.display().to_string(),
+                    "endpoint": sv.endpoint,
+                    "monitor": monitor,
+                    "loaded": true,
+                }), &["monitoring.monitor"], protect));
         }
         if let (true, Some(f)) = (stages.contains(&Stage::Features), &bp.stages.features) {
             let features = galley_lifecycle::resolved_features(bp, &self.ctx.project_dir)?;
@@ -236,6 +277,7 @@ impl Provider for OnpremProvider {
     fn bundle_settings(&self, bp: &Blueprint) -> Result<Option<Json>> {
         let feast = self.feast(bp);
         let airflow = self.airflow(bp)?;
+        let prometheus = self.prometheus(bp)?;
         let settings = OnpremSettings {
             dir: Some(absolute(self.layout(bp).root).display().to_string()),
             mlflow_tracking_uri: Some(tracking_uri(bp)?),
@@ -245,6 +287,8 @@ impl Provider for OnpremProvider {
             airflow_api_url: airflow.as_ref().map(|a| a.api_url.clone()),
             airflow_dags_folder: airflow.as_ref().map(|a| a.dags_folder.display().to_string()),
             airflow_galley: airflow.as_ref().map(|a| a.galley.display().to_string()),
+            prometheus_url: prometheus.as_ref().map(|p| p.url.clone()),
+            prometheus_config_dir: prometheus.as_ref().map(|p| p.config_dir.display().to_string()),
         };
         Ok(Some(serde_json::to_value(settings)?))
     }
@@ -386,6 +430,7 @@ impl AirflowDagHandler {
             dags_folder: attr(spec, "dags_folder")?.into(),
             galley: attr(spec, "galley")?.into(),
             parse_timeout: std::time::Duration::from_secs(120),
+            prometheus_url: spec.desired.get("prometheus_url").and_then(Json::as_str).map(str::to_owned),
         };
         airflow_orchestrator(config, Path::new(attr(spec, "dir")?), Path::new(attr(spec, "artifacts")?))
     }
@@ -409,6 +454,7 @@ impl ResourceHandler for AirflowDagHandler {
         let Some(parsed) = orchestrator.describe_pipeline(&spec.name).await? else { return Ok(None) };
         let mut attributes = spec.desired.clone();
         attributes["spec"] = serde_json::to_value(&parsed)?;
+        attributes["triggers_on_airflow"] = json!(orchestrator.triggers_on_airflow(&parsed).await?);
         let url = orchestrator.client().url().to_owned();
         Ok(Some(Observed {
             id: format!("{url}#{}", parsed.name),

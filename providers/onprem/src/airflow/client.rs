@@ -114,7 +114,7 @@ impl AirflowClient {
                 return Ok(Json::Null);
             }
             return serde_json::from_slice(&bytes)
-                .map_err(|_| Error::new(ErrorKind::Unavailable, format!("Airflow at {} answered {op} with something that is not JSON: {}", self.base, excerpt(&bytes))));
+                .map_err(|_| Error::new(ErrorKind::Unavailable, format!("Airflow at {} answered {op} with something that is not JSON: {}", self.base, galley_core::error::body_excerpt(&bytes))));
         }
         unreachable!("the loop returns on its second pass")
     }
@@ -160,16 +160,8 @@ impl AirflowClient {
         let detail = serde_json::from_slice::<Json>(body)
             .ok()
             .and_then(|j| j.get("detail").map(|d| d.as_str().map(str::to_owned).unwrap_or_else(|| d.to_string())))
-            .unwrap_or_else(|| excerpt(body));
-        let kind = match status {
-            404 => ErrorKind::NotFound,
-            400 | 422 => ErrorKind::InvalidInput,
-            401 => ErrorKind::Unauthenticated,
-            403 => ErrorKind::PermissionDenied,
-            409 => ErrorKind::Conflict,
-            429 => ErrorKind::Throttled,
-            _ => ErrorKind::Unavailable,
-        };
+            .unwrap_or_else(|| galley_core::error::body_excerpt(body));
+        let kind = ErrorKind::of_http_status(status);
         let msg = match kind {
             ErrorKind::Unauthenticated | ErrorKind::PermissionDenied => {
                 format!("Airflow at {} refused {op} (HTTP {status}: {detail}) for {}", self.base, self.credentials.describe())
@@ -177,14 +169,5 @@ impl AirflowClient {
             _ => format!("Airflow at {} answered {op} with HTTP {status}: {detail}", self.base),
         };
         Error::new(kind, msg)
-    }
-}
-
-fn excerpt(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    match text.char_indices().nth(200) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_owned(),
     }
 }

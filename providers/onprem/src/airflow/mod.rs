@@ -47,6 +47,9 @@ pub struct AirflowConfig {
     pub galley: PathBuf,
     /// How long a new or changed DAG file may take to show up in Airflow's API.
     pub parse_timeout: Duration,
+    /// The Prometheus whose drift alert retrains a pipeline retrained on drift (the drift-check
+    /// DAG, [`dag::drift_dag_id`]); without one, drift retrains come from `galley watch`.
+    pub prometheus_url: Option<String>,
 }
 
 /// The note on a DAG run Galley cancelled: Airflow has no cancelled state, only failed.
@@ -148,6 +151,65 @@ impl AirflowOrchestrator {
                 ));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Whether `spec` gets a drift-check DAG on this Airflow.
+    fn drift_checked(&self, spec: &PipelineSpec) -> bool {
+        dag::drift_watch(spec, self.config.prometheus_url.as_deref()).is_some()
+    }
+
+    /// What Airflow runs for `spec`'s triggers, read back: the schedule is the DAG's (in the
+    /// spec its `doc_md` carries), the drift check is listed only while Airflow has its DAG.
+    pub async fn triggers_on_airflow(&self, spec: &PipelineSpec) -> Result<Vec<String>> {
+        let drift = self.client.get(&format!("dags/{}", dag::drift_dag_id(&spec.name))).await?;
+        let active = drift.is_some_and(|d| d["is_stale"].as_bool() != Some(true));
+        Ok(dag::triggers(spec, self.config.prometheus_url.as_deref().filter(|_| active)))
+    }
+
+    /// Waits until Airflow lists `dag_id` as active (a second DAG of a file just parsed).
+    async fn await_active(&self, dag_id: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.parse_timeout;
+        loop {
+            if self.client.get(&format!("dags/{dag_id}")).await?.is_some_and(|d| d["is_stale"].as_bool() != Some(true)) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(ErrorKind::Timeout, format!("Airflow at {} has not loaded the DAG `{dag_id}` after {}s", self.client.url(), self.config.parse_timeout.as_secs())));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Deletes `dag_id` (with its runs' history) once its file no longer defines it.
+    async fn remove_dag(&self, dag_id: &str) -> Result<()> {
+        self.await_stale(dag_id).await?;
+        self.client.delete(&format!("dags/{dag_id}")).await
+    }
+
+    /// Waits until Airflow's dag-processor has seen that the DAG's file is gone (the DAG is
+    /// `is_stale`, or unknown) before the DAG is deleted through the API: Airflow 3.3's
+    /// dag-processor exits with a `StaleDataError` when the API deletes a DAG's rows while it is
+    /// still re-parsing the file that defined it.
+    async fn await_stale(&self, name: &str) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + self.config.parse_timeout;
+        loop {
+            match self.client.get(&format!("dags/{name}")).await? {
+                None => return Ok(()),
+                Some(dag) if dag["is_stale"].as_bool() != Some(false) => return Ok(()),
+                Some(_) if tokio::time::Instant::now() >= deadline => {
+                    return Err(Error::new(
+                        ErrorKind::Timeout,
+                        format!(
+                            "Airflow at {} still lists the DAG `{name}` as active {}s after its file was removed from {}: is its dag-processor running?",
+                            self.client.url(),
+                            self.config.parse_timeout.as_secs(),
+                            self.config.dags_folder.display()
+                        ),
+                    ));
+                }
+                Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
         }
     }
 
@@ -279,7 +341,7 @@ impl Orchestrator for AirflowOrchestrator {
         // nothing behind for Airflow to pick up.
         self.parsed_spec(&spec.name).await?;
         let key = ArtifactKey::new(bundle_key(&spec.name))?;
-        let body = dag::render(spec, &self.config.galley.display().to_string(), &(self.uri_of)(&key));
+        let body = dag::render(spec, &self.config.galley.display().to_string(), &(self.uri_of)(&key), self.config.prometheus_url.as_deref());
         let path = self.dag_file(&spec.name);
         let previous = std::fs::read_to_string(&path).ok();
         if previous.as_deref() != Some(body.as_str()) {
@@ -295,6 +357,14 @@ impl Orchestrator for AirflowOrchestrator {
             return Err(e);
         }
         self.client.patch(&format!("dags/{}", spec.name), &json!({ "is_paused": false })).await?;
+        let drift = dag::drift_dag_id(&spec.name);
+        if self.drift_checked(spec) {
+            self.await_active(&drift).await?;
+            self.client.patch(&format!("dags/{drift}"), &json!({ "is_paused": false })).await?;
+        } else if self.client.get(&format!("dags/{drift}")).await?.is_some() {
+            // The pipeline is no longer retrained on drift: its drift check goes.
+            self.remove_dag(&drift).await?;
+        }
         Ok(())
     }
 
@@ -311,7 +381,9 @@ impl Orchestrator for AirflowOrchestrator {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::from(e).resource(path.display().to_string())),
         }
-        self.client.delete(&format!("dags/{name}")).await?;
+        self.remove_dag(name).await?;
+        self.remove_dag(&dag::drift_dag_id(name)).await?;
+        self.client.delete(&format!("variables/{}", dag::drift_variable(name))).await?;
         self.local.delete_pipeline(name).await
     }
 

@@ -51,6 +51,7 @@ pub fn airflow() -> Option<galley_onprem::airflow::AirflowConfig> {
             dags_folder: dags.into(),
             galley: "galley".into(),
             parse_timeout: std::time::Duration::from_secs(120),
+            prometheus_url: None,
         }),
         _ => missing("AIRFLOW_API_URL, AIRFLOW__CORE__DAGS_FOLDER or AIRFLOW_PASSWORD is unset"),
     }
