@@ -234,7 +234,15 @@ impl ResourceHandler for RulesHandler {
     async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
         let (config, client, endpoint, _) = Self::target(spec)?;
         remove_file(&config.rules_file(&endpoint))?;
-        remove_file(&config.targets_file(&endpoint))?;
+        let targets = config.targets_file(&endpoint);
+        if targets.exists() {
+            // An empty target list first: file discovery drops the endpoint's targets on a
+            // changed file at once, where a deleted file waits for its next refresh.
+            galley_core::fs::write_atomic(&targets, b"[]").map_err(|e| e.resource(targets.display().to_string()))?;
+            client.reload().await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        remove_file(&targets)?;
         client.reload().await
     }
 }
