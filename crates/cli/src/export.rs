@@ -108,11 +108,8 @@ pub(crate) async fn prometheus(ctx: &Ctx, args: &BlueprintArgs, dir: Option<Path
     use galley_server::prometheus as prom;
     let Deployed { app, endpoint, info, .. } = Deployed::open(args, "the blueprint has no serving stage: there is no endpoint to watch").await?;
     let authenticated = app.loaded.blueprint.stages.serving.as_ref().is_some_and(|sv| sv.auth.is_some());
-    let host_port = info
-        .url
-        .split("://")
-        .nth(1)
-        .map(|rest| rest.split('/').next().unwrap_or(rest).to_owned())
+    let host_port = prom::host_port(&info.url)
+        .map(str::to_owned)
         .ok_or_else(|| CliError::message(format!("endpoint `{endpoint}` has no http URL Prometheus can scrape ({})", info.url)))?;
     let dir = dir.unwrap_or_else(|| app.ctx.work_dir.join("export/prometheus"));
     std::fs::create_dir_all(dir.join("targets"))?;

@@ -38,6 +38,11 @@ pub fn config(scrape_interval_seconds: u32) -> Json {
     })
 }
 
+/// The `host:port` Prometheus scrapes for an endpoint served at `url` (`http://host:port/…`).
+pub fn host_port(url: &str) -> Option<&str> {
+    url.split("://").nth(1).and_then(|rest| rest.split('/').next()).filter(|hp| !hp.is_empty())
+}
+
 /// A file-SD targets file: the endpoint at `host_port`, labelled with its name.
 pub fn targets(endpoint: &str, host_port: &str) -> Json {
     json!([{ "targets": [host_port], "labels": { "galley_endpoint": endpoint } }])

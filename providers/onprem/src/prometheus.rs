@@ -113,10 +113,7 @@ pub struct Scraped {
 
 impl Scraped {
     fn write_targets(&self, info: &EndpointInfo) -> Result<()> {
-        let host_port = info.url.split("://").nth(1).and_then(|rest| rest.split('/').next()).unwrap_or_default();
-        if host_port.is_empty() {
-            return Ok(());
-        }
+        let Some(host_port) = galley_server::prometheus::host_port(&info.url) else { return Ok(()) };
         let file = self.prometheus.targets_file(&info.name);
         let doc = galley_server::prometheus::targets(&info.name, host_port);
         if let Some(dir) = file.parent() {

@@ -109,7 +109,6 @@ impl OnpremProvider {
     pub fn airflow(&self, bp: &Blueprint) -> Result<Option<AirflowConfig>> {
         let Some(api_url) = crate::platform::airflow_api_url(bp) else { return Ok(None) };
         let settings = Self::settings(bp);
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let dags_folder = match settings.airflow_dags_folder.filter(|d| !d.is_empty()) {
             Some(d) => self.ctx.project_dir.join(d),
             None => env(AIRFLOW_DAGS_FOLDER_ENV).map(Into::into).ok_or_else(|| {
@@ -127,7 +126,6 @@ impl OnpremProvider {
     /// The blueprint's Prometheus, else the environment's; `None` leaves Prometheus out.
     pub fn prometheus(&self, bp: &Blueprint) -> Result<Option<PrometheusConfig>> {
         let settings = Self::settings(bp);
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let Some(url) = settings.prometheus_url.filter(|u| !u.trim().is_empty()).or_else(|| env(PROMETHEUS_URL_ENV)) else { return Ok(None) };
         let config_dir = match settings.prometheus_config_dir.filter(|d| !d.is_empty()) {
             Some(d) => self.ctx.project_dir.join(d),
@@ -146,7 +144,6 @@ impl OnpremProvider {
     /// directory and `python3`.
     pub fn feast(&self, bp: &Blueprint) -> FeastConfig {
         let settings = Self::settings(bp);
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let repo = match settings.feast_repo.filter(|r| !r.is_empty()) {
             Some(r) => self.ctx.project_dir.join(r),
             None => env(FEAST_REPO_ENV).map(Into::into).unwrap_or_else(|| self.layout(bp).root.join("feast")),
@@ -163,6 +160,11 @@ fn airflow_orchestrator(config: AirflowConfig, pipelines: &Path, artifacts: &Pat
     let uri_of = { let files = files.clone(); Box::new(move |k: &galley_core::stages::ArtifactKey| files.uri_for(k)) };
     let local = galley_local::orchestrator::LocalOrchestrator::open(pipelines.to_path_buf())?.declaring(crate::capabilities());
     AirflowOrchestrator::new(config, AirflowCredentials::from_env(), files, uri_of, local, crate::capabilities()).map_err(|e| e.platform(ONPREM))
+}
+
+/// A setting's variable, when it is set to something.
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
 fn absolute(path: std::path::PathBuf) -> std::path::PathBuf {

@@ -163,53 +163,39 @@ impl AirflowOrchestrator {
     /// spec its `doc_md` carries), the drift check is listed only while Airflow has its DAG.
     pub async fn triggers_on_airflow(&self, spec: &PipelineSpec) -> Result<Vec<String>> {
         let drift = self.client.get(&format!("dags/{}", dag::drift_dag_id(&spec.name))).await?;
-        let active = drift.is_some_and(|d| d["is_stale"].as_bool() != Some(true));
-        Ok(dag::triggers(spec, self.config.prometheus_url.as_deref().filter(|_| active)))
+        Ok(dag::triggers(spec, self.config.prometheus_url.as_deref().filter(|_| is_active(drift.as_ref()))))
     }
 
-    /// Waits until Airflow lists `dag_id` as active (a second DAG of a file just parsed).
-    async fn await_active(&self, dag_id: &str) -> Result<()> {
-        let deadline = tokio::time::Instant::now() + self.config.parse_timeout;
-        loop {
-            if self.client.get(&format!("dags/{dag_id}")).await?.is_some_and(|d| d["is_stale"].as_bool() != Some(true)) {
-                return Ok(());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(Error::new(ErrorKind::Timeout, format!("Airflow at {} has not loaded the DAG `{dag_id}` after {}s", self.client.url(), self.config.parse_timeout.as_secs())));
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
-
-    /// Deletes `dag_id` (with its runs' history) once its file no longer defines it.
+    /// Deletes `dag_id` (with its runs' history) once its file no longer defines it: Airflow
+    /// 3.3's dag-processor exits with a `StaleDataError` when the API deletes a DAG's rows while
+    /// it is still re-parsing the file that defined it, so this first waits until it has seen
+    /// the DAG go (`is_stale`, or unknown).
     async fn remove_dag(&self, dag_id: &str) -> Result<()> {
-        self.await_stale(dag_id).await?;
+        self.await_dag(dag_id, false).await?;
         self.client.delete(&format!("dags/{dag_id}")).await
     }
 
-    /// Waits until Airflow's dag-processor has seen that the DAG's file is gone (the DAG is
-    /// `is_stale`, or unknown) before the DAG is deleted through the API: Airflow 3.3's
-    /// dag-processor exits with a `StaleDataError` when the API deletes a DAG's rows while it is
-    /// still re-parsing the file that defined it.
-    async fn await_stale(&self, name: &str) -> Result<()> {
+    /// Waits until Airflow lists `dag_id` as active (`active`: a second DAG of a file just
+    /// parsed) or no longer does (its file was removed or rewritten without it).
+    async fn await_dag(&self, dag_id: &str, active: bool) -> Result<()> {
         let deadline = tokio::time::Instant::now() + self.config.parse_timeout;
         loop {
-            match self.client.get(&format!("dags/{name}")).await? {
-                None => return Ok(()),
-                Some(dag) if dag["is_stale"].as_bool() != Some(false) => return Ok(()),
-                Some(_) if tokio::time::Instant::now() >= deadline => {
-                    return Err(Error::new(
-                        ErrorKind::Timeout,
-                        format!(
-                            "Airflow at {} still lists the DAG `{name}` as active {}s after its file was removed from {}: is its dag-processor running?",
-                            self.client.url(),
-                            self.config.parse_timeout.as_secs(),
-                            self.config.dags_folder.display()
-                        ),
-                    ));
-                }
-                Some(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            if is_active(self.client.get(&format!("dags/{dag_id}")).await?.as_ref()) == active {
+                return Ok(());
             }
+            if tokio::time::Instant::now() >= deadline {
+                let (url, secs) = (self.client.url(), self.config.parse_timeout.as_secs());
+                let msg = if active {
+                    format!("Airflow at {url} has not loaded the DAG `{dag_id}` after {secs}s")
+                } else {
+                    format!(
+                        "Airflow at {url} still lists the DAG `{dag_id}` as active {secs}s after its file changed in {}: is its dag-processor running?",
+                        self.config.dags_folder.display()
+                    )
+                };
+                return Err(Error::new(ErrorKind::Timeout, msg));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
@@ -359,7 +345,7 @@ impl Orchestrator for AirflowOrchestrator {
         self.client.patch(&format!("dags/{}", spec.name), &json!({ "is_paused": false })).await?;
         let drift = dag::drift_dag_id(&spec.name);
         if self.drift_checked(spec) {
-            self.await_active(&drift).await?;
+            self.await_dag(&drift, true).await?;
             self.client.patch(&format!("dags/{drift}"), &json!({ "is_paused": false })).await?;
         } else if self.client.get(&format!("dags/{drift}")).await?.is_some() {
             // The pipeline is no longer retrained on drift: its drift check goes.
@@ -472,6 +458,12 @@ impl Orchestrator for AirflowOrchestrator {
         }
         stored::run_stored_step(self.store.clone(), spec, &storage_id(run), step, executor, &self.runner).await
     }
+}
+
+/// Whether Airflow's record of a DAG (`GET /dags/{id}`) says a file defines it now (Airflow 3
+/// always reports `is_stale`; without it, the DAG counts as gone).
+fn is_active(dag: Option<&Json>) -> bool {
+    dag.is_some_and(|d| d["is_stale"].as_bool() == Some(false))
 }
 
 #[cfg(test)]
