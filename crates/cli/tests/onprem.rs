@@ -98,9 +98,9 @@ fn prometheus_groups(name: &str) -> Vec<String> {
 }
 
 /// The health of Prometheus's target for endpoint `name` (`None`: it has none), once `want`
-/// holds or after 60 s (file discovery re-reads every 5 s, the stack scrapes every 2 s).
+/// holds or after 30 s (file discovery re-reads every 5 s, the stack scrapes every 2 s).
 fn prometheus_target(name: &str, want: Option<&str>) -> Option<String> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         let targets = prometheus("/api/v1/targets?state=active");
         let health = targets["activeTargets"].as_array().unwrap().iter().find(|t| t["labels"]["galley_endpoint"] == name).map(|t| t["health"].as_str().unwrap().to_owned());

@@ -73,10 +73,23 @@ impl PrometheusClient {
 
     /// `GET /api/v1/rules`: every loaded rule group (name, file, rules).
     pub async fn rule_groups(&self) -> Result<Vec<Json>> {
-        let body = self.call(reqwest::Method::GET, "/api/v1/rules", "list rules").await?;
-        let doc: Json = serde_json::from_slice(&body)
-            .map_err(|_| Error::new(ErrorKind::Unavailable, format!("Prometheus at {} answered /api/v1/rules with something that is not JSON: {}", self.base, galley_core::error::body_excerpt(&body))))?;
-        Ok(doc["data"]["groups"].as_array().cloned().unwrap_or_default())
+        let data = self.data("/api/v1/rules", "list rules").await?;
+        Ok(data["groups"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Whether Prometheus scrapes a target that file discovery found in `file`.
+    pub async fn scrapes_from(&self, file: &Path) -> Result<bool> {
+        let data = self.data("/api/v1/targets?state=active", "list targets").await?;
+        let file = file.display().to_string();
+        Ok(data["activeTargets"].as_array().into_iter().flatten().any(|t| t["discoveredLabels"]["__meta_filepath"].as_str() == Some(file.as_str())))
+    }
+
+    /// The `data` of an API answer.
+    async fn data(&self, path: &str, op: &str) -> Result<Json> {
+        let body = self.call(reqwest::Method::GET, path, op).await?;
+        let mut doc: Json = serde_json::from_slice(&body)
+            .map_err(|_| Error::new(ErrorKind::Unavailable, format!("Prometheus at {} answered {path} with something that is not JSON: {}", self.base, galley_core::error::body_excerpt(&body))))?;
+        Ok(doc["data"].take())
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, op: &str) -> Result<Vec<u8>> {
@@ -226,20 +239,25 @@ impl ResourceHandler for RulesHandler {
     async fn update(&self, spec: &ResourceSpec, _current: &Observed) -> Result<Observed> {
         Self::write(spec).await
     }
-    /// Removes the rules file and the endpoint's targets file, then reloads: Prometheus stops
-    /// evaluating the rules and scraping the endpoint.
+    /// Removes the endpoint's targets file and waits until Prometheus has stopped scraping it,
+    /// then removes the rules file and reloads. In that order because a reload restarts file
+    /// discovery, which then never learns that a file it did not see was deleted: Prometheus
+    /// 2.42 keeps scraping the targets of a file removed just before a reload.
     async fn delete(&self, spec: &ResourceSpec, _current: &Observed) -> Result<()> {
         let (config, client, endpoint, _) = Self::target(spec)?;
-        remove_file(&config.rules_file(&endpoint))?;
         let targets = config.targets_file(&endpoint);
-        if targets.exists() {
-            // An empty target list first: file discovery drops the endpoint's targets on a
-            // changed file at once, where a deleted file waits for its next refresh.
-            galley_core::fs::write_atomic(&targets, b"[]").map_err(|e| e.resource(targets.display().to_string()))?;
-            client.reload().await?;
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
         remove_file(&targets)?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while client.scrapes_from(&targets).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::new(
+                    ErrorKind::Timeout,
+                    format!("Prometheus at {} still scrapes the targets of {} 60s after it was removed: is its file discovery watching that directory?", client.url(), targets.display()),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        remove_file(&config.rules_file(&endpoint))?;
         client.reload().await
     }
 }
