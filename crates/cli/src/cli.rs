@@ -233,6 +233,16 @@ pub enum ExportCommand {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// A Grafana dashboard for the endpoint and its drift monitor (request rate, error ratio and
+    /// p99 latency by variant with the alert thresholds, versions served, the drift verdict and
+    /// per-feature statistics), reading any Prometheus that scrapes the endpoint.
+    Grafana {
+        #[command(flatten)]
+        bp: BlueprintArgs,
+        /// Where to write it [default: .galley/export/grafana/ENDPOINT.json beside the blueprint].
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,7 +345,7 @@ impl Command {
             | Command::Destroy { bp, .. }
             | Command::Import { bp, .. }
             | Command::Predict { bp, .. } => Some(bp),
-            Command::Export(ExportCommand::Kserve { bp, .. } | ExportCommand::Prometheus { bp, .. }) => Some(bp),
+            Command::Export(ExportCommand::Kserve { bp, .. } | ExportCommand::Prometheus { bp, .. } | ExportCommand::Grafana { bp, .. }) => Some(bp),
             Command::Migrate(MigrateCommand::Plan(m) | MigrateCommand::Verify(m) | MigrateCommand::Apply { m, .. }) => Some(&mut m.bp),
             Command::Schema
             | Command::Completions { .. }

@@ -93,6 +93,7 @@ pub async fn dispatch(cli: Cli) -> Result<ExitCode, CliError> {
             crate::export::kserve(&ctx, &bp, &storage_uri, models_dir, out).await
         }
         Command::Export(crate::cli::ExportCommand::Prometheus { bp, dir }) => crate::export::prometheus(&ctx, &bp, dir).await,
+        Command::Export(crate::cli::ExportCommand::Grafana { bp, out }) => crate::export::grafana(&ctx, &bp, out),
         Command::Platform { platform, args } => {
             let providers = crate::platforms::providers(&process_context());
             providers.get(platform)?.process(&args).await?;

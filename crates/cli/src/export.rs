@@ -1,6 +1,9 @@
 //! `galley export prometheus`: the scrape job, targets, rules and rule tests for a Prometheus
 //! server to watch the endpoint (`galley_server::prometheus`).
 //!
+//! `galley export grafana`: a dashboard for the endpoint and its monitor
+//! (`galley_server::grafana`); it needs the blueprint only, not a deployment.
+//!
 //! `galley export kserve`: the blueprint's endpoint as a KServe `InferenceService`, for teams
 //! that serve on Kubernetes. The manifest serves the same versions on the same split through
 //! the Open Inference Protocol (KServe's Triton runtime for ONNX); beside it, the models as
@@ -141,5 +144,27 @@ pub(crate) async fn prometheus(ctx: &Ctx, args: &BlueprintArgs, dir: Option<Path
         endpoint
     );
     say(ctx, json!({ "files": files, "target": host_port }), &human);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(crate) fn grafana(ctx: &Ctx, args: &BlueprintArgs, out: Option<PathBuf>) -> Result<ExitCode, CliError> {
+    let app = crate::app::App::load(args)?;
+    let bp = &app.loaded.blueprint;
+    let endpoint = bp.stages.serving.as_ref().map(|sv| sv.endpoint.clone()).ok_or_else(|| CliError::message("the blueprint has no serving stage: there is no endpoint to chart"))?;
+    let drift = bp.stages.monitoring.as_ref().map(|m| m.drift.clone()).unwrap_or_default();
+    let line = galley_server::grafana::DriftLine { threshold: drift.threshold, psi: drift.method == galley_core::stages::DriftMethod::Psi };
+    // Every platform names the monitor after the endpoint it watches.
+    let dashboard = galley_server::grafana::dashboard(&endpoint, &endpoint, galley_server::prometheus::Thresholds::default(), line);
+    let path = out.unwrap_or_else(|| app.ctx.work_dir.join("export/grafana").join(format!("{endpoint}.json")));
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(&path, serde_json::to_string_pretty(&dashboard)? + "\n")?;
+    let human = format!(
+        "wrote {} (uid `{}`): import it in Grafana (Dashboards > New > Import) or put it in a file-provisioned dashboards folder, then pick the Prometheus that scrapes `{endpoint}`",
+        path.display(),
+        dashboard["uid"].as_str().unwrap_or_default()
+    );
+    say(ctx, json!({ "file": path.display().to_string(), "uid": dashboard["uid"] }), &human);
     Ok(ExitCode::SUCCESS)
 }

@@ -91,6 +91,13 @@ fn prometheus(path: &str) -> Value {
     doc["data"].clone()
 }
 
+/// An instant query on the stack's Prometheus: its whole answer (`status`, `data`, `error`).
+fn prometheus_query(expr: &str) -> Value {
+    let url = std::env::var("PROMETHEUS_URL").expect("PROMETHEUS_URL (set by `scripts/stack up onprem`)");
+    let out = std::process::Command::new("curl").args(["-s", "-G", "--data-urlencode", &format!("query={expr}"), &format!("{url}/api/v1/query")]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("Prometheus answered {expr} with: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
 /// The rule groups Prometheus loaded for endpoint `name`.
 fn prometheus_groups(name: &str) -> Vec<String> {
     let file = format!("/rules/galley_{name}.yml");
@@ -313,6 +320,26 @@ fn a_drift_alert_in_prometheus_retrains_through_airflow() {
     assert_eq!(states, [("check_drift".into(), "success".into()), ("drift_alert".into(), "success".into()), ("retrain".into(), "success".into())]);
     let alert = prometheus("/api/v1/alerts")["alerts"].as_array().unwrap().iter().find(|a| a["labels"]["monitor"] == name.as_str()).cloned();
     assert_eq!(alert.as_ref().map(|a| a["state"].clone()), Some(Value::from("firing")), "{alert:?}");
+    // The Grafana dashboard's queries run on this Prometheus (Grafana's `$__rate_interval` as
+    // 1m) and find the endpoint's traffic and the monitor's verdict and statistics.
+    let export = std::process::Command::new(env!("CARGO_BIN_EXE_galley")).current_dir(p.path()).args(["export", "grafana"]).arg(&p.blueprint).args(["--out", "dashboard.json"]).envs(p.env.iter().map(|(k, v)| (k, v))).output().unwrap();
+    ok(&export);
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(p.path().join("dashboard.json")).unwrap()).unwrap();
+    let mut answered = std::collections::BTreeMap::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap().replace("$__rate_interval", "1m");
+            let r = prometheus_query(&expr);
+            assert_eq!(r["status"], "success", "Prometheus refused the dashboard's query {expr}: {r}");
+            let series = r["data"]["result"].as_array().unwrap().len();
+            *answered.entry(panel["title"].as_str().unwrap().to_owned()).or_insert(0) += series;
+        }
+    }
+    for title in ["Requests per second", "Latency p99", "Versions served", "Drift verdict", "Samples toward a verdict", "Feature drift (PSI)"] {
+        assert!(answered.get(title).is_some_and(|n| *n > 0), "the dashboard's `{title}` finds no series: {answered:?}");
+    }
+    let verdict = prometheus_query(&format!("max(galley_drift_detected{{monitor=\"{name}\"}})"));
+    assert_eq!(verdict["data"]["result"][0]["value"][1], "1", "{verdict}");
     // The retrain: a run of the pipeline's DAG with trigger=drift, which succeeds and trains
     // again (force_from=train), as MLflow's run records.
     let retrain = eventually(240, "the drift retrain finished", || {

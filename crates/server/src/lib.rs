@@ -8,6 +8,7 @@
 
 pub mod capture;
 pub mod config;
+pub mod grafana;
 pub mod metrics;
 pub mod prometheus;
 mod recorder;
