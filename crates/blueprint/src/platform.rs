@@ -147,11 +147,10 @@ impl PlatformRegistry {
         self.rules.values().filter(|r| r.capabilities().supports(feature)).map(|r| r.id()).collect()
     }
 
-    /// The platform offering state backend `kind`, with its rule.
-    pub fn backend(&self, kind: &str) -> Option<(PlatformId, BackendRule)> {
-        self.rules
-            .values()
-            .find_map(|r| r.state_backends().into_iter().find(|b| b.kind == kind).map(|b| (r.id(), b)))
+    /// The platforms offering state backend `kind` (more than one may: `s3` is AWS's S3 and
+    /// onprem's S3-compatible store, one schema and one implementation).
+    pub fn backend_platforms(&self, kind: &str) -> Vec<PlatformId> {
+        self.rules.values().filter(|r| r.state_backends().iter().any(|b| b.kind == kind)).map(|r| r.id()).collect()
     }
 }
 

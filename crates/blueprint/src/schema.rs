@@ -63,8 +63,10 @@ fn compose(registry: &PlatformRegistry) -> Value {
         "type": "object",
         "properties": {"path": {"type": "string", "description": "The state file, relative to the blueprint (default `.galley/state.json`)."}},
     }))];
+    let mut kinds = std::collections::BTreeSet::new();
     for rules in registry.all() {
-        for b in rules.state_backends() {
+        // A kind two platforms offer is one branch (`oneOf` refuses a value two branches match).
+        for b in rules.state_backends().into_iter().filter(|b| kinds.insert(b.kind)) {
             let mut fields = b.schema.clone();
             hoist_defs(&mut schema, &mut fields);
             backends.push(backend_branch(b.kind, &fields));

@@ -41,12 +41,17 @@ impl App {
                 None => StateLocation::File(ctx.work_dir.join("state.json")),
             },
             (None, Some(b)) => {
-                // Validation knows every backend type; the platform offering it must be built in.
-                let (platform, _) = providers.registry().backend(&b.kind).ok_or_else(|| {
-                    CliError::message(format!("state backend `{}` is offered by no platform this galley knows", b.kind))
-                })?;
-                providers.get(platform).map_err(|e| {
-                    CliError::message(format!("the `{}` state backend comes with platform `{platform}`: {}", b.kind, e.message()))
+                // Validation knows every backend type; a platform offering it must be built in
+                // (the blueprint's own platform first).
+                let mut offering = providers.registry().backend_platforms(&b.kind);
+                offering.sort_by_key(|p| *p != loaded.blueprint.platform);
+                let Some(first) = offering.first().copied() else {
+                    return Err(CliError::message(format!("state backend `{}` is offered by no platform this galley knows", b.kind)));
+                };
+                let platform = offering.iter().copied().find(|p| providers.get(*p).is_ok()).ok_or_else(|| {
+                    let e = providers.get(first).err().map(|e| e.message().to_owned()).unwrap_or_default();
+                    let names: Vec<String> = offering.iter().map(|p| format!("`{p}`")).collect();
+                    CliError::message(format!("the `{}` state backend comes with platform {}: {e}", b.kind, names.join(" or ")))
                 })?;
                 StateLocation::Platform(platform, b.clone())
             }

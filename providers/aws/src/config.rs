@@ -161,6 +161,17 @@ impl AwsConfig {
         Ok(sdk)
     }
 
+    /// The S3 client alone (the state backend, an S3-compatible artifact store).
+    pub async fn s3_client(&self) -> Result<aws_sdk_s3::Client> {
+        Ok(self.s3_from(&self.load().await?))
+    }
+
+    /// The S3 client over loaded configuration: path-style addressing when asked, and the
+    /// answering endpoint recorded for error messages.
+    fn s3_from(&self, sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(self.force_path_style).interceptor(RecordEndpoint).build())
+    }
+
     fn no_credentials(&self, cause: Option<aws_credential_types::provider::error::CredentialsError>) -> Error {
         // The SDK's error chain can be long; its first line says which provider gave up.
         let why = cause.map(|e| format!(" ({})", first_line(&error_chain(&e)))).unwrap_or_default();
@@ -190,6 +201,7 @@ fn first_line(s: &str) -> &str {
 }
 
 /// One client per service, sharing one configuration.
+#[cfg(feature = "runtime")]
 #[derive(Clone, Debug)]
 pub struct AwsClients {
     pub config: AwsConfig,
@@ -209,15 +221,15 @@ pub struct AwsClients {
     pub events: aws_sdk_eventbridge::Client,
 }
 
+#[cfg(feature = "runtime")]
 impl AwsClients {
     pub async fn connect(config: &AwsConfig) -> Result<Self> {
         let sdk = config.load().await?;
         // Every client records which endpoint answered, so an answer that is not AWS's (a
         // proxy's error page, a wrong endpoint URL) is reported with who gave it.
-        let s3_conf = aws_sdk_s3::config::Builder::from(&sdk).force_path_style(config.force_path_style).interceptor(RecordEndpoint).build();
         Ok(AwsClients {
             config: config.clone(),
-            s3: aws_sdk_s3::Client::from_conf(s3_conf),
+            s3: config.s3_from(&sdk),
             sagemaker: aws_sdk_sagemaker::Client::from_conf(aws_sdk_sagemaker::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
             runtime: aws_sdk_sagemakerruntime::Client::from_conf(aws_sdk_sagemakerruntime::config::Builder::from(&sdk).interceptor(RecordEndpoint).build()),
             featurestore: aws_sdk_sagemakerfeaturestoreruntime::Client::from_conf(

@@ -1,6 +1,8 @@
 //! The `aws` platform: S3, SageMaker and CloudWatch through the official AWS SDK crates.
 //!
-//! Without the `runtime` feature only what needs no SDK is built: [`platform`] (the rules
+//! The `s3` feature builds [`config`], [`error`], [`artifacts`] and [`state_backend`] on the S3
+//! SDK alone (any S3-compatible store, through an endpoint override). Without a feature only
+//! what needs no SDK is built: [`platform`] (the rules
 //! validation uses: capabilities, settings, naming, the `s3` state backend), [`cron`] (schedules
 //! in EventBridge Scheduler's syntax) and [`container`]
 //! (SageMaker's training contract, which Galley's image implements). The runtime adds:
@@ -20,10 +22,18 @@ pub mod platform;
 
 pub use platform::{AWS, AwsSettings, capabilities, rules};
 
+#[cfg(feature = "s3")]
+pub use s3::*;
+#[cfg(feature = "s3")]
+mod s3 {
+    pub use crate::artifacts::S3Artifacts;
+    pub use crate::config::{AwsConfig, CredentialSource};
+    pub use crate::state_backend::S3StateBackend;
+}
+
 #[cfg(feature = "runtime")]
 mod runtime {
-    pub use crate::artifacts::S3Artifacts;
-    pub use crate::config::{AwsClients, AwsConfig, CredentialSource};
+    pub use crate::config::AwsClients;
     pub use crate::experiments::SageMakerExperiments;
     pub use crate::features::SageMakerFeatures;
     pub use crate::monitor::AwsMonitor;
@@ -31,7 +41,6 @@ mod runtime {
     pub use crate::provider::{AwsProvider, provider};
     pub use crate::registry::SageMakerRegistry;
     pub use crate::serving::SageMakerServing;
-    pub use crate::state_backend::S3StateBackend;
 
     /// The SDK crates behind [`AwsClients`], for code that builds their request types (the
     /// test stand-ins) without depending on each crate itself.
@@ -44,8 +53,9 @@ mod runtime {
 #[cfg(feature = "runtime")]
 pub use runtime::*;
 
-/// Declares the modules that need the AWS SDK, each only with the `runtime` feature.
-macro_rules! runtime_modules {
-    ($($name:ident),* $(,)?) => { $(#[cfg(feature = "runtime")] pub mod $name;)* };
+/// Declares the modules that need the AWS SDK, each only with `$feature`.
+macro_rules! sdk_modules {
+    ($feature:literal: $($name:ident),* $(,)?) => { $(#[cfg(feature = $feature)] pub mod $name;)* };
 }
-runtime_modules!(artifacts, bucket, capture, config, error, experiments, features, meta, monitor, orchestrator, provider, registry, scaling, serving, state_backend, training, triggers, waiter);
+sdk_modules!("s3": artifacts, bucket, config, error, state_backend);
+sdk_modules!("runtime": capture, experiments, features, meta, monitor, orchestrator, provider, registry, scaling, serving, training, triggers, waiter);

@@ -68,6 +68,11 @@ pub struct S3BackendSettings {
     /// The bucket's region; `platforms.aws.region` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
+    /// An S3-compatible store's URL (MinIO, Ceph: `http://minio.internal:9000`), addressed
+    /// path-style; AWS's own S3 (or `platforms.aws.endpoint_url`) when absent. Credentials come
+    /// from the usual `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` variables or profile.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_url: Option<String>,
 }
 
 /// The `type` of the S3 state backend.

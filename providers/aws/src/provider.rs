@@ -196,10 +196,7 @@ impl Provider for AwsProvider {
 
     /// `backend: { type: s3 }`.
     fn state_backend(&self, backend: &galley_blueprint::Backend, bp: &Blueprint) -> Option<Result<Box<dyn galley_engine::StateBackend>>> {
-        (backend.kind == crate::platform::S3_BACKEND).then(|| {
-            let settings: crate::platform::S3BackendSettings = backend.settings_as().map_err(Error::invalid)?;
-            Ok(Box::new(crate::S3StateBackend::for_blueprint(bp, &settings)?) as Box<dyn galley_engine::StateBackend>)
-        })
+        crate::state_backend::open(backend, bp)
     }
 
     fn container_contract(&self) -> Option<&'static str> {

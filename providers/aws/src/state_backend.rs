@@ -15,7 +15,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use galley_core::{Error, ErrorKind, Result, Stage};
 use galley_engine::{LockInfo, State, StateBackend};
 
-use crate::config::{AwsClients, AwsConfig};
+use crate::config::AwsConfig;
 use crate::error::{AwsFault, fault};
 
 pub struct S3StateBackend {
@@ -35,6 +35,15 @@ impl std::fmt::Debug for S3StateBackend {
     }
 }
 
+/// `backend: { type: s3, … }` opened, for any platform that offers it (aws; onprem's
+/// S3-compatible store); `None` for another backend type.
+pub fn open(backend: &galley_blueprint::Backend, bp: &galley_blueprint::Blueprint) -> Option<Result<Box<dyn StateBackend>>> {
+    (backend.kind == crate::platform::S3_BACKEND).then(|| {
+        let settings: crate::platform::S3BackendSettings = backend.settings_as().map_err(Error::invalid)?;
+        Ok(Box::new(S3StateBackend::for_blueprint(bp, &settings)?) as Box<dyn StateBackend>)
+    })
+}
+
 impl S3StateBackend {
     /// Connects (resolving credentials once, so a missing source fails here with a clear
     /// message). Callable from inside or outside a Tokio runtime.
@@ -51,13 +60,13 @@ impl S3StateBackend {
             .map_err(|e| Error::internal("could not start the S3 state backend's runtime").with_source(e))?;
         let (region, endpoint_url) = (config.region.clone(), config.endpoint_url.clone());
         let config = config.clone();
-        let clients = run_on(&runtime, async move { AwsClients::connect(&config).await })?;
-        let s3 = clients.s3;
+        let s3 = run_on(&runtime, async move { config.s3_client().await })?;
         Ok(S3StateBackend { runtime: Some(runtime), s3, bucket, key, region, endpoint_url })
     }
 
-    /// From a blueprint's `backend: { type: s3, bucket, key, region }` and its `platforms.aws`
-    /// (endpoint override, profile); the backend's `region` wins over the platform's.
+    /// From a blueprint's `backend: { type: s3, bucket, key, region, endpoint_url }` and its
+    /// `platforms.aws` (endpoint override, profile), if any; the backend's `region` and
+    /// `endpoint_url` win over the platform's.
     pub fn for_blueprint(bp: &galley_blueprint::Blueprint, backend: &crate::platform::S3BackendSettings) -> Result<Self> {
         let settings: Option<crate::AwsSettings> = bp.platform_settings(crate::AWS).map_err(Error::invalid)?;
         let mut config = match &settings {
@@ -66,6 +75,12 @@ impl S3StateBackend {
         };
         if let Some(r) = &backend.region {
             config.region = r.clone();
+        }
+        if let Some(url) = &backend.endpoint_url {
+            // An S3-compatible store (MinIO, Ceph) on its own host: path-style addressing, as
+            // those stores serve without wildcard DNS.
+            config.endpoint_url = Some(url.clone());
+            config.force_path_style = true;
         }
         Self::connect(&config, &backend.bucket, &backend.key)
     }
@@ -92,6 +107,16 @@ impl S3StateBackend {
     }
 
     fn error(&self, fault: AwsFault, operation: &str, uri: &str) -> Error {
+        if let (Some(_), Some(url)) = (fault.transport, &self.endpoint_url) {
+            // No answer came, so nothing recorded who was asked: say it, an S3-compatible
+            // store is not AWS.
+            let e = fault.into_error(Stage::Artifacts, operation, uri);
+            return Error::new(e.kind(), format!("the state store at {url} did not answer ({})", e.message()))
+                .platform(crate::platform::AWS)
+                .stage(Stage::Artifacts)
+                .operation(operation)
+                .resource(uri);
+        }
         if fault.code.as_deref() != Some("NoSuchBucket") {
             return fault.into_error(Stage::Artifacts, operation, uri);
         }

@@ -126,6 +126,11 @@ impl PlatformRules for OnpremRules {
         capabilities()
     }
 
+    /// The state in an S3-compatible store (`endpoint_url`), the aws platform's backend and code.
+    fn state_backends(&self) -> Vec<galley_blueprint::platform::BackendRule> {
+        galley_aws::rules().state_backends()
+    }
+
     fn cargo_feature(&self) -> &'static str {
         "onprem"
     }

@@ -273,6 +273,21 @@ impl Provider for OnpremProvider {
         self.stages(bp)
     }
 
+    /// `backend: { type: s3, endpoint_url: … }`: the state in an S3-compatible store.
+    fn state_backend(&self, backend: &galley_blueprint::Backend, bp: &Blueprint) -> Option<Result<Box<dyn galley_engine::StateBackend>>> {
+        #[cfg(feature = "s3")]
+        return galley_aws::state_backend::open(backend, bp);
+        #[cfg(not(feature = "s3"))]
+        {
+            let _ = bp;
+            (backend.kind == galley_aws::platform::S3_BACKEND).then(|| {
+                Err(Error::unsupported(
+                    "this galley's onprem platform was built without S3 support: build it with `cargo install --path crates/cli --features onprem-s3`",
+                ))
+            })
+        }
+    }
+
     /// Every setting as this machine resolves it (the shared directory and Feast's repository
     /// as absolute paths, the servers' URLs from the environment), so an Airflow task reading
     /// the run bundle on a worker opens the same stack.
