@@ -372,6 +372,55 @@ fn a_drift_alert_in_prometheus_retrains_through_airflow() {
 /// MLflow down at apply: one error naming MLflow and its URL, no MLflow resource recorded as
 /// made; when the server answers at that URL again (here: a forwarder to the real one comes up
 /// on the port), the same apply settles the interrupted create and completes.
+/// Ctrl-C on `galley run` while Airflow runs the DAG: galley cancels the DAG run through
+/// Airflow's API and exits failing; Airflow's own API shows the run `failed` with Galley's note
+/// and no task still running, and MLflow has no registered version from it.
+#[test]
+fn ctrl_c_on_galley_run_cancels_the_airflow_dag_run() {
+    let Some(uri) = substrate::mlflow_uri() else { return };
+    let Some(_) = substrate::feast() else { return };
+    let Some(_) = substrate::airflow() else { return };
+    let (p, name) = project("cancel");
+    ok(&p.galley(&["apply", "--auto-approve"]));
+
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_galley"))
+        .current_dir(p.path())
+        .arg("run")
+        .arg(&p.blueprint)
+        .args(["--no-cache"])
+        .envs(p.env.iter().map(|(k, v)| (k, v)))
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until Airflow runs a task of the DAG run galley started.
+    let run_id = eventually(120, "Airflow runs a task of galley's DAG run", || {
+        let (_, runs) = airflow(&format!("dags/{name}/dagRuns"));
+        let run = runs["dag_runs"].as_array()?.first()?["dag_run_id"].as_str()?.to_owned();
+        let (_, tasks) = airflow(&format!("dags/{name}/dagRuns/{run}/taskInstances"));
+        tasks["task_instances"].as_array()?.iter().any(|t| t["state"] == "running").then_some(run)
+    });
+    // SIGINT, as Ctrl-C sends it.
+    assert!(std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "a cancelled run exited 0: {said}");
+    assert!(said.contains("interrupted: cancelling the run"), "{said}");
+
+    let (_, run) = airflow(&format!("dags/{name}/dagRuns/{run_id}"));
+    assert_eq!(run["state"], "failed", "{run}");
+    assert_eq!(run["note"], "cancelled by galley", "{run}");
+    eventually(60, "no task of the cancelled DAG run still running", || {
+        let (_, tasks) = airflow(&format!("dags/{name}/dagRuns/{run_id}/taskInstances"));
+        let states: Vec<String> = tasks["task_instances"].as_array()?.iter().map(|t| t["state"].as_str().unwrap_or("none").to_owned()).collect();
+        (!states.iter().any(|s| matches!(s.as_str(), "running" | "queued" | "scheduled"))).then_some(states)
+    });
+    let versions = mlflow(&uri, &format!("registered-models/get?name={name}"));
+    assert!(versions["registered_model"]["latest_versions"].as_array().is_none_or(|v| v.is_empty()), "the cancelled run registered a version: {versions}");
+    ok(&p.galley(&["destroy", "--auto-approve"]));
+}
+
 #[test]
 fn a_server_that_is_down_is_named_and_the_apply_completes_when_it_is_back() {
     let Some(uri) = substrate::mlflow_uri() else { return };
